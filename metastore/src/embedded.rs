@@ -1,0 +1,292 @@
+//! The embedded backend of [`KvBackend`]: an ordered map in memory, made durable by an
+//! append-only log on local disk. For `strata dev` and tests; one process only.
+//!
+//! Log format: a sequence of records `[len: u32 LE][crc32c(payload): u32 LE][payload]`,
+//! one per committed transaction, where the payload is its operations, each
+//! `[tag: u8][key len: u32 LE][key]` followed, for a put, by `[value len: u32 LE][value]`
+//! (tags: 1 put, 2 delete, 3 delete prefix).
+//!
+//! Invariants:
+//! - a transaction is acknowledged only after its record is written and `fdatasync`ed;
+//! - replay stops at the first torn or corrupt record (a crash mid-append) and truncates
+//!   it away: such a transaction was never acknowledged;
+//! - on open, a log much larger than the live data is rewritten as one snapshot record,
+//!   through a temporary file and an atomic rename.
+
+use std::collections::BTreeMap;
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+
+use crate::kv::{Compare, KvBackend, Op};
+use crate::{Error, Result};
+
+const TAG_PUT: u8 = 1;
+const TAG_DELETE: u8 = 2;
+const TAG_DELETE_PREFIX: u8 = 3;
+
+/// The embedded key-value store.
+#[derive(Debug)]
+pub struct EmbeddedKv {
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    map: BTreeMap<String, Vec<u8>>,
+    log: Option<File>,
+}
+
+impl EmbeddedKv {
+    /// A store that lives only in memory (tests).
+    pub fn in_memory() -> Self {
+        Self {
+            state: Mutex::new(State {
+                map: BTreeMap::new(),
+                log: None,
+            }),
+        }
+    }
+
+    /// Opens (or creates) the store persisted in `dir/metastore.log`.
+    pub fn open(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| io_error("create directory", dir, e))?;
+        let path = dir.join("metastore.log");
+        let mut map = BTreeMap::new();
+        let mut valid_len = 0u64;
+        let mut log_len = 0u64;
+        if path.exists() {
+            let mut bytes = Vec::new();
+            File::open(&path)
+                .and_then(|mut f| f.read_to_end(&mut bytes))
+                .map_err(|e| io_error("read", &path, e))?;
+            log_len = bytes.len() as u64;
+            valid_len = replay(&bytes, &mut map) as u64;
+            if valid_len < log_len {
+                tracing::warn!(
+                    path = %path.display(),
+                    dropped_bytes = log_len - valid_len,
+                    "metastore log ends in a torn record; truncating it"
+                );
+            }
+        }
+        let live: u64 = map.iter().map(|(k, v)| (k.len() + v.len() + 9) as u64).sum();
+        if valid_len < log_len || valid_len > 2 * live + (1 << 20) {
+            rewrite(&path, &map)?;
+        }
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error("open", &path, e))?;
+        Ok(Self {
+            state: Mutex::new(State {
+                map,
+                log: Some(log),
+            }),
+        })
+    }
+}
+
+fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
+    Error::Unavailable(format!("embedded metastore: {what} {}: {e}", path.display()))
+}
+
+fn encode_ops(ops: &[Op]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    let field = |payload: &mut Vec<u8>, bytes: &[u8]| {
+        payload.extend_from_slice(&(bytes.len() as u32).to_le_bytes());
+        payload.extend_from_slice(bytes);
+    };
+    for op in ops {
+        match op {
+            Op::Put(key, value) => {
+                payload.push(TAG_PUT);
+                field(&mut payload, key.as_bytes());
+                field(&mut payload, value);
+            }
+            Op::Delete(key) => {
+                payload.push(TAG_DELETE);
+                field(&mut payload, key.as_bytes());
+            }
+            Op::DeletePrefix(prefix) => {
+                payload.push(TAG_DELETE_PREFIX);
+                field(&mut payload, prefix.as_bytes());
+            }
+        }
+    }
+    let mut record = Vec::with_capacity(payload.len() + 8);
+    record.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    record.extend_from_slice(&crc32c::crc32c(&payload).to_le_bytes());
+    record.extend_from_slice(&payload);
+    record
+}
+
+/// Decodes one record's payload into operations; `None` if malformed.
+fn decode_ops(mut payload: &[u8]) -> Option<Vec<Op>> {
+    fn take<'a>(buf: &mut &'a [u8], n: usize) -> Option<&'a [u8]> {
+        if buf.len() < n {
+            return None;
+        }
+        let (head, tail) = buf.split_at(n);
+        *buf = tail;
+        Some(head)
+    }
+    fn field<'a>(buf: &mut &'a [u8]) -> Option<&'a [u8]> {
+        let len = u32::from_le_bytes(take(buf, 4)?.try_into().ok()?) as usize;
+        take(buf, len)
+    }
+    let mut ops = Vec::new();
+    while !payload.is_empty() {
+        let tag = take(&mut payload, 1)?[0];
+        let key = String::from_utf8(field(&mut payload)?.to_vec()).ok()?;
+        ops.push(match tag {
+            TAG_PUT => Op::Put(key, field(&mut payload)?.to_vec()),
+            TAG_DELETE => Op::Delete(key),
+            TAG_DELETE_PREFIX => Op::DeletePrefix(key),
+            _ => return None,
+        });
+    }
+    Some(ops)
+}
+
+/// Applies every intact record of `log` to `map`; returns the length of the intact part.
+fn replay(log: &[u8], map: &mut BTreeMap<String, Vec<u8>>) -> usize {
+    let mut pos = 0;
+    while log.len() - pos >= 8 {
+        let len = u32::from_le_bytes(log[pos..pos + 4].try_into().expect("4 bytes")) as usize;
+        let crc = u32::from_le_bytes(log[pos + 4..pos + 8].try_into().expect("4 bytes"));
+        let Some(payload) = log.get(pos + 8..pos + 8 + len) else {
+            break;
+        };
+        if crc32c::crc32c(payload) != crc {
+            break;
+        }
+        let Some(ops) = decode_ops(payload) else {
+            break;
+        };
+        apply(map, ops);
+        pos += 8 + len;
+    }
+    pos
+}
+
+fn rewrite(path: &Path, map: &BTreeMap<String, Vec<u8>>) -> Result<()> {
+    let tmp: PathBuf = path.with_extension("log.tmp");
+    let ops: Vec<Op> = map
+        .iter()
+        .map(|(k, v)| Op::Put(k.clone(), v.clone()))
+        .collect();
+    let write = || -> std::io::Result<()> {
+        let mut file = File::create(&tmp)?;
+        if !ops.is_empty() {
+            file.write_all(&encode_ops(&ops))?;
+        }
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Some(dir) = path.parent() {
+            File::open(dir)?.sync_all()?;
+        }
+        Ok(())
+    };
+    write().map_err(|e| io_error("rewrite", path, e))
+}
+
+fn apply(map: &mut BTreeMap<String, Vec<u8>>, ops: Vec<Op>) {
+    for op in ops {
+        match op {
+            Op::Put(key, value) => {
+                map.insert(key, value);
+            }
+            Op::Delete(key) => {
+                map.remove(&key);
+            }
+            Op::DeletePrefix(prefix) => {
+                map.retain(|key, _| !key.starts_with(&prefix));
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl KvBackend for EmbeddedKv {
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let state = self.state.lock().expect("embedded metastore lock poisoned");
+        Ok(state.map.get(key).cloned())
+    }
+
+    async fn range(
+        &self,
+        prefix: &str,
+        from: &str,
+        limit: usize,
+    ) -> Result<Vec<(String, Vec<u8>)>> {
+        let state = self.state.lock().expect("embedded metastore lock poisoned");
+        let limit = if limit == 0 { usize::MAX } else { limit };
+        Ok(state
+            .map
+            .range(from.to_string()..)
+            .take_while(|(key, _)| key.starts_with(prefix))
+            .take(limit)
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect())
+    }
+
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool> {
+        let mut state = self.state.lock().expect("embedded metastore lock poisoned");
+        let holds = compares.iter().all(|c| match c {
+            Compare::ValueEquals(key, value) => state.map.get(key) == Some(value),
+            Compare::Absent(key) => !state.map.contains_key(key),
+            Compare::Exists(key) => state.map.contains_key(key),
+        });
+        if !holds {
+            return Ok(false);
+        }
+        if let Some(log) = state.log.as_mut() {
+            let record = encode_ops(&ops);
+            log.write_all(&record)
+                .and_then(|()| log.sync_data())
+                .map_err(|e| Error::Unavailable(format!("embedded metastore: append: {e}")))?;
+        }
+        apply(&mut state.map, ops);
+        Ok(true)
+    }
+
+    fn max_txn_ops(&self) -> usize {
+        usize::MAX
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn torn_tail_is_dropped_and_earlier_commits_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let kv = EmbeddedKv::open(dir.path()).unwrap();
+            assert!(kv.txn(vec![], vec![Op::Put("a".into(), b"1".to_vec())]).await.unwrap());
+            assert!(kv.txn(vec![], vec![Op::Put("b".into(), b"2".to_vec())]).await.unwrap());
+        }
+        // A crash in the middle of a third append leaves half a record.
+        let path = dir.path().join("metastore.log");
+        let mut file = OpenOptions::new().append(true).open(&path).unwrap();
+        let record = encode_ops(&[Op::Put("c".into(), b"3".to_vec())]);
+        file.write_all(&record[..record.len() - 2]).unwrap();
+        drop(file);
+
+        let kv = EmbeddedKv::open(dir.path()).unwrap();
+        assert_eq!(kv.get("a").await.unwrap(), Some(b"1".to_vec()));
+        assert_eq!(kv.get("b").await.unwrap(), Some(b"2".to_vec()));
+        assert_eq!(kv.get("c").await.unwrap(), None);
+        // And it keeps appending after the truncation.
+        assert!(kv.txn(vec![], vec![Op::Put("d".into(), b"4".to_vec())]).await.unwrap());
+        drop(kv);
+        let kv = EmbeddedKv::open(dir.path()).unwrap();
+        assert_eq!(kv.get("d").await.unwrap(), Some(b"4".to_vec()));
+    }
+}

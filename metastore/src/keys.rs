@@ -1,0 +1,112 @@
+//! The metastore's key schema: every key Strata writes, in one place.
+//!
+//! All keys live under a cluster root (default `/strata/<cluster>`):
+//!
+//! | key | value | changes |
+//! |---|---|---|
+//! | `{root}/topics/{topic}` | [`TopicMeta`](crate::TopicMeta), JSON | created, deleted |
+//! | `{root}/partitions/{topic}/{p}/owner` | [`PartitionOwner`](crate::PartitionOwner), JSON | on every take-over (epoch + 1) |
+//! | `{root}/partitions/{topic}/{p}/hwm` | high watermark, decimal; absent = 0 | every committed flush |
+//! | `{root}/partitions/{topic}/{p}/start` | log start offset, decimal; absent = 0 | retention |
+//! | `{root}/partitions/{topic}/{p}/index/{base:020}` | [`IndexEntry`](crate::IndexEntry), JSON | added by flushes, replaced by merges |
+//! | `{root}/agents/{agent_id}` | [`AgentRecord`](crate::AgentRecord), JSON | agent start (under a lease on etcd) |
+//! | `{root}/counters/agent-epoch` | last agent incarnation number, decimal | agent start |
+//!
+//! Topic names cannot contain `/`, so `partitions/{topic}/` never prefixes another topic's
+//! keys. Index keys are zero-padded so that key order is offset order.
+
+/// Builds the keys of one cluster root.
+#[derive(Debug, Clone)]
+pub struct Keys {
+    root: String,
+}
+
+impl Keys {
+    /// Keys under `root` (no trailing slash).
+    pub fn new(root: impl Into<String>) -> Self {
+        let root = root.into().trim_end_matches('/').to_string();
+        Self { root }
+    }
+
+    /// The root itself.
+    pub fn root(&self) -> &str {
+        &self.root
+    }
+
+    /// Prefix of all topic definitions.
+    pub fn topics_prefix(&self) -> String {
+        format!("{}/topics/", self.root)
+    }
+
+    /// A topic's definition.
+    pub fn topic(&self, topic: &str) -> String {
+        format!("{}/topics/{topic}", self.root)
+    }
+
+    /// Prefix of every key of every partition of `topic`.
+    pub fn topic_partitions_prefix(&self, topic: &str) -> String {
+        format!("{}/partitions/{topic}/", self.root)
+    }
+
+    fn partition(&self, topic: &str, partition: u32) -> String {
+        format!("{}/partitions/{topic}/{partition}", self.root)
+    }
+
+    /// A partition's owner record.
+    pub fn owner(&self, topic: &str, partition: u32) -> String {
+        format!("{}/owner", self.partition(topic, partition))
+    }
+
+    /// A partition's high watermark.
+    pub fn high_watermark(&self, topic: &str, partition: u32) -> String {
+        format!("{}/hwm", self.partition(topic, partition))
+    }
+
+    /// A partition's log start offset.
+    pub fn log_start(&self, topic: &str, partition: u32) -> String {
+        format!("{}/start", self.partition(topic, partition))
+    }
+
+    /// Prefix of a partition's index entries.
+    pub fn index_prefix(&self, topic: &str, partition: u32) -> String {
+        format!("{}/index/", self.partition(topic, partition))
+    }
+
+    /// The index entry whose run starts at `base_offset`.
+    pub fn index_entry(&self, topic: &str, partition: u32, base_offset: i64) -> String {
+        format!("{}{base_offset:020}", self.index_prefix(topic, partition))
+    }
+
+    /// Prefix of agent registrations.
+    pub fn agents_prefix(&self) -> String {
+        format!("{}/agents/", self.root)
+    }
+
+    /// One agent's registration.
+    pub fn agent(&self, agent_id: &str) -> String {
+        format!("{}/agents/{agent_id}", self.root)
+    }
+
+    /// The agent incarnation counter.
+    pub fn agent_epoch_counter(&self) -> String {
+        format!("{}/counters/agent-epoch", self.root)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Keys;
+
+    #[test]
+    fn index_keys_sort_by_offset() {
+        let keys = Keys::new("/strata/c1/");
+        let a = keys.index_entry("t", 3, 9);
+        let b = keys.index_entry("t", 3, 10);
+        let c = keys.index_entry("t", 3, 1_000_000);
+        assert!(a < b && b < c);
+        assert_eq!(a, "/strata/c1/partitions/t/3/index/00000000000000000009");
+        assert!(a.starts_with(&keys.index_prefix("t", 3)));
+        assert!(a.starts_with(&keys.topic_partitions_prefix("t")));
+        assert!(!a.starts_with(&keys.topic_partitions_prefix("t.x")));
+    }
+}

@@ -1,0 +1,62 @@
+//! The minimal transactional key-value interface the metastore is written against.
+//!
+//! Keys are UTF-8 strings (built only by [`crate::keys`]); values are bytes. A transaction
+//! applies all of its operations if and only if all of its comparisons hold, atomically.
+
+use std::fmt::Debug;
+
+use async_trait::async_trait;
+
+use crate::Result;
+
+/// A condition a transaction checks before it applies its operations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Compare {
+    /// The key holds exactly this value.
+    ValueEquals(String, Vec<u8>),
+    /// The key does not exist.
+    Absent(String),
+    /// The key exists.
+    Exists(String),
+}
+
+/// A write of a transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Set a key.
+    Put(String, Vec<u8>),
+    /// Remove a key (no-op if absent).
+    Delete(String),
+    /// Remove every key that starts with the prefix.
+    DeletePrefix(String),
+}
+
+/// A transactional key-value store: etcd, or the embedded one.
+#[async_trait]
+pub trait KvBackend: Send + Sync + Debug + 'static {
+    /// The value of `key`.
+    async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
+
+    /// Keys in `[from, end of prefix)` in key order, at most `limit` (0 = no limit). `from`
+    /// must start with `prefix`.
+    async fn range(&self, prefix: &str, from: &str, limit: usize)
+    -> Result<Vec<(String, Vec<u8>)>>;
+
+    /// Applies `ops` if every comparison holds; returns whether it did.
+    async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool>;
+
+    /// Largest number of comparisons, and of operations, one transaction may hold.
+    fn max_txn_ops(&self) -> usize;
+}
+
+/// The smallest key greater than every key starting with `prefix`.
+pub(crate) fn prefix_end(prefix: &str) -> Vec<u8> {
+    let mut end = prefix.as_bytes().to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}

@@ -1,0 +1,413 @@
+//! The [`Metastore`] trait and its one implementation over a [`KvBackend`].
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::instrument;
+
+use crate::keys::Keys;
+use crate::kv::{Compare, KvBackend, Op};
+use crate::{
+    AgentRecord, CommitReport, EmbeddedKv, Error, EtcdKv, IndexEntry, PartitionAppend,
+    PartitionOwner, PartitionState, Rejection, Result, TopicMeta,
+};
+
+/// What agents and the compactor know about the cluster's durable state.
+#[async_trait]
+pub trait Metastore: Send + Sync + std::fmt::Debug {
+    /// Stores a new topic; [`Error::TopicExists`] if the name is taken.
+    async fn create_topic(&self, topic: &TopicMeta) -> Result<()>;
+
+    /// A topic's definition, if it exists.
+    async fn get_topic(&self, name: &str) -> Result<Option<TopicMeta>>;
+
+    /// Every topic, by name.
+    async fn list_topics(&self) -> Result<Vec<TopicMeta>>;
+
+    /// Deletes a topic with its partitions' state and index. [`Error::TopicNotFound`] if
+    /// there is no such topic.
+    async fn delete_topic(&self, name: &str) -> Result<()>;
+
+    /// A partition's committed state.
+    async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState>;
+
+    /// Makes `agent_id` the partition's owner under a new epoch (the old one + 1), fencing
+    /// any previous owner, and returns the state it takes over.
+    async fn acquire_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        agent_id: &str,
+    ) -> Result<PartitionState>;
+
+    /// Commits one flush: for each append, checks its owner epoch and that it starts at the
+    /// high watermark, then advances the high watermark and adds its index entry. Uses one
+    /// transaction unless the backend's operation limit forces more. Appends that fail
+    /// their check are reported in [`CommitReport::rejected`]; the others commit.
+    ///
+    /// An `Err` means the outcome is unknown for the appends of the failed transaction:
+    /// the caller must not acknowledge them and must re-read the partition state.
+    async fn commit_flush(&self, appends: &[PartitionAppend]) -> Result<CommitReport>;
+
+    /// A partition's index entries with `base_offset >= from_base`, in offset order, at
+    /// most `limit` (0 = all).
+    async fn index_entries(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_base: i64,
+        limit: usize,
+    ) -> Result<Vec<IndexEntry>>;
+
+    /// A new agent incarnation number, larger than every one handed out before. Segment
+    /// object names carry it, so two incarnations never write the same object.
+    async fn next_agent_epoch(&self) -> Result<u64>;
+
+    /// Records an agent's address.
+    async fn register_agent(&self, agent: &AgentRecord) -> Result<()>;
+
+    /// The registered agents.
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
+}
+
+/// Opens the metastore a URL names, under the cluster root `/strata/<cluster>`:
+/// - `etcd://host:port[,host:port...]`: etcd;
+/// - `file:///path/to/dir` (or a bare path): the embedded store persisted in that directory;
+/// - `memory://`: the embedded store, in memory only.
+pub async fn open(url: &str, cluster: &str) -> Result<Arc<dyn Metastore>> {
+    let root = format!("/strata/{cluster}");
+    if let Some(endpoints) = url.strip_prefix("etcd://") {
+        let endpoints: Vec<String> = endpoints
+            .trim_end_matches('/')
+            .split(',')
+            .filter(|e| !e.is_empty())
+            .map(str::to_string)
+            .collect();
+        if endpoints.is_empty() {
+            return Err(Error::Config(format!(
+                "'{url}' names no endpoint; use etcd://host:port[,host:port]"
+            )));
+        }
+        let kv = EtcdKv::connect(&endpoints).await?;
+        Ok(Arc::new(KvMetastore::new(kv, root)))
+    } else if url == "memory://" {
+        Ok(Arc::new(KvMetastore::new(EmbeddedKv::in_memory(), root)))
+    } else if let Some(path) = url.strip_prefix("file://").or(Some(url)).filter(|p| !p.contains("://")) {
+        let kv = EmbeddedKv::open(std::path::Path::new(path))?;
+        Ok(Arc::new(KvMetastore::new(kv, root)))
+    } else {
+        Err(Error::Config(format!(
+            "unsupported metastore URL '{url}'; use etcd://host:port, file:///dir or memory://"
+        )))
+    }
+}
+
+/// The [`Metastore`] over any [`KvBackend`].
+#[derive(Debug)]
+pub struct KvMetastore<B> {
+    kv: B,
+    keys: Keys,
+}
+
+impl<B: KvBackend> KvMetastore<B> {
+    /// A metastore keeping its keys under `root` in `kv`.
+    pub fn new(kv: B, root: impl Into<String>) -> Self {
+        Self {
+            kv,
+            keys: Keys::new(root),
+        }
+    }
+
+    /// The key schema in use.
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    async fn get_json<T: DeserializeOwned>(&self, key: &str) -> Result<Option<T>> {
+        match self.kv.get(key).await? {
+            Some(bytes) => decode_json(key, &bytes).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    async fn get_offset(&self, key: &str) -> Result<i64> {
+        match self.kv.get(key).await? {
+            Some(bytes) => decode_offset(key, &bytes),
+            None => Ok(0),
+        }
+    }
+
+    /// The comparisons that hold while `append` is valid.
+    fn append_guards(&self, append: &PartitionAppend) -> Vec<Compare> {
+        let (topic, partition) = (&append.topic, append.partition);
+        let hwm_key = self.keys.high_watermark(topic, partition);
+        let hwm = if append.entry.base_offset == 0 {
+            Compare::Absent(hwm_key)
+        } else {
+            Compare::ValueEquals(hwm_key, append.entry.base_offset.to_string().into_bytes())
+        };
+        vec![
+            Compare::ValueEquals(
+                self.keys.owner(topic, partition),
+                encode_json(&append.owner),
+            ),
+            hwm,
+        ]
+    }
+
+    /// Why `append` fails its guards now, if it does.
+    async fn check_append(&self, append: &PartitionAppend) -> Result<Option<Rejection>> {
+        let (topic, partition) = (&append.topic, append.partition);
+        let current: Option<PartitionOwner> =
+            self.get_json(&self.keys.owner(topic, partition)).await?;
+        if current.as_ref() != Some(&append.owner) {
+            return Ok(Some(Rejection::Fenced { current }));
+        }
+        let high_watermark = self
+            .get_offset(&self.keys.high_watermark(topic, partition))
+            .await?;
+        if high_watermark != append.entry.base_offset {
+            return Ok(Some(Rejection::OffsetMismatch { high_watermark }));
+        }
+        Ok(None)
+    }
+}
+
+fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("metastore values always serialize")
+}
+
+fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
+        key: key.to_string(),
+        reason: e.to_string(),
+    })
+}
+
+fn decode_offset(key: &str, bytes: &[u8]) -> Result<i64> {
+    std::str::from_utf8(bytes)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| Error::Corrupt {
+            key: key.to_string(),
+            reason: "not a decimal offset".to_string(),
+        })
+}
+
+#[async_trait]
+impl<B: KvBackend> Metastore for KvMetastore<B> {
+    #[instrument(name = "metastore.create_topic", skip_all, fields(topic = %topic.name))]
+    async fn create_topic(&self, topic: &TopicMeta) -> Result<()> {
+        let key = self.keys.topic(&topic.name);
+        let created = self
+            .kv
+            .txn(
+                vec![Compare::Absent(key.clone())],
+                vec![
+                    // Leftovers of an earlier topic of the same name, if a delete was cut short.
+                    Op::DeletePrefix(self.keys.topic_partitions_prefix(&topic.name)),
+                    Op::Put(key, encode_json(topic)),
+                ],
+            )
+            .await?;
+        if created {
+            Ok(())
+        } else {
+            Err(Error::TopicExists(topic.name.clone()))
+        }
+    }
+
+    async fn get_topic(&self, name: &str) -> Result<Option<TopicMeta>> {
+        self.get_json(&self.keys.topic(name)).await
+    }
+
+    #[instrument(name = "metastore.list_topics", skip_all)]
+    async fn list_topics(&self) -> Result<Vec<TopicMeta>> {
+        let prefix = self.keys.topics_prefix();
+        self.kv
+            .range(&prefix, &prefix, 0)
+            .await?
+            .into_iter()
+            .map(|(key, value)| decode_json(&key, &value))
+            .collect()
+    }
+
+    #[instrument(name = "metastore.delete_topic", skip(self))]
+    async fn delete_topic(&self, name: &str) -> Result<()> {
+        let key = self.keys.topic(name);
+        let deleted = self
+            .kv
+            .txn(
+                vec![Compare::Exists(key.clone())],
+                vec![
+                    Op::Delete(key),
+                    Op::DeletePrefix(self.keys.topic_partitions_prefix(name)),
+                ],
+            )
+            .await?;
+        if deleted {
+            Ok(())
+        } else {
+            Err(Error::TopicNotFound(name.to_string()))
+        }
+    }
+
+    #[instrument(name = "metastore.partition_state", skip(self))]
+    async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState> {
+        Ok(PartitionState {
+            owner: self.get_json(&self.keys.owner(topic, partition)).await?,
+            log_start_offset: self.get_offset(&self.keys.log_start(topic, partition)).await?,
+            high_watermark: self
+                .get_offset(&self.keys.high_watermark(topic, partition))
+                .await?,
+        })
+    }
+
+    #[instrument(name = "metastore.acquire_partition", skip(self))]
+    async fn acquire_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        agent_id: &str,
+    ) -> Result<PartitionState> {
+        let topic_key = self.keys.topic(topic);
+        let owner_key = self.keys.owner(topic, partition);
+        loop {
+            let old = self.kv.get(&owner_key).await?;
+            let old_owner: Option<PartitionOwner> = match &old {
+                Some(bytes) => Some(decode_json(&owner_key, bytes)?),
+                None => None,
+            };
+            let new_owner = PartitionOwner {
+                epoch: old_owner.map_or(1, |o| o.epoch + 1),
+                agent_id: agent_id.to_string(),
+            };
+            let guard = match old {
+                Some(bytes) => Compare::ValueEquals(owner_key.clone(), bytes),
+                None => Compare::Absent(owner_key.clone()),
+            };
+            let taken = self
+                .kv
+                .txn(
+                    vec![Compare::Exists(topic_key.clone()), guard],
+                    vec![Op::Put(owner_key.clone(), encode_json(&new_owner))],
+                )
+                .await?;
+            if taken {
+                return self.partition_state(topic, partition).await;
+            }
+            if self.kv.get(&topic_key).await?.is_none() {
+                return Err(Error::TopicNotFound(topic.to_string()));
+            }
+            // Someone else moved the owner in between: read again and retry.
+        }
+    }
+
+    #[instrument(name = "metastore.commit_flush", skip_all, fields(partitions = appends.len()))]
+    async fn commit_flush(&self, appends: &[PartitionAppend]) -> Result<CommitReport> {
+        // Each append takes two comparisons and two operations.
+        let per_txn = (self.kv.max_txn_ops() / 2).max(1);
+        let mut report = CommitReport::default();
+        let indexed: Vec<(usize, &PartitionAppend)> = appends.iter().enumerate().collect();
+        for chunk in indexed.chunks(per_txn) {
+            let mut pending: Vec<(usize, &PartitionAppend)> = chunk.to_vec();
+            while !pending.is_empty() {
+                let mut compares = Vec::with_capacity(pending.len() * 2);
+                let mut ops = Vec::with_capacity(pending.len() * 2);
+                for (_, append) in &pending {
+                    let (topic, partition) = (&append.topic, append.partition);
+                    compares.extend(self.append_guards(append));
+                    ops.push(Op::Put(
+                        self.keys.high_watermark(topic, partition),
+                        (append.entry.last_offset + 1).to_string().into_bytes(),
+                    ));
+                    ops.push(Op::Put(
+                        self.keys
+                            .index_entry(topic, partition, append.entry.base_offset),
+                        encode_json(&append.entry),
+                    ));
+                }
+                if self.kv.txn(compares, ops).await? {
+                    report.transactions += 1;
+                    break;
+                }
+                // Find the appends whose guards fail, refuse them, retry the rest.
+                let mut still_valid = Vec::with_capacity(pending.len());
+                for (index, append) in pending {
+                    match self.check_append(append).await? {
+                        Some(rejection) => report.rejected.push((index, rejection)),
+                        None => still_valid.push((index, append)),
+                    }
+                }
+                pending = still_valid;
+            }
+        }
+        Ok(report)
+    }
+
+    #[instrument(name = "metastore.index_entries", skip(self))]
+    async fn index_entries(
+        &self,
+        topic: &str,
+        partition: u32,
+        from_base: i64,
+        limit: usize,
+    ) -> Result<Vec<IndexEntry>> {
+        let prefix = self.keys.index_prefix(topic, partition);
+        let from = self.keys.index_entry(topic, partition, from_base.max(0));
+        self.kv
+            .range(&prefix, &from, limit)
+            .await?
+            .into_iter()
+            .map(|(key, value)| decode_json(&key, &value))
+            .collect()
+    }
+
+    #[instrument(name = "metastore.next_agent_epoch", skip(self))]
+    async fn next_agent_epoch(&self) -> Result<u64> {
+        let key = self.keys.agent_epoch_counter();
+        loop {
+            let old = self.kv.get(&key).await?;
+            let next = match &old {
+                Some(bytes) => decode_offset(&key, bytes)? as u64 + 1,
+                None => 1,
+            };
+            let guard = match old {
+                Some(bytes) => Compare::ValueEquals(key.clone(), bytes),
+                None => Compare::Absent(key.clone()),
+            };
+            let bumped = self
+                .kv
+                .txn(
+                    vec![guard],
+                    vec![Op::Put(key.clone(), next.to_string().into_bytes())],
+                )
+                .await?;
+            if bumped {
+                return Ok(next);
+            }
+        }
+    }
+
+    async fn register_agent(&self, agent: &AgentRecord) -> Result<()> {
+        self.kv
+            .txn(
+                vec![],
+                vec![Op::Put(self.keys.agent(&agent.agent_id), encode_json(agent))],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
+        let prefix = self.keys.agents_prefix();
+        self.kv
+            .range(&prefix, &prefix, 0)
+            .await?
+            .into_iter()
+            .map(|(key, value)| decode_json(&key, &value))
+            .collect()
+    }
+}

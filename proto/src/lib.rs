@@ -1,0 +1,57 @@
+//! Strata's public gRPC API, `strata.v1`, generated from `proto/strata/v1/strata.proto`.
+//!
+//! Besides the generated code this crate holds one piece of the wire contract: which
+//! partition a key belongs to ([`partition_for_key`]), because clients and agents must agree
+//! on it with each other and with Kafka clients.
+
+/// Generated messages and services of `strata.v1`.
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod v1 {
+    tonic::include_proto!("strata.v1");
+
+    /// The encoded file descriptor set of `strata.v1`, for gRPC server reflection.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
+}
+
+/// The partition Kafka's default partitioner gives `key` among `partitions`:
+/// `(murmur2(key) & 0x7fffffff) % partitions`, with Kafka's seed.
+///
+/// # Panics
+/// If `partitions` is zero.
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    assert!(partitions > 0, "a topic has at least one partition");
+    let hash = murmur2::murmur2(key, murmur2::KAFKA_SEED);
+    (hash & 0x7fff_ffff) % partitions
+}
+
+#[cfg(test)]
+mod tests {
+    use super::partition_for_key;
+
+    #[test]
+    fn murmur2_matches_kafka_test_vectors() {
+        // The cases of Kafka's own UtilsTest.testMurmur2 (Java ints).
+        let cases: [(&[u8], i32); 6] = [
+            (b"21", -973_932_308),
+            (b"foobar", -790_332_482),
+            (b"a-little-bit-long-string", -985_981_536),
+            (b"a-little-bit-longer-string", -1_486_304_829),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
+            (b"abc", 479_470_107),
+        ];
+        for (key, expected) in cases {
+            assert_eq!(murmur2::murmur2(key, murmur2::KAFKA_SEED) as i32, expected);
+        }
+    }
+
+    #[test]
+    fn partition_is_positive_hash_modulo_count() {
+        // toPositive(-973932308) = 1173551340; 1173551340 % 8 = 4.
+        assert_eq!(partition_for_key(b"21", 8), 1_173_551_340 % 8);
+        assert_eq!(partition_for_key(b"abc", 3), 479_470_107 % 3);
+        for partitions in 1..50 {
+            assert!(partition_for_key(b"any key", partitions) < partitions);
+        }
+    }
+}
