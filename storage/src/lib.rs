@@ -1,1 +1,23 @@
-//! placeholder
+//! Strata's storage layer: how records become bytes in an object store and back.
+//!
+//! - [`record`]: records and their encoding as Kafka RecordBatch v2 (via `kafka-protocol`,
+//!   CRC32C checked on every decode, compression none/lz4/zstd);
+//! - [`segment`]: the segment object — blocks of many partitions plus a footer;
+//! - [`store`]: object stores by URL (`s3://`, `file://`, `memory://`) with create-only
+//!   PUTs and ranged GETs, and the S3 start-up checks made with `aws-sdk-s3`;
+//! - [`cache`]: the foyer hybrid (memory + disk) cache of partition blocks.
+//!
+//! Invariant: a segment object is written once, create-only, under a name no other writer
+//! uses, and never changes afterwards; so a cached block never goes stale.
+
+pub mod cache;
+mod error;
+pub mod record;
+pub mod segment;
+pub mod store;
+
+pub use cache::BlockCache;
+pub use error::{Error, Result};
+pub use record::{Compression, Record};
+pub use segment::{BlockLocation, SegmentBuilder};
+pub use store::{ObjectStoreConfig, SegmentStore};

@@ -1,0 +1,43 @@
+//! The storage layer's one error type.
+
+/// What can go wrong storing or reading segments.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The object store URL or options are wrong, or the store fails a start-up check.
+    #[error("object store configuration: {0}")]
+    Config(String),
+    /// A request to the object store failed; it may succeed if retried.
+    #[error("object store {op} '{path}': {source}")]
+    ObjectStore {
+        /// The operation (put, get).
+        op: &'static str,
+        /// The object.
+        path: String,
+        /// What the store said.
+        source: object_store::Error,
+    },
+    /// A create-only PUT found the object already there.
+    #[error("object '{0}' already exists")]
+    AlreadyExists(String),
+    /// Stored bytes failed their checksum or do not parse: never returned as records.
+    #[error("corrupt data in '{object}' bytes {start}..{end}: {reason}")]
+    Corrupt {
+        /// The object holding the bad bytes.
+        object: String,
+        /// First byte of the bad range.
+        start: u64,
+        /// One past the last byte of the bad range.
+        end: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Records could not be encoded.
+    #[error("cannot encode records: {0}")]
+    Encode(String),
+    /// The read cache could not be built or read.
+    #[error("cache: {0}")]
+    Cache(String),
+}
+
+/// Result with the storage layer's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

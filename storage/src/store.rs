@@ -1,0 +1,373 @@
+//! Object stores by URL, and the segment-level operations Strata needs from them.
+//!
+//! | URL | store |
+//! |---|---|
+//! | `s3://bucket/prefix` | S3 or any S3-compatible server (MinIO, s3s-fs): endpoint, region, credentials, path style and plain http are options |
+//! | `file:///dir` | a local directory |
+//! | `memory://` | memory (tests) |
+//!
+//! Data goes through `object_store`. For S3, `aws-sdk-s3` does what `object_store`
+//! cannot: create the bucket when asked, check that it is reachable, and set the lifecycle
+//! rule that aborts stale multipart uploads. Every store is checked at start-up to honour
+//! create-only PUTs, because segment names must never be overwritten.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use object_store::aws::{AmazonS3Builder, S3ConditionalPut};
+use object_store::local::LocalFileSystem;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload};
+use tracing::instrument;
+
+use crate::{Error, Result};
+
+/// Where segments live and how to reach them.
+#[derive(Debug, Clone, Default)]
+pub struct ObjectStoreConfig {
+    /// `s3://bucket/prefix`, `file:///dir` or `memory://`.
+    pub url: String,
+    /// S3 endpoint, e.g. `http://127.0.0.1:9000` for MinIO; unset = AWS.
+    pub endpoint: Option<String>,
+    /// S3 region; default `us-east-1`.
+    pub region: Option<String>,
+    /// S3 access key; unset = `AWS_ACCESS_KEY_ID`.
+    pub access_key_id: Option<String>,
+    /// S3 secret key; unset = `AWS_SECRET_ACCESS_KEY`.
+    pub secret_access_key: Option<String>,
+    /// Path-style requests (`endpoint/bucket/key`), as MinIO wants. Default true when an
+    /// endpoint is set.
+    pub path_style: Option<bool>,
+    /// Allow `http://` endpoints.
+    pub allow_http: bool,
+    /// Create the bucket if it does not exist.
+    pub create_bucket: bool,
+}
+
+/// Segment objects in one store, under one prefix.
+#[derive(Debug, Clone)]
+pub struct SegmentStore {
+    store: Arc<dyn ObjectStore>,
+    prefix: Path,
+    description: String,
+}
+
+struct S3Location {
+    bucket: String,
+    prefix: String,
+}
+
+fn parse_s3(url: &str) -> Result<S3Location> {
+    let rest = url.strip_prefix("s3://").unwrap_or_default();
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    if bucket.is_empty() {
+        return Err(Error::Config(format!(
+            "'{url}' names no bucket; use s3://bucket/prefix"
+        )));
+    }
+    Ok(S3Location {
+        bucket: bucket.to_string(),
+        prefix: prefix.trim_matches('/').to_string(),
+    })
+}
+
+impl SegmentStore {
+    /// Opens the store `config.url` names and checks it: reachable, and create-only PUTs
+    /// refused on an existing object.
+    #[instrument(name = "storage.open", skip_all, fields(url = %config.url))]
+    pub async fn open(config: &ObjectStoreConfig) -> Result<Self> {
+        let url = config.url.as_str();
+        let (store, prefix): (Arc<dyn ObjectStore>, String) = if url.starts_with("s3://") {
+            let location = parse_s3(url)?;
+            s3_admin::prepare_bucket(config, &location.bucket).await?;
+            let mut builder = AmazonS3Builder::from_env()
+                .with_bucket_name(&location.bucket)
+                .with_region(config.region.clone().unwrap_or_else(|| "us-east-1".into()))
+                .with_allow_http(config.allow_http)
+                .with_conditional_put(S3ConditionalPut::ETagMatch);
+            if let Some(endpoint) = &config.endpoint {
+                builder = builder
+                    .with_endpoint(endpoint)
+                    .with_virtual_hosted_style_request(!config.path_style.unwrap_or(true));
+            }
+            if let Some(key) = &config.access_key_id {
+                builder = builder.with_access_key_id(key);
+            }
+            if let Some(secret) = &config.secret_access_key {
+                builder = builder.with_secret_access_key(secret);
+            }
+            let store = builder
+                .build()
+                .map_err(|e| Error::Config(format!("{url}: {e}")))?;
+            (Arc::new(store), location.prefix)
+        } else if let Some(dir) = url.strip_prefix("file://") {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Error::Config(format!("cannot create {dir}: {e}")))?;
+            let store = LocalFileSystem::new_with_prefix(dir)
+                .map_err(|e| Error::Config(format!("{url}: {e}")))?;
+            (Arc::new(store), String::new())
+        } else if url == "memory://" {
+            (Arc::new(InMemory::new()), String::new())
+        } else {
+            return Err(Error::Config(format!(
+                "unsupported object store URL '{url}'; use s3://bucket/prefix, file:///dir or memory://"
+            )));
+        };
+        let segments = Self {
+            store,
+            prefix: Path::from(prefix),
+            description: url.to_string(),
+        };
+        segments.check_create_only().await?;
+        Ok(segments)
+    }
+
+    /// Wraps an existing store (tests, or a store with extra layers).
+    pub fn from_store(store: Arc<dyn ObjectStore>, prefix: &str) -> Self {
+        Self {
+            store,
+            prefix: Path::from(prefix),
+            description: format!("custom store, prefix '{prefix}'"),
+        }
+    }
+
+    /// What the store is, for logs.
+    pub fn description(&self) -> &str {
+        &self.description
+    }
+
+    fn path(&self, name: &str) -> Path {
+        let mut path = self.prefix.clone();
+        for part in name.split('/') {
+            path = path.child(part);
+        }
+        path
+    }
+
+    /// Writes `name` unless it exists ([`Error::AlreadyExists`] then).
+    #[instrument(name = "storage.put", skip(self, bytes), fields(bytes = bytes.len()))]
+    pub async fn put_create_only(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let path = self.path(name);
+        let options = PutOptions {
+            mode: PutMode::Create,
+            ..Default::default()
+        };
+        match self
+            .store
+            .put_opts(&path, PutPayload::from_bytes(bytes), options)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(object_store::Error::AlreadyExists { .. }) => {
+                Err(Error::AlreadyExists(path.to_string()))
+            }
+            Err(source) => Err(Error::ObjectStore {
+                op: "put",
+                path: path.to_string(),
+                source,
+            }),
+        }
+    }
+
+    /// Reads `range` of `name`: one ranged GET.
+    #[instrument(name = "storage.get_range", skip(self))]
+    pub async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
+        let path = self.path(name);
+        self.store
+            .get_range(&path, range)
+            .await
+            .map_err(|source| Error::ObjectStore {
+                op: "get",
+                path: path.to_string(),
+                source,
+            })
+    }
+
+    /// Reads all of `name`.
+    #[instrument(name = "storage.get", skip(self))]
+    pub async fn get(&self, name: &str) -> Result<Bytes> {
+        let path = self.path(name);
+        let result = async { self.store.get(&path).await?.bytes().await }.await;
+        result.map_err(|source| Error::ObjectStore {
+            op: "get",
+            path: path.to_string(),
+            source,
+        })
+    }
+
+    /// Writes a probe object twice: the second create-only PUT must be refused, or segment
+    /// names could be overwritten.
+    async fn check_create_only(&self) -> Result<()> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        let name = format!("_strata/probe-{}-{nanos}", std::process::id());
+        let unreachable = |e: Error| {
+            Error::Config(format!(
+                "object store {} is not usable: {e}",
+                self.description
+            ))
+        };
+        self.put_create_only(&name, Bytes::from_static(b"probe"))
+            .await
+            .map_err(unreachable)?;
+        let second = self
+            .put_create_only(&name, Bytes::from_static(b"probe"))
+            .await;
+        let _ = self.store.delete(&self.path(&name)).await;
+        match second {
+            Err(Error::AlreadyExists(_)) => Ok(()),
+            Ok(()) => Err(Error::Config(format!(
+                "object store {} overwrote an object on a create-only PUT (If-None-Match: *); \
+                 Strata needs a store that honours it (AWS S3, MinIO, s3s-fs do)",
+                self.description
+            ))),
+            Err(e) => Err(unreachable(e)),
+        }
+    }
+}
+
+mod s3_admin {
+    //! Bucket administration through `aws-sdk-s3`.
+
+    use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_s3::types::{
+        AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
+        LifecycleRule, LifecycleRuleFilter,
+    };
+    use aws_smithy_http_client::tls::{Provider, rustls_provider::CryptoMode};
+    use tracing::instrument;
+
+    use super::ObjectStoreConfig;
+    use crate::{Error, Result};
+
+    fn client(config: &ObjectStoreConfig) -> Result<aws_sdk_s3::Client> {
+        let access_key = config
+            .access_key_id
+            .clone()
+            .or_else(|| std::env::var("AWS_ACCESS_KEY_ID").ok());
+        let secret_key = config
+            .secret_access_key
+            .clone()
+            .or_else(|| std::env::var("AWS_SECRET_ACCESS_KEY").ok());
+        let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
+            return Err(Error::Config(
+                "S3 credentials missing: set the access key and secret key options or \
+                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
+                    .to_string(),
+            ));
+        };
+        let http = aws_smithy_http_client::Builder::new()
+            .tls_provider(Provider::Rustls(CryptoMode::Ring))
+            .build_https();
+        let mut builder = aws_sdk_s3::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(
+                config.region.clone().unwrap_or_else(|| "us-east-1".into()),
+            ))
+            .credentials_provider(Credentials::new(
+                access_key, secret_key, None, None, "strata",
+            ))
+            .http_client(http);
+        if let Some(endpoint) = &config.endpoint {
+            builder = builder
+                .endpoint_url(endpoint)
+                .force_path_style(config.path_style.unwrap_or(true));
+        }
+        Ok(aws_sdk_s3::Client::from_conf(builder.build()))
+    }
+
+    /// Creates the bucket if asked, checks that it is reachable, and sets the rule that
+    /// aborts multipart uploads left unfinished for a day.
+    #[instrument(name = "storage.s3.prepare_bucket", skip(config))]
+    pub(super) async fn prepare_bucket(config: &ObjectStoreConfig, bucket: &str) -> Result<()> {
+        let s3 = client(config)?;
+        let endpoint = config.endpoint.as_deref().unwrap_or("AWS S3");
+        if s3.head_bucket().bucket(bucket).send().await.is_err() {
+            if !config.create_bucket {
+                return Err(Error::Config(format!(
+                    "bucket '{bucket}' at {endpoint} is not reachable (missing, or wrong \
+                     credentials); create it, or pass --create-bucket"
+                )));
+            }
+            s3.create_bucket().bucket(bucket).send().await.map_err(|e| {
+                Error::Config(format!(
+                    "cannot create bucket '{bucket}' at {endpoint}: {}",
+                    aws_sdk_s3::error::DisplayErrorContext(&e)
+                ))
+            })?;
+            tracing::info!(bucket, "created bucket");
+        }
+        let rule = LifecycleRule::builder()
+            .id("strata-abort-stale-multipart-uploads")
+            .status(ExpirationStatus::Enabled)
+            .filter(LifecycleRuleFilter::builder().prefix("").build())
+            .abort_incomplete_multipart_upload(
+                AbortIncompleteMultipartUpload::builder()
+                    .days_after_initiation(1)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| Error::Config(format!("lifecycle rule: {e}")))?;
+        let lifecycle = BucketLifecycleConfiguration::builder()
+            .rules(rule)
+            .build()
+            .map_err(|e| Error::Config(format!("lifecycle configuration: {e}")))?;
+        if let Err(e) = s3
+            .put_bucket_lifecycle_configuration()
+            .bucket(bucket)
+            .lifecycle_configuration(lifecycle)
+            .send()
+            .await
+        {
+            // Not every S3-compatible server implements lifecycle rules; data is safe
+            // without it, stale multipart uploads just are not cleaned by the server.
+            tracing::warn!(
+                bucket,
+                error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+                "could not set the lifecycle rule that aborts stale multipart uploads"
+            );
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn file_store_refuses_to_overwrite_and_serves_ranges() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SegmentStore::open(&ObjectStoreConfig {
+            url: format!("file://{}", dir.path().display()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        store
+            .put_create_only("segments/a.seg", Bytes::from_static(b"0123456789"))
+            .await
+            .unwrap();
+        let again = store
+            .put_create_only("segments/a.seg", Bytes::from_static(b"xxxx"))
+            .await;
+        assert!(matches!(again, Err(Error::AlreadyExists(_))));
+        assert_eq!(store.get_range("segments/a.seg", 2..5).await.unwrap(), "234");
+        assert_eq!(store.get("segments/a.seg").await.unwrap(), "0123456789");
+    }
+
+    #[tokio::test]
+    async fn unknown_scheme_is_a_clear_error() {
+        let err = SegmentStore::open(&ObjectStoreConfig {
+            url: "gs://bucket".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+        assert!(err.to_string().contains("use s3://bucket/prefix"), "{err}");
+    }
+}
