@@ -1,1 +1,28 @@
-//! placeholder
+//! The Strata agent: a stateless broker.
+//!
+//! It accepts records over gRPC, assigns their offsets (it is the only writer of the
+//! partitions it owns), batches records of many partitions into one segment per flush,
+//! PUTs the segment create-only, commits every partition's new high watermark and index
+//! entry in one metastore transaction fenced by the partition epochs, and only then acks.
+//! It serves reads of any partition from the index, through the block cache.
+//!
+//! - [`topic`]: topic names and configuration, validated once;
+//! - [`writer`]: the write path (ownership, offsets, the open segment, the flusher);
+//! - [`reader`]: the read path (committed offsets, index cache, block reads, long-poll);
+//! - [`service`]: the gRPC services and the one place errors become status codes.
+//!
+//! Invariant: a record is acknowledged (acks=ALL) only after its segment is in the object
+//! store and its partition's commit succeeded under the epoch it was written with.
+
+mod agent;
+pub mod clock;
+mod error;
+mod reader;
+pub mod service;
+mod stats;
+pub mod topic;
+mod writer;
+
+pub use agent::{Agent, AgentConfig, NewRecord, PartitionDescription};
+pub use error::{Error, Result};
+pub use stats::Stats;

@@ -1,0 +1,405 @@
+//! The agent itself: its configuration, shared state, and the operations the gRPC
+//! services call.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_metastore::{AgentRecord, Metastore, PartitionState, TopicMeta};
+use strata_storage::{BlockCache, Record, SegmentStore};
+use tokio::task::JoinHandle;
+
+use crate::clock::Clock;
+use crate::reader::{FetchResult, PartitionLog};
+use crate::stats::Stats;
+use crate::topic::{self, TopicSettings};
+use crate::writer::{PartitionRecords, Writer};
+use crate::{Error, Result};
+
+/// A partition: topic name and partition number.
+pub(crate) type PartitionKey = (String, u32);
+
+/// How an agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Unique id of this agent.
+    pub agent_id: String,
+    /// host:port clients reach this agent on.
+    pub advertised_address: String,
+    /// Flush the open segment when it holds this many bytes.
+    pub segment_max_bytes: usize,
+    /// Flush the open segment at the latest this long after its first record.
+    pub linger: Duration,
+    /// Refuse produce requests (RESOURCE_EXHAUSTED) while this many bytes wait to be
+    /// flushed.
+    pub max_pending_bytes: usize,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            agent_id: "agent-1".to_string(),
+            advertised_address: "127.0.0.1:7070".to_string(),
+            segment_max_bytes: 4 << 20,
+            linger: Duration::from_millis(50),
+            max_pending_bytes: 64 << 20,
+        }
+    }
+}
+
+/// A topic as the agent caches it.
+#[derive(Debug)]
+pub(crate) struct TopicHandle {
+    pub meta: TopicMeta,
+    pub settings: TopicSettings,
+}
+
+/// A running agent. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub(crate) inner: Arc<Inner>,
+    flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+/// The agent's shared state.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub config: AgentConfig,
+    pub metastore: Arc<dyn Metastore>,
+    pub store: SegmentStore,
+    pub cache: BlockCache,
+    pub clock: Arc<dyn Clock>,
+    /// This incarnation's number; segment names carry it.
+    pub agent_epoch: u64,
+    pub stats: Stats,
+    topics: Mutex<HashMap<String, Arc<TopicHandle>>>,
+    partitions: Mutex<HashMap<PartitionKey, Arc<PartitionLog>>>,
+    pub writer: Writer,
+    sticky_partition: AtomicU32,
+}
+
+/// A record as a producer hands it over.
+#[derive(Debug, Clone)]
+pub struct NewRecord {
+    /// Key, if any.
+    pub key: Option<bytes::Bytes>,
+    /// Value; `None` = tombstone.
+    pub value: Option<bytes::Bytes>,
+    /// Milliseconds since the Unix epoch; 0 = now.
+    pub timestamp_ms: i64,
+    /// Headers.
+    pub headers: Vec<(String, bytes::Bytes)>,
+}
+
+/// One partition's description.
+#[derive(Debug, Clone)]
+pub struct PartitionDescription {
+    /// Partition number.
+    pub partition: u32,
+    /// Committed state.
+    pub state: PartitionState,
+}
+
+impl Inner {
+    pub(crate) fn partition_log(&self, key: &PartitionKey) -> Arc<PartitionLog> {
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .entry(key.clone())
+            .or_insert_with(|| Arc::new(PartitionLog::new()))
+            .clone()
+    }
+}
+
+impl Agent {
+    /// Starts an agent: takes an incarnation number, registers, starts the flusher.
+    pub async fn start(
+        config: AgentConfig,
+        metastore: Arc<dyn Metastore>,
+        store: SegmentStore,
+        cache: BlockCache,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let agent_epoch = metastore.next_agent_epoch().await?;
+        metastore
+            .register_agent(&AgentRecord {
+                agent_id: config.agent_id.clone(),
+                address: config.advertised_address.clone(),
+            })
+            .await?;
+        tracing::info!(
+            agent_id = %config.agent_id, agent_epoch, store = %store.description(),
+            "agent started"
+        );
+        let inner = Arc::new(Inner {
+            config,
+            metastore,
+            store,
+            cache,
+            clock,
+            agent_epoch,
+            stats: Stats::default(),
+            topics: Mutex::new(HashMap::new()),
+            partitions: Mutex::new(HashMap::new()),
+            writer: Writer::default(),
+            sticky_partition: AtomicU32::new(rand::random()),
+        });
+        let flusher = tokio::spawn({
+            let inner = inner.clone();
+            async move { inner.run_flusher().await }
+        });
+        Ok(Self {
+            inner,
+            flusher: Arc::new(Mutex::new(Some(flusher))),
+        })
+    }
+
+    /// Stops accepting writes, flushes what is open, and waits for the flusher to finish.
+    pub async fn shutdown(&self) {
+        self.inner.close_writer();
+        let flusher = self.flusher.lock().expect("flusher lock").take();
+        if let Some(flusher) = flusher {
+            let _ = flusher.await;
+        }
+    }
+
+    /// This agent's configuration.
+    pub fn config(&self) -> &AgentConfig {
+        &self.inner.config
+    }
+
+    /// This agent's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.inner.stats
+    }
+
+    /// A topic, from the cache or the metastore.
+    pub(crate) async fn topic(&self, name: &str) -> Result<Arc<TopicHandle>> {
+        if let Some(handle) = self.inner.topics.lock().expect("topics lock").get(name) {
+            return Ok(handle.clone());
+        }
+        let meta = self
+            .inner
+            .metastore
+            .get_topic(name)
+            .await?
+            .ok_or_else(|| Error::TopicNotFound(name.to_string()))?;
+        let handle = Arc::new(TopicHandle {
+            settings: TopicSettings::from_config(&meta.config),
+            meta,
+        });
+        self.inner
+            .topics
+            .lock()
+            .expect("topics lock")
+            .insert(name.to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    fn check_partition(handle: &TopicHandle, partition: i32) -> Result<u32> {
+        let count = handle.meta.partitions;
+        u32::try_from(partition)
+            .ok()
+            .filter(|p| *p < count)
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "partition {partition} does not exist: topic '{}' has partitions 0 to {}",
+                    handle.meta.name,
+                    count - 1
+                ))
+            })
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        config: &BTreeMap<String, String>,
+    ) -> Result<TopicMeta> {
+        topic::validate_name(name)?;
+        if partitions < 1 {
+            return Err(Error::InvalidArgument(format!(
+                "partition count {partitions} is invalid: a topic needs at least 1 partition"
+            )));
+        }
+        let meta = TopicMeta {
+            name: name.to_string(),
+            partitions: partitions as u32,
+            config: topic::resolve_config(config)?,
+            created_at_ms: self.inner.clock.now_ms(),
+        };
+        self.inner.metastore.create_topic(&meta).await?;
+        tracing::info!(topic = name, partitions, "created topic");
+        Ok(meta)
+    }
+
+    /// Every topic.
+    pub async fn list_topics(&self) -> Result<Vec<TopicMeta>> {
+        Ok(self.inner.metastore.list_topics().await?)
+    }
+
+    /// A topic and its partitions' committed state.
+    pub async fn describe_topic(
+        &self,
+        name: &str,
+    ) -> Result<(TopicMeta, Vec<PartitionDescription>)> {
+        let meta = self
+            .inner
+            .metastore
+            .get_topic(name)
+            .await?
+            .ok_or_else(|| Error::TopicNotFound(name.to_string()))?;
+        let partitions = self.partition_states(&meta).await?;
+        Ok((meta, partitions))
+    }
+
+    async fn partition_states(&self, meta: &TopicMeta) -> Result<Vec<PartitionDescription>> {
+        let states = futures::future::try_join_all((0..meta.partitions).map(|p| {
+            let metastore = self.inner.metastore.clone();
+            let name = meta.name.clone();
+            async move { metastore.partition_state(&name, p).await }
+        }))
+        .await?;
+        Ok(states
+            .into_iter()
+            .enumerate()
+            .map(|(p, state)| PartitionDescription {
+                partition: p as u32,
+                state,
+            })
+            .collect())
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<()> {
+        self.inner.metastore.delete_topic(name).await?;
+        self.inner.topics.lock().expect("topics lock").remove(name);
+        self.inner.forget_topic(name);
+        self.inner
+            .partitions
+            .lock()
+            .expect("partitions lock")
+            .retain(|k, _| k.0 != name);
+        tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Appends records to a topic and returns each record's (partition, offset), in order.
+    /// With `wait_for_commit` (acks=ALL) it returns only once they are committed.
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        records: Vec<NewRecord>,
+        wait_for_commit: bool,
+    ) -> Result<Vec<(u32, i64)>> {
+        let handle = self.topic(topic).await?;
+        let explicit = partition
+            .map(|p| Self::check_partition(&handle, p))
+            .transpose()?;
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let max = handle.settings.max_message_bytes;
+        let partitions = handle.meta.partitions;
+        let sticky = self.inner.sticky_partition.fetch_add(1, Ordering::Relaxed) % partitions;
+        let now = self.inner.clock.now_ms();
+        // Group records by partition, remembering each one's place in the request.
+        let mut groups: BTreeMap<u32, (Vec<Record>, Vec<usize>)> = BTreeMap::new();
+        for (i, r) in records.into_iter().enumerate() {
+            let record = Record {
+                offset: -1,
+                timestamp_ms: if r.timestamp_ms > 0 { r.timestamp_ms } else { now },
+                key: r.key,
+                value: r.value,
+                headers: r.headers,
+            };
+            let size = record.payload_size();
+            if size > max {
+                return Err(Error::InvalidArgument(format!(
+                    "record {i} is {size} bytes (key + value + headers), over the topic's \
+                     max.message.bytes of {max}; nothing of this request was written"
+                )));
+            }
+            let p = match (explicit, &record.key) {
+                (Some(p), _) => p,
+                (None, Some(key)) => strata_proto::partition_for_key(key, partitions),
+                (None, None) => sticky,
+            };
+            let group = groups.entry(p).or_default();
+            group.0.push(record);
+            group.1.push(i);
+        }
+        let total: usize = groups.values().map(|g| g.1.len()).sum();
+        let mut places = Vec::with_capacity(groups.len());
+        let batches = groups
+            .into_iter()
+            .map(|(partition, (records, indexes))| {
+                places.push((partition, indexes));
+                PartitionRecords {
+                    partition,
+                    records,
+                    compression: handle.settings.compression,
+                }
+            })
+            .collect();
+        let (first_offsets, done) = self
+            .inner
+            .append(topic, batches, wait_for_commit)
+            .await?;
+        if let Some(done) = done {
+            done.await
+                .map_err(|_| Error::Unavailable("agent stopped before the commit".into()))??;
+        }
+        let mut positions = vec![(0u32, 0i64); total];
+        for ((partition, indexes), first) in places.into_iter().zip(first_offsets) {
+            for (j, i) in indexes.into_iter().enumerate() {
+                positions[i] = (partition, first + j as i64);
+            }
+        }
+        Ok(positions)
+    }
+
+    /// Reads committed records of a partition from `offset`; at the high watermark waits
+    /// up to `max_wait` for more.
+    pub(crate) async fn fetch(
+        &self,
+        topic: &str,
+        partition: i32,
+        offset: i64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<FetchResult> {
+        let handle = self.topic(topic).await?;
+        let partition = Self::check_partition(&handle, partition)?;
+        self.inner
+            .fetch(&(topic.to_string(), partition), offset, max_bytes, max_wait)
+            .await
+    }
+
+    /// Registered agents, and the topics' partition states (all topics if `topics` is
+    /// empty).
+    pub async fn metadata(
+        &self,
+        topics: &[String],
+    ) -> Result<(Vec<AgentRecord>, Vec<(TopicMeta, Vec<PartitionDescription>)>)> {
+        let agents = self.inner.metastore.list_agents().await?;
+        let metas = if topics.is_empty() {
+            self.inner.metastore.list_topics().await?
+        } else {
+            let mut metas = Vec::with_capacity(topics.len());
+            for name in topics {
+                metas.push(self.topic(name).await?.meta.clone());
+            }
+            metas
+        };
+        let mut described = Vec::with_capacity(metas.len());
+        for meta in metas {
+            let partitions = self.partition_states(&meta).await?;
+            described.push((meta, partitions));
+        }
+        Ok((agents, described))
+    }
+}

@@ -1,0 +1,73 @@
+//! The agent's one error type. [`crate::service`] maps it to gRPC status codes.
+
+/// What can go wrong serving a request.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// No topic of that name.
+    #[error("topic '{0}' does not exist")]
+    TopicNotFound(String),
+    /// A topic of that name exists.
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    /// The request is malformed; the message says what to fix.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// A fetch offset outside the partition's readable range.
+    #[error(
+        "offset {offset} of {topic}/{partition} is out of range: readable offsets are \
+         {log_start_offset} (log start) to {high_watermark} (high watermark)"
+    )]
+    OffsetOutOfRange {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The offset asked for.
+        offset: i64,
+        /// First readable offset.
+        log_start_offset: i64,
+        /// Next offset to be written.
+        high_watermark: i64,
+    },
+    /// This agent does not (or no longer) own the partition.
+    #[error("this agent does not own {topic}/{partition}: {reason}")]
+    NotOwner {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// Why, and who does if known.
+        reason: String,
+    },
+    /// Too much is waiting to be flushed; retry later.
+    #[error("agent overloaded: {0}")]
+    Overloaded(String),
+    /// Stored data failed its checksum.
+    #[error("{0}")]
+    DataLoss(String),
+    /// The object store or metastore failed; the request may succeed if retried.
+    #[error("{0}")]
+    Unavailable(String),
+}
+
+impl From<strata_metastore::Error> for Error {
+    fn from(e: strata_metastore::Error) -> Self {
+        match e {
+            strata_metastore::Error::TopicNotFound(t) => Self::TopicNotFound(t),
+            strata_metastore::Error::TopicExists(t) => Self::TopicExists(t),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+impl From<strata_storage::Error> for Error {
+    fn from(e: strata_storage::Error) -> Self {
+        match e {
+            e @ strata_storage::Error::Corrupt { .. } => Self::DataLoss(e.to_string()),
+            other => Self::Unavailable(other.to_string()),
+        }
+    }
+}
+
+/// Result with the agent's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,264 @@
+//! The read path: committed offsets, the index cache, block reads and the tail long-poll.
+//!
+//! Invariants:
+//! - only committed records (below the high watermark) are ever returned;
+//! - a block that fails its checksum or offset checks is reported as data loss for its
+//!   byte range, never returned as records, and never cached;
+//! - `max_bytes` bounds the records returned, except that one record is always returned
+//!   when one is available, so a consumer never stalls.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_metastore::IndexEntry;
+use strata_storage::Record;
+use strata_storage::record::decode_block;
+use tokio::sync::watch;
+use tracing::instrument;
+
+use crate::agent::{Inner, PartitionKey};
+use crate::stats::Stats;
+use crate::{Error, Result};
+
+/// Committed bounds of a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Committed {
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// What the agent knows of one partition's committed log.
+#[derive(Debug)]
+pub(crate) struct PartitionLog {
+    committed: watch::Sender<Committed>,
+    /// Index entries by base offset: those this agent committed and those it loaded.
+    index: std::sync::Mutex<BTreeMap<i64, IndexEntry>>,
+}
+
+impl PartitionLog {
+    pub(crate) fn new() -> Self {
+        Self {
+            committed: watch::Sender::new(Committed::default()),
+            index: std::sync::Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    pub(crate) fn set_committed(&self, log_start_offset: i64, high_watermark: i64) {
+        self.committed.send_replace(Committed {
+            log_start_offset,
+            high_watermark,
+        });
+    }
+
+    /// Records a commit of this agent: the new entry, and the high watermark after it.
+    pub(crate) fn on_commit(&self, entry: IndexEntry) {
+        let high_watermark = entry.last_offset + 1;
+        self.index
+            .lock()
+            .expect("index lock")
+            .insert(entry.base_offset, entry);
+        self.committed.send_modify(|c| c.high_watermark = high_watermark);
+    }
+}
+
+/// Records read by one fetch.
+#[derive(Debug)]
+pub(crate) struct FetchResult {
+    pub records: Vec<Record>,
+    pub committed: Committed,
+    pub next_offset: i64,
+}
+
+/// How often a fetch at the tail of a partition this agent does not own re-reads the
+/// metastore.
+const FOLLOWER_POLL: Duration = Duration::from_millis(100);
+
+impl Inner {
+    async fn refresh_committed(&self, key: &PartitionKey) -> Result<Committed> {
+        let log = self.partition_log(key);
+        if !self.owns(key) {
+            let state = self.metastore.partition_state(&key.0, key.1).await?;
+            log.set_committed(state.log_start_offset, state.high_watermark);
+        }
+        Ok(*log.committed.borrow())
+    }
+
+    /// Reads committed records of a partition from `offset`.
+    #[instrument(name = "agent.fetch", skip(self), fields(topic = %key.0, partition = key.1))]
+    pub(crate) async fn fetch(
+        &self,
+        key: &PartitionKey,
+        offset: i64,
+        max_bytes: usize,
+        max_wait: Duration,
+    ) -> Result<FetchResult> {
+        let mut committed = self.refresh_committed(key).await?;
+        if offset < committed.log_start_offset || offset > committed.high_watermark {
+            return Err(Error::OffsetOutOfRange {
+                topic: key.0.clone(),
+                partition: key.1,
+                offset,
+                log_start_offset: committed.log_start_offset,
+                high_watermark: committed.high_watermark,
+            });
+        }
+        if offset == committed.high_watermark && !max_wait.is_zero() {
+            committed = self.wait_for_records(key, offset, max_wait).await?;
+        }
+        if offset >= committed.high_watermark {
+            return Ok(FetchResult {
+                records: Vec::new(),
+                committed,
+                next_offset: offset,
+            });
+        }
+        let records = self
+            .read_records(key, offset, committed.high_watermark, max_bytes)
+            .await?;
+        let next_offset = records.last().map_or(offset, |r| r.offset + 1);
+        Ok(FetchResult {
+            records,
+            committed,
+            next_offset,
+        })
+    }
+
+    /// Waits until the high watermark passes `offset` or `max_wait` runs out.
+    async fn wait_for_records(
+        &self,
+        key: &PartitionKey,
+        offset: i64,
+        max_wait: Duration,
+    ) -> Result<Committed> {
+        let deadline = tokio::time::Instant::now() + max_wait;
+        let log = self.partition_log(key);
+        loop {
+            if self.owns(key) {
+                let mut changes = log.committed.subscribe();
+                let _ = tokio::time::timeout_at(
+                    deadline,
+                    changes.wait_for(|c| c.high_watermark > offset),
+                )
+                .await;
+                return Ok(*log.committed.borrow());
+            }
+            let committed = self.refresh_committed(key).await?;
+            if committed.high_watermark > offset || tokio::time::Instant::now() >= deadline {
+                return Ok(committed);
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + FOLLOWER_POLL))
+                .await;
+        }
+    }
+
+    /// The index entries holding `[offset, high_watermark)`, in order. Loads from the
+    /// metastore what the agent does not know: entries after the last known one, or all of
+    /// them when no known entry holds `offset`.
+    async fn locate(
+        &self,
+        key: &PartitionKey,
+        offset: i64,
+        high_watermark: i64,
+    ) -> Result<Vec<IndexEntry>> {
+        let log = self.partition_log(key);
+        let load_from = {
+            let index = log.index.lock().expect("index lock");
+            let holds_offset = index
+                .range(..=offset)
+                .next_back()
+                .is_some_and(|(_, e)| e.last_offset >= offset);
+            let known_end = index.values().next_back().map_or(0, |e| e.last_offset + 1);
+            if !holds_offset {
+                Some(0)
+            } else if known_end < high_watermark {
+                index.keys().next_back().map(|b| b + 1)
+            } else {
+                None
+            }
+        };
+        if let Some(from) = load_from {
+            let loaded = self
+                .metastore
+                .index_entries(&key.0, key.1, from, 0)
+                .await?;
+            let mut index = log.index.lock().expect("index lock");
+            for entry in loaded {
+                index.insert(entry.base_offset, entry);
+            }
+        }
+        let index = log.index.lock().expect("index lock");
+        let start = index
+            .range(..=offset)
+            .next_back()
+            .filter(|(_, e)| e.last_offset >= offset)
+            .map(|(base, _)| *base)
+            .ok_or_else(|| {
+                Error::DataLoss(format!(
+                    "no index entry holds committed offset {offset} of {}/{}",
+                    key.0, key.1
+                ))
+            })?;
+        Ok(index
+            .range(start..high_watermark)
+            .map(|(_, e)| e.clone())
+            .collect())
+    }
+
+    /// One block's bytes: from the cache, else one ranged GET.
+    async fn read_block(&self, entry: &IndexEntry) -> Result<(Bytes, bool)> {
+        if let Some(bytes) = self
+            .cache
+            .get(&entry.object, entry.byte_start, entry.byte_len)
+            .await
+        {
+            Stats::add(&self.stats.cache_hits, 1);
+            return Ok((bytes, true));
+        }
+        Stats::add(&self.stats.object_gets, 1);
+        let bytes = self
+            .store
+            .get_range(&entry.object, entry.byte_start..entry.byte_start + entry.byte_len)
+            .await?;
+        Ok((bytes, false))
+    }
+
+    async fn read_records(
+        &self,
+        key: &PartitionKey,
+        offset: i64,
+        high_watermark: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<Record>> {
+        let entries = self.locate(key, offset, high_watermark).await?;
+        let mut out: Vec<Record> = Vec::new();
+        let mut bytes = 0usize;
+        for entry in entries {
+            let (block, cached) = self.read_block(&entry).await?;
+            let records = decode_block(
+                block.clone(),
+                &entry.object,
+                entry.byte_start,
+                entry.base_offset..=entry.last_offset,
+            )?;
+            if !cached {
+                self.cache.insert(&entry.object, entry.byte_start, block);
+            }
+            for record in records {
+                if record.offset < offset || record.offset >= high_watermark {
+                    continue;
+                }
+                let size = record.payload_size();
+                if !out.is_empty() && bytes + size > max_bytes {
+                    return Ok(out);
+                }
+                bytes += size;
+                out.push(record);
+            }
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,360 @@
+//! The gRPC services of `strata.v1`, server reflection and health, and the one place where
+//! agent errors become gRPC status codes ([`status`]).
+
+use std::pin::Pin;
+use std::time::Duration;
+
+use futures::Stream;
+use strata_metastore::TopicMeta;
+use strata_proto::v1 as pb;
+use strata_proto::v1::admin_server::{Admin, AdminServer};
+use strata_proto::v1::cluster_server::{Cluster, ClusterServer};
+use strata_proto::v1::log_server::{Log, LogServer};
+use strata_storage::Record;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::agent::{NewRecord, PartitionDescription};
+use crate::stats::Stats;
+use crate::{Agent, Error};
+
+/// Largest gRPC message accepted or sent: room for a few max-size records.
+pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// `max_bytes` of a fetch that does not set it.
+const DEFAULT_FETCH_MAX_BYTES: usize = 1 << 20;
+/// Longest long-poll a fetch may ask for.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+
+/// Maps an agent error to the gRPC status clients see.
+pub fn status(error: Error) -> Status {
+    let message = error.to_string();
+    match error {
+        Error::TopicNotFound(_) => Status::not_found(message),
+        Error::TopicExists(_) => Status::already_exists(message),
+        Error::InvalidArgument(_) => Status::invalid_argument(message),
+        Error::OffsetOutOfRange {
+            log_start_offset,
+            high_watermark,
+            ..
+        } => {
+            let mut metadata = MetadataMap::new();
+            metadata.insert(
+                "strata-log-start-offset",
+                log_start_offset.to_string().parse().expect("ascii digits"),
+            );
+            metadata.insert(
+                "strata-high-watermark",
+                high_watermark.to_string().parse().expect("ascii digits"),
+            );
+            Status::with_metadata(tonic::Code::OutOfRange, message, metadata)
+        }
+        Error::NotOwner { .. } => Status::failed_precondition(message),
+        Error::Overloaded(_) => Status::resource_exhausted(message),
+        Error::DataLoss(_) => Status::data_loss(message),
+        Error::Unavailable(_) => Status::unavailable(message),
+    }
+}
+
+/// Serves the agent on `listener` until `shutdown` completes: the Admin, Log and Cluster
+/// services, the standard health service and server reflection.
+pub async fn serve(
+    agent: Agent,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter.set_serving::<AdminServer<AgentService>>().await;
+    health_reporter.set_serving::<LogServer<AgentService>>().await;
+    health_reporter.set_serving::<ClusterServer<AgentService>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .expect("the embedded descriptor sets are valid");
+    let service = AgentService { agent };
+    tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(
+            AdminServer::new(service.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            LogServer::new(service.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            ClusterServer::new(service)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
+        .await
+}
+
+/// The gRPC face of an [`Agent`].
+#[derive(Debug, Clone)]
+pub struct AgentService {
+    agent: Agent,
+}
+
+fn topic_info(meta: &TopicMeta) -> pb::TopicInfo {
+    pb::TopicInfo {
+        name: meta.name.clone(),
+        partitions: meta.partitions as i32,
+        config: meta.config.clone().into_iter().collect(),
+        created_at_ms: meta.created_at_ms,
+    }
+}
+
+fn partition_info(p: &PartitionDescription) -> pb::PartitionInfo {
+    let owner = p.state.owner.as_ref();
+    pb::PartitionInfo {
+        partition: p.partition as i32,
+        log_start_offset: p.state.log_start_offset,
+        high_watermark: p.state.high_watermark,
+        owner_agent_id: owner.map(|o| o.agent_id.clone()).unwrap_or_default(),
+        owner_epoch: owner.map_or(0, |o| o.epoch),
+    }
+}
+
+fn stored_record(r: Record) -> pb::StoredRecord {
+    pb::StoredRecord {
+        offset: r.offset,
+        timestamp_ms: r.timestamp_ms,
+        key: r.key,
+        value: r.value,
+        headers: r
+            .headers
+            .into_iter()
+            .map(|(key, value)| pb::Header { key, value })
+            .collect(),
+    }
+}
+
+fn fetch_max_bytes(max_bytes: i32) -> usize {
+    if max_bytes <= 0 {
+        DEFAULT_FETCH_MAX_BYTES
+    } else {
+        max_bytes as usize
+    }
+}
+
+impl AgentService {
+    async fn fetch_response(
+        &self,
+        topic: String,
+        partition: i32,
+        offset: i64,
+        max_bytes: i32,
+        max_wait: Duration,
+    ) -> Result<pb::FetchResponse, Status> {
+        let result = self
+            .agent
+            .fetch(&topic, partition, offset, fetch_max_bytes(max_bytes), max_wait)
+            .await
+            .map_err(status)?;
+        Ok(pb::FetchResponse {
+            topic,
+            partition,
+            records: result.records.into_iter().map(stored_record).collect(),
+            high_watermark: result.committed.high_watermark,
+            log_start_offset: result.committed.log_start_offset,
+            next_offset: result.next_offset,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl Admin for AgentService {
+    async fn create_topic(
+        &self,
+        request: Request<pb::CreateTopicRequest>,
+    ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        let r = request.into_inner();
+        let config = r.config.into_iter().collect();
+        let meta = self
+            .agent
+            .create_topic(&r.name, r.partitions, &config)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::CreateTopicResponse {
+            topic: Some(topic_info(&meta)),
+        }))
+    }
+
+    async fn list_topics(
+        &self,
+        _request: Request<pb::ListTopicsRequest>,
+    ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let topics = self.agent.list_topics().await.map_err(status)?;
+        Ok(Response::new(pb::ListTopicsResponse {
+            topics: topics.iter().map(topic_info).collect(),
+        }))
+    }
+
+    async fn describe_topic(
+        &self,
+        request: Request<pb::DescribeTopicRequest>,
+    ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        let (meta, partitions) = self.agent.describe_topic(&name).await.map_err(status)?;
+        Ok(Response::new(pb::DescribeTopicResponse {
+            topic: Some(topic_info(&meta)),
+            partitions: partitions.iter().map(partition_info).collect(),
+        }))
+    }
+
+    async fn delete_topic(
+        &self,
+        request: Request<pb::DeleteTopicRequest>,
+    ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        let name = request.into_inner().name;
+        self.agent.delete_topic(&name).await.map_err(status)?;
+        Ok(Response::new(pb::DeleteTopicResponse {}))
+    }
+}
+
+type FetchStream = Pin<Box<dyn Stream<Item = Result<pb::FetchResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Log for AgentService {
+    async fn produce(
+        &self,
+        request: Request<pb::ProduceRequest>,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let r = request.into_inner();
+        let wait = r.acks() != pb::Acks::None;
+        let records = r
+            .records
+            .into_iter()
+            .map(|record| NewRecord {
+                key: record.key,
+                value: record.value,
+                timestamp_ms: record.timestamp_ms,
+                headers: record
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.key, h.value))
+                    .collect(),
+            })
+            .collect();
+        let positions = self
+            .agent
+            .produce(&r.topic, r.partition, records, wait)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ProduceResponse {
+            positions: positions
+                .into_iter()
+                .map(|(partition, offset)| pb::RecordPosition {
+                    partition: partition as i32,
+                    offset,
+                })
+                .collect(),
+        }))
+    }
+
+    async fn fetch(
+        &self,
+        request: Request<pb::FetchRequest>,
+    ) -> Result<Response<pb::FetchResponse>, Status> {
+        let r = request.into_inner();
+        let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+        let response = self
+            .fetch_response(r.topic, r.partition, r.offset, r.max_bytes, max_wait)
+            .await?;
+        Ok(Response::new(response))
+    }
+
+    type SubscribeStream = FetchStream;
+
+    async fn subscribe(
+        &self,
+        request: Request<pb::SubscribeRequest>,
+    ) -> Result<Response<Self::SubscribeStream>, Status> {
+        let r = request.into_inner();
+        // Check the request once up front so that a bad one fails the call itself.
+        let first = self
+            .fetch_response(r.topic.clone(), r.partition, r.offset, r.max_bytes, Duration::ZERO)
+            .await?;
+        let service = self.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut next = first.next_offset;
+            if !first.records.is_empty() && tx.send(Ok(first)).await.is_err() {
+                return;
+            }
+            loop {
+                let response = service
+                    .fetch_response(r.topic.clone(), r.partition, next, r.max_bytes, MAX_WAIT)
+                    .await;
+                let stop = response.is_err();
+                if let Ok(response) = &response {
+                    next = response.next_offset;
+                    if response.records.is_empty() {
+                        if tx.is_closed() {
+                            return;
+                        }
+                        continue;
+                    }
+                }
+                if tx.send(response).await.is_err() || stop {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+#[tonic::async_trait]
+impl Cluster for AgentService {
+    async fn metadata(
+        &self,
+        request: Request<pb::MetadataRequest>,
+    ) -> Result<Response<pb::MetadataResponse>, Status> {
+        let topics = request.into_inner().topics;
+        let (agents, described) = self.agent.metadata(&topics).await.map_err(status)?;
+        Ok(Response::new(pb::MetadataResponse {
+            agents: agents
+                .into_iter()
+                .map(|a| pb::AgentInfo {
+                    agent_id: a.agent_id,
+                    address: a.address,
+                })
+                .collect(),
+            topics: described
+                .iter()
+                .map(|(meta, partitions)| pb::TopicMetadata {
+                    name: meta.name.clone(),
+                    partitions: partitions.iter().map(partition_info).collect(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn agent_stats(
+        &self,
+        _request: Request<pb::AgentStatsRequest>,
+    ) -> Result<Response<pb::AgentStatsResponse>, Status> {
+        let s = self.agent.stats();
+        Ok(Response::new(pb::AgentStatsResponse {
+            agent_id: self.agent.config().agent_id.clone(),
+            segment_puts: Stats::get(&s.segment_puts),
+            object_gets: Stats::get(&s.object_gets),
+            metastore_commits: Stats::get(&s.metastore_commits),
+            flushes: Stats::get(&s.flushes),
+            partition_blocks: Stats::get(&s.partition_blocks),
+            records_committed: Stats::get(&s.records_committed),
+            segment_bytes: Stats::get(&s.segment_bytes),
+            cache_hits: Stats::get(&s.cache_hits),
+        }))
+    }
+}

@@ -1,0 +1,458 @@
+//! The write path: partition ownership, offset assignment, the open segment and the flusher.
+//!
+//! Invariants:
+//! - offsets of a partition are assigned only here, under the writer lock, by the agent
+//!   that holds the partition's current epoch; they are dense;
+//! - a segment is flushed by one task at a time, so commits happen in offset order;
+//! - a waiter (a produce request with acks=ALL) is answered `Ok` only after the segment
+//!   holding its records was PUT and every one of its partitions committed;
+//! - when a partition's commit fails (fenced, or outcome unknown) the agent forgets its
+//!   ownership and drops that partition's records still waiting in the open segment (their
+//!   offsets followed the failed ones); its waiters get errors, never acks. The next
+//!   produce takes the partition again, under a new epoch, from the committed high
+//!   watermark.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_metastore::{PartitionAppend, PartitionOwner, Rejection};
+use strata_storage::segment::object_name;
+use strata_storage::{Compression, Record, SegmentBuilder};
+use tokio::sync::{Notify, oneshot};
+use tokio::time::Instant;
+use tracing::{Instrument, info_span, instrument};
+
+use crate::agent::{Inner, PartitionKey};
+use crate::stats::Stats;
+use crate::{Error, Result};
+
+/// The write side of an agent.
+#[derive(Debug, Default)]
+pub(crate) struct Writer {
+    state: Mutex<WriterState>,
+    /// Wakes the flusher: a segment opened, filled up, or the agent is stopping.
+    wake_flusher: Notify,
+    /// Serializes take-overs of partitions, so one partition is acquired once.
+    acquiring: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct WriterState {
+    owned: HashMap<PartitionKey, Ownership>,
+    open: OpenSegment,
+    /// Bytes of the segment being flushed.
+    flushing_bytes: usize,
+    next_sequence: u64,
+    closed: bool,
+}
+
+#[derive(Debug)]
+struct Ownership {
+    owner: PartitionOwner,
+    next_offset: i64,
+}
+
+#[derive(Debug, Default)]
+struct OpenSegment {
+    blocks: BTreeMap<PartitionKey, PendingBlock>,
+    bytes: usize,
+    opened_at: Option<Instant>,
+    waiters: Vec<Waiter>,
+}
+
+#[derive(Debug)]
+struct PendingBlock {
+    owner: PartitionOwner,
+    compression: Compression,
+    records: Vec<Record>,
+}
+
+#[derive(Debug)]
+struct Waiter {
+    partitions: Vec<PartitionKey>,
+    done: oneshot::Sender<Result<()>>,
+}
+
+/// Records of one partition in a produce request, offsets not yet assigned.
+#[derive(Debug)]
+pub(crate) struct PartitionRecords {
+    pub partition: u32,
+    pub records: Vec<Record>,
+    pub compression: Compression,
+}
+
+/// Per-record bookkeeping bytes counted on top of key, value and headers.
+const RECORD_OVERHEAD: usize = 24;
+
+fn batch_bytes(records: &[Record]) -> usize {
+    records
+        .iter()
+        .map(|r| r.payload_size() + RECORD_OVERHEAD)
+        .sum()
+}
+
+impl Inner {
+    /// Whether this agent currently owns the partition.
+    pub(crate) fn owns(&self, key: &PartitionKey) -> bool {
+        self.writer.state.lock().expect("writer lock").owned.contains_key(key)
+    }
+
+    /// Takes the partition through the metastore unless this agent already owns it.
+    async fn ensure_owned(&self, key: &PartitionKey) -> Result<()> {
+        if self.owns(key) {
+            return Ok(());
+        }
+        let _serial = self.writer.acquiring.lock().await;
+        if self.owns(key) {
+            return Ok(());
+        }
+        let state = self
+            .metastore
+            .acquire_partition(&key.0, key.1, &self.config.agent_id)
+            .await?;
+        let owner = state.owner.expect("acquire_partition returns the new owner");
+        tracing::info!(
+            topic = %key.0, partition = key.1, epoch = owner.epoch,
+            high_watermark = state.high_watermark, "took partition"
+        );
+        self.partition_log(key)
+            .set_committed(state.log_start_offset, state.high_watermark);
+        self.writer.state.lock().expect("writer lock").owned.insert(
+            key.clone(),
+            Ownership {
+                owner,
+                next_offset: state.high_watermark,
+            },
+        );
+        Ok(())
+    }
+
+    /// Forgets ownership of every partition of `topic` (after it was deleted).
+    pub(crate) fn forget_topic(&self, topic: &str) {
+        let mut state = self.writer.state.lock().expect("writer lock");
+        let keys: Vec<PartitionKey> = state
+            .owned
+            .keys()
+            .filter(|k| k.0 == topic)
+            .cloned()
+            .collect();
+        drop_partitions(&mut state, &keys, || {
+            Error::TopicNotFound(topic.to_string())
+        });
+    }
+
+    /// Appends records of one topic: assigns offsets and adds them to the open segment.
+    /// Returns the first offset given to each entry of `batches`, and, for acks=ALL, the
+    /// receiver that resolves once they are committed.
+    pub(crate) async fn append(
+        &self,
+        topic: &str,
+        mut batches: Vec<PartitionRecords>,
+        wait_for_commit: bool,
+    ) -> Result<(Vec<i64>, Option<oneshot::Receiver<Result<()>>>)> {
+        for batch in &batches {
+            self.ensure_owned(&(topic.to_string(), batch.partition))
+                .await?;
+        }
+        let request_bytes: usize = batches.iter().map(|b| batch_bytes(&b.records)).sum();
+        let mut state = self.writer.state.lock().expect("writer lock");
+        if state.closed {
+            return Err(Error::Unavailable("agent is shutting down".to_string()));
+        }
+        let pending = state.open.bytes + state.flushing_bytes;
+        if pending > 0 && pending + request_bytes > self.config.max_pending_bytes {
+            return Err(Error::Overloaded(format!(
+                "{pending} bytes are waiting for the object store; retry later"
+            )));
+        }
+        // Check every partition before touching any, so a request is all or nothing.
+        for batch in &batches {
+            let key = (topic.to_string(), batch.partition);
+            if !state.owned.contains_key(&key) {
+                return Err(Error::NotOwner {
+                    topic: topic.to_string(),
+                    partition: batch.partition,
+                    reason: "ownership was lost while the request waited; retry".to_string(),
+                });
+            }
+        }
+        let mut first_offsets = Vec::with_capacity(batches.len());
+        let mut keys = Vec::with_capacity(batches.len());
+        for batch in batches.iter_mut() {
+            let key = (topic.to_string(), batch.partition);
+            let ownership = state.owned.get_mut(&key).expect("checked above");
+            let base = ownership.next_offset;
+            for (i, record) in batch.records.iter_mut().enumerate() {
+                record.offset = base + i as i64;
+            }
+            ownership.next_offset += batch.records.len() as i64;
+            let owner = ownership.owner.clone();
+            first_offsets.push(base);
+            let block = state
+                .open
+                .blocks
+                .entry(key.clone())
+                .or_insert_with(|| PendingBlock {
+                    owner,
+                    compression: batch.compression,
+                    records: Vec::new(),
+                });
+            block.records.append(&mut batch.records);
+            keys.push(key);
+        }
+        state.open.bytes += request_bytes;
+        let receiver = wait_for_commit.then(|| {
+            let (done, receiver) = oneshot::channel();
+            state.open.waiters.push(Waiter {
+                partitions: keys,
+                done,
+            });
+            receiver
+        });
+        let just_opened = state.open.opened_at.is_none();
+        if just_opened {
+            state.open.opened_at = Some(Instant::now());
+        }
+        let full = state.open.bytes >= self.config.segment_max_bytes;
+        drop(state);
+        if just_opened || full {
+            self.writer.wake_flusher.notify_one();
+        }
+        Ok((first_offsets, receiver))
+    }
+
+    /// Stops accepting writes; the flusher flushes what is open and exits.
+    pub(crate) fn close_writer(&self) {
+        self.writer.state.lock().expect("writer lock").closed = true;
+        self.writer.wake_flusher.notify_one();
+    }
+
+    /// The flusher: flushes the open segment when it is full or its linger time passed,
+    /// one segment at a time, until the agent closes.
+    pub(crate) async fn run_flusher(&self) {
+        loop {
+            let segment = loop {
+                let (opened_at, full, closed) = {
+                    let state = self.writer.state.lock().expect("writer lock");
+                    (
+                        state.open.opened_at,
+                        state.open.bytes >= self.config.segment_max_bytes,
+                        state.closed,
+                    )
+                };
+                match opened_at {
+                    None if closed => return,
+                    None => self.writer.wake_flusher.notified().await,
+                    Some(opened) => {
+                        let due = opened + self.config.linger;
+                        if full || closed || Instant::now() >= due {
+                            let mut state = self.writer.state.lock().expect("writer lock");
+                            let segment = std::mem::take(&mut state.open);
+                            state.flushing_bytes = segment.bytes;
+                            state.next_sequence += 1;
+                            break (segment, state.next_sequence);
+                        }
+                        tokio::select! {
+                            () = tokio::time::sleep_until(due) => {}
+                            () = self.writer.wake_flusher.notified() => {}
+                        }
+                    }
+                }
+            };
+            let (segment, sequence) = segment;
+            let span = info_span!("agent.flush", sequence, partitions = segment.blocks.len());
+            self.flush(segment, sequence).instrument(span).await;
+            self.writer.state.lock().expect("writer lock").flushing_bytes = 0;
+        }
+    }
+
+    /// Flushes one segment: encode, PUT, write through the cache, commit, answer waiters.
+    async fn flush(&self, segment: OpenSegment, sequence: u64) {
+        let OpenSegment {
+            blocks, waiters, ..
+        } = segment;
+        let mut failed: HashMap<PartitionKey, Error> = HashMap::new();
+        let mut builder = SegmentBuilder::new();
+        let mut written = Vec::with_capacity(blocks.len());
+        let object = object_name(self.agent_epoch, sequence);
+        for (key, block) in blocks {
+            match builder.add_block(&key.0, key.1, &block.records, block.compression) {
+                Ok((bytes, location)) => written.push((key, block, bytes, location)),
+                Err(e) => {
+                    failed.insert(key, Error::Unavailable(e.to_string()));
+                }
+            }
+        }
+        let record_count: usize = written.iter().map(|w| w.1.records.len()).sum();
+        let bytes = builder.finish();
+        let size = bytes.len() as u64;
+        let put = self.put_segment(&object, bytes).await;
+        let mut committed = Vec::new();
+        match put {
+            Err(e) => {
+                tracing::warn!(%object, error = %e, "segment PUT failed; failing its producers");
+                for (key, ..) in &written {
+                    failed.insert(
+                        key.clone(),
+                        Error::Unavailable(format!("segment write failed: {e}")),
+                    );
+                }
+            }
+            Ok(()) => {
+                Stats::add(&self.stats.segment_puts, 1);
+                Stats::add(&self.stats.segment_bytes, size);
+                let mut appends = Vec::with_capacity(written.len());
+                for (key, block, bytes, location) in &written {
+                    self.cache.insert(&object, location.byte_start, bytes.clone());
+                    appends.push(PartitionAppend {
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        owner: block.owner.clone(),
+                        entry: strata_metastore::IndexEntry {
+                            base_offset: location.base_offset,
+                            last_offset: location.last_offset,
+                            object: object.clone(),
+                            byte_start: location.byte_start,
+                            byte_len: location.byte_len,
+                            max_timestamp_ms: location.max_timestamp_ms,
+                        },
+                    });
+                }
+                match self.metastore.commit_flush(&appends).await {
+                    Ok(report) => {
+                        Stats::add(&self.stats.metastore_commits, report.transactions as u64);
+                        let rejected: HashMap<usize, Rejection> =
+                            report.rejected.into_iter().collect();
+                        for (i, append) in appends.into_iter().enumerate() {
+                            let key = (append.topic.clone(), append.partition);
+                            match rejected.get(&i) {
+                                Some(rejection) => {
+                                    failed.insert(key.clone(), rejection_error(&key, rejection));
+                                }
+                                None => committed.push((key, append.entry)),
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%object, error = %e, "flush commit failed; outcome unknown");
+                        for append in appends {
+                            failed.insert(
+                                (append.topic, append.partition),
+                                Error::Unavailable(format!(
+                                    "metastore commit failed, outcome unknown: {e}"
+                                )),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        if !committed.is_empty() {
+            Stats::add(&self.stats.flushes, 1);
+            Stats::add(&self.stats.partition_blocks, committed.len() as u64);
+            let failed_records: usize = written
+                .iter()
+                .filter(|w| failed.contains_key(&w.0))
+                .map(|w| w.1.records.len())
+                .sum();
+            Stats::add(&self.stats.records_committed, (record_count - failed_records) as u64);
+        }
+        for (key, entry) in committed {
+            self.partition_log(&key).on_commit(entry);
+        }
+        if !failed.is_empty() {
+            let mut state = self.writer.state.lock().expect("writer lock");
+            let keys: Vec<PartitionKey> = failed.keys().cloned().collect();
+            drop_partitions(&mut state, &keys, || {
+                Error::Unavailable("an earlier write of this partition failed; retry".into())
+            });
+        }
+        for waiter in waiters {
+            let error = waiter.partitions.iter().find_map(|k| failed.get(k));
+            let _ = waiter.done.send(match error {
+                None => Ok(()),
+                Some(e) => Err(clone_error(e)),
+            });
+        }
+    }
+
+    /// PUTs a segment, retrying a few times. The name is this incarnation's alone, so an
+    /// "already exists" on a retry means an earlier attempt landed.
+    #[instrument(name = "agent.put_segment", skip(self, bytes), fields(bytes = bytes.len()))]
+    async fn put_segment(&self, object: &str, bytes: Bytes) -> strata_storage::Result<()> {
+        let mut delay = Duration::from_millis(50);
+        let mut attempt = 1;
+        loop {
+            match self.store.put_create_only(object, bytes.clone()).await {
+                Ok(()) => return Ok(()),
+                Err(strata_storage::Error::AlreadyExists(_)) if attempt > 1 => return Ok(()),
+                Err(e) if attempt >= 4 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(object, attempt, error = %e, "segment PUT failed; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay *= 2;
+                    attempt += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Forgets ownership of `keys` and drops their records from the open segment; the waiters
+/// of those records get `error()`.
+fn drop_partitions(state: &mut WriterState, keys: &[PartitionKey], error: impl Fn() -> Error) {
+    let dropped: HashSet<&PartitionKey> = keys.iter().collect();
+    for key in keys {
+        state.owned.remove(key);
+        if let Some(block) = state.open.blocks.remove(key) {
+            state.open.bytes = state.open.bytes.saturating_sub(batch_bytes(&block.records));
+        }
+    }
+    let waiters = std::mem::take(&mut state.open.waiters);
+    for waiter in waiters {
+        if waiter.partitions.iter().any(|k| dropped.contains(k)) {
+            let _ = waiter.done.send(Err(error()));
+        } else {
+            state.open.waiters.push(waiter);
+        }
+    }
+    if state.open.blocks.is_empty() {
+        state.open.opened_at = None;
+    }
+}
+
+fn rejection_error(key: &PartitionKey, rejection: &Rejection) -> Error {
+    let reason = match rejection {
+        Rejection::Fenced { current: Some(owner) } => format!(
+            "agent '{}' took it over (epoch {})",
+            owner.agent_id, owner.epoch
+        ),
+        Rejection::Fenced { current: None } => "the partition was deleted".to_string(),
+        Rejection::OffsetMismatch { high_watermark } => format!(
+            "another writer moved its high watermark to {high_watermark}"
+        ),
+    };
+    Error::NotOwner {
+        topic: key.0.clone(),
+        partition: key.1,
+        reason,
+    }
+}
+
+fn clone_error(e: &Error) -> Error {
+    match e {
+        Error::NotOwner {
+            topic,
+            partition,
+            reason,
+        } => Error::NotOwner {
+            topic: topic.clone(),
+            partition: *partition,
+            reason: reason.clone(),
+        },
+        Error::TopicNotFound(t) => Error::TopicNotFound(t.clone()),
+        other => Error::Unavailable(other.to_string()),
+    }
+}
