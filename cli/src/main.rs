@@ -1,1 +1,41 @@
-fn main() {}
+//! `strata`: the one binary. Servers (`dev`, `agent`) and user commands (`topic`,
+//! `produce`, `consume`, `stats`).
+
+mod args;
+mod consume;
+mod produce;
+mod server;
+mod topic;
+
+use clap::Parser;
+
+use crate::args::{Cli, Command};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let server_command = matches!(cli.command, Command::Dev(_) | Command::Agent(_));
+    init_tracing(if server_command { "info" } else { "warn" });
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let server = cli.server.clone();
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Dev(args) => server::run_dev(args).await,
+            Command::Agent(args) => server::run_agent(args).await,
+            Command::Topic(command) => topic::run(&server, command).await,
+            Command::Produce(args) => produce::run(&server, args).await,
+            Command::Consume(args) => consume::run(&server, args).await,
+            Command::Stats => topic::stats(&server).await,
+        }
+    })
+}
+
+fn init_tracing(default_level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

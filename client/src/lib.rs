@@ -1,1 +1,45 @@
-//! placeholder
+//! The Strata Rust SDK.
+//!
+//! - [`Producer`]: batches records per partition, partitions keyed records with Kafka's
+//!   murmur2 partitioner and keyless ones stickily, and resolves each send with the
+//!   record's partition and offset;
+//! - [`Consumer`]: assign partitions, seek, poll;
+//! - [`Admin`]: topics, metadata and agent counters.
+//!
+//! It speaks only the public gRPC API (`strata-proto`).
+
+mod admin;
+mod consumer;
+mod error;
+mod producer;
+
+pub use admin::Admin;
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
+pub use error::{Error, Result};
+pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord, RecordPosition};
+pub use strata_proto::v1 as proto;
+
+use tonic::transport::{Channel, Endpoint};
+
+/// The address clients use when none is given: the local `strata dev` agent.
+pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
+
+/// Opens a gRPC channel to an agent (`host:port` or `http://host:port`).
+pub async fn connect(server: &str) -> Result<Channel> {
+    let url = if server.contains("://") {
+        server.to_string()
+    } else {
+        format!("http://{server}")
+    };
+    let endpoint = Endpoint::from_shared(url.clone())
+        .map_err(|e| Error::InvalidArgument(format!("invalid server address '{server}': {e}")))?
+        .connect_timeout(std::time::Duration::from_secs(5))
+        .tcp_nodelay(true);
+    endpoint
+        .connect()
+        .await
+        .map_err(|e| Error::Connect(format!("cannot reach {url}: {e}")))
+}
+
+/// The largest gRPC message the SDK sends or accepts.
+pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;

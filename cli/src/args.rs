@@ -1,0 +1,201 @@
+//! Command-line arguments. Every server option can also come from the environment
+//! (`STRATA_…`) and, for `strata agent`, from a TOML file (`--config`); flags win over the
+//! environment, which wins over the file.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Debug, Parser)]
+#[command(name = "strata", version, about = "Strata: an event log on object storage")]
+pub struct Cli {
+    /// Agent to talk to (user commands).
+    #[arg(long, global = true, env = "STRATA_SERVER", default_value = strata_client::DEFAULT_SERVER)]
+    pub server: String,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run an agent with the embedded metastore and a local-directory object store: nothing
+    /// to install.
+    Dev(DevArgs),
+    /// Run an agent against a real metastore (etcd) and object store (S3).
+    Agent(AgentArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// Produce one record per line of standard input.
+    Produce(ProduceArgs),
+    /// Print records of a topic.
+    Consume(ConsumeArgs),
+    /// Show the agent's counters: segment PUTs, GETs, metastore commits.
+    Stats,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Where data, metadata and cache live.
+    #[arg(long, env = "STRATA_DATA_DIR", default_value = "./strata-data")]
+    pub data_dir: PathBuf,
+    /// gRPC listen address.
+    #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:7070")]
+    pub listen: String,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+/// Write-path tuning shared by `dev` and `agent`.
+#[derive(Debug, Args, Default)]
+pub struct Tuning {
+    /// Flush a segment at the latest this many milliseconds after its first record
+    /// [default: 50].
+    #[arg(long, env = "STRATA_LINGER_MS")]
+    pub linger_ms: Option<u64>,
+    /// Flush a segment once it holds this many bytes [default: 4194304].
+    #[arg(long, env = "STRATA_SEGMENT_BYTES")]
+    pub segment_bytes: Option<usize>,
+    /// Refuse produce requests while this many bytes wait for the object store
+    /// [default: 67108864].
+    #[arg(long, env = "STRATA_MAX_PENDING_BYTES")]
+    pub max_pending_bytes: Option<usize>,
+    /// Memory for the block cache, bytes [default: 268435456].
+    #[arg(long, env = "STRATA_CACHE_MEMORY_BYTES")]
+    pub cache_memory_bytes: Option<usize>,
+    /// Disk for the block cache, bytes [default: 1073741824].
+    #[arg(long, env = "STRATA_CACHE_DISK_BYTES")]
+    pub cache_disk_bytes: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// TOML file with any of the options below (same names, with underscores).
+    #[arg(long, env = "STRATA_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Metastore: etcd://host:port[,host:port], file:///dir or memory://.
+    #[arg(long, env = "STRATA_METASTORE")]
+    pub metastore: Option<String>,
+    /// Object store: s3://bucket/prefix, file:///dir or memory://.
+    #[arg(long, env = "STRATA_OBJECT_STORE")]
+    pub object_store: Option<String>,
+    /// Cluster name: the metastore key root is /strata/<cluster> [default: default].
+    #[arg(long, env = "STRATA_CLUSTER")]
+    pub cluster: Option<String>,
+    /// gRPC listen address [default: 0.0.0.0:7070].
+    #[arg(long, env = "STRATA_LISTEN")]
+    pub listen: Option<String>,
+    /// Address clients reach this agent on [default: the listen address].
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Unique agent id [default: random].
+    #[arg(long, env = "STRATA_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// Directory of the block cache's disk tier [default: none, memory only].
+    #[arg(long, env = "STRATA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// S3 endpoint, e.g. http://127.0.0.1:9000 for MinIO [default: AWS].
+    #[arg(long, env = "STRATA_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: us-east-1].
+    #[arg(long, env = "STRATA_S3_REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key [default: AWS_ACCESS_KEY_ID].
+    #[arg(long, env = "STRATA_S3_ACCESS_KEY")]
+    pub s3_access_key: Option<String>,
+    /// S3 secret key [default: AWS_SECRET_ACCESS_KEY].
+    #[arg(long, env = "STRATA_S3_SECRET_KEY")]
+    pub s3_secret_key: Option<String>,
+    /// Virtual-hosted-style S3 requests instead of path style [default: path style when an
+    /// endpoint is set].
+    #[arg(long, env = "STRATA_S3_VIRTUAL_HOSTED")]
+    pub s3_virtual_hosted: bool,
+    /// Allow plain-http S3 endpoints.
+    #[arg(long, env = "STRATA_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+    /// Create the bucket if it does not exist.
+    #[arg(long, env = "STRATA_CREATE_BUCKET")]
+    pub create_bucket: bool,
+    /// etcd's --max-txn-ops, if it is not 128.
+    #[arg(long, env = "STRATA_ETCD_MAX_TXN_OPS")]
+    pub etcd_max_txn_ops: Option<usize>,
+    #[command(flatten)]
+    pub tuning: Tuning,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        name: String,
+        /// Number of partitions.
+        #[arg(long, short, default_value_t = 1)]
+        partitions: i32,
+        /// Topic config as key=value (max.message.bytes, compression.type, retention.ms,
+        /// retention.bytes, cleanup.policy, delete.retention.ms); repeatable.
+        #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
+        config: Vec<String>,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's config and partitions.
+    Describe { name: String },
+    /// Delete a topic.
+    Delete { name: String },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum AcksArg {
+    /// Ack once durable in the object store and committed.
+    All,
+    /// Do not wait for durability.
+    None,
+}
+
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    pub topic: String,
+    /// Split each line at the first occurrence of this into key and value.
+    #[arg(long)]
+    pub key_separator: Option<String>,
+    /// Send every record to this partition.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    #[arg(long, value_enum, default_value = "all")]
+    pub acks: AcksArg,
+    /// Header as key=value, added to every record; repeatable.
+    #[arg(long = "header", short = 'H', value_name = "KEY=VALUE")]
+    pub headers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ConsumeArgs {
+    pub topic: String,
+    /// Start at each partition's log start.
+    #[arg(long, conflicts_with = "offset")]
+    pub from_beginning: bool,
+    /// Start at this offset (with --partition, or in every partition).
+    #[arg(long)]
+    pub offset: Option<i64>,
+    /// Read only this partition.
+    #[arg(long)]
+    pub partition: Option<u32>,
+    /// Stop after this many records.
+    #[arg(long)]
+    pub max_messages: Option<u64>,
+    /// Keep reading new records instead of stopping at the end.
+    #[arg(long)]
+    pub follow: bool,
+    /// Output format: %t topic, %p partition, %o offset, %k key, %v value, %T timestamp
+    /// (ms), %h headers (k=v,...), \n newline, \t tab. A newline ends each record unless
+    /// the format ends with \n. Default: %v.
+    #[arg(long, conflicts_with = "json")]
+    pub format: Option<String>,
+    /// One JSON object per line: topic, partition, offset, timestamp, key, value, headers.
+    #[arg(long)]
+    pub json: bool,
+    /// Print keys, values and header values as base64 (binary-safe).
+    #[arg(long)]
+    pub base64: bool,
+}

@@ -1,0 +1,131 @@
+//! `strata consume TOPIC`: prints records, per partition in offset order.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Result;
+use base64::Engine;
+use strata_client::{Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
+
+use crate::args::ConsumeArgs;
+
+pub async fn run(server: &str, args: ConsumeArgs) -> Result<()> {
+    let mut consumer = Consumer::connect(server, ConsumerConfig::default()).await?;
+    let start = match (args.offset, args.from_beginning) {
+        (Some(offset), _) => StartOffset::Offset(offset),
+        (None, true) => StartOffset::Earliest,
+        (None, false) => StartOffset::Latest,
+    };
+    let partitions: Vec<u32> = args.partition.into_iter().collect();
+    consumer.assign(&args.topic, &partitions, start).await?;
+    // Without --follow, stop at the high watermarks seen now.
+    let ends: HashMap<u32, i64> = consumer
+        .high_watermarks()
+        .into_iter()
+        .map(|(_, p, hwm)| (p, hwm))
+        .collect();
+    let done = |consumer: &Consumer| {
+        ends.iter()
+            .all(|(p, end)| consumer.position(&args.topic, *p).unwrap_or(i64::MAX) >= *end)
+    };
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    loop {
+        if !args.follow && done(&consumer) {
+            break;
+        }
+        let wait = if args.follow { Duration::from_secs(1) } else { Duration::ZERO };
+        for record in consumer.poll(wait).await? {
+            if !args.follow && ends.get(&record.partition).is_some_and(|end| record.offset >= *end) {
+                continue;
+            }
+            print_record(&mut out, &args, &record)?;
+            printed += 1;
+            if args.max_messages.is_some_and(|max| printed >= max) {
+                out.flush()?;
+                return Ok(());
+            }
+        }
+        out.flush()?;
+    }
+    out.flush()?;
+    Ok(())
+}
+
+fn text(bytes: Option<&bytes::Bytes>, base64: bool) -> Option<String> {
+    bytes.map(|b| {
+        if base64 {
+            base64::engine::general_purpose::STANDARD.encode(b)
+        } else {
+            String::from_utf8_lossy(b).into_owned()
+        }
+    })
+}
+
+fn print_record(out: &mut impl Write, args: &ConsumeArgs, r: &ConsumerRecord) -> Result<()> {
+    if args.json {
+        let headers: serde_json::Map<String, serde_json::Value> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), text(Some(v), args.base64).into()))
+            .collect();
+        let object = serde_json::json!({
+            "topic": r.topic,
+            "partition": r.partition,
+            "offset": r.offset,
+            "timestamp": r.timestamp_ms,
+            "key": text(r.key.as_ref(), args.base64),
+            "value": text(r.value.as_ref(), args.base64),
+            "headers": headers,
+        });
+        writeln!(out, "{object}")?;
+        return Ok(());
+    }
+    let format = args.format.as_deref().unwrap_or("%v");
+    let mut line = String::new();
+    let mut chars = format.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, chars.peek().copied()) {
+            ('%', Some(spec)) => {
+                chars.next();
+                match spec {
+                    't' => line.push_str(&r.topic),
+                    'p' => line.push_str(&r.partition.to_string()),
+                    'o' => line.push_str(&r.offset.to_string()),
+                    'T' => line.push_str(&r.timestamp_ms.to_string()),
+                    'k' => line.push_str(&text(r.key.as_ref(), args.base64).unwrap_or_default()),
+                    'v' => line.push_str(&text(r.value.as_ref(), args.base64).unwrap_or_default()),
+                    'h' => {
+                        let headers: Vec<String> = r
+                            .headers
+                            .iter()
+                            .map(|(k, v)| format!("{k}={}", text(Some(v), args.base64).unwrap_or_default()))
+                            .collect();
+                        line.push_str(&headers.join(","));
+                    }
+                    '%' => line.push('%'),
+                    other => {
+                        line.push('%');
+                        line.push(other);
+                    }
+                }
+            }
+            ('\\', Some('n')) => {
+                chars.next();
+                line.push('\n');
+            }
+            ('\\', Some('t')) => {
+                chars.next();
+                line.push('\t');
+            }
+            (c, _) => line.push(c),
+        }
+    }
+    if !line.ends_with('\n') {
+        line.push('\n');
+    }
+    out.write_all(line.as_bytes())?;
+    Ok(())
+}

@@ -1,0 +1,224 @@
+//! `strata dev` and `strata agent`: build the parts from configuration and serve until
+//! SIGINT/SIGTERM, then flush and stop.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+use strata_agent::clock::SystemClock;
+use strata_agent::{Agent, AgentConfig};
+use strata_metastore::{EtcdKv, KvMetastore, Metastore};
+use strata_storage::cache::CacheConfig;
+use strata_storage::{BlockCache, ObjectStoreConfig, SegmentStore};
+use tokio::net::TcpListener;
+
+use crate::args::{AgentArgs, DevArgs, Tuning};
+
+/// `strata agent` options as a TOML file may give them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AgentFile {
+    metastore: Option<String>,
+    object_store: Option<String>,
+    cluster: Option<String>,
+    listen: Option<String>,
+    advertise: Option<String>,
+    agent_id: Option<String>,
+    cache_dir: Option<PathBuf>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_access_key: Option<String>,
+    s3_secret_key: Option<String>,
+    s3_virtual_hosted: Option<bool>,
+    s3_allow_http: Option<bool>,
+    create_bucket: Option<bool>,
+    etcd_max_txn_ops: Option<usize>,
+    linger_ms: Option<u64>,
+    segment_bytes: Option<usize>,
+    max_pending_bytes: Option<usize>,
+    cache_memory_bytes: Option<usize>,
+    cache_disk_bytes: Option<usize>,
+}
+
+fn read_file(path: &Path) -> Result<AgentFile> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read config file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid config file {}", path.display()))
+}
+
+fn agent_config(
+    agent_id: String,
+    advertise: String,
+    tuning: &Tuning,
+    file: &AgentFile,
+) -> Result<AgentConfig> {
+    let defaults = AgentConfig::default();
+    let config = AgentConfig {
+        agent_id,
+        advertised_address: advertise,
+        segment_max_bytes: tuning
+            .segment_bytes
+            .or(file.segment_bytes)
+            .unwrap_or(defaults.segment_max_bytes),
+        linger: tuning
+            .linger_ms
+            .or(file.linger_ms)
+            .map_or(defaults.linger, Duration::from_millis),
+        max_pending_bytes: tuning
+            .max_pending_bytes
+            .or(file.max_pending_bytes)
+            .unwrap_or(defaults.max_pending_bytes),
+    };
+    anyhow::ensure!(config.segment_max_bytes > 0, "segment_bytes must be positive");
+    anyhow::ensure!(
+        config.max_pending_bytes >= config.segment_max_bytes,
+        "max_pending_bytes ({}) must be at least segment_bytes ({})",
+        config.max_pending_bytes,
+        config.segment_max_bytes
+    );
+    Ok(config)
+}
+
+fn cache_config(tuning: &Tuning, file: &AgentFile, disk_dir: Option<PathBuf>) -> CacheConfig {
+    let defaults = CacheConfig::default();
+    CacheConfig {
+        memory_bytes: tuning
+            .cache_memory_bytes
+            .or(file.cache_memory_bytes)
+            .unwrap_or(defaults.memory_bytes),
+        disk_dir,
+        disk_bytes: tuning
+            .cache_disk_bytes
+            .or(file.cache_disk_bytes)
+            .unwrap_or(defaults.disk_bytes),
+    }
+}
+
+/// `strata dev`.
+pub async fn run_dev(args: DevArgs) -> Result<()> {
+    let data_dir = std::path::absolute(&args.data_dir)
+        .with_context(|| format!("bad data dir {}", args.data_dir.display()))?;
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
+    let metastore_url = format!("file://{}", data_dir.join("metastore").display());
+    let metastore = strata_metastore::open(&metastore_url, "dev").await?;
+    let store = SegmentStore::open(&ObjectStoreConfig {
+        url: format!("file://{}", data_dir.join("objects").display()),
+        ..Default::default()
+    })
+    .await?;
+    let file = AgentFile::default();
+    let cache = BlockCache::new(&cache_config(
+        &args.tuning,
+        &file,
+        Some(data_dir.join("cache")),
+    ))
+    .await?;
+    let config = agent_config("dev".to_string(), args.listen.clone(), &args.tuning, &file)?;
+    eprintln!(
+        "strata dev: serving on {} with data in {}",
+        args.listen,
+        data_dir.display()
+    );
+    serve(config, &args.listen, metastore, store, cache).await
+}
+
+/// `strata agent`.
+pub async fn run_agent(args: AgentArgs) -> Result<()> {
+    let file = match &args.config {
+        Some(path) => read_file(path)?,
+        None => AgentFile::default(),
+    };
+    let metastore_url = args
+        .metastore
+        .clone()
+        .or(file.metastore.clone())
+        .context("no metastore: pass --metastore etcd://host:port (or set STRATA_METASTORE)")?;
+    let object_store = args
+        .object_store
+        .clone()
+        .or(file.object_store.clone())
+        .context("no object store: pass --object-store s3://bucket/prefix (or set STRATA_OBJECT_STORE)")?;
+    let cluster = args
+        .cluster
+        .clone()
+        .or(file.cluster.clone())
+        .unwrap_or_else(|| "default".to_string());
+    let listen = args
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:7070".to_string());
+    let advertise = args
+        .advertise
+        .clone()
+        .or(file.advertise.clone())
+        .unwrap_or_else(|| listen.clone());
+    let agent_id = args
+        .agent_id
+        .clone()
+        .or(file.agent_id.clone())
+        .unwrap_or_else(|| format!("agent-{:08x}", rand_id()));
+    let etcd_max_txn_ops = args.etcd_max_txn_ops.or(file.etcd_max_txn_ops);
+
+    let metastore: Arc<dyn Metastore> = match (metastore_url.strip_prefix("etcd://"), etcd_max_txn_ops) {
+        (Some(endpoints), Some(max_ops)) => {
+            let endpoints: Vec<String> = endpoints.split(',').map(str::to_string).collect();
+            let kv = EtcdKv::connect(&endpoints).await?.with_max_txn_ops(max_ops);
+            Arc::new(KvMetastore::new(kv, format!("/strata/{cluster}")))
+        }
+        _ => strata_metastore::open(&metastore_url, &cluster).await?,
+    };
+    let store = SegmentStore::open(&ObjectStoreConfig {
+        url: object_store,
+        endpoint: args.s3_endpoint.clone().or(file.s3_endpoint.clone()),
+        region: args.s3_region.clone().or(file.s3_region.clone()),
+        access_key_id: args.s3_access_key.clone().or(file.s3_access_key.clone()),
+        secret_access_key: args.s3_secret_key.clone().or(file.s3_secret_key.clone()),
+        path_style: Some(!(args.s3_virtual_hosted || file.s3_virtual_hosted.unwrap_or(false))),
+        allow_http: args.s3_allow_http || file.s3_allow_http.unwrap_or(false),
+        create_bucket: args.create_bucket || file.create_bucket.unwrap_or(false),
+    })
+    .await?;
+    let cache_dir = args.cache_dir.clone().or(file.cache_dir.clone());
+    let cache = BlockCache::new(&cache_config(&args.tuning, &file, cache_dir)).await?;
+    let config = agent_config(agent_id, advertise, &args.tuning, &file)?;
+    serve(config, &listen, metastore, store, cache).await
+}
+
+fn rand_id() -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    (nanos as u32) ^ std::process::id().rotate_left(16)
+}
+
+async fn serve(
+    config: AgentConfig,
+    listen: &str,
+    metastore: Arc<dyn Metastore>,
+    store: SegmentStore,
+    cache: BlockCache,
+) -> Result<()> {
+    let listener = TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("cannot listen on {listen}"))?;
+    let agent = Agent::start(config, metastore, store, cache, Arc::new(SystemClock)).await?;
+    tracing::info!(address = %listener.local_addr()?, "serving gRPC");
+    strata_agent::service::serve(agent.clone(), listener, shutdown_signal()).await?;
+    tracing::info!("flushing before exit");
+    agent.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

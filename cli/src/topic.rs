@@ -1,0 +1,81 @@
+//! `strata topic ...` and `strata stats`.
+
+use std::collections::HashMap;
+
+use anyhow::{Context, Result};
+use strata_client::Admin;
+
+use crate::args::TopicCommand;
+
+fn parse_config(pairs: &[String]) -> Result<HashMap<String, String>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            let (k, v) = pair
+                .split_once('=')
+                .with_context(|| format!("--config '{pair}' is not KEY=VALUE"))?;
+            Ok((k.trim().to_string(), v.trim().to_string()))
+        })
+        .collect()
+}
+
+pub async fn run(server: &str, command: TopicCommand) -> Result<()> {
+    let admin = Admin::connect(server).await?;
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            config,
+        } => {
+            let topic = admin
+                .create_topic(&name, partitions, parse_config(&config)?)
+                .await?;
+            println!("created topic {} with {} partitions", topic.name, topic.partitions);
+        }
+        TopicCommand::List => {
+            for topic in admin.list_topics().await? {
+                println!("{}\t{} partitions", topic.name, topic.partitions);
+            }
+        }
+        TopicCommand::Describe { name } => {
+            let described = admin.describe_topic(&name).await?;
+            let topic = described.topic.unwrap_or_default();
+            println!("topic {}: {} partitions", topic.name, topic.partitions);
+            let mut config: Vec<_> = topic.config.into_iter().collect();
+            config.sort();
+            for (k, v) in config {
+                println!("  {k}={v}");
+            }
+            println!("partition\tlog_start\thigh_watermark\towner\tepoch");
+            for p in described.partitions {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    p.partition,
+                    p.log_start_offset,
+                    p.high_watermark,
+                    if p.owner_agent_id.is_empty() { "-" } else { &p.owner_agent_id },
+                    p.owner_epoch
+                );
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            println!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
+
+pub async fn stats(server: &str) -> Result<()> {
+    let stats = Admin::connect(server).await?.agent_stats().await?;
+    println!("agent_id\t{}", stats.agent_id);
+    println!("flushes\t{}", stats.flushes);
+    println!("segment_puts\t{}", stats.segment_puts);
+    println!("segment_bytes\t{}", stats.segment_bytes);
+    println!("metastore_commits\t{}", stats.metastore_commits);
+    println!("partition_blocks\t{}", stats.partition_blocks);
+    println!("records_committed\t{}", stats.records_committed);
+    println!("object_gets\t{}", stats.object_gets);
+    println!("cache_hits\t{}", stats.cache_hits);
+    Ok(())
+}

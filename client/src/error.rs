@@ -1,0 +1,37 @@
+//! The SDK's one error type.
+
+/// What can go wrong using the SDK.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum Error {
+    /// The agent could not be reached.
+    #[error("{0}")]
+    Connect(String),
+    /// The agent answered with an error status; its code and message say what happened.
+    #[error("{}: {}", .0.code(), .0.message())]
+    Status(tonic::Status),
+    /// The call was malformed before it was sent.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// The producer or consumer was closed.
+    #[error("closed")]
+    Closed,
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status(status)
+    }
+}
+
+impl Error {
+    /// The gRPC code, when the agent answered with an error.
+    pub fn code(&self) -> Option<tonic::Code> {
+        match self {
+            Self::Status(s) => Some(s.code()),
+            _ => None,
+        }
+    }
+}
+
+/// Result with the SDK's [`Error`].
+pub type Result<T> = std::result::Result<T, Error>;

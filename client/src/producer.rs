@@ -1,0 +1,348 @@
+//! The producer: per-partition lanes that batch records and keep their order.
+//!
+//! Each partition a producer writes to has one lane: a task that takes the records queued
+//! for it, sends them as one `Produce` request (at most `batch_max_bytes`), waits for the
+//! answer, resolves every record's [`Delivery`], and repeats. One request in flight per
+//! partition keeps a partition's records in send order; partitions proceed in parallel.
+//! While a request is in flight the next batch fills up, so batches grow with load.
+//!
+//! Partitioning, as Kafka's default partitioner: an explicit partition wins; a keyed
+//! record goes to `murmur2(key) % partitions`; keyless records stick to one partition
+//! until `sticky_batch_records` of them were sent there, then move to the next.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use strata_proto::v1 as pb;
+use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::log_client::LogClient;
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+
+use crate::{Error, MAX_MESSAGE_BYTES, Result};
+
+/// When the agent answers a produce request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Acks {
+    /// Once the records are accepted (offsets assigned, not yet durable).
+    None,
+    /// Once the records are in the object store and committed (default).
+    #[default]
+    All,
+}
+
+/// Producer settings.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Acknowledgement level.
+    pub acks: Acks,
+    /// Largest request, bytes of keys, values and headers.
+    pub batch_max_bytes: usize,
+    /// Records queued per partition before `send` waits (backpressure).
+    pub queue_records: usize,
+    /// Keyless records sent to one partition before moving to the next.
+    pub sticky_batch_records: usize,
+    /// How long a lane waits for more records before sending a small batch.
+    pub linger: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            acks: Acks::All,
+            batch_max_bytes: 1 << 20,
+            queue_records: 100_000,
+            sticky_batch_records: 1_000,
+            linger: Duration::from_millis(2),
+        }
+    }
+}
+
+/// A record to send.
+#[derive(Debug, Clone, Default)]
+pub struct ProducerRecord {
+    /// Key; `None` = no key.
+    pub key: Option<Bytes>,
+    /// Value; `None` = tombstone.
+    pub value: Option<Bytes>,
+    /// Headers.
+    pub headers: Vec<(String, Bytes)>,
+    /// Explicit partition.
+    pub partition: Option<u32>,
+    /// Milliseconds since the Unix epoch; 0 = the agent's time of receipt.
+    pub timestamp_ms: i64,
+}
+
+impl ProducerRecord {
+    /// A record with just a value.
+    pub fn value(value: impl Into<Bytes>) -> Self {
+        Self {
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    /// A record with a key and a value.
+    pub fn keyed(key: impl Into<Bytes>, value: impl Into<Bytes>) -> Self {
+        Self {
+            key: Some(key.into()),
+            value: Some(value.into()),
+            ..Default::default()
+        }
+    }
+
+    fn size(&self) -> usize {
+        self.key.as_ref().map_or(0, Bytes::len)
+            + self.value.as_ref().map_or(0, Bytes::len)
+            + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+    }
+}
+
+/// Where a record was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RecordPosition {
+    /// Partition.
+    pub partition: u32,
+    /// Offset in the partition.
+    pub offset: i64,
+}
+
+/// Resolves once the record is acknowledged, with where it was written.
+#[derive(Debug)]
+pub struct Delivery {
+    receiver: oneshot::Receiver<Result<RecordPosition>>,
+}
+
+impl Future for Delivery {
+    type Output = Result<RecordPosition>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        Pin::new(&mut self.receiver)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(Error::Closed)))
+    }
+}
+
+struct Queued {
+    record: ProducerRecord,
+    done: oneshot::Sender<Result<RecordPosition>>,
+}
+
+#[derive(Debug, Default)]
+struct Partitioning {
+    partitions: HashMap<String, u32>,
+    sticky: HashMap<String, (u32, usize)>,
+}
+
+/// Sends records to one agent. Cheap to clone; clones share lanes.
+#[derive(Debug, Clone)]
+pub struct Producer {
+    log: LogClient<Channel>,
+    admin: AdminClient<Channel>,
+    config: Arc<ProducerConfig>,
+    lanes: Arc<Mutex<HashMap<(String, u32), mpsc::Sender<Queued>>>>,
+    partitioning: Arc<Mutex<Partitioning>>,
+}
+
+impl Producer {
+    /// A producer over an open channel.
+    pub fn new(channel: Channel, config: ProducerConfig) -> Self {
+        Self {
+            log: LogClient::new(channel.clone())
+                .max_encoding_message_size(MAX_MESSAGE_BYTES)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            admin: AdminClient::new(channel),
+            config: Arc::new(config),
+            lanes: Arc::default(),
+            partitioning: Arc::default(),
+        }
+    }
+
+    /// Connects to `server` and returns a producer with `config`.
+    pub async fn connect(server: &str, config: ProducerConfig) -> Result<Self> {
+        Ok(Self::new(crate::connect(server).await?, config))
+    }
+
+    async fn partition_count(&self, topic: &str) -> Result<u32> {
+        if let Some(n) = self
+            .partitioning
+            .lock()
+            .expect("partitioning lock")
+            .partitions
+            .get(topic)
+        {
+            return Ok(*n);
+        }
+        let described = self
+            .admin
+            .clone()
+            .describe_topic(pb::DescribeTopicRequest {
+                name: topic.to_string(),
+            })
+            .await?
+            .into_inner();
+        let n = described.topic.map_or(0, |t| t.partitions).max(1) as u32;
+        self.partitioning
+            .lock()
+            .expect("partitioning lock")
+            .partitions
+            .insert(topic.to_string(), n);
+        Ok(n)
+    }
+
+    async fn choose_partition(&self, topic: &str, record: &ProducerRecord) -> Result<u32> {
+        if let Some(p) = record.partition {
+            return Ok(p);
+        }
+        let count = self.partition_count(topic).await?;
+        if let Some(key) = &record.key {
+            return Ok(strata_proto::partition_for_key(key, count));
+        }
+        let mut partitioning = self.partitioning.lock().expect("partitioning lock");
+        let sticky_batch = self.config.sticky_batch_records;
+        let entry = partitioning
+            .sticky
+            .entry(topic.to_string())
+            .or_insert((rand_partition(count), 0));
+        if entry.1 >= sticky_batch {
+            *entry = ((entry.0 + 1) % count, 0);
+        }
+        entry.1 += 1;
+        Ok(entry.0)
+    }
+
+    /// Queues a record; waits only if its partition's queue is full. The returned
+    /// [`Delivery`] resolves once the record is acknowledged.
+    pub async fn send(&self, topic: &str, record: ProducerRecord) -> Result<Delivery> {
+        let partition = self.choose_partition(topic, &record).await?;
+        let lane = self.lane(topic, partition);
+        let (done, receiver) = oneshot::channel();
+        lane.send(Queued { record, done })
+            .await
+            .map_err(|_| Error::Closed)?;
+        Ok(Delivery { receiver })
+    }
+
+    /// Sends a record and waits for its acknowledgement.
+    pub async fn send_and_wait(&self, topic: &str, record: ProducerRecord) -> Result<RecordPosition> {
+        self.send(topic, record).await?.await
+    }
+
+    fn lane(&self, topic: &str, partition: u32) -> mpsc::Sender<Queued> {
+        let mut lanes = self.lanes.lock().expect("lanes lock");
+        lanes
+            .entry((topic.to_string(), partition))
+            .or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(self.config.queue_records);
+                tokio::spawn(run_lane(
+                    self.log.clone(),
+                    self.config.clone(),
+                    topic.to_string(),
+                    partition,
+                    rx,
+                ));
+                tx
+            })
+            .clone()
+    }
+}
+
+fn rand_partition(count: u32) -> u32 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    nanos % count
+}
+
+/// One partition's lane: batch, send, resolve, repeat, until every producer clone is gone.
+async fn run_lane(
+    mut log: LogClient<Channel>,
+    config: Arc<ProducerConfig>,
+    topic: String,
+    partition: u32,
+    mut queue: mpsc::Receiver<Queued>,
+) {
+    let acks = match config.acks {
+        Acks::All => pb::Acks::All,
+        Acks::None => pb::Acks::None,
+    };
+    let mut carry: Option<Queued> = None;
+    loop {
+        let first = match carry.take() {
+            Some(q) => q,
+            None => match queue.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
+        let mut bytes = first.record.size();
+        let mut batch = vec![first];
+        let deadline = tokio::time::Instant::now() + config.linger;
+        loop {
+            let next = match queue.try_recv() {
+                Ok(q) => Some(q),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    match tokio::time::timeout_at(deadline, queue.recv()).await {
+                        Ok(q) => q,
+                        Err(_) => None,
+                    }
+                }
+            };
+            let Some(q) = next else { break };
+            let size = q.record.size();
+            if bytes + size > config.batch_max_bytes {
+                carry = Some(q);
+                break;
+            }
+            bytes += size;
+            batch.push(q);
+        }
+        let (records, waiters): (Vec<pb::Record>, Vec<_>) = batch
+            .into_iter()
+            .map(|q| {
+                let r = q.record;
+                (
+                    pb::Record {
+                        key: r.key,
+                        value: r.value,
+                        timestamp_ms: r.timestamp_ms,
+                        headers: r
+                            .headers
+                            .into_iter()
+                            .map(|(key, value)| pb::Header { key, value })
+                            .collect(),
+                    },
+                    q.done,
+                )
+            })
+            .unzip();
+        let request = pb::ProduceRequest {
+            topic: topic.clone(),
+            partition: Some(partition as i32),
+            records,
+            acks: acks as i32,
+        };
+        match log.produce(request).await {
+            Ok(response) => {
+                let positions = response.into_inner().positions;
+                for (done, position) in waiters.into_iter().zip(positions) {
+                    let _ = done.send(Ok(RecordPosition {
+                        partition: position.partition as u32,
+                        offset: position.offset,
+                    }));
+                }
+            }
+            Err(status) => {
+                for done in waiters {
+                    let _ = done.send(Err(Error::Status(status.clone())));
+                }
+            }
+        }
+    }
+}
