@@ -1,1 +1,257 @@
-//! placeholder
+//! The whole-system test harness: runs the real `strata` binary as processes against the
+//! real etcd and S3 server that `scripts/test.sh` started (see `scripts/test-env.sh`).
+//!
+//! Each test gets its own etcd cluster root and its own bucket, so tests run in parallel
+//! on one etcd and one S3 server.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Where the test etcd and S3 server are.
+#[derive(Debug, Clone)]
+pub struct TestEnv {
+    /// etcd client endpoint, host:port.
+    pub etcd: String,
+    /// S3 endpoint URL.
+    pub s3_endpoint: String,
+    /// S3 access key.
+    pub s3_access_key: String,
+    /// S3 secret key.
+    pub s3_secret_key: String,
+    /// The directory the S3 server serves; bucket = subdirectory.
+    pub s3_dir: PathBuf,
+}
+
+impl TestEnv {
+    /// Reads the environment `scripts/test.sh` sets; panics with a clear message if unset.
+    pub fn from_env() -> Self {
+        let var = |name: &str| {
+            std::env::var(name).unwrap_or_else(|_| {
+                panic!("{name} is not set: run the tests through scripts/test.sh, which starts etcd and s3s-fs")
+            })
+        };
+        Self {
+            etcd: var("STRATA_TEST_ETCD"),
+            s3_endpoint: var("STRATA_TEST_S3_ENDPOINT"),
+            s3_access_key: var("STRATA_TEST_S3_ACCESS_KEY"),
+            s3_secret_key: var("STRATA_TEST_S3_SECRET_KEY"),
+            s3_dir: PathBuf::from(var("STRATA_TEST_S3_DIR")),
+        }
+    }
+}
+
+/// A name unique to this test run, for clusters and buckets (lowercase, S3-safe).
+pub fn unique_name(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{prefix}-{}-{nanos}-{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The `strata` binary of this build: `STRATA_BIN`, or `target/<profile>/strata` next to
+/// the test executable's `deps/` directory.
+pub fn strata_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("STRATA_BIN") {
+        return PathBuf::from(bin);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("test executable lives in target/<profile>/deps");
+    let bin = profile_dir.join("strata");
+    assert!(
+        bin.exists(),
+        "{} does not exist: build it first (cargo build --bin strata), as scripts/test.sh does",
+        bin.display()
+    );
+    bin
+}
+
+/// A free loopback port (bound and released; the agent binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind an ephemeral port")
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// How to start an agent process.
+#[derive(Debug, Clone)]
+pub enum AgentKind {
+    /// `strata dev --data-dir DIR`.
+    Dev {
+        /// Data directory.
+        data_dir: PathBuf,
+    },
+    /// `strata agent` against the test etcd and S3 server.
+    Agent {
+        /// Test environment.
+        env: TestEnv,
+        /// Metastore cluster name (key root).
+        cluster: String,
+        /// Bucket name.
+        bucket: String,
+    },
+}
+
+/// A running `strata dev` or `strata agent`; SIGKILLed when dropped.
+#[derive(Debug)]
+pub struct AgentProcess {
+    kind: AgentKind,
+    port: u16,
+    extra_args: Vec<String>,
+    child: Option<Child>,
+    log: PathBuf,
+}
+
+impl AgentProcess {
+    /// Starts an agent on a free port and waits until it answers.
+    pub fn start(kind: AgentKind, extra_args: &[&str]) -> Self {
+        let log = std::env::temp_dir().join(format!("{}.log", unique_name("strata-agent")));
+        let mut process = Self {
+            kind,
+            port: free_port(),
+            extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            child: None,
+            log,
+        };
+        process.spawn();
+        process
+    }
+
+    /// The agent's address, `http://127.0.0.1:port`.
+    pub fn server(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let listen = format!("127.0.0.1:{}", self.port);
+        let mut command = Command::new(strata_bin());
+        match &self.kind {
+            AgentKind::Dev { data_dir } => {
+                command.arg("dev").arg("--data-dir").arg(data_dir).arg("--listen").arg(&listen);
+            }
+            AgentKind::Agent {
+                env,
+                cluster,
+                bucket,
+            } => {
+                command
+                    .arg("agent")
+                    .args(["--metastore", &format!("etcd://{}", env.etcd)])
+                    .args(["--object-store", &format!("s3://{bucket}/segments-test")])
+                    .args(["--cluster", cluster])
+                    .args(["--listen", &listen])
+                    .args(["--agent-id", &format!("agent-{}", self.port)])
+                    .args(["--s3-endpoint", &env.s3_endpoint])
+                    .args(["--s3-access-key", &env.s3_access_key])
+                    .args(["--s3-secret-key", &env.s3_secret_key])
+                    .arg("--s3-allow-http")
+                    .arg("--create-bucket");
+            }
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("open agent log");
+        command
+            .args(&self.extra_args)
+            .env_remove("STRATA_SERVER")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(command.spawn().expect("spawn strata"));
+        self.wait_ready();
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("agent exited during start-up ({status}):\n{}", self.log_text());
+            }
+            assert!(Instant::now() < deadline, "agent did not listen within 30 s:\n{}", self.log_text());
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The agent's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGKILL: the process dies at once, without flushing.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().expect("SIGKILL the agent");
+            child.wait().expect("reap the agent");
+        }
+    }
+
+    /// Starts the agent again with the same configuration and port.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+impl Drop for AgentProcess {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_file(&self.log);
+    }
+}
+
+/// Runs `strata ARGS` against `server` with `stdin`; returns its output.
+pub fn cli(server: &str, args: &[&str], stdin: &[u8]) -> Output {
+    let mut child = Command::new(strata_bin())
+        .args(args)
+        .env("STRATA_SERVER", server)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn strata");
+    let mut input = child.stdin.take().unwrap();
+    let data = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let output = child.wait_with_output().expect("run strata");
+    writer.join().unwrap();
+    output
+}
+
+/// Runs `strata ARGS` and panics, with its stderr, unless it succeeds; returns stdout.
+pub fn cli_ok(server: &str, args: &[&str], stdin: &[u8]) -> String {
+    let output = cli(server, args, stdin);
+    assert!(
+        output.status.success(),
+        "strata {args:?} failed ({}):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).expect("utf-8 output")
+}
