@@ -1,1 +1,3 @@
-fn main() { let _ = protoc_bin_vendored::protoc_bin_path(); }
+fn main() {
+    let _ = protoc_bin_vendored::protoc_bin_path();
+}

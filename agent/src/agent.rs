@@ -311,7 +311,11 @@ impl Agent {
         for (i, r) in records.into_iter().enumerate() {
             let record = Record {
                 offset: -1,
-                timestamp_ms: if r.timestamp_ms > 0 { r.timestamp_ms } else { now },
+                timestamp_ms: if r.timestamp_ms > 0 {
+                    r.timestamp_ms
+                } else {
+                    now
+                },
                 key: r.key,
                 value: r.value,
                 headers: r.headers,
@@ -345,10 +349,7 @@ impl Agent {
                 }
             })
             .collect();
-        let (first_offsets, done) = self
-            .inner
-            .append(topic, batches, wait_for_commit)
-            .await?;
+        let (first_offsets, done) = self.inner.append(topic, batches, wait_for_commit).await?;
         if let Some(done) = done {
             done.await
                 .map_err(|_| Error::Unavailable("agent stopped before the commit".into()))??;
@@ -384,7 +385,10 @@ impl Agent {
     pub async fn metadata(
         &self,
         topics: &[String],
-    ) -> Result<(Vec<AgentRecord>, Vec<(TopicMeta, Vec<PartitionDescription>)>)> {
+    ) -> Result<(
+        Vec<AgentRecord>,
+        Vec<(TopicMeta, Vec<PartitionDescription>)>,
+    )> {
         let agents = self.inner.metastore.list_agents().await?;
         let metas = if topics.is_empty() {
             self.inner.metastore.list_topics().await?

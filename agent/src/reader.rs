@@ -58,7 +58,8 @@ impl PartitionLog {
             .lock()
             .expect("index lock")
             .insert(entry.base_offset, entry);
-        self.committed.send_modify(|c| c.high_watermark = high_watermark);
+        self.committed
+            .send_modify(|c| c.high_watermark = high_watermark);
     }
 }
 
@@ -178,10 +179,7 @@ impl Inner {
             }
         };
         if let Some(from) = load_from {
-            let loaded = self
-                .metastore
-                .index_entries(&key.0, key.1, from, 0)
-                .await?;
+            let loaded = self.metastore.index_entries(&key.0, key.1, from, 0).await?;
             let mut index = log.index.lock().expect("index lock");
             for entry in loaded {
                 index.insert(entry.base_offset, entry);
@@ -218,7 +216,10 @@ impl Inner {
         Stats::add(&self.stats.object_gets, 1);
         let bytes = self
             .store
-            .get_range(&entry.object, entry.byte_start..entry.byte_start + entry.byte_len)
+            .get_range(
+                &entry.object,
+                entry.byte_start..entry.byte_start + entry.byte_len,
+            )
             .await?;
         Ok((bytes, false))
     }

@@ -65,9 +65,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter.set_serving::<AdminServer<AgentService>>().await;
-    health_reporter.set_serving::<LogServer<AgentService>>().await;
-    health_reporter.set_serving::<ClusterServer<AgentService>>().await;
+    health_reporter
+        .set_serving::<AdminServer<AgentService>>()
+        .await;
+    health_reporter
+        .set_serving::<LogServer<AgentService>>()
+        .await;
+    health_reporter
+        .set_serving::<ClusterServer<AgentService>>()
+        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -155,7 +161,13 @@ impl AgentService {
     ) -> Result<pb::FetchResponse, Status> {
         let result = self
             .agent
-            .fetch(&topic, partition, offset, fetch_max_bytes(max_bytes), max_wait)
+            .fetch(
+                &topic,
+                partition,
+                offset,
+                fetch_max_bytes(max_bytes),
+                max_wait,
+            )
             .await
             .map_err(status)?;
         Ok(pb::FetchResponse {
@@ -280,7 +292,13 @@ impl Log for AgentService {
         let r = request.into_inner();
         // Check the request once up front so that a bad one fails the call itself.
         let first = self
-            .fetch_response(r.topic.clone(), r.partition, r.offset, r.max_bytes, Duration::ZERO)
+            .fetch_response(
+                r.topic.clone(),
+                r.partition,
+                r.offset,
+                r.max_bytes,
+                Duration::ZERO,
+            )
             .await?;
         let service = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);

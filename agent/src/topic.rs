@@ -113,7 +113,10 @@ mod tests {
             validate_name(good).unwrap();
         }
         for bad in ["", ".", "..", "a/b", "a b", "ü", &"x".repeat(250)] {
-            assert!(matches!(validate_name(bad), Err(Error::InvalidArgument(_))), "{bad}");
+            assert!(
+                matches!(validate_name(bad), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
         }
     }
 
@@ -126,7 +129,11 @@ mod tests {
         let settings = TopicSettings::from_config(&config);
         assert_eq!(settings.compression, Compression::Zstd);
 
-        for (k, v) in [("compression.type", "brotli"), ("max.message.bytes", "0"), ("nope", "1")] {
+        for (k, v) in [
+            ("compression.type", "brotli"),
+            ("max.message.bytes", "0"),
+            ("nope", "1"),
+        ] {
             let given = BTreeMap::from([(k.to_string(), v.to_string())]);
             let err = resolve_config(&given).unwrap_err();
             assert!(err.to_string().contains(k), "{err}");

@@ -96,7 +96,12 @@ fn batch_bytes(records: &[Record]) -> usize {
 impl Inner {
     /// Whether this agent currently owns the partition.
     pub(crate) fn owns(&self, key: &PartitionKey) -> bool {
-        self.writer.state.lock().expect("writer lock").owned.contains_key(key)
+        self.writer
+            .state
+            .lock()
+            .expect("writer lock")
+            .owned
+            .contains_key(key)
     }
 
     /// Takes the partition through the metastore unless this agent already owns it.
@@ -112,7 +117,9 @@ impl Inner {
             .metastore
             .acquire_partition(&key.0, key.1, &self.config.agent_id)
             .await?;
-        let owner = state.owner.expect("acquire_partition returns the new owner");
+        let owner = state
+            .owner
+            .expect("acquire_partition returns the new owner");
         tracing::info!(
             topic = %key.0, partition = key.1, epoch = owner.epoch,
             high_watermark = state.high_watermark, "took partition"
@@ -264,7 +271,11 @@ impl Inner {
             let (segment, sequence) = segment;
             let span = info_span!("agent.flush", sequence, partitions = segment.blocks.len());
             self.flush(segment, sequence).instrument(span).await;
-            self.writer.state.lock().expect("writer lock").flushing_bytes = 0;
+            self.writer
+                .state
+                .lock()
+                .expect("writer lock")
+                .flushing_bytes = 0;
         }
     }
 
@@ -305,7 +316,8 @@ impl Inner {
                 Stats::add(&self.stats.segment_bytes, size);
                 let mut appends = Vec::with_capacity(written.len());
                 for (key, block, bytes, location) in &written {
-                    self.cache.insert(&object, location.byte_start, bytes.clone());
+                    self.cache
+                        .insert(&object, location.byte_start, bytes.clone());
                     appends.push(PartitionAppend {
                         topic: key.0.clone(),
                         partition: key.1,
@@ -357,7 +369,10 @@ impl Inner {
                 .filter(|w| failed.contains_key(&w.0))
                 .map(|w| w.1.records.len())
                 .sum();
-            Stats::add(&self.stats.records_committed, (record_count - failed_records) as u64);
+            Stats::add(
+                &self.stats.records_committed,
+                (record_count - failed_records) as u64,
+            );
         }
         for (key, entry) in committed {
             self.partition_log(&key).on_commit(entry);
@@ -425,14 +440,16 @@ fn drop_partitions(state: &mut WriterState, keys: &[PartitionKey], error: impl F
 
 fn rejection_error(key: &PartitionKey, rejection: &Rejection) -> Error {
     let reason = match rejection {
-        Rejection::Fenced { current: Some(owner) } => format!(
+        Rejection::Fenced {
+            current: Some(owner),
+        } => format!(
             "agent '{}' took it over (epoch {})",
             owner.agent_id, owner.epoch
         ),
         Rejection::Fenced { current: None } => "the partition was deleted".to_string(),
-        Rejection::OffsetMismatch { high_watermark } => format!(
-            "another writer moved its high watermark to {high_watermark}"
-        ),
+        Rejection::OffsetMismatch { high_watermark } => {
+            format!("another writer moved its high watermark to {high_watermark}")
+        }
     };
     Error::NotOwner {
         topic: key.0.clone(),

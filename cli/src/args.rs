@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about = "Strata: an event log on object storage")]
+#[command(
+    name = "strata",
+    version,
+    about = "Strata: an event log on object storage"
+)]
 pub struct Cli {
     /// Agent to talk to (user commands).
     #[arg(long, global = true, env = "STRATA_SERVER", default_value = strata_client::DEFAULT_SERVER)]
@@ -23,7 +27,7 @@ pub enum Command {
     /// to install.
     Dev(DevArgs),
     /// Run an agent against a real metastore (etcd) and object store (S3).
-    Agent(AgentArgs),
+    Agent(Box<AgentArgs>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),

@@ -36,9 +36,17 @@ pub async fn run(server: &str, args: ConsumeArgs) -> Result<()> {
         if !args.follow && done(&consumer) {
             break;
         }
-        let wait = if args.follow { Duration::from_secs(1) } else { Duration::ZERO };
+        let wait = if args.follow {
+            Duration::from_secs(1)
+        } else {
+            Duration::ZERO
+        };
         for record in consumer.poll(wait).await? {
-            if !args.follow && ends.get(&record.partition).is_some_and(|end| record.offset >= *end) {
+            if !args.follow
+                && ends
+                    .get(&record.partition)
+                    .is_some_and(|end| record.offset >= *end)
+            {
                 continue;
             }
             print_record(&mut out, &args, &record)?;
@@ -101,7 +109,9 @@ fn print_record(out: &mut impl Write, args: &ConsumeArgs, r: &ConsumerRecord) ->
                         let headers: Vec<String> = r
                             .headers
                             .iter()
-                            .map(|(k, v)| format!("{k}={}", text(Some(v), args.base64).unwrap_or_default()))
+                            .map(|(k, v)| {
+                                format!("{k}={}", text(Some(v), args.base64).unwrap_or_default())
+                            })
                             .collect();
                         line.push_str(&headers.join(","));
                     }

@@ -22,7 +22,7 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => server::run_dev(args).await,
-            Command::Agent(args) => server::run_agent(args).await,
+            Command::Agent(args) => server::run_agent(*args).await,
             Command::Topic(command) => topic::run(&server, command).await,
             Command::Produce(args) => produce::run(&server, args).await,
             Command::Consume(args) => consume::run(&server, args).await,

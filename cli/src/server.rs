@@ -71,7 +71,10 @@ fn agent_config(
             .or(file.max_pending_bytes)
             .unwrap_or(defaults.max_pending_bytes),
     };
-    anyhow::ensure!(config.segment_max_bytes > 0, "segment_bytes must be positive");
+    anyhow::ensure!(
+        config.segment_max_bytes > 0,
+        "segment_bytes must be positive"
+    );
     anyhow::ensure!(
         config.max_pending_bytes >= config.segment_max_bytes,
         "max_pending_bytes ({}) must be at least segment_bytes ({})",
@@ -140,7 +143,9 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
         .object_store
         .clone()
         .or(file.object_store.clone())
-        .context("no object store: pass --object-store s3://bucket/prefix (or set STRATA_OBJECT_STORE)")?;
+        .context(
+            "no object store: pass --object-store s3://bucket/prefix (or set STRATA_OBJECT_STORE)",
+        )?;
     let cluster = args
         .cluster
         .clone()
@@ -163,14 +168,15 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
         .unwrap_or_else(|| format!("agent-{:08x}", rand_id()));
     let etcd_max_txn_ops = args.etcd_max_txn_ops.or(file.etcd_max_txn_ops);
 
-    let metastore: Arc<dyn Metastore> = match (metastore_url.strip_prefix("etcd://"), etcd_max_txn_ops) {
-        (Some(endpoints), Some(max_ops)) => {
-            let endpoints: Vec<String> = endpoints.split(',').map(str::to_string).collect();
-            let kv = EtcdKv::connect(&endpoints).await?.with_max_txn_ops(max_ops);
-            Arc::new(KvMetastore::new(kv, format!("/strata/{cluster}")))
-        }
-        _ => strata_metastore::open(&metastore_url, &cluster).await?,
-    };
+    let metastore: Arc<dyn Metastore> =
+        match (metastore_url.strip_prefix("etcd://"), etcd_max_txn_ops) {
+            (Some(endpoints), Some(max_ops)) => {
+                let endpoints: Vec<String> = endpoints.split(',').map(str::to_string).collect();
+                let kv = EtcdKv::connect(&endpoints).await?.with_max_txn_ops(max_ops);
+                Arc::new(KvMetastore::new(kv, format!("/strata/{cluster}")))
+            }
+            _ => strata_metastore::open(&metastore_url, &cluster).await?,
+        };
     let store = SegmentStore::open(&ObjectStoreConfig {
         url: object_store,
         endpoint: args.s3_endpoint.clone().or(file.s3_endpoint.clone()),

@@ -30,7 +30,10 @@ pub async fn run(server: &str, command: TopicCommand) -> Result<()> {
             let topic = admin
                 .create_topic(&name, partitions, parse_config(&config)?)
                 .await?;
-            println!("created topic {} with {} partitions", topic.name, topic.partitions);
+            println!(
+                "created topic {} with {} partitions",
+                topic.name, topic.partitions
+            );
         }
         TopicCommand::List => {
             for topic in admin.list_topics().await? {
@@ -53,7 +56,11 @@ pub async fn run(server: &str, command: TopicCommand) -> Result<()> {
                     p.partition,
                     p.log_start_offset,
                     p.high_watermark,
-                    if p.owner_agent_id.is_empty() { "-" } else { &p.owner_agent_id },
+                    if p.owner_agent_id.is_empty() {
+                        "-"
+                    } else {
+                        &p.owner_agent_id
+                    },
                     p.owner_epoch
                 );
             }

@@ -116,7 +116,8 @@ impl Consumer {
                 StartOffset::Latest => info.high_watermark,
                 StartOffset::Offset(o) => o,
             };
-            self.assignments.retain(|a| !(a.topic == topic && a.partition == partition));
+            self.assignments
+                .retain(|a| !(a.topic == topic && a.partition == partition));
             self.assignments.push(Assignment {
                 topic: topic.to_string(),
                 partition,

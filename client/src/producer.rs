@@ -99,7 +99,11 @@ impl ProducerRecord {
     fn size(&self) -> usize {
         self.key.as_ref().map_or(0, Bytes::len)
             + self.value.as_ref().map_or(0, Bytes::len)
-            + self.headers.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>()
+            + self
+                .headers
+                .iter()
+                .map(|(k, v)| k.len() + v.len())
+                .sum::<usize>()
     }
 }
 
@@ -133,6 +137,9 @@ struct Queued {
     done: oneshot::Sender<Result<RecordPosition>>,
 }
 
+/// The queue of each (topic, partition) lane.
+type Lanes = HashMap<(String, u32), mpsc::Sender<Queued>>;
+
 #[derive(Debug, Default)]
 struct Partitioning {
     partitions: HashMap<String, u32>,
@@ -145,7 +152,7 @@ pub struct Producer {
     log: LogClient<Channel>,
     admin: AdminClient<Channel>,
     config: Arc<ProducerConfig>,
-    lanes: Arc<Mutex<HashMap<(String, u32), mpsc::Sender<Queued>>>>,
+    lanes: Arc<Mutex<Lanes>>,
     partitioning: Arc<Mutex<Partitioning>>,
 }
 
@@ -229,7 +236,11 @@ impl Producer {
     }
 
     /// Sends a record and waits for its acknowledgement.
-    pub async fn send_and_wait(&self, topic: &str, record: ProducerRecord) -> Result<RecordPosition> {
+    pub async fn send_and_wait(
+        &self,
+        topic: &str,
+        record: ProducerRecord,
+    ) -> Result<RecordPosition> {
         self.send(topic, record).await?.await
     }
 
@@ -288,10 +299,10 @@ async fn run_lane(
                 Ok(q) => Some(q),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    match tokio::time::timeout_at(deadline, queue.recv()).await {
-                        Ok(q) => q,
-                        Err(_) => None,
-                    }
+                    // A timeout ends the batch, like a closed queue.
+                    tokio::time::timeout_at(deadline, queue.recv())
+                        .await
+                        .unwrap_or_default()
                 }
             };
             let Some(q) = next else { break };

@@ -73,7 +73,10 @@ impl EmbeddedKv {
                 );
             }
         }
-        let live: u64 = map.iter().map(|(k, v)| (k.len() + v.len() + 9) as u64).sum();
+        let live: u64 = map
+            .iter()
+            .map(|(k, v)| (k.len() + v.len() + 9) as u64)
+            .sum();
         if valid_len < log_len || valid_len > 2 * live + (1 << 20) {
             rewrite(&path, &map)?;
         }
@@ -92,7 +95,10 @@ impl EmbeddedKv {
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
-    Error::Unavailable(format!("embedded metastore: {what} {}: {e}", path.display()))
+    Error::Unavailable(format!(
+        "embedded metastore: {what} {}: {e}",
+        path.display()
+    ))
 }
 
 fn encode_ops(ops: &[Op]) -> Vec<u8> {
@@ -269,8 +275,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let kv = EmbeddedKv::open(dir.path()).unwrap();
-            assert!(kv.txn(vec![], vec![Op::Put("a".into(), b"1".to_vec())]).await.unwrap());
-            assert!(kv.txn(vec![], vec![Op::Put("b".into(), b"2".to_vec())]).await.unwrap());
+            assert!(
+                kv.txn(vec![], vec![Op::Put("a".into(), b"1".to_vec())])
+                    .await
+                    .unwrap()
+            );
+            assert!(
+                kv.txn(vec![], vec![Op::Put("b".into(), b"2".to_vec())])
+                    .await
+                    .unwrap()
+            );
         }
         // A crash in the middle of a third append leaves half a record.
         let path = dir.path().join("metastore.log");
@@ -284,7 +298,11 @@ mod tests {
         assert_eq!(kv.get("b").await.unwrap(), Some(b"2".to_vec()));
         assert_eq!(kv.get("c").await.unwrap(), None);
         // And it keeps appending after the truncation.
-        assert!(kv.txn(vec![], vec![Op::Put("d".into(), b"4".to_vec())]).await.unwrap());
+        assert!(
+            kv.txn(vec![], vec![Op::Put("d".into(), b"4".to_vec())])
+                .await
+                .unwrap()
+        );
         drop(kv);
         let kv = EmbeddedKv::open(dir.path()).unwrap();
         assert_eq!(kv.get("d").await.unwrap(), Some(b"4".to_vec()));

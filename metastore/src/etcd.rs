@@ -27,7 +27,9 @@ pub struct EtcdKv {
 
 impl std::fmt::Debug for EtcdKv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("EtcdKv").field("endpoints", &self.endpoints).finish()
+        f.debug_struct("EtcdKv")
+            .field("endpoints", &self.endpoints)
+            .finish()
     }
 }
 
@@ -111,7 +113,9 @@ impl KvBackend for EtcdKv {
         let compares: Vec<EtcdCompare> = compares
             .into_iter()
             .map(|c| match c {
-                Compare::ValueEquals(key, value) => EtcdCompare::value(key, CompareOp::Equal, value),
+                Compare::ValueEquals(key, value) => {
+                    EtcdCompare::value(key, CompareOp::Equal, value)
+                }
                 Compare::Absent(key) => EtcdCompare::version(key, CompareOp::Equal, 0),
                 Compare::Exists(key) => EtcdCompare::version(key, CompareOp::Greater, 0),
             })

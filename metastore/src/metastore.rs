@@ -94,7 +94,11 @@ pub async fn open(url: &str, cluster: &str) -> Result<Arc<dyn Metastore>> {
         Ok(Arc::new(KvMetastore::new(kv, root)))
     } else if url == "memory://" {
         Ok(Arc::new(KvMetastore::new(EmbeddedKv::in_memory(), root)))
-    } else if let Some(path) = url.strip_prefix("file://").or(Some(url)).filter(|p| !p.contains("://")) {
+    } else if let Some(path) = url
+        .strip_prefix("file://")
+        .or(Some(url))
+        .filter(|p| !p.contains("://"))
+    {
         let kv = EmbeddedKv::open(std::path::Path::new(path))?;
         Ok(Arc::new(KvMetastore::new(kv, root)))
     } else {
@@ -258,7 +262,9 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState> {
         Ok(PartitionState {
             owner: self.get_json(&self.keys.owner(topic, partition)).await?,
-            log_start_offset: self.get_offset(&self.keys.log_start(topic, partition)).await?,
+            log_start_offset: self
+                .get_offset(&self.keys.log_start(topic, partition))
+                .await?,
             high_watermark: self
                 .get_offset(&self.keys.high_watermark(topic, partition))
                 .await?,
@@ -395,7 +401,10 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         self.kv
             .txn(
                 vec![],
-                vec![Op::Put(self.keys.agent(&agent.agent_id), encode_json(agent))],
+                vec![Op::Put(
+                    self.keys.agent(&agent.agent_id),
+                    encode_json(agent),
+                )],
             )
             .await?;
         Ok(())

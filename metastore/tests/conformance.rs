@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use strata_metastore::{
-    EmbeddedKv, Error, EtcdKv, IndexEntry, KvMetastore, Metastore, PartitionAppend,
-    PartitionOwner, Rejection, TopicMeta,
+    EmbeddedKv, Error, EtcdKv, IndexEntry, KvMetastore, Metastore, PartitionAppend, PartitionOwner,
+    Rejection, TopicMeta,
 };
 
 fn unique_root(test: &str) -> String {
@@ -49,7 +49,13 @@ fn topic(name: &str, partitions: u32) -> TopicMeta {
     }
 }
 
-fn append(topic: &str, partition: u32, owner: &PartitionOwner, base: i64, last: i64) -> PartitionAppend {
+fn append(
+    topic: &str,
+    partition: u32,
+    owner: &PartitionOwner,
+    base: i64,
+    last: i64,
+) -> PartitionAppend {
     PartitionAppend {
         topic: topic.to_string(),
         partition,
@@ -73,11 +79,23 @@ async fn topics_lifecycle(store: Box<dyn Metastore>) {
         store.create_topic(&topic("orders", 5)).await,
         Err(Error::TopicExists(name)) if name == "orders"
     ));
-    assert_eq!(store.get_topic("orders").await.unwrap(), Some(topic("orders", 3)));
-    let names: Vec<String> = store.list_topics().await.unwrap().into_iter().map(|t| t.name).collect();
+    assert_eq!(
+        store.get_topic("orders").await.unwrap(),
+        Some(topic("orders", 3))
+    );
+    let names: Vec<String> = store
+        .list_topics()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
     assert_eq!(names, vec!["audit.log".to_string(), "orders".to_string()]);
     store.delete_topic("orders").await.unwrap();
-    assert!(matches!(store.delete_topic("orders").await, Err(Error::TopicNotFound(_))));
+    assert!(matches!(
+        store.delete_topic("orders").await,
+        Err(Error::TopicNotFound(_))
+    ));
     assert_eq!(store.get_topic("orders").await.unwrap(), None);
     assert_eq!(store.list_topics().await.unwrap().len(), 1);
 }
@@ -86,10 +104,19 @@ async fn acquire_bumps_epoch_and_fences_the_old_owner(store: Box<dyn Metastore>)
     store.create_topic(&topic("t", 2)).await.unwrap();
     let first = store.acquire_partition("t", 0, "agent-a").await.unwrap();
     let owner_a = first.owner.clone().unwrap();
-    assert_eq!(owner_a, PartitionOwner { epoch: 1, agent_id: "agent-a".into() });
+    assert_eq!(
+        owner_a,
+        PartitionOwner {
+            epoch: 1,
+            agent_id: "agent-a".into()
+        }
+    );
     assert_eq!((first.high_watermark, first.log_start_offset), (0, 0));
 
-    let report = store.commit_flush(&[append("t", 0, &owner_a, 0, 9)]).await.unwrap();
+    let report = store
+        .commit_flush(&[append("t", 0, &owner_a, 0, 9)])
+        .await
+        .unwrap();
     assert_eq!(report.transactions, 1);
     assert!(report.rejected.is_empty());
 
@@ -99,19 +126,36 @@ async fn acquire_bumps_epoch_and_fences_the_old_owner(store: Box<dyn Metastore>)
     assert_eq!(second.high_watermark, 10);
 
     // The zombie's commit is refused and changes nothing.
-    let report = store.commit_flush(&[append("t", 0, &owner_a, 10, 19)]).await.unwrap();
+    let report = store
+        .commit_flush(&[append("t", 0, &owner_a, 10, 19)])
+        .await
+        .unwrap();
     assert_eq!(report.transactions, 0);
     assert_eq!(
         report.rejected,
-        vec![(0, Rejection::Fenced { current: Some(owner_b.clone()) })]
+        vec![(
+            0,
+            Rejection::Fenced {
+                current: Some(owner_b.clone())
+            }
+        )]
     );
-    assert_eq!(store.partition_state("t", 0).await.unwrap().high_watermark, 10);
+    assert_eq!(
+        store.partition_state("t", 0).await.unwrap().high_watermark,
+        10
+    );
     assert_eq!(store.index_entries("t", 0, 0, 0).await.unwrap().len(), 1);
 
     // The new owner continues at the high watermark.
-    let report = store.commit_flush(&[append("t", 0, &owner_b, 10, 14)]).await.unwrap();
+    let report = store
+        .commit_flush(&[append("t", 0, &owner_b, 10, 14)])
+        .await
+        .unwrap();
     assert!(report.rejected.is_empty());
-    assert_eq!(store.partition_state("t", 0).await.unwrap().high_watermark, 15);
+    assert_eq!(
+        store.partition_state("t", 0).await.unwrap().high_watermark,
+        15
+    );
 
     assert!(matches!(
         store.acquire_partition("missing", 0, "agent-a").await,
@@ -121,20 +165,48 @@ async fn acquire_bumps_epoch_and_fences_the_old_owner(store: Box<dyn Metastore>)
 
 async fn commit_refuses_gaps_and_overlaps(store: Box<dyn Metastore>) {
     store.create_topic(&topic("t", 1)).await.unwrap();
-    let owner = store.acquire_partition("t", 0, "a").await.unwrap().owner.unwrap();
-    let report = store.commit_flush(&[append("t", 0, &owner, 5, 9)]).await.unwrap();
-    assert_eq!(report.rejected, vec![(0, Rejection::OffsetMismatch { high_watermark: 0 })]);
-    store.commit_flush(&[append("t", 0, &owner, 0, 4)]).await.unwrap();
-    let report = store.commit_flush(&[append("t", 0, &owner, 3, 9)]).await.unwrap();
-    assert_eq!(report.rejected, vec![(0, Rejection::OffsetMismatch { high_watermark: 5 })]);
-    assert_eq!(store.partition_state("t", 0).await.unwrap().high_watermark, 5);
+    let owner = store
+        .acquire_partition("t", 0, "a")
+        .await
+        .unwrap()
+        .owner
+        .unwrap();
+    let report = store
+        .commit_flush(&[append("t", 0, &owner, 5, 9)])
+        .await
+        .unwrap();
+    assert_eq!(
+        report.rejected,
+        vec![(0, Rejection::OffsetMismatch { high_watermark: 0 })]
+    );
+    store
+        .commit_flush(&[append("t", 0, &owner, 0, 4)])
+        .await
+        .unwrap();
+    let report = store
+        .commit_flush(&[append("t", 0, &owner, 3, 9)])
+        .await
+        .unwrap();
+    assert_eq!(
+        report.rejected,
+        vec![(0, Rejection::OffsetMismatch { high_watermark: 5 })]
+    );
+    assert_eq!(
+        store.partition_state("t", 0).await.unwrap().high_watermark,
+        5
+    );
 }
 
 async fn one_flush_of_many_partitions_is_one_transaction(store: Box<dyn Metastore>) {
     store.create_topic(&topic("t", 8)).await.unwrap();
     let mut appends = Vec::new();
     for p in 0..8 {
-        let owner = store.acquire_partition("t", p, "a").await.unwrap().owner.unwrap();
+        let owner = store
+            .acquire_partition("t", p, "a")
+            .await
+            .unwrap()
+            .owner
+            .unwrap();
         appends.push(append("t", p, &owner, 0, p as i64));
     }
     // A fenced partition in the middle does not stop the others.
@@ -154,7 +226,13 @@ async fn one_flush_of_many_partitions_is_one_transaction(store: Box<dyn Metastor
             continue;
         }
         let state = store.partition_state("t", p).await.unwrap();
-        appends.push(append("t", p, &state.owner.unwrap(), state.high_watermark, state.high_watermark + 9));
+        appends.push(append(
+            "t",
+            p,
+            &state.owner.unwrap(),
+            state.high_watermark,
+            state.high_watermark + 9,
+        ));
     }
     let report = store.commit_flush(&appends).await.unwrap();
     assert_eq!((report.transactions, report.rejected.len()), (1, 0));
@@ -162,17 +240,28 @@ async fn one_flush_of_many_partitions_is_one_transaction(store: Box<dyn Metastor
 
 async fn index_entries_in_offset_order(store: Box<dyn Metastore>) {
     store.create_topic(&topic("t", 1)).await.unwrap();
-    let owner = store.acquire_partition("t", 0, "a").await.unwrap().owner.unwrap();
+    let owner = store
+        .acquire_partition("t", 0, "a")
+        .await
+        .unwrap()
+        .owner
+        .unwrap();
     let mut base = 0;
     for len in [1i64, 9, 90, 900, 9000] {
-        store.commit_flush(&[append("t", 0, &owner, base, base + len - 1)]).await.unwrap();
+        store
+            .commit_flush(&[append("t", 0, &owner, base, base + len - 1)])
+            .await
+            .unwrap();
         base += len;
     }
     let all = store.index_entries("t", 0, 0, 0).await.unwrap();
     let bases: Vec<i64> = all.iter().map(|e| e.base_offset).collect();
     assert_eq!(bases, vec![0, 1, 10, 100, 1000]);
     let tail = store.index_entries("t", 0, 11, 0).await.unwrap();
-    assert_eq!(tail.iter().map(|e| e.base_offset).collect::<Vec<_>>(), vec![100, 1000]);
+    assert_eq!(
+        tail.iter().map(|e| e.base_offset).collect::<Vec<_>>(),
+        vec![100, 1000]
+    );
     let limited = store.index_entries("t", 0, 0, 2).await.unwrap();
     assert_eq!(limited.len(), 2);
     assert_eq!(all[4].last_offset, 9999);
@@ -189,7 +278,10 @@ async fn agent_epochs_increase_and_agents_register(store: Box<dyn Metastore>) {
     let a = store.next_agent_epoch().await.unwrap();
     let b = store.next_agent_epoch().await.unwrap();
     assert!(b > a);
-    let agent = strata_metastore::AgentRecord { agent_id: "x".into(), address: "127.0.0.1:1".into() };
+    let agent = strata_metastore::AgentRecord {
+        agent_id: "x".into(),
+        address: "127.0.0.1:1".into(),
+    };
     store.register_agent(&agent).await.unwrap();
     assert_eq!(store.list_agents().await.unwrap(), vec![agent]);
 }
@@ -234,7 +326,10 @@ macro_rules! conformance {
 }
 
 conformance!(embedded_backend, embedded);
-conformance!(etcd_backend, |test| etcd(test, strata_metastore::etcd::DEFAULT_MAX_TXN_OPS));
+conformance!(etcd_backend, |test| etcd(
+    test,
+    strata_metastore::etcd::DEFAULT_MAX_TXN_OPS
+));
 
 /// etcd with a small op limit: a flush is split into as few transactions as the limit allows.
 #[tokio::test]
@@ -243,7 +338,12 @@ async fn etcd_commit_splits_only_where_the_op_limit_forces_it() {
     store.create_topic(&topic("t", 10)).await.unwrap();
     let mut appends = Vec::new();
     for p in 0..10 {
-        let owner = store.acquire_partition("t", p, "a").await.unwrap().owner.unwrap();
+        let owner = store
+            .acquire_partition("t", p, "a")
+            .await
+            .unwrap()
+            .owner
+            .unwrap();
         appends.push(append("t", p, &owner, 0, 0));
     }
     let report = store.commit_flush(&appends).await.unwrap();
@@ -257,8 +357,16 @@ async fn embedded_store_survives_reopen() {
     {
         let store = KvMetastore::new(EmbeddedKv::open(dir.path()).unwrap(), root);
         store.create_topic(&topic("t", 1)).await.unwrap();
-        let owner = store.acquire_partition("t", 0, "a").await.unwrap().owner.unwrap();
-        store.commit_flush(&[append("t", 0, &owner, 0, 41)]).await.unwrap();
+        let owner = store
+            .acquire_partition("t", 0, "a")
+            .await
+            .unwrap()
+            .owner
+            .unwrap();
+        store
+            .commit_flush(&[append("t", 0, &owner, 0, 41)])
+            .await
+            .unwrap();
     }
     let store = KvMetastore::new(EmbeddedKv::open(dir.path()).unwrap(), root);
     assert_eq!(store.get_topic("t").await.unwrap(), Some(topic("t", 1)));

@@ -141,8 +141,8 @@ pub fn decode_block(
     let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
         RecordBatchDecoder::decode_all(&mut buf)
     }))
-        .map_err(|_| corrupt("malformed record batch".to_string()))?
-        .map_err(|e| corrupt(e.to_string()))?;
+    .map_err(|_| corrupt("malformed record batch".to_string()))?
+    .map_err(|e| corrupt(e.to_string()))?;
     let mut records: Vec<Record> = Vec::new();
     for set in decoded {
         for r in set.records {
@@ -194,8 +194,16 @@ mod tests {
             let block = encode_batch(&records, compression).unwrap();
             let header_base = i64::from_be_bytes(block[..8].try_into().unwrap());
             let batch_len = i32::from_be_bytes(block[8..12].try_into().unwrap()) as usize;
-            assert_eq!((header_base, batch_len + 12), (100, block.len()), "one batch");
-            assert_eq!(decode_block(block, "o", 0, 100..=149).unwrap(), records, "{compression:?}");
+            assert_eq!(
+                (header_base, batch_len + 12),
+                (100, block.len()),
+                "one batch"
+            );
+            assert_eq!(
+                decode_block(block, "o", 0, 100..=149).unwrap(),
+                records,
+                "{compression:?}"
+            );
         }
     }
 
@@ -207,7 +215,10 @@ mod tests {
             let mut bad = block.to_vec();
             bad[at] ^= 0x55;
             let err = decode_block(Bytes::from(bad), "seg", 7, 100..=109).unwrap_err();
-            assert!(matches!(err, Error::Corrupt { ref object, start: 7, .. } if object == "seg"), "{err}");
+            assert!(
+                matches!(err, Error::Corrupt { ref object, start: 7, .. } if object == "seg"),
+                "{err}"
+            );
         }
     }
 }

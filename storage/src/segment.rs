@@ -79,7 +79,9 @@ impl SegmentBuilder {
         compression: Compression,
     ) -> Result<(Bytes, BlockLocation)> {
         let (Some(first), Some(last)) = (records.first(), records.last()) else {
-            return Err(Error::Encode("a block needs at least one record".to_string()));
+            return Err(Error::Encode(
+                "a block needs at least one record".to_string(),
+            ));
         };
         let block = encode_batch(records, compression)?;
         let location = BlockLocation {
@@ -162,17 +164,30 @@ mod tests {
     #[test]
     fn blocks_are_addressable_by_their_byte_ranges() {
         let mut builder = SegmentBuilder::new();
-        let (_, a) = builder.add_block("t", 0, &records(0, 3), Compression::None).unwrap();
-        let (_, b) = builder.add_block("t", 5, &records(40, 2), Compression::Zstd).unwrap();
+        let (_, a) = builder
+            .add_block("t", 0, &records(0, 3), Compression::None)
+            .unwrap();
+        let (_, b) = builder
+            .add_block("t", 5, &records(40, 2), Compression::Zstd)
+            .unwrap();
         let object = builder.finish();
         let footer = read_footer("o", &object).unwrap();
         assert_eq!(footer.blocks, vec![a.clone(), b.clone()]);
-        assert_eq!((b.base_offset, b.last_offset, b.max_timestamp_ms), (40, 41, 1_041));
+        assert_eq!(
+            (b.base_offset, b.last_offset, b.max_timestamp_ms),
+            (40, 41, 1_041)
+        );
         for (loc, expected) in [(a, records(0, 3)), (b, records(40, 2))] {
             let range = loc.byte_start as usize..(loc.byte_start + loc.byte_len) as usize;
             let block = object.slice(range);
             assert_eq!(
-                decode_block(block, "o", loc.byte_start, loc.base_offset..=loc.last_offset).unwrap(),
+                decode_block(
+                    block,
+                    "o",
+                    loc.byte_start,
+                    loc.base_offset..=loc.last_offset
+                )
+                .unwrap(),
                 expected
             );
         }
@@ -183,13 +198,18 @@ mod tests {
         // The bytes of a one-record segment: RecordBatch v2, footer JSON, trailer. A change
         // here is a format change and needs a new MAGIC.
         let mut builder = SegmentBuilder::new();
-        builder.add_block("t", 1, &records(7, 1), Compression::None).unwrap();
+        builder
+            .add_block("t", 1, &records(7, 1), Compression::None)
+            .unwrap();
         let object = builder.finish();
         let footer = br#"{"version":1,"blocks":[{"topic":"t","partition":1,"base_offset":7,"last_offset":7,"byte_start":0,"byte_len":72,"max_timestamp_ms":1007}]}"#;
         assert_eq!(object.len(), 72 + footer.len() + 16);
         // RecordBatch header: base offset 7, batch length 60 (61-byte header + 11-byte record - 12), leader
         // epoch -1, magic 2.
-        assert_eq!(&object[..17], &[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 60, 255, 255, 255, 255, 2]);
+        assert_eq!(
+            &object[..17],
+            &[0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 60, 255, 255, 255, 255, 2]
+        );
         assert_eq!(&object[72..72 + footer.len()], footer);
         assert_eq!(&object[object.len() - 8..], MAGIC);
     }
@@ -197,10 +217,15 @@ mod tests {
     #[test]
     fn a_damaged_footer_is_reported() {
         let mut builder = SegmentBuilder::new();
-        builder.add_block("t", 0, &records(0, 1), Compression::None).unwrap();
+        builder
+            .add_block("t", 0, &records(0, 1), Compression::None)
+            .unwrap();
         let mut object = builder.finish().to_vec();
         let n = object.len();
         object[n - 20] ^= 1;
-        assert!(matches!(read_footer("o", &object), Err(Error::Corrupt { .. })));
+        assert!(matches!(
+            read_footer("o", &object),
+            Err(Error::Corrupt { .. })
+        ));
     }
 }

@@ -293,12 +293,16 @@ mod s3_admin {
                      credentials); create it, or pass --create-bucket"
                 )));
             }
-            s3.create_bucket().bucket(bucket).send().await.map_err(|e| {
-                Error::Config(format!(
-                    "cannot create bucket '{bucket}' at {endpoint}: {}",
-                    aws_sdk_s3::error::DisplayErrorContext(&e)
-                ))
-            })?;
+            s3.create_bucket()
+                .bucket(bucket)
+                .send()
+                .await
+                .map_err(|e| {
+                    Error::Config(format!(
+                        "cannot create bucket '{bucket}' at {endpoint}: {}",
+                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                    ))
+                })?;
             tracing::info!(bucket, "created bucket");
         }
         let rule = LifecycleRule::builder()
@@ -356,7 +360,10 @@ mod tests {
             .put_create_only("segments/a.seg", Bytes::from_static(b"xxxx"))
             .await;
         assert!(matches!(again, Err(Error::AlreadyExists(_))));
-        assert_eq!(store.get_range("segments/a.seg", 2..5).await.unwrap(), "234");
+        assert_eq!(
+            store.get_range("segments/a.seg", 2..5).await.unwrap(),
+            "234"
+        );
         assert_eq!(store.get("segments/a.seg").await.unwrap(), "0123456789");
     }
 

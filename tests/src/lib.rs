@@ -140,7 +140,12 @@ impl AgentProcess {
         let mut command = Command::new(strata_bin());
         match &self.kind {
             AgentKind::Dev { data_dir } => {
-                command.arg("dev").arg("--data-dir").arg(data_dir).arg("--listen").arg(&listen);
+                command
+                    .arg("dev")
+                    .arg("--data-dir")
+                    .arg(data_dir)
+                    .arg("--listen")
+                    .arg(&listen);
             }
             AgentKind::Agent {
                 env,
@@ -183,9 +188,16 @@ impl AgentProcess {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("agent exited during start-up ({status}):\n{}", self.log_text());
+                panic!(
+                    "agent exited during start-up ({status}):\n{}",
+                    self.log_text()
+                );
             }
-            assert!(Instant::now() < deadline, "agent did not listen within 30 s:\n{}", self.log_text());
+            assert!(
+                Instant::now() < deadline,
+                "agent did not listen within 30 s:\n{}",
+                self.log_text()
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

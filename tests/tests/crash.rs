@@ -24,7 +24,9 @@ async fn produce_until_stopped(
     failures: Arc<Mutex<u64>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let producer = Producer::connect(&server, ProducerConfig::default()).await.unwrap();
+    let producer = Producer::connect(&server, ProducerConfig::default())
+        .await
+        .unwrap();
     let mut seq = 0u64;
     while !*stop.borrow() {
         // A window of 200 in-flight records, then wait for all of them.
@@ -104,12 +106,23 @@ async fn every_acknowledged_record_survives_sigkill() {
         acked_before_kill,
         failures
     );
-    assert!(acked_before_kill > 0, "producers made no progress before the kill");
-    assert!(acked.len() > acked_before_kill, "producers made no progress after the restart");
+    assert!(
+        acked_before_kill > 0,
+        "producers made no progress before the kill"
+    );
+    assert!(
+        acked.len() > acked_before_kill,
+        "producers made no progress after the restart"
+    );
 
     // Read everything back.
-    let mut consumer = Consumer::connect(&server, ConsumerConfig::default()).await.unwrap();
-    consumer.assign("crash", &[], StartOffset::Earliest).await.unwrap();
+    let mut consumer = Consumer::connect(&server, ConsumerConfig::default())
+        .await
+        .unwrap();
+    consumer
+        .assign("crash", &[], StartOffset::Earliest)
+        .await
+        .unwrap();
     let ends: BTreeMap<u32, i64> = consumer
         .high_watermarks()
         .into_iter()
@@ -128,7 +141,10 @@ async fn every_acknowledged_record_survives_sigkill() {
     // Offsets are dense from 0 in every partition.
     for (p, end) in &ends {
         for offset in 0..*end {
-            assert!(stored.contains_key(&(*p, offset)), "partition {p} has a hole at {offset}");
+            assert!(
+                stored.contains_key(&(*p, offset)),
+                "partition {p} has a hole at {offset}"
+            );
         }
     }
     let mut lost = 0;

@@ -19,13 +19,17 @@ async fn one_put_and_one_commit_per_flush_of_eight_partitions() {
     );
     let channel = strata_client::connect(&agent.server()).await.unwrap();
     let admin = Admin::new(channel.clone());
-    admin.create_topic("costs", 8, Default::default()).await.unwrap();
+    admin
+        .create_topic("costs", 8, Default::default())
+        .await
+        .unwrap();
 
     // One record for every partition, keyed so the server partitions them.
     let mut keys: BTreeMap<u32, String> = BTreeMap::new();
     for i in 0.. {
         let key = format!("k{i}");
-        keys.entry(strata_proto::partition_for_key(key.as_bytes(), 8)).or_insert(key);
+        keys.entry(strata_proto::partition_for_key(key.as_bytes(), 8))
+            .or_insert(key);
         if keys.len() == 8 {
             break;
         }
@@ -56,8 +60,16 @@ async fn one_put_and_one_commit_per_flush_of_eight_partitions() {
     partitions.sort();
     assert_eq!(partitions, (0..8).collect::<Vec<_>>());
     assert_eq!(after.flushes - before.flushes, 1);
-    assert_eq!(after.segment_puts - before.segment_puts, 1, "one PUT for 8 partitions");
-    assert_eq!(after.metastore_commits - before.metastore_commits, 1, "one commit for 8 partitions");
+    assert_eq!(
+        after.segment_puts - before.segment_puts,
+        1,
+        "one PUT for 8 partitions"
+    );
+    assert_eq!(
+        after.metastore_commits - before.metastore_commits,
+        1,
+        "one commit for 8 partitions"
+    );
     assert_eq!(after.partition_blocks - before.partition_blocks, 8);
     assert_eq!(after.records_committed - before.records_committed, 8);
 }

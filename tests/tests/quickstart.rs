@@ -12,14 +12,20 @@ use strata_tests::{AgentKind, AgentProcess, TestEnv, cli_ok, unique_name};
 const PARTITIONS: u32 = 8;
 
 fn lines(prefix: &str, range: std::ops::Range<usize>) -> String {
-    range.map(|i| format!("{prefix}-key-{i}:value-{i}\n")).collect()
+    range
+        .map(|i| format!("{prefix}-key-{i}:value-{i}\n"))
+        .collect()
 }
 
 /// Reads the topic with `strata consume --json` and checks every partition's offsets are
 /// dense from 0 and every key is in its murmur2 partition. Returns key -> (partition,
 /// offset, value).
 fn consume_all(server: &str, topic: &str) -> HashMap<String, (u32, i64, String)> {
-    let out = cli_ok(server, &["consume", topic, "--from-beginning", "--json"], b"");
+    let out = cli_ok(
+        server,
+        &["consume", topic, "--from-beginning", "--json"],
+        b"",
+    );
     let mut by_partition: BTreeMap<u32, Vec<i64>> = BTreeMap::new();
     let mut records = HashMap::new();
     for line in out.lines() {
@@ -36,18 +42,30 @@ fn consume_all(server: &str, topic: &str) -> HashMap<String, (u32, i64, String)>
             "key {key} is not in the partition Kafka's default partitioner picks"
         );
         by_partition.entry(partition).or_default().push(offset);
-        assert!(records.insert(key.clone(), (partition, offset, value)).is_none(), "{key} twice");
+        assert!(
+            records
+                .insert(key.clone(), (partition, offset, value))
+                .is_none(),
+            "{key} twice"
+        );
     }
     for (partition, offsets) in by_partition {
         let expected: Vec<i64> = (0..offsets.len() as i64).collect();
-        assert_eq!(offsets, expected, "partition {partition} is not dense and in order");
+        assert_eq!(
+            offsets, expected,
+            "partition {partition} is not dense and in order"
+        );
     }
     records
 }
 
 fn scenario(mut agent: AgentProcess, records: usize) {
     let server = agent.server();
-    cli_ok(&server, &["topic", "create", "demo", "--partitions", "8"], b"");
+    cli_ok(
+        &server,
+        &["topic", "create", "demo", "--partitions", "8"],
+        b"",
+    );
     let produced = cli_ok(
         &server,
         &["produce", "demo", "--key-separator", ":"],

@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The one test command. On a machine with only the Rust toolchain it installs what the
+# tests need (etcd from Debian, s3s-fs from crates.io), starts etcd and s3s-fs on free
+# loopback ports with their own data directories, checks formatting and lints, builds,
+# runs every test of the workspace against them, and stops them at the end.
+#
+# Set CARGO_TARGET_DIR to reuse a build between clones (.ci/run does).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/install-test-deps.sh
+# shellcheck source=scripts/test-env.sh
+source scripts/test-env.sh
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo build --workspace --bins --locked
+cargo test --workspace --locked
