@@ -15,4 +15,11 @@ source scripts/test-env.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
-cargo test --workspace --locked
+log=$(mktemp)
+status=0
+cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+# One closing line for the whole run: the sum of every test binary's result.
+awk '/^test result:/ { passed += $4; failed += $6 }
+     END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"
+rm -f "$log"
+exit "$status"

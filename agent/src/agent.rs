@@ -162,6 +162,7 @@ impl Agent {
         if let Some(flusher) = flusher {
             let _ = flusher.await;
         }
+        self.inner.cache.close().await;
     }
 
     /// This agent's configuration.

@@ -79,7 +79,13 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor sets are valid");
-    let service = AgentService { agent };
+    // Streams and long-polls end when shutdown begins, so that the server can drain.
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let shutdown = async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    };
+    let service = AgentService { agent, stopping };
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -106,6 +112,7 @@ pub async fn serve(
 #[derive(Debug, Clone)]
 pub struct AgentService {
     agent: Agent,
+    stopping: tokio::sync::watch::Receiver<bool>,
 }
 
 fn topic_info(meta: &TopicMeta) -> pb::TopicInfo {
@@ -159,17 +166,20 @@ impl AgentService {
         max_bytes: i32,
         max_wait: Duration,
     ) -> Result<pb::FetchResponse, Status> {
-        let result = self
-            .agent
-            .fetch(
-                &topic,
-                partition,
-                offset,
-                fetch_max_bytes(max_bytes),
-                max_wait,
-            )
-            .await
-            .map_err(status)?;
+        let mut stopping = self.stopping.clone();
+        let fetch = self.agent.fetch(
+            &topic,
+            partition,
+            offset,
+            fetch_max_bytes(max_bytes),
+            max_wait,
+        );
+        let result = tokio::select! {
+            result = fetch => result.map_err(status)?,
+            _ = stopping.wait_for(|stop| *stop) => {
+                return Err(Status::unavailable("agent is shutting down; retry on another agent"));
+            }
+        };
         Ok(pb::FetchResponse {
             topic,
             partition,

@@ -49,7 +49,9 @@ impl EtcdKv {
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
         };
         // Connecting is lazy; one read proves the endpoints answer.
-        kv.get("/strata-connect-check").await?;
+        kv.get("/strata-connect-check").await.map_err(|e| {
+            Error::Unavailable(format!("etcd connect: cannot reach {endpoints:?}: {e}"))
+        })?;
         Ok(kv)
     }
 

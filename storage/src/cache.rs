@@ -81,6 +81,13 @@ impl BlockCache {
             .insert(Self::key(object, start, block.len() as u64), block);
     }
 
+    /// Flushes and closes the disk tier; call once, when the agent stops.
+    pub async fn close(&self) {
+        if let Err(e) = self.cache.close().await {
+            tracing::warn!(error = %e, "closing the block cache failed");
+        }
+    }
+
     /// A cached block, from memory or disk.
     pub async fn get(&self, object: &str, start: u64, len: u64) -> Option<Bytes> {
         match self.cache.get(&Self::key(object, start, len)).await {
