@@ -136,6 +136,16 @@ impl<B: KvBackend> KvMetastore<B> {
         }
     }
 
+    /// Every JSON value under `prefix`, in key order.
+    async fn list_json<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
+        self.kv
+            .range(prefix, prefix, 0)
+            .await?
+            .into_iter()
+            .map(|(key, value)| decode_json(&key, &value))
+            .collect()
+    }
+
     async fn get_offset(&self, key: &str) -> Result<i64> {
         match self.kv.get(key).await? {
             Some(bytes) => decode_offset(key, &bytes),
@@ -229,13 +239,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
 
     #[instrument(name = "metastore.list_topics", skip_all)]
     async fn list_topics(&self) -> Result<Vec<TopicMeta>> {
-        let prefix = self.keys.topics_prefix();
-        self.kv
-            .range(&prefix, &prefix, 0)
-            .await?
-            .into_iter()
-            .map(|(key, value)| decode_json(&key, &value))
-            .collect()
+        self.list_json(&self.keys.topics_prefix()).await
     }
 
     #[instrument(name = "metastore.delete_topic", skip(self))]
@@ -411,12 +415,6 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
-        let prefix = self.keys.agents_prefix();
-        self.kv
-            .range(&prefix, &prefix, 0)
-            .await?
-            .into_iter()
-            .map(|(key, value)| decode_json(&key, &value))
-            .collect()
+        self.list_json(&self.keys.agents_prefix()).await
     }
 }
