@@ -11,8 +11,8 @@ use strata_storage::{BlockCache, Record, SegmentStore};
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::reader::{FetchResult, PartitionLog};
-use crate::stats::Stats;
 use crate::topic::{self, TopicSettings};
 use crate::writer::{PartitionRecords, Writer};
 use crate::{Error, Result};
@@ -72,7 +72,7 @@ pub(crate) struct Inner {
     pub clock: Arc<dyn Clock>,
     /// This incarnation's number; segment names carry it.
     pub agent_epoch: u64,
-    pub stats: Stats,
+    pub metrics: Metrics,
     topics: Mutex<HashMap<String, Arc<TopicHandle>>>,
     partitions: Mutex<HashMap<PartitionKey, Arc<PartitionLog>>>,
     pub writer: Writer,
@@ -139,7 +139,7 @@ impl Agent {
             cache,
             clock,
             agent_epoch,
-            stats: Stats::default(),
+            metrics: Metrics::new(),
             topics: Mutex::new(HashMap::new()),
             partitions: Mutex::new(HashMap::new()),
             writer: Writer::default(),
@@ -170,9 +170,9 @@ impl Agent {
         &self.inner.config
     }
 
-    /// This agent's counters.
-    pub fn stats(&self) -> &Stats {
-        &self.inner.stats
+    /// This agent's metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     /// A topic, from the cache or the metastore.
@@ -309,6 +309,7 @@ impl Agent {
         let now = self.inner.clock.now_ms();
         // Group records by partition, remembering each one's place in the request.
         let mut groups: BTreeMap<u32, (Vec<Record>, Vec<usize>)> = BTreeMap::new();
+        let mut request_bytes = 0;
         for (i, r) in records.into_iter().enumerate() {
             let record = Record {
                 offset: -1,
@@ -322,6 +323,7 @@ impl Agent {
                 headers: r.headers,
             };
             let size = record.payload_size();
+            request_bytes += size;
             if size > max {
                 return Err(Error::InvalidArgument(format!(
                     "record {i} is {size} bytes (key + value + headers), over the topic's \
@@ -338,6 +340,9 @@ impl Agent {
             group.1.push(i);
         }
         let total: usize = groups.values().map(|g| g.1.len()).sum();
+        let metrics = &self.inner.metrics;
+        metrics.produce_records.inc_by(total as u64);
+        metrics.produce_bytes.inc_by(request_bytes as u64);
         let mut places = Vec::with_capacity(groups.len());
         let batches = groups
             .into_iter()

@@ -17,12 +17,12 @@
 mod agent;
 pub mod clock;
 mod error;
+pub mod metrics;
 mod reader;
 pub mod service;
-mod stats;
 pub mod topic;
 mod writer;
 
 pub use agent::{Agent, AgentConfig, NewRecord, PartitionDescription};
 pub use error::{Error, Result};
-pub use stats::Stats;
+pub use metrics::Metrics;

@@ -13,12 +13,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use strata_metastore::IndexEntry;
 use strata_storage::Record;
+use strata_storage::cache::CacheTier;
 use strata_storage::record::decode_block;
 use tokio::sync::watch;
 use tracing::instrument;
 
 use crate::agent::{Inner, PartitionKey};
-use crate::stats::Stats;
 use crate::{Error, Result};
 
 /// Committed bounds of a partition.
@@ -205,22 +205,26 @@ impl Inner {
 
     /// One block's bytes: from the cache, else one ranged GET.
     async fn read_block(&self, entry: &IndexEntry) -> Result<(Bytes, bool)> {
-        if let Some(bytes) = self
+        let lookups = &self.metrics.cache_lookups;
+        if let Some((bytes, tier)) = self
             .cache
             .get(&entry.object, entry.byte_start, entry.byte_len)
             .await
         {
-            Stats::add(&self.stats.cache_hits, 1);
+            let tier = match tier {
+                CacheTier::Memory => "memory",
+                CacheTier::Disk => "disk",
+            };
+            lookups.with_label_values(&[tier]).inc();
             return Ok((bytes, true));
         }
-        Stats::add(&self.stats.object_gets, 1);
-        let bytes = self
-            .store
-            .get_range(
-                &entry.object,
-                entry.byte_start..entry.byte_start + entry.byte_len,
-            )
-            .await?;
+        lookups.with_label_values(&["miss"]).inc();
+        let timer = self.metrics.get_latency.start_timer();
+        let range = entry.byte_start..entry.byte_start + entry.byte_len;
+        let bytes = self.store.get_range(&entry.object, range).await?;
+        timer.observe_duration();
+        self.metrics.object_gets.inc();
+        self.metrics.object_get_bytes.inc_by(bytes.len() as u64);
         Ok((bytes, false))
     }
 

@@ -17,7 +17,6 @@ use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
 
 use crate::agent::{NewRecord, PartitionDescription};
-use crate::stats::Stats;
 use crate::{Agent, Error};
 
 /// Largest gRPC message accepted or sent: room for a few max-size records.
@@ -166,6 +165,8 @@ impl AgentService {
         max_bytes: i32,
         max_wait: Duration,
     ) -> Result<pb::FetchResponse, Status> {
+        let metrics = self.agent.metrics();
+        let timer = metrics.fetch_latency.start_timer();
         let mut stopping = self.stopping.clone();
         let fetch = self.agent.fetch(
             &topic,
@@ -180,6 +181,11 @@ impl AgentService {
                 return Err(Status::unavailable("agent is shutting down; retry on another agent"));
             }
         };
+        metrics.fetch_requests.inc();
+        metrics.fetch_records.inc_by(result.records.len() as u64);
+        let bytes: usize = result.records.iter().map(Record::payload_size).sum();
+        metrics.fetch_bytes.inc_by(bytes as u64);
+        timer.observe_duration();
         Ok(pb::FetchResponse {
             topic,
             partition,
@@ -249,9 +255,11 @@ impl Log for AgentService {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let metrics = self.agent.metrics();
+        let timer = metrics.produce_latency.start_timer();
         let r = request.into_inner();
         let wait = r.acks() != pb::Acks::None;
-        let records = r
+        let records: Vec<NewRecord> = r
             .records
             .into_iter()
             .map(|record| NewRecord {
@@ -270,6 +278,8 @@ impl Log for AgentService {
             .produce(&r.topic, r.partition, records, wait)
             .await
             .map_err(status)?;
+        metrics.produce_requests.inc();
+        timer.observe_duration();
         Ok(Response::new(pb::ProduceResponse {
             positions: positions
                 .into_iter()
@@ -372,17 +382,49 @@ impl Cluster for AgentService {
         &self,
         _request: Request<pb::AgentStatsRequest>,
     ) -> Result<Response<pb::AgentStatsResponse>, Status> {
-        let s = self.agent.stats();
+        let m = self.agent.metrics();
+        let cache = |result: &str| m.cache_lookups.with_label_values(&[result]).get();
         Ok(Response::new(pb::AgentStatsResponse {
             agent_id: self.agent.config().agent_id.clone(),
-            segment_puts: Stats::get(&s.segment_puts),
-            object_gets: Stats::get(&s.object_gets),
-            metastore_commits: Stats::get(&s.metastore_commits),
-            flushes: Stats::get(&s.flushes),
-            partition_blocks: Stats::get(&s.partition_blocks),
-            records_committed: Stats::get(&s.records_committed),
-            segment_bytes: Stats::get(&s.segment_bytes),
-            cache_hits: Stats::get(&s.cache_hits),
+            segment_puts: m.segment_puts.get(),
+            object_gets: m.object_gets.get(),
+            metastore_commits: m.metastore_commits.get(),
+            flushes: m.flushes.get(),
+            partition_blocks: m.partition_blocks.get(),
+            records_committed: m.records_committed.get(),
+            segment_bytes: m.segment_bytes.get(),
+            cache_hits: cache("memory") + cache("disk"),
+            cache_misses: cache("miss"),
+            object_get_bytes: m.object_get_bytes.get(),
+            metastore_bytes: m.metastore_bytes.get(),
+            produce_bytes: m.produce_bytes.get(),
+            fetch_bytes: m.fetch_bytes.get(),
         }))
     }
+}
+
+/// Serves `GET /metrics` (Prometheus text format) on `listener` until `shutdown`.
+pub async fn serve_metrics(
+    agent: Agent,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let agent = agent.clone();
+            async move {
+                (
+                    [(
+                        axum::http::header::CONTENT_TYPE,
+                        "text/plain; version=0.0.4; charset=utf-8",
+                    )],
+                    agent.metrics().render(),
+                )
+            }
+        }),
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown)
+        .await
 }

@@ -25,7 +25,6 @@ use tokio::time::Instant;
 use tracing::{Instrument, info_span, instrument};
 
 use crate::agent::{Inner, PartitionKey};
-use crate::stats::Stats;
 use crate::{Error, Result};
 
 /// The write side of an agent.
@@ -239,6 +238,7 @@ impl Inner {
     /// The flusher: flushes the open segment when it is full or its linger time passed,
     /// one segment at a time, until the agent closes.
     pub(crate) async fn run_flusher(&self) {
+        let mut last_flush: Option<Instant> = None;
         loop {
             let segment = loop {
                 let (opened_at, full, closed) = {
@@ -269,6 +269,13 @@ impl Inner {
                 }
             };
             let (segment, sequence) = segment;
+            let now = Instant::now();
+            if let Some(last) = last_flush.replace(now) {
+                self.metrics
+                    .flush_interval
+                    .observe((now - last).as_secs_f64());
+            }
+            self.metrics.pending_bytes.set(segment.bytes as i64);
             let span = info_span!("agent.flush", sequence, partitions = segment.blocks.len());
             self.flush(segment, sequence).instrument(span).await;
             self.writer
@@ -299,7 +306,9 @@ impl Inner {
         let record_count: usize = written.iter().map(|w| w.1.records.len()).sum();
         let bytes = builder.finish();
         let size = bytes.len() as u64;
+        let timer = self.metrics.put_latency.start_timer();
         let put = self.put_segment(&object, bytes).await;
+        timer.observe_duration();
         let mut committed = Vec::new();
         match put {
             Err(e) => {
@@ -312,8 +321,10 @@ impl Inner {
                 }
             }
             Ok(()) => {
-                Stats::add(&self.stats.segment_puts, 1);
-                Stats::add(&self.stats.segment_bytes, size);
+                self.metrics.segment_puts.inc();
+                self.metrics.segment_bytes.inc_by(size);
+                self.metrics.flush_bytes.observe(size as f64);
+                self.metrics.flush_partitions.observe(written.len() as f64);
                 let mut appends = Vec::with_capacity(written.len());
                 for (key, block, bytes, location) in &written {
                     self.cache
@@ -332,9 +343,15 @@ impl Inner {
                         },
                     });
                 }
-                match self.metastore.commit_flush(&appends).await {
+                let timer = self.metrics.metastore_commit_latency.start_timer();
+                let commit = self.metastore.commit_flush(&appends).await;
+                timer.observe_duration();
+                match commit {
                     Ok(report) => {
-                        Stats::add(&self.stats.metastore_commits, report.transactions as u64);
+                        self.metrics
+                            .metastore_commits
+                            .inc_by(report.transactions as u64);
+                        self.metrics.metastore_bytes.inc_by(report.bytes);
                         let rejected: HashMap<usize, Rejection> =
                             report.rejected.into_iter().collect();
                         for (i, append) in appends.into_iter().enumerate() {
@@ -362,19 +379,22 @@ impl Inner {
             }
         }
         if !committed.is_empty() {
-            Stats::add(&self.stats.flushes, 1);
-            Stats::add(&self.stats.partition_blocks, committed.len() as u64);
+            self.metrics.flushes.inc();
+            self.metrics.partition_blocks.inc_by(committed.len() as u64);
             let failed_records: usize = written
                 .iter()
                 .filter(|w| failed.contains_key(&w.0))
                 .map(|w| w.1.records.len())
                 .sum();
-            Stats::add(
-                &self.stats.records_committed,
-                (record_count - failed_records) as u64,
-            );
+            self.metrics
+                .records_committed
+                .inc_by((record_count - failed_records) as u64);
         }
         for (key, entry) in committed {
+            self.metrics
+                .high_watermark
+                .with_label_values(&[key.0.as_str(), &key.1.to_string()])
+                .set(entry.last_offset + 1);
             self.partition_log(&key).on_commit(entry);
         }
         if !failed.is_empty() {

@@ -47,6 +47,9 @@ pub struct DevArgs {
     /// gRPC listen address.
     #[arg(long, env = "STRATA_LISTEN", default_value = "127.0.0.1:7070")]
     pub listen: String,
+    /// HTTP address of the Prometheus metrics (`/metrics`).
+    #[arg(long, env = "STRATA_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
+    pub metrics_listen: String,
     #[command(flatten)]
     pub tuning: Tuning,
 }
@@ -90,6 +93,9 @@ pub struct AgentArgs {
     /// gRPC listen address [default: 0.0.0.0:7070].
     #[arg(long, env = "STRATA_LISTEN")]
     pub listen: Option<String>,
+    /// HTTP address of the Prometheus metrics (`/metrics`) [default: 0.0.0.0:9090].
+    #[arg(long, env = "STRATA_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Address clients reach this agent on [default: the listen address].
     #[arg(long, env = "STRATA_ADVERTISE")]
     pub advertise: Option<String>,

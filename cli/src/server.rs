@@ -24,6 +24,7 @@ struct AgentFile {
     object_store: Option<String>,
     cluster: Option<String>,
     listen: Option<String>,
+    metrics_listen: Option<String>,
     advertise: Option<String>,
     agent_id: Option<String>,
     cache_dir: Option<PathBuf>,
@@ -125,7 +126,15 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
         args.listen,
         data_dir.display()
     );
-    serve(config, &args.listen, metastore, store, cache).await
+    serve(
+        config,
+        &args.listen,
+        &args.metrics_listen,
+        metastore,
+        store,
+        cache,
+    )
+    .await
 }
 
 /// `strata agent`.
@@ -191,7 +200,12 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     let cache_dir = args.cache_dir.clone().or(file.cache_dir.clone());
     let cache = BlockCache::new(&cache_config(&args.tuning, &file, cache_dir)).await?;
     let config = agent_config(agent_id, advertise, &args.tuning, &file)?;
-    serve(config, &listen, metastore, store, cache).await
+    let metrics_listen = args
+        .metrics_listen
+        .clone()
+        .or(file.metrics_listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:9090".to_string());
+    serve(config, &listen, &metrics_listen, metastore, store, cache).await
 }
 
 fn rand_id() -> u32 {
@@ -204,6 +218,7 @@ fn rand_id() -> u32 {
 async fn serve(
     config: AgentConfig,
     listen: &str,
+    metrics_listen: &str,
     metastore: Arc<dyn Metastore>,
     store: SegmentStore,
     cache: BlockCache,
@@ -211,11 +226,29 @@ async fn serve(
     let listener = TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on {listen}"))?;
+    let metrics_listener = TcpListener::bind(metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {metrics_listen} for metrics"))?;
     let agent = Agent::start(config, metastore, store, cache, Arc::new(SystemClock)).await?;
-    tracing::info!(address = %listener.local_addr()?, "serving gRPC");
+    tracing::info!(
+        address = %listener.local_addr()?,
+        metrics = %metrics_listener.local_addr()?,
+        "serving gRPC, and metrics at /metrics"
+    );
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let metrics = tokio::spawn(strata_agent::service::serve_metrics(
+        agent.clone(),
+        metrics_listener,
+        async move {
+            let mut stopped = stopped;
+            let _ = stopped.wait_for(|s| *s).await;
+        },
+    ));
     strata_agent::service::serve(agent.clone(), listener, shutdown_signal()).await?;
     tracing::info!("flushing before exit");
     agent.shutdown().await;
+    let _ = stop.send(true);
+    let _ = metrics.await;
     Ok(())
 }
 

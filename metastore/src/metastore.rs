@@ -339,8 +339,16 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                         encode_json(&append.entry),
                     ));
                 }
+                let bytes: usize = ops
+                    .iter()
+                    .map(|op| match op {
+                        Op::Put(key, value) => key.len() + value.len(),
+                        Op::Delete(key) | Op::DeletePrefix(key) => key.len(),
+                    })
+                    .sum();
                 if self.kv.txn(compares, ops).await? {
                     report.transactions += 1;
+                    report.bytes += bytes as u64;
                     break;
                 }
                 // Find the appends whose guards fail, refuse them, retry the rest.

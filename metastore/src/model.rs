@@ -88,6 +88,8 @@ pub enum Rejection {
 pub struct CommitReport {
     /// Metastore transactions that committed.
     pub transactions: u32,
+    /// Bytes of keys and values those transactions wrote.
+    pub bytes: u64,
     /// Appends refused, by their index in the request. All others committed.
     pub rejected: Vec<(usize, Rejection)>,
 }

@@ -32,6 +32,15 @@ impl Default for CacheConfig {
     }
 }
 
+/// Where a cached block was found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheTier {
+    /// In memory.
+    Memory,
+    /// On local disk.
+    Disk,
+}
+
 /// The block cache.
 #[derive(Debug, Clone)]
 pub struct BlockCache {
@@ -88,10 +97,16 @@ impl BlockCache {
         }
     }
 
-    /// A cached block, from memory or disk.
-    pub async fn get(&self, object: &str, start: u64, len: u64) -> Option<Bytes> {
+    /// A cached block, and the tier that had it.
+    pub async fn get(&self, object: &str, start: u64, len: u64) -> Option<(Bytes, CacheTier)> {
         match self.cache.get(&Self::key(object, start, len)).await {
-            Ok(entry) => entry.map(|e| e.value().clone()),
+            Ok(entry) => entry.map(|e| {
+                let tier = match e.source() {
+                    foyer::Source::Disk => CacheTier::Disk,
+                    _ => CacheTier::Memory,
+                };
+                (e.value().clone(), tier)
+            }),
             Err(e) => {
                 tracing::warn!(error = %e, "block cache read failed; reading the object store");
                 None
@@ -115,7 +130,11 @@ mod tests {
         .await
         .unwrap();
         cache.insert("seg-1", 10, Bytes::from_static(b"hello"));
-        assert_eq!(cache.get("seg-1", 10, 5).await.unwrap(), "hello");
+        let (block, tier) = cache.get("seg-1", 10, 5).await.unwrap();
+        assert_eq!(
+            (block, tier),
+            (Bytes::from_static(b"hello"), CacheTier::Memory)
+        );
         assert_eq!(cache.get("seg-1", 11, 5).await, None);
         assert_eq!(cache.get("seg-2", 10, 5).await, None);
     }

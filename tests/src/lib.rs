@@ -110,6 +110,7 @@ pub enum AgentKind {
 pub struct AgentProcess {
     kind: AgentKind,
     port: u16,
+    metrics_port: u16,
     extra_args: Vec<String>,
     child: Option<Child>,
     log: PathBuf,
@@ -122,6 +123,7 @@ impl AgentProcess {
         let mut process = Self {
             kind,
             port: free_port(),
+            metrics_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             child: None,
             log,
@@ -133,6 +135,11 @@ impl AgentProcess {
     /// The agent's address, `http://127.0.0.1:port`.
     pub fn server(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The agent's metrics URL, `http://127.0.0.1:port/metrics`.
+    pub fn metrics_url(&self) -> String {
+        format!("http://127.0.0.1:{}/metrics", self.metrics_port)
     }
 
     fn spawn(&mut self) {
@@ -172,6 +179,10 @@ impl AgentProcess {
             .open(&self.log)
             .expect("open agent log");
         command
+            .args([
+                "--metrics-listen",
+                &format!("127.0.0.1:{}", self.metrics_port),
+            ])
             .args(&self.extra_args)
             .env_remove("STRATA_SERVER")
             .stdin(Stdio::null())

@@ -98,6 +98,60 @@ async fn health_reflection_and_metadata() {
     assert_eq!(partitions[1].owner_agent_id, me);
     assert_eq!(partitions[1].high_watermark, 1);
     assert!(partitions[1].owner_epoch >= 1);
+
+    // Prometheus metrics on the HTTP port.
+    let mut consumer = Consumer::connect(&agent.server(), ConsumerConfig::default())
+        .await
+        .unwrap();
+    consumer
+        .assign("meta", &[1], StartOffset::Earliest)
+        .await
+        .unwrap();
+    assert_eq!(
+        consumer.poll(Duration::from_secs(1)).await.unwrap().len(),
+        1
+    );
+    let metrics = http_get(&agent.metrics_url());
+    for expected in [
+        "strata_produce_requests_total 1",
+        "strata_produce_records_total 1",
+        "strata_produce_latency_seconds_bucket",
+        "strata_fetch_requests_total 1",
+        "strata_fetch_latency_seconds_bucket",
+        "strata_fetch_bytes_total 1",
+        "strata_flushes_total 1",
+        "strata_flush_bytes_bucket",
+        "strata_flush_interval_seconds_bucket",
+        "strata_object_store_puts_total 1",
+        "strata_object_store_put_latency_seconds_bucket",
+        "strata_object_store_gets_total 0",
+        "strata_object_store_get_latency_seconds_bucket",
+        "strata_cache_lookups_total{result=\"memory\"} 1",
+        "strata_metastore_transactions_total 1",
+        "strata_metastore_commit_latency_seconds_bucket",
+        "strata_partition_high_watermark{partition=\"1\",topic=\"meta\"} 1",
+    ] {
+        assert!(
+            metrics.contains(expected),
+            "/metrics lacks {expected:?}:\n{metrics}"
+        );
+    }
+}
+
+/// A plain HTTP/1.0 GET; returns the body.
+fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    response.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
 #[tokio::test(flavor = "multi_thread")]
