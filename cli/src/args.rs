@@ -37,6 +37,133 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Show the agent's counters: segment PUTs, GETs, metastore commits.
     Stats,
+    /// Measure throughput, latency and what they cost in requests.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Produce as fast as allowed; latency = send to acknowledgement.
+    Produce(BenchProduceArgs),
+    /// Consume a topic: catch-up from the log start, or at the tail.
+    Consume(BenchConsumeArgs),
+    /// Produce at a fixed rate while consuming at the tail; latency = send to receipt.
+    E2e(BenchE2eArgs),
+    /// The baseline: PUT and GET the same object sizes straight through object_store.
+    ObjectStore(BenchObjectStoreArgs),
+}
+
+/// Output options of every benchmark.
+#[derive(Debug, Args, Clone)]
+pub struct BenchOutput {
+    /// End with one JSON object on the last line.
+    #[arg(long)]
+    pub json: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub quiet: bool,
+}
+
+/// How much to run: a record count or a duration.
+#[derive(Debug, Args, Clone)]
+pub struct BenchLength {
+    /// Stop after this many records.
+    #[arg(long, conflicts_with = "duration")]
+    pub records: Option<u64>,
+    /// Stop after this many seconds [default: 10].
+    #[arg(long)]
+    pub duration: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum KeyDistribution {
+    /// No keys: sticky partitioning.
+    None,
+    /// Uniformly random keys among 10,000.
+    Random,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchProduceArgs {
+    #[arg(long, default_value = "bench")]
+    pub topic: String,
+    /// Partitions of the topic (created if missing).
+    #[arg(long, default_value_t = 16)]
+    pub partitions: i32,
+    /// Bytes of each record's value.
+    #[arg(long, default_value_t = 1024)]
+    pub record_size: usize,
+    #[command(flatten)]
+    pub length: BenchLength,
+    /// Concurrent producers, each with its own connection.
+    #[arg(long, default_value_t = 4)]
+    pub producers: usize,
+    /// Unacknowledged records per producer.
+    #[arg(long, default_value_t = 20_000)]
+    pub in_flight: usize,
+    #[arg(long, value_enum, default_value = "all")]
+    pub acks: AcksArg,
+    #[arg(long, value_enum, default_value = "none")]
+    pub keys: KeyDistribution,
+    /// Records per second across all producers (0 = as fast as possible).
+    #[arg(long, default_value_t = 0)]
+    pub rate: u64,
+    #[command(flatten)]
+    pub output: BenchOutput,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchConsumeArgs {
+    #[arg(long, default_value = "bench")]
+    pub topic: String,
+    /// Read at the tail (records written from now on) instead of from the log start.
+    #[arg(long)]
+    pub tail: bool,
+    /// Bytes per fetch.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub max_bytes: i32,
+    #[command(flatten)]
+    pub length: BenchLength,
+    #[command(flatten)]
+    pub output: BenchOutput,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchE2eArgs {
+    #[command(flatten)]
+    pub produce: BenchProduceArgs,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchObjectStoreArgs {
+    /// s3://bucket/prefix, file:///dir or memory://.
+    #[arg(long, env = "STRATA_OBJECT_STORE")]
+    pub object_store: String,
+    #[arg(long, env = "STRATA_S3_ENDPOINT")]
+    pub s3_endpoint: Option<String>,
+    #[arg(long, env = "STRATA_S3_ACCESS_KEY")]
+    pub s3_access_key: Option<String>,
+    #[arg(long, env = "STRATA_S3_SECRET_KEY")]
+    pub s3_secret_key: Option<String>,
+    #[arg(long, env = "STRATA_S3_ALLOW_HTTP")]
+    pub s3_allow_http: bool,
+    #[arg(long, env = "STRATA_CREATE_BUCKET")]
+    pub create_bucket: bool,
+    /// Bytes per PUT.
+    #[arg(long, default_value_t = 4 << 20)]
+    pub object_size: usize,
+    /// Bytes per ranged GET (each reads a range of a PUT object).
+    #[arg(long, default_value_t = 256 << 10)]
+    pub get_size: usize,
+    /// Requests in flight.
+    #[arg(long, default_value_t = 1)]
+    pub concurrency: usize,
+    /// Seconds of PUTs, then seconds of GETs.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    #[command(flatten)]
+    pub output: BenchOutput,
 }
 
 #[derive(Debug, Args)]

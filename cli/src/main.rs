@@ -2,6 +2,7 @@
 //! `produce`, `consume`, `stats`).
 
 mod args;
+mod bench;
 mod consume;
 mod produce;
 mod server;
@@ -27,6 +28,7 @@ fn main() -> anyhow::Result<()> {
             Command::Produce(args) => produce::run(&server, args).await,
             Command::Consume(args) => consume::run(&server, args).await,
             Command::Stats => topic::stats(&server).await,
+            Command::Bench(command) => bench::run(&server, command).await,
         }
     })
 }

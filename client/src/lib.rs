@@ -18,6 +18,7 @@ pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
 pub use error::{Error, Result};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord, RecordPosition};
 pub use strata_proto::v1 as proto;
+pub use tonic::Code;
 
 use tonic::transport::{Channel, Endpoint};
 

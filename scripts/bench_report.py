@@ -1,0 +1,137 @@
+"""Writes docs/BENCHMARKS.md from the results of scripts/bench.sh.
+
+Usage: bench_report.py RESULTS_DIR PEAK_RSS_KB SECONDS_PER_RUN
+Each run NAME left RESULTS_DIR/NAME.json (the last line of `strata bench ... --json`) and
+RESULTS_DIR/NAME.cmd (the command); run a also left a.metrics (the agent's /metrics).
+"""
+
+import datetime
+import json
+import os
+import platform
+import subprocess
+import sys
+
+results, peak_rss_kb, seconds = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+
+def load(name):
+    with open(os.path.join(results, name + ".json")) as f:
+        return json.load(f)
+
+
+def cmd(name):
+    with open(os.path.join(results, name + ".cmd")) as f:
+        return f.read().strip()
+
+
+def histogram_quantile(metrics_text, name, q):
+    """Upper bound of the bucket holding quantile q of a Prometheus histogram (seconds)."""
+    buckets = []
+    for line in metrics_text.splitlines():
+        if line.startswith(name + "_bucket{"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if le == "+Inf" else float(le), float(line.split()[-1])))
+    if not buckets or buckets[-1][1] == 0:
+        return float("nan")
+    total = buckets[-1][1]
+    for le, count in buckets:
+        if count >= q * total:
+            return le
+    return float("inf")
+
+
+a, b, c, d, e, base = (load(n) for n in ["a", "b", "c", "d", "e", "baseline"])
+with open(os.path.join(results, "a.metrics")) as f:
+    a_metrics = f.read()
+commit_p99_ms = histogram_quantile(a_metrics, "strata_metastore_commit_latency_seconds", 0.99) * 1000
+linger_ms = 50.0
+put_p99_ms = base["latency_ms"]["p99"]
+
+
+def ok(cond):
+    return "met" if cond else "**not met**"
+
+
+def lat(r):
+    l = r["latency_ms"]
+    return f'{l["p50"]:.1f} / {l["p90"]:.1f} / {l["p99"]:.1f} / {l["p999"]:.1f} / {l["max"]:.1f}'
+
+
+commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+cpu = ""
+try:
+    with open("/proc/cpuinfo") as f:
+        cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+except (OSError, StopIteration):
+    pass
+mem_gb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+
+put_ratio = a["mb_per_sec"] / base["mb_per_sec"]
+get_ratio = d["mb_per_sec"] / base["get_mb_per_sec"]
+latency_bound = linger_ms + 2 * (put_p99_ms + commit_p99_ms)
+puts_change = abs(b["puts_per_sec"] - a["puts_per_sec"]) / a["puts_per_sec"]
+tput_change = abs(b["mb_per_sec"] - a["mb_per_sec"]) / a["mb_per_sec"]
+e2e_bound = e["produce_latency_ms"]["p99"] + 25
+blocks_read = d["gets"] + d["cache_hits"]
+
+rows = [
+    ("a", "produce 1 KiB, 16 partitions, 4 producers, acks=ALL", a),
+    ("b", "produce 1 KiB, 1,000 partitions", b),
+    ("c", "produce 100 B, 16 partitions", c),
+    ("d", "catch-up consume of (a), cold cache", d),
+    ("e", "e2e at 50% of (a)'s rate (tail consume)", e),
+]
+
+print(f"""# Benchmarks
+
+Written by `scripts/bench.sh` ({seconds} s per run) on {datetime.date.today()}, commit `{commit}`.
+Machine: {os.cpu_count()} cores ({cpu}), {mem_gb:.0f} GiB, {platform.system()} {platform.release()}.
+Everything on loopback: etcd 3.4 (Debian), s3s-fs 0.14.1 (an S3 server over a local
+directory) and one release-built agent with default settings (linger 50 ms, segments up to
+4 MiB). The object store is a local S3 server, so the physical limit is that server's own
+PUT/GET throughput: the baseline row measures it with the same object sizes, in the same
+run, and the targets are ratios to it.
+
+## Results
+
+| run | what | records/s | MB/s | latency ms p50 / p90 / p99 / p99.9 / max | PUTs/s | PUTs/GB | GETs | commits/s | metastore bytes/GB |
+|---|---|---|---|---|---|---|---|---|---|""")
+for name, what, r in rows:
+    print(
+        f'| {name} | {what} | {r["records_per_sec"]:,.0f} | {r["mb_per_sec"]:.1f} | {lat(r)} | '
+        f'{r["puts_per_sec"]:.1f} | {r["puts_per_gb"]:.0f} | {r["gets"]} | {r["commits_per_sec"]:.1f} | '
+        f'{r["metastore_bytes_per_gb"]:,.0f} |'
+    )
+print(
+    f'| baseline | object_store PUT {a["put_bytes"] // max(1, a["puts"]):,} B objects / GET '
+    f'{d["get_bytes"] // max(1, d["gets"]):,} B ranges, 1 at a time | — | PUT {base["mb_per_sec"]:.1f}, '
+    f'GET {base["get_mb_per_sec"]:.1f} | PUT {lat(base)} | {base["puts_per_sec"]:.1f} | — | {base["gets"]} | — | — |'
+)
+print(f"""
+Latency: (a)-(c) send to acknowledgement; (d) fetch round trip; (e) send to receipt by the
+tail consumer (its produce latency: {lat({"latency_ms": e["produce_latency_ms"]})}).
+Metastore commit p99 during (a): ≤ {commit_p99_ms:.1f} ms (Prometheus bucket bound).
+Agent peak RSS over the suite: {peak_rss_kb / 1024:.0f} MiB.
+
+## Targets
+
+| target | figure | status |
+|---|---|---|
+| produce (a) ≥ 70% of raw PUT throughput | {a["mb_per_sec"]:.1f} / {base["mb_per_sec"]:.1f} MB/s = {put_ratio:.0%} | {ok(put_ratio >= 0.7)} |
+| produce p99 ≤ linger + 2 × (PUT p99 + commit p99) | {a["latency_ms"]["p99"]:.1f} ms vs {linger_ms:.0f} + 2 × ({put_p99_ms:.1f} + {commit_p99_ms:.1f}) = {latency_bound:.1f} ms | {ok(a["latency_ms"]["p99"] <= latency_bound)} |
+| produce p50 < 100 ms (default linger) | {a["latency_ms"]["p50"]:.1f} ms | {ok(a["latency_ms"]["p50"] < 100)} |
+| 16 → 1,000 partitions: PUTs/s change < 10% | {a["puts_per_sec"]:.1f} → {b["puts_per_sec"]:.1f} ({puts_change:.0%}) | {ok(puts_change < 0.10)} |
+| 16 → 1,000 partitions: throughput change < 20% | {a["mb_per_sec"]:.1f} → {b["mb_per_sec"]:.1f} MB/s ({tput_change:.0%}) | {ok(tput_change < 0.20)} |
+| tail consume / e2e: zero GETs | {e["gets"]} GETs | {ok(e["gets"] == 0)} |
+| e2e p99 ≤ produce p99 + 25 ms | {e["latency_ms"]["p99"]:.1f} ms vs {e2e_bound:.1f} ms | {ok(e["latency_ms"]["p99"] <= e2e_bound)} |
+| catch-up (d) ≥ 70% of raw GET throughput | {d["mb_per_sec"]:.1f} / {base["get_mb_per_sec"]:.1f} MB/s = {get_ratio:.0%} | {ok(get_ratio >= 0.7)} |
+| catch-up: ≤ 1 GET per partition block | {d["gets"]} GETs for {blocks_read} blocks read | {ok(d["gets"] <= blocks_read)} |
+| bounded memory under load | peak RSS {peak_rss_kb / 1024:.0f} MiB (produce beyond the store's pace gets RESOURCE_EXHAUSTED past 64 MiB pending) | see figure |
+
+## Commands
+
+```sh""")
+for name in ["a", "b", "c", "e", "d", "baseline"]:
+    print(f"# {name}\n{cmd(name)}")
+print("```")

@@ -1,0 +1,119 @@
+//! `strata bench` runs against a real agent and reports what it measured: behaviour, not
+//! speed (etcd + s3s-fs).
+
+use strata_tests::{AgentKind, AgentProcess, TestEnv, cli_ok, unique_name};
+
+fn last_json(out: &str) -> serde_json::Value {
+    serde_json::from_str(out.lines().last().expect("output")).expect("--json ends with JSON")
+}
+
+#[test]
+fn bench_produce_consume_and_e2e_report_throughput_and_costs() {
+    let env = TestEnv::from_env();
+    let agent = AgentProcess::start(
+        AgentKind::Agent {
+            env,
+            cluster: unique_name("bench"),
+            bucket: unique_name("bench"),
+        },
+        &[],
+    );
+    let server = agent.server();
+    let produce = last_json(&cli_ok(
+        &server,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "smoke",
+            "--partitions",
+            "4",
+            "--record-size",
+            "512",
+            "--duration",
+            "2",
+            "--producers",
+            "2",
+            "--json",
+            "--quiet",
+        ],
+        b"",
+    ));
+    assert_eq!(produce["benchmark"], "produce");
+    assert_eq!(produce["failed"], 0);
+    let records = produce["records"].as_u64().unwrap();
+    assert!(
+        records > 0 && produce["records_per_sec"].as_f64().unwrap() > 0.0,
+        "{produce}"
+    );
+    assert_eq!(produce["bytes"].as_u64().unwrap(), records * 512);
+    assert!(produce["puts"].as_u64().unwrap() > 0, "{produce}");
+    assert!(produce["commits"].as_u64().unwrap() > 0, "{produce}");
+    assert!(produce["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+
+    // Catch-up reads exactly what was produced.
+    let consume = last_json(&cli_ok(
+        &server,
+        &["bench", "consume", "--topic", "smoke", "--json", "--quiet"],
+        b"",
+    ));
+    assert_eq!(consume["records"].as_u64().unwrap(), records, "{consume}");
+
+    // At the tail, everything comes from the write-through cache.
+    let e2e = last_json(&cli_ok(
+        &server,
+        &[
+            "bench",
+            "e2e",
+            "--topic",
+            "smoke-e2e",
+            "--partitions",
+            "2",
+            "--rate",
+            "500",
+            "--duration",
+            "2",
+            "--json",
+            "--quiet",
+        ],
+        b"",
+    ));
+    assert!(e2e["records"].as_u64().unwrap() > 0, "{e2e}");
+    assert_eq!(e2e["gets"], 0, "{e2e}");
+    assert!(e2e["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+}
+
+#[test]
+fn bench_object_store_measures_puts_and_gets() {
+    let env = TestEnv::from_env();
+    let out = cli_ok(
+        "http://127.0.0.1:1",
+        &[
+            "bench",
+            "object-store",
+            "--object-store",
+            &format!("s3://{}/x", unique_name("raw")),
+            "--s3-endpoint",
+            &env.s3_endpoint,
+            "--s3-access-key",
+            &env.s3_access_key,
+            "--s3-secret-key",
+            &env.s3_secret_key,
+            "--s3-allow-http",
+            "--create-bucket",
+            "--object-size",
+            "100000",
+            "--get-size",
+            "10000",
+            "--duration",
+            "1",
+            "--json",
+        ],
+        b"",
+    );
+    let report = last_json(&out);
+    let puts = report["puts"].as_u64().unwrap();
+    assert!(puts > 0 && report["gets"].as_u64().unwrap() > 0, "{report}");
+    assert_eq!(report["bytes"].as_u64().unwrap(), puts * 100_000);
+    assert!(report["get_mb_per_sec"].as_f64().unwrap() > 0.0);
+}
