@@ -75,7 +75,7 @@ stop_agent
 PUT_SIZE=$(python3 -c "a=__import__('json').load(open('$RESULTS/a.json')); print(max(1, a['put_bytes'] // max(1, a['puts'])))")
 GET_SIZE=$(python3 -c "d=__import__('json').load(open('$RESULTS/d.json')); print(max(1, d['get_bytes'] // max(1, d['gets'])))")
 run baseline bench object-store --object-store s3://bench-baseline/objects "${S3_ARGS[@]}" \
-  --object-size "$PUT_SIZE" --get-size "$GET_SIZE" --concurrency 1 --duration 20
+  --object-size "$PUT_SIZE" --get-size "$GET_SIZE" --put-concurrency 4 --get-concurrency 16 --duration 20
 
 python3 scripts/bench_report.py "$RESULTS" "$PEAK_RSS_KB" "$SECONDS_PER_RUN" >"$OUT"
 echo "wrote $OUT" >&2

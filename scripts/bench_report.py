@@ -105,7 +105,7 @@ for name, what, r in rows:
     )
 print(
     f'| baseline | object_store PUT {a["put_bytes"] // max(1, a["puts"]):,} B objects / GET '
-    f'{d["get_bytes"] // max(1, d["gets"]):,} B ranges, 1 at a time | — | PUT {base["mb_per_sec"]:.1f}, '
+    f'{d["get_bytes"] // max(1, d["gets"]):,} B ranges, 4 PUTs / 16 GETs at a time (as the agent) | — | PUT {base["mb_per_sec"]:.1f}, '
     f'GET {base["get_mb_per_sec"]:.1f} | PUT {lat(base)} | {base["puts_per_sec"]:.1f} | — | {base["gets"]} | — | — |'
 )
 print(f"""

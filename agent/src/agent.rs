@@ -34,6 +34,8 @@ pub struct AgentConfig {
     /// Refuse produce requests (RESOURCE_EXHAUSTED) while this many bytes wait to be
     /// flushed.
     pub max_pending_bytes: usize,
+    /// Segments being PUT at once; their commits still happen one at a time, in order.
+    pub max_inflight_flushes: usize,
 }
 
 impl Default for AgentConfig {
@@ -44,6 +46,7 @@ impl Default for AgentConfig {
             segment_max_bytes: 4 << 20,
             linger: Duration::from_millis(50),
             max_pending_bytes: 64 << 20,
+            max_inflight_flushes: 4,
         }
     }
 }

@@ -13,14 +13,15 @@
 //!   watermark.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use strata_metastore::{PartitionAppend, PartitionOwner, Rejection};
 use strata_storage::segment::object_name;
-use strata_storage::{Compression, Record, SegmentBuilder};
-use tokio::sync::{Notify, oneshot};
+use strata_storage::{BlockLocation, Compression, Record, SegmentBuilder};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, info_span, instrument};
 
@@ -72,6 +73,22 @@ struct PendingBlock {
 struct Waiter {
     partitions: Vec<PartitionKey>,
     done: oneshot::Sender<Result<()>>,
+}
+
+/// A sealed segment after its PUT, waiting for its turn to commit.
+#[derive(Debug)]
+struct PutSegment {
+    sequence: u64,
+    object: String,
+    /// Bytes it counted against `max_pending_bytes`.
+    pending_bytes: usize,
+    /// Blocks that are in the object: partition, record count, location.
+    written: Vec<(PartitionKey, usize, BlockLocation)>,
+    /// The ownership each block was written under.
+    owners: HashMap<PartitionKey, PartitionOwner>,
+    /// Partitions already failed (encoding or PUT), with the error their waiters get.
+    failed: HashMap<PartitionKey, Error>,
+    waiters: Vec<Waiter>,
 }
 
 /// Records of one partition in a produce request, offsets not yet assigned.
@@ -144,7 +161,7 @@ impl Inner {
             .filter(|k| k.0 == topic)
             .cloned()
             .collect();
-        drop_partitions(&mut state, &keys, || {
+        drop_partitions(&mut state, &keys, None, || {
             Error::TopicNotFound(topic.to_string())
         });
     }
@@ -235,82 +252,128 @@ impl Inner {
         self.writer.wake_flusher.notify_one();
     }
 
-    /// The flusher: flushes the open segment when it is full or its linger time passed,
-    /// one segment at a time, until the agent closes.
-    pub(crate) async fn run_flusher(&self) {
-        let mut last_flush: Option<Instant> = None;
-        loop {
-            let segment = loop {
-                let (opened_at, full, closed) = {
-                    let state = self.writer.state.lock().expect("writer lock");
-                    (
-                        state.open.opened_at,
-                        state.open.bytes >= self.config.segment_max_bytes,
-                        state.closed,
-                    )
-                };
-                match opened_at {
-                    None if closed => return,
-                    None => self.writer.wake_flusher.notified().await,
-                    Some(opened) => {
-                        let due = opened + self.config.linger;
-                        if full || closed || Instant::now() >= due {
-                            let mut state = self.writer.state.lock().expect("writer lock");
-                            let segment = std::mem::take(&mut state.open);
-                            state.flushing_bytes = segment.bytes;
-                            state.next_sequence += 1;
-                            break (segment, state.next_sequence);
-                        }
-                        tokio::select! {
-                            () = tokio::time::sleep_until(due) => {}
-                            () = self.writer.wake_flusher.notified() => {}
-                        }
-                    }
+    /// The flusher: seals the open segment when it is full or its linger time passed, and
+    /// flushes sealed segments as a pipeline: up to `max_inflight_flushes` are encoded and
+    /// PUT at once, and a single committer commits and answers them strictly in sealing
+    /// order. While every slot is busy the open segment keeps growing (batching under
+    /// load; producers get RESOURCE_EXHAUSTED past `max_pending_bytes`).
+    ///
+    /// Commit order is what keeps offsets dense: a partition's block in segment N+1 starts
+    /// where its block in N ends, and the metastore refuses it unless N committed first.
+    pub(crate) async fn run_flusher(self: Arc<Self>) {
+        let slots = Arc::new(Semaphore::new(self.config.max_inflight_flushes.max(1)));
+        let (to_committer, mut sealed) =
+            mpsc::unbounded_channel::<(JoinHandle<PutSegment>, OwnedSemaphorePermit)>();
+        let committer = tokio::spawn({
+            let inner = self.clone();
+            async move {
+                while let Some((put, slot)) = sealed.recv().await {
+                    let put = put.await.expect("segment PUT task panicked");
+                    let span = info_span!("agent.commit", sequence = put.sequence);
+                    inner.commit_segment(put).instrument(span).await;
+                    drop(slot);
                 }
+            }
+        });
+        let mut last_seal: Option<Instant> = None;
+        while let Some(slot) = self.next_due_segment(&slots).await {
+            let (segment, sequence) = {
+                let mut state = self.writer.state.lock().expect("writer lock");
+                let segment = std::mem::take(&mut state.open);
+                state.flushing_bytes += segment.bytes;
+                state.next_sequence += 1;
+                self.metrics
+                    .pending_bytes
+                    .set((state.flushing_bytes + state.open.bytes) as i64);
+                (segment, state.next_sequence)
             };
-            let (segment, sequence) = segment;
             let now = Instant::now();
-            if let Some(last) = last_flush.replace(now) {
+            if let Some(last) = last_seal.replace(now) {
                 self.metrics
                     .flush_interval
                     .observe((now - last).as_secs_f64());
             }
-            self.metrics.pending_bytes.set(segment.bytes as i64);
             let span = info_span!("agent.flush", sequence, partitions = segment.blocks.len());
-            self.flush(segment, sequence).instrument(span).await;
-            self.writer
-                .state
-                .lock()
-                .expect("writer lock")
-                .flushing_bytes = 0;
+            let put = tokio::spawn({
+                let inner = self.clone();
+                async move { inner.put_segment(segment, sequence).await }.instrument(span)
+            });
+            // The committer outlives this loop; a send only fails if it panicked.
+            let _ = to_committer.send((put, slot));
+        }
+        drop(to_committer);
+        let _ = committer.await;
+    }
+
+    /// Waits until the open segment is due (full, lingered, or the agent is closing) and
+    /// a flush slot is free; `None` once the agent is closed and nothing is open.
+    async fn next_due_segment(&self, slots: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> {
+        loop {
+            let (opened_at, full, closed) = {
+                let state = self.writer.state.lock().expect("writer lock");
+                (
+                    state.open.opened_at,
+                    state.open.bytes >= self.config.segment_max_bytes,
+                    state.closed,
+                )
+            };
+            match opened_at {
+                None if closed => return None,
+                None => self.writer.wake_flusher.notified().await,
+                Some(opened) => {
+                    let due = opened + self.config.linger;
+                    if full || closed || Instant::now() >= due {
+                        return Some(slots.clone().acquire_owned().await.expect("never closed"));
+                    }
+                    tokio::select! {
+                        () = tokio::time::sleep_until(due) => {}
+                        () = self.writer.wake_flusher.notified() => {}
+                    }
+                }
+            }
         }
     }
 
-    /// Flushes one segment: encode, PUT, write through the cache, commit, answer waiters.
-    async fn flush(&self, segment: OpenSegment, sequence: u64) {
+    /// Encodes a sealed segment, PUTs it and writes its blocks through the cache.
+    async fn put_segment(&self, segment: OpenSegment, sequence: u64) -> PutSegment {
         let OpenSegment {
-            blocks, waiters, ..
+            blocks,
+            waiters,
+            bytes: pending_bytes,
+            ..
         } = segment;
         let mut failed: HashMap<PartitionKey, Error> = HashMap::new();
         let mut builder = SegmentBuilder::new();
         let mut written = Vec::with_capacity(blocks.len());
+        let owners: HashMap<PartitionKey, PartitionOwner> = blocks
+            .iter()
+            .map(|(key, block)| (key.clone(), block.owner.clone()))
+            .collect();
         let object = object_name(self.agent_epoch, sequence);
         for (key, block) in blocks {
             match builder.add_block(&key.0, key.1, &block.records, block.compression) {
-                Ok((bytes, location)) => written.push((key, block, bytes, location)),
+                Ok((bytes, location)) => written.push((key, block.records.len(), bytes, location)),
                 Err(e) => {
                     failed.insert(key, Error::Unavailable(e.to_string()));
                 }
             }
         }
-        let record_count: usize = written.iter().map(|w| w.1.records.len()).sum();
         let bytes = builder.finish();
         let size = bytes.len() as u64;
         let timer = self.metrics.put_latency.start_timer();
-        let put = self.put_segment(&object, bytes).await;
+        let put = self.put_object(&object, bytes).await;
         timer.observe_duration();
-        let mut committed = Vec::new();
-        match put {
+        match &put {
+            Ok(()) => {
+                self.metrics.segment_puts.inc();
+                self.metrics.segment_bytes.inc_by(size);
+                self.metrics.flush_bytes.observe(size as f64);
+                self.metrics.flush_partitions.observe(written.len() as f64);
+                for (_, _, block, location) in &written {
+                    self.cache
+                        .insert(&object, location.byte_start, block.clone());
+                }
+            }
             Err(e) => {
                 tracing::warn!(%object, error = %e, "segment PUT failed; failing its producers");
                 for (key, ..) in &written {
@@ -319,76 +382,96 @@ impl Inner {
                         Error::Unavailable(format!("segment write failed: {e}")),
                     );
                 }
+                written.clear();
             }
-            Ok(()) => {
-                self.metrics.segment_puts.inc();
-                self.metrics.segment_bytes.inc_by(size);
-                self.metrics.flush_bytes.observe(size as f64);
-                self.metrics.flush_partitions.observe(written.len() as f64);
-                let mut appends = Vec::with_capacity(written.len());
-                for (key, block, bytes, location) in &written {
-                    self.cache
-                        .insert(&object, location.byte_start, bytes.clone());
-                    appends.push(PartitionAppend {
-                        topic: key.0.clone(),
-                        partition: key.1,
-                        owner: block.owner.clone(),
-                        entry: strata_metastore::IndexEntry {
-                            base_offset: location.base_offset,
-                            last_offset: location.last_offset,
-                            object: object.clone(),
-                            byte_start: location.byte_start,
-                            byte_len: location.byte_len,
-                            max_timestamp_ms: location.max_timestamp_ms,
-                        },
-                    });
-                }
-                let timer = self.metrics.metastore_commit_latency.start_timer();
-                let commit = self.metastore.commit_flush(&appends).await;
-                timer.observe_duration();
-                match commit {
-                    Ok(report) => {
-                        self.metrics
-                            .metastore_commits
-                            .inc_by(report.transactions as u64);
-                        self.metrics.metastore_bytes.inc_by(report.bytes);
-                        let rejected: HashMap<usize, Rejection> =
-                            report.rejected.into_iter().collect();
-                        for (i, append) in appends.into_iter().enumerate() {
-                            let key = (append.topic.clone(), append.partition);
-                            match rejected.get(&i) {
-                                Some(rejection) => {
-                                    failed.insert(key.clone(), rejection_error(&key, rejection));
-                                }
-                                None => committed.push((key, append.entry)),
+        }
+        PutSegment {
+            sequence,
+            object,
+            pending_bytes,
+            written: written
+                .into_iter()
+                .map(|(key, records, _, location)| (key, records, location))
+                .collect(),
+            owners,
+            failed,
+            waiters,
+        }
+    }
+
+    /// Commits a PUT segment's partitions in one metastore commit, then answers its
+    /// waiters and forgets the partitions whose commit failed.
+    async fn commit_segment(&self, put: PutSegment) {
+        let PutSegment {
+            object,
+            pending_bytes,
+            written,
+            owners,
+            mut failed,
+            waiters,
+            ..
+        } = put;
+        let mut committed = Vec::new();
+        if !written.is_empty() {
+            let appends: Vec<PartitionAppend> = written
+                .iter()
+                .map(|(key, _, location)| PartitionAppend {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    owner: owners[key].clone(),
+                    entry: strata_metastore::IndexEntry {
+                        base_offset: location.base_offset,
+                        last_offset: location.last_offset,
+                        object: object.clone(),
+                        byte_start: location.byte_start,
+                        byte_len: location.byte_len,
+                        max_timestamp_ms: location.max_timestamp_ms,
+                    },
+                })
+                .collect();
+            let timer = self.metrics.metastore_commit_latency.start_timer();
+            let commit = self.metastore.commit_flush(&appends).await;
+            timer.observe_duration();
+            match commit {
+                Ok(report) => {
+                    self.metrics
+                        .metastore_commits
+                        .inc_by(report.transactions as u64);
+                    self.metrics.metastore_bytes.inc_by(report.bytes);
+                    let rejected: HashMap<usize, Rejection> = report.rejected.into_iter().collect();
+                    for (i, append) in appends.into_iter().enumerate() {
+                        let key = (append.topic, append.partition);
+                        match rejected.get(&i) {
+                            Some(rejection) => {
+                                let error = rejection_error(&key, rejection);
+                                failed.insert(key, error);
                             }
+                            None => committed.push((key, append.entry)),
                         }
                     }
-                    Err(e) => {
-                        tracing::warn!(%object, error = %e, "flush commit failed; outcome unknown");
-                        for append in appends {
-                            failed.insert(
-                                (append.topic, append.partition),
-                                Error::Unavailable(format!(
-                                    "metastore commit failed, outcome unknown: {e}"
-                                )),
-                            );
-                        }
+                }
+                Err(e) => {
+                    tracing::warn!(%object, error = %e, "flush commit failed; outcome unknown");
+                    for append in appends {
+                        failed.insert(
+                            (append.topic, append.partition),
+                            Error::Unavailable(format!(
+                                "metastore commit failed, outcome unknown: {e}"
+                            )),
+                        );
                     }
                 }
             }
         }
         if !committed.is_empty() {
+            let records: usize = written
+                .iter()
+                .filter(|(key, ..)| !failed.contains_key(key))
+                .map(|(_, records, _)| records)
+                .sum();
             self.metrics.flushes.inc();
             self.metrics.partition_blocks.inc_by(committed.len() as u64);
-            let failed_records: usize = written
-                .iter()
-                .filter(|w| failed.contains_key(&w.0))
-                .map(|w| w.1.records.len())
-                .sum();
-            self.metrics
-                .records_committed
-                .inc_by((record_count - failed_records) as u64);
+            self.metrics.records_committed.inc_by(records as u64);
         }
         for (key, entry) in committed {
             self.metrics
@@ -397,12 +480,18 @@ impl Inner {
                 .set(entry.last_offset + 1);
             self.partition_log(&key).on_commit(entry);
         }
-        if !failed.is_empty() {
+        {
             let mut state = self.writer.state.lock().expect("writer lock");
-            let keys: Vec<PartitionKey> = failed.keys().cloned().collect();
-            drop_partitions(&mut state, &keys, || {
-                Error::Unavailable("an earlier write of this partition failed; retry".into())
-            });
+            state.flushing_bytes = state.flushing_bytes.saturating_sub(pending_bytes);
+            if !failed.is_empty() {
+                let keys: Vec<PartitionKey> = failed.keys().cloned().collect();
+                drop_partitions(&mut state, &keys, Some(&owners), || {
+                    Error::Unavailable("an earlier write of this partition failed; retry".into())
+                });
+            }
+            self.metrics
+                .pending_bytes
+                .set((state.flushing_bytes + state.open.bytes) as i64);
         }
         for waiter in waiters {
             let error = waiter.partitions.iter().find_map(|k| failed.get(k));
@@ -413,10 +502,10 @@ impl Inner {
         }
     }
 
-    /// PUTs a segment, retrying a few times. The name is this incarnation's alone, so an
-    /// "already exists" on a retry means an earlier attempt landed.
-    #[instrument(name = "agent.put_segment", skip(self, bytes), fields(bytes = bytes.len()))]
-    async fn put_segment(&self, object: &str, bytes: Bytes) -> strata_storage::Result<()> {
+    /// PUTs a segment object, retrying a few times. The name is this incarnation's alone,
+    /// so an "already exists" on a retry means an earlier attempt landed.
+    #[instrument(name = "agent.put_object", skip(self, bytes), fields(bytes = bytes.len()))]
+    async fn put_object(&self, object: &str, bytes: Bytes) -> strata_storage::Result<()> {
         let mut delay = Duration::from_millis(50);
         let mut attempt = 1;
         loop {
@@ -437,10 +526,28 @@ impl Inner {
 
 /// Forgets ownership of `keys` and drops their records from the open segment; the waiters
 /// of those records get `error()`.
-fn drop_partitions(state: &mut WriterState, keys: &[PartitionKey], error: impl Fn() -> Error) {
-    let dropped: HashSet<&PartitionKey> = keys.iter().collect();
+///
+/// With `owners`, a partition is dropped only while this agent still holds it under the
+/// listed ownership: if it was taken again meanwhile (a new epoch, offsets re-read from
+/// the metastore), the new ownership and its records stay.
+fn drop_partitions(
+    state: &mut WriterState,
+    keys: &[PartitionKey],
+    owners: Option<&HashMap<PartitionKey, PartitionOwner>>,
+    error: impl Fn() -> Error,
+) {
+    let mut dropped: HashSet<&PartitionKey> = HashSet::new();
     for key in keys {
+        let still_held = match (state.owned.get(key), owners.and_then(|o| o.get(key))) {
+            (Some(current), Some(failed)) => current.owner == *failed,
+            (Some(_), None) => true,
+            (None, _) => false,
+        };
+        if !still_held {
+            continue;
+        }
         state.owned.remove(key);
+        dropped.insert(key);
         if let Some(block) = state.open.blocks.remove(key) {
             state.open.bytes = state.open.bytes.saturating_sub(batch_bytes(&block.records));
         }

@@ -99,9 +99,9 @@ pub struct BenchProduceArgs {
     /// Concurrent producers, each with its own connection.
     #[arg(long, default_value_t = 4)]
     pub producers: usize,
-    /// Unacknowledged records per producer.
-    #[arg(long, default_value_t = 20_000)]
-    pub in_flight: usize,
+    /// Bytes of unacknowledged record values per producer (Kafka's buffer.memory).
+    #[arg(long, default_value_t = 4 << 20)]
+    pub in_flight_bytes: usize,
     #[arg(long, value_enum, default_value = "all")]
     pub acks: AcksArg,
     #[arg(long, value_enum, default_value = "none")]
@@ -156,9 +156,12 @@ pub struct BenchObjectStoreArgs {
     /// Bytes per ranged GET (each reads a range of a PUT object).
     #[arg(long, default_value_t = 256 << 10)]
     pub get_size: usize,
-    /// Requests in flight.
-    #[arg(long, default_value_t = 1)]
-    pub concurrency: usize,
+    /// PUTs in flight (the agent's default --max-inflight-flushes is 4).
+    #[arg(long, default_value_t = 4)]
+    pub put_concurrency: usize,
+    /// GETs in flight (a catch-up consumer reads every partition at once).
+    #[arg(long, default_value_t = 16)]
+    pub get_concurrency: usize,
     /// Seconds of PUTs, then seconds of GETs.
     #[arg(long, default_value_t = 10.0)]
     pub duration: f64,
@@ -195,6 +198,9 @@ pub struct Tuning {
     /// [default: 67108864].
     #[arg(long, env = "STRATA_MAX_PENDING_BYTES")]
     pub max_pending_bytes: Option<usize>,
+    /// Segments PUT at once (commits stay in order) [default: 4].
+    #[arg(long, env = "STRATA_MAX_INFLIGHT_FLUSHES")]
+    pub max_inflight_flushes: Option<usize>,
     /// Memory for the block cache, bytes [default: 268435456].
     #[arg(long, env = "STRATA_CACHE_MEMORY_BYTES")]
     pub cache_memory_bytes: Option<usize>,
@@ -254,6 +260,10 @@ pub struct AgentArgs {
     /// Create the bucket if it does not exist.
     #[arg(long, env = "STRATA_CREATE_BUCKET")]
     pub create_bucket: bool,
+    /// Include the SHA-256 of each S3 request body in its signature (costs CPU; off by
+    /// default: blocks carry CRC32C and TLS protects transit).
+    #[arg(long, env = "STRATA_S3_SIGN_PAYLOAD")]
+    pub s3_sign_payload: bool,
     /// etcd's --max-txn-ops, if it is not 128.
     #[arg(long, env = "STRATA_ETCD_MAX_TXN_OPS")]
     pub etcd_max_txn_ops: Option<usize>,

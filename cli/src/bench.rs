@@ -270,10 +270,12 @@ struct Produced {
 }
 
 /// Runs `args.producers` producers until the budget is spent; each waits for its last
-/// acknowledgements. Values start with the send time (µs since the epoch) for e2e.
+/// acknowledgements. With `stamp_values` each value starts with its send time (µs since
+/// the epoch) for e2e latency; otherwise all values share one buffer (no copy per record).
 async fn run_producers(
     server: &str,
     args: &BenchProduceArgs,
+    stamp_values: bool,
     budget: Arc<Budget>,
     bar: ProgressBar,
 ) -> Result<Produced> {
@@ -292,17 +294,14 @@ async fn run_producers(
             },
         )
         .await?;
-        let (topic, size, keys, in_flight) = (
-            args.topic.clone(),
-            args.record_size.max(8),
-            args.keys,
-            args.in_flight,
-        );
+        let (topic, size, keys) = (args.topic.clone(), args.record_size.max(8), args.keys);
+        let in_flight_bytes = args.in_flight_bytes.max(size);
         let (budget, acked, bar) = (budget.clone(), acked.clone(), bar.clone());
         tasks.push(tokio::spawn(async move {
             // A separate task awaits deliveries, so their latency is taken when they land.
             let (tx, mut rx) = mpsc::unbounded_channel::<(Delivery, Instant, usize)>();
-            let permits = Arc::new(Semaphore::new(in_flight));
+            // One permit per byte in flight.
+            let permits = Arc::new(Semaphore::new(in_flight_bytes));
             let collector = {
                 let (acked, bar, permits) = (acked.clone(), bar.clone(), permits.clone());
                 tokio::spawn(async move {
@@ -319,7 +318,7 @@ async fn run_producers(
                                 None => open = false,
                             },
                             Some((result, took, size)) = pending.next() => {
-                                permits.add_permits(1);
+                                permits.add_permits(size);
                                 match result {
                                     Ok(_) => {
                                         records += 1;
@@ -355,9 +354,18 @@ async fn run_producers(
                     let due = start + Duration::from_secs_f64(sent as f64 / per_task_rate);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                permits.acquire().await.expect("never closed").forget();
-                let mut value = base.to_vec();
-                value[..8].copy_from_slice(&now_micros().to_be_bytes());
+                permits
+                    .acquire_many(size as u32)
+                    .await
+                    .expect("never closed")
+                    .forget();
+                let value = if stamp_values {
+                    let mut value = base.to_vec();
+                    value[..8].copy_from_slice(&now_micros().to_be_bytes());
+                    Bytes::from(value)
+                } else {
+                    base.clone()
+                };
                 let key = match keys {
                     KeyDistribution::None => None,
                     KeyDistribution::Random => Some(Bytes::from(format!(
@@ -367,7 +375,7 @@ async fn run_producers(
                 };
                 let record = ProducerRecord {
                     key,
-                    value: Some(Bytes::from(value)),
+                    value: Some(value),
                     ..Default::default()
                 };
                 let at = Instant::now();
@@ -377,7 +385,7 @@ async fn run_producers(
                     }
                     Err(_) => {
                         send_failures += 1;
-                        permits.add_permits(1);
+                        permits.add_permits(size);
                     }
                 }
                 sent += 1;
@@ -412,7 +420,7 @@ async fn produce(server: &str, args: BenchProduceArgs) -> Result<Report> {
     let budget = Budget::new(&args.length);
     let bar = progress(&args.output, &args.length);
     let start = Instant::now();
-    let produced = run_producers(server, &args, budget, bar).await?;
+    let produced = run_producers(server, &args, false, budget, bar).await?;
     let seconds = start.elapsed().as_secs_f64();
     let after = admin.agent_stats().await?;
     let mut report = Report::new("produce", produced.records, produced.bytes, seconds)
@@ -585,7 +593,7 @@ async fn e2e(server: &str, args: BenchE2eArgs) -> Result<Report> {
     let producer_budget = Budget::new(&produce_args.length);
     let bar = progress(&produce_args.output, &produce_args.length);
     let start = Instant::now();
-    let produced = run_producers(server, &produce_args, producer_budget, bar).await?;
+    let produced = run_producers(server, &produce_args, true, producer_budget, bar).await?;
     let seconds = start.elapsed().as_secs_f64();
     // Wait until the consumers saw what was acknowledged, then stop them.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -627,7 +635,7 @@ async fn object_store(args: BenchObjectStoreArgs) -> Result<Report> {
     // PUT phase: `concurrency` writers, create-only PUTs as the agent does.
     let start = Instant::now();
     let mut writers = Vec::new();
-    for w in 0..args.concurrency {
+    for w in 0..args.put_concurrency {
         let (store, payload, run) = (store.clone(), payload.clone(), run.clone());
         writers.push(tokio::spawn(async move {
             let mut h = new_histogram();
@@ -658,7 +666,7 @@ async fn object_store(args: BenchObjectStoreArgs) -> Result<Report> {
     let get_size = args.get_size.min(args.object_size) as u64;
     let start = Instant::now();
     let mut readers = Vec::new();
-    for _ in 0..args.concurrency {
+    for _ in 0..args.get_concurrency {
         let (store, objects) = (store.clone(), objects.clone());
         let object_size = args.object_size as u64;
         readers.push(tokio::spawn(async move {

@@ -35,10 +35,12 @@ struct AgentFile {
     s3_virtual_hosted: Option<bool>,
     s3_allow_http: Option<bool>,
     create_bucket: Option<bool>,
+    s3_sign_payload: Option<bool>,
     etcd_max_txn_ops: Option<usize>,
     linger_ms: Option<u64>,
     segment_bytes: Option<usize>,
     max_pending_bytes: Option<usize>,
+    max_inflight_flushes: Option<usize>,
     cache_memory_bytes: Option<usize>,
     cache_disk_bytes: Option<usize>,
 }
@@ -71,7 +73,15 @@ fn agent_config(
             .max_pending_bytes
             .or(file.max_pending_bytes)
             .unwrap_or(defaults.max_pending_bytes),
+        max_inflight_flushes: tuning
+            .max_inflight_flushes
+            .or(file.max_inflight_flushes)
+            .unwrap_or(defaults.max_inflight_flushes),
     };
+    anyhow::ensure!(
+        config.max_inflight_flushes > 0,
+        "max_inflight_flushes must be positive"
+    );
     anyhow::ensure!(
         config.segment_max_bytes > 0,
         "segment_bytes must be positive"
@@ -195,6 +205,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
         path_style: Some(!(args.s3_virtual_hosted || file.s3_virtual_hosted.unwrap_or(false))),
         allow_http: args.s3_allow_http || file.s3_allow_http.unwrap_or(false),
         create_bucket: args.create_bucket || file.create_bucket.unwrap_or(false),
+        sign_payload: args.s3_sign_payload || file.s3_sign_payload.unwrap_or(false),
     })
     .await?;
     let cache_dir = args.cache_dir.clone().or(file.cache_dir.clone());

@@ -6,6 +6,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::log_client::LogClient;
@@ -163,61 +165,86 @@ impl Consumer {
             .collect()
     }
 
-    /// Fetches from every assigned partition at once; a partition at its tail waits up to
-    /// `timeout` for records. Returns records in offset order per partition.
+    /// Fetches from every assigned partition at once and returns as soon as any of them
+    /// has records (with whatever else arrived by then), or when all of them waited
+    /// `timeout` at their tail. Records are in offset order per partition. Fetches still
+    /// in flight are dropped: their positions do not move, so nothing is skipped.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         let max_bytes = self.config.max_bytes_per_partition;
         let wait_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        let fetches = self.assignments.iter().map(|a| {
-            let mut log = self.log.clone();
-            let request = pb::FetchRequest {
-                topic: a.topic.clone(),
-                partition: a.partition as i32,
-                offset: a.position,
-                max_bytes,
-                max_wait_ms: wait_ms,
-            };
-            async move { log.fetch(request).await }
-        });
-        let results = futures::future::join_all(fetches).await;
+        let mut pending: FuturesUnordered<_> = self
+            .assignments
+            .iter()
+            .enumerate()
+            .map(|(i, a)| {
+                let mut log = self.log.clone();
+                let request = pb::FetchRequest {
+                    topic: a.topic.clone(),
+                    partition: a.partition as i32,
+                    offset: a.position,
+                    max_bytes,
+                    max_wait_ms: wait_ms,
+                };
+                async move { (i, log.fetch(request).await) }
+            })
+            .collect();
         let mut out = Vec::new();
-        for (assignment, result) in self.assignments.iter_mut().zip(results) {
-            match result {
-                Ok(response) => {
-                    let response = response.into_inner();
-                    assignment.high_watermark = response.high_watermark;
-                    assignment.position = response.next_offset;
-                    out.extend(response.records.into_iter().map(|r| ConsumerRecord {
-                        topic: assignment.topic.clone(),
-                        partition: assignment.partition,
-                        offset: r.offset,
-                        timestamp_ms: r.timestamp_ms,
-                        key: r.key,
-                        value: r.value,
-                        headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
-                    }));
+        while let Some((i, result)) = pending.next().await {
+            self.settle(i, result, &mut out)?;
+            if !out.is_empty() {
+                while let Some(Some((i, result))) = pending.next().now_or_never() {
+                    self.settle(i, result, &mut out)?;
                 }
-                Err(status) if status.code() == tonic::Code::OutOfRange => {
-                    let bound = |name: &str| {
-                        status
-                            .metadata()
-                            .get(name)
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.parse::<i64>().ok())
-                    };
-                    match bound("strata-log-start-offset") {
-                        Some(start) if assignment.position < start => {
-                            assignment.position = start;
-                        }
-                        _ => return Err(Error::Status(status)),
-                    }
-                    if let Some(hwm) = bound("strata-high-watermark") {
-                        assignment.high_watermark = hwm;
-                    }
-                }
-                Err(status) => return Err(Error::Status(status)),
+                break;
             }
         }
         Ok(out)
+    }
+
+    /// Applies one fetch's outcome to assignment `i`.
+    fn settle(
+        &mut self,
+        i: usize,
+        result: std::result::Result<tonic::Response<pb::FetchResponse>, tonic::Status>,
+        out: &mut Vec<ConsumerRecord>,
+    ) -> Result<()> {
+        let assignment = &mut self.assignments[i];
+        match result {
+            Ok(response) => {
+                let response = response.into_inner();
+                assignment.high_watermark = response.high_watermark;
+                assignment.position = response.next_offset;
+                out.extend(response.records.into_iter().map(|r| ConsumerRecord {
+                    topic: assignment.topic.clone(),
+                    partition: assignment.partition,
+                    offset: r.offset,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key,
+                    value: r.value,
+                    headers: r.headers.into_iter().map(|h| (h.key, h.value)).collect(),
+                }));
+                Ok(())
+            }
+            Err(status) if status.code() == tonic::Code::OutOfRange => {
+                let bound = |name: &str| {
+                    status
+                        .metadata()
+                        .get(name)
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<i64>().ok())
+                };
+                if let Some(hwm) = bound("strata-high-watermark") {
+                    assignment.high_watermark = hwm;
+                }
+                match bound("strata-log-start-offset") {
+                    Some(start) if assignment.position < start => {
+                        assignment.position = start;
+                        Ok(())
+                    }
+                    _ => Err(Error::Status(status)),
+                }
+            }
+            Err(status) => Err(Error::Status(status)),
+        }
     }
 }
