@@ -21,6 +21,8 @@ pub mod metrics;
 mod reader;
 pub mod service;
 pub mod topic;
+#[cfg(test)]
+mod write_path_tests;
 mod writer;
 
 pub use agent::{Agent, AgentConfig, NewRecord, PartitionDescription};

@@ -1,0 +1,226 @@
+//! Unit tests of the write path against in-memory backends, with an object store that
+//! injects PUT failures and delays: failed flushes never ack, offsets stay dense, and
+//! pipelined flushes commit in order.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use object_store::memory::InMemory;
+use object_store::path::Path;
+use object_store::{
+    GetOptions, GetResult, ListResult, MultipartUpload, ObjectMeta, ObjectStore, PutMultipartOpts,
+    PutOptions, PutPayload, PutResult,
+};
+use strata_storage::cache::CacheConfig;
+use strata_storage::{BlockCache, SegmentStore};
+
+use crate::clock::SystemClock;
+use crate::{Agent, AgentConfig, Error, NewRecord};
+
+/// An in-memory store whose PUTs can be made to fail, or the first one to be slow.
+#[derive(Debug, Default)]
+struct FlakyStore {
+    inner: InMemory,
+    failing: AtomicBool,
+    /// Milliseconds the next PUT sleeps before it lands (then reset to 0).
+    delay_next_put_ms: AtomicU64,
+    puts: AtomicUsize,
+}
+
+impl fmt::Display for FlakyStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "FlakyStore")
+    }
+}
+
+#[async_trait]
+impl ObjectStore for FlakyStore {
+    async fn put_opts(
+        &self,
+        location: &Path,
+        payload: PutPayload,
+        opts: PutOptions,
+    ) -> object_store::Result<PutResult> {
+        self.puts.fetch_add(1, Ordering::SeqCst);
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(object_store::Error::Generic {
+                store: "flaky",
+                source: "injected PUT failure".into(),
+            });
+        }
+        let delay = self.delay_next_put_ms.swap(0, Ordering::SeqCst);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        self.inner.put_opts(location, payload, opts).await
+    }
+
+    async fn put_multipart_opts(
+        &self,
+        location: &Path,
+        opts: PutMultipartOpts,
+    ) -> object_store::Result<Box<dyn MultipartUpload>> {
+        self.inner.put_multipart_opts(location, opts).await
+    }
+
+    async fn get_opts(
+        &self,
+        location: &Path,
+        options: GetOptions,
+    ) -> object_store::Result<GetResult> {
+        self.inner.get_opts(location, options).await
+    }
+
+    async fn delete(&self, location: &Path) -> object_store::Result<()> {
+        self.inner.delete(location).await
+    }
+
+    fn list(&self, prefix: Option<&Path>) -> BoxStream<'static, object_store::Result<ObjectMeta>> {
+        self.inner.list(prefix)
+    }
+
+    async fn list_with_delimiter(&self, prefix: Option<&Path>) -> object_store::Result<ListResult> {
+        self.inner.list_with_delimiter(prefix).await
+    }
+
+    async fn copy(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.inner.copy(from, to).await
+    }
+
+    async fn copy_if_not_exists(&self, from: &Path, to: &Path) -> object_store::Result<()> {
+        self.inner.copy_if_not_exists(from, to).await
+    }
+}
+
+async fn agent_on(store: Arc<FlakyStore>) -> Agent {
+    let metastore = strata_metastore::open("memory://", "test").await.unwrap();
+    let cache = BlockCache::new(&CacheConfig {
+        memory_bytes: 16 << 20,
+        disk_dir: None,
+        disk_bytes: 0,
+    })
+    .await
+    .unwrap();
+    let config = AgentConfig {
+        linger: Duration::from_millis(5),
+        ..AgentConfig::default()
+    };
+    let agent = Agent::start(
+        config,
+        metastore,
+        SegmentStore::from_store(store, "segments"),
+        cache,
+        Arc::new(SystemClock),
+    )
+    .await
+    .unwrap();
+    agent.create_topic("t", 2, &BTreeMap::new()).await.unwrap();
+    agent
+}
+
+fn records(prefix: &str, n: usize) -> Vec<NewRecord> {
+    (0..n)
+        .map(|i| NewRecord {
+            key: None,
+            value: Some(Bytes::from(format!("{prefix}-{i}"))),
+            timestamp_ms: 0,
+            headers: vec![],
+        })
+        .collect()
+}
+
+/// Every committed value of partition 0, in offset order, checking offsets are dense.
+async fn read_partition(agent: &Agent) -> Vec<String> {
+    let mut offset = 0;
+    let mut values = Vec::new();
+    loop {
+        let fetched = agent
+            .fetch("t", 0, offset, 1 << 20, Duration::ZERO)
+            .await
+            .unwrap();
+        for r in &fetched.records {
+            assert_eq!(r.offset, offset, "offsets are dense");
+            offset += 1;
+            values.push(String::from_utf8(r.value.clone().unwrap().to_vec()).unwrap());
+        }
+        if fetched.next_offset >= fetched.committed.high_watermark {
+            return values;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_failed_put_acks_nothing_and_later_writes_continue_densely() {
+    let store = Arc::new(FlakyStore::default());
+    let agent = agent_on(store.clone()).await;
+
+    let first = agent
+        .produce("t", Some(0), records("a", 10), true)
+        .await
+        .unwrap();
+    assert_eq!(first.last(), Some(&(0, 9)));
+
+    store.failing.store(true, Ordering::SeqCst);
+    let failed = agent.produce("t", Some(0), records("b", 10), true).await;
+    assert!(matches!(failed, Err(Error::Unavailable(_))), "{failed:?}");
+
+    store.failing.store(false, Ordering::SeqCst);
+    let third = agent
+        .produce("t", Some(0), records("c", 10), true)
+        .await
+        .unwrap();
+    assert_eq!(
+        third.first(),
+        Some(&(0, 10)),
+        "continues at the committed high watermark"
+    );
+
+    let values = read_partition(&agent).await;
+    let expected: Vec<String> = (0..10)
+        .map(|i| format!("a-{i}"))
+        .chain((0..10).map(|i| format!("c-{i}")))
+        .collect();
+    assert_eq!(values, expected);
+    agent.shutdown().await;
+}
+
+#[tokio::test]
+async fn pipelined_flushes_commit_in_order() {
+    let store = Arc::new(FlakyStore::default());
+    let agent = agent_on(store.clone()).await;
+
+    // The first segment's PUT is slow; the second one's lands first. Its commit must wait:
+    // committed first, it would be refused (it starts at offset 5, the high watermark
+    // would still be 0) and its producer would get an error instead of offsets.
+    store.delay_next_put_ms.store(300, Ordering::SeqCst);
+    let slow = tokio::spawn({
+        let agent = agent.clone();
+        async move { agent.produce("t", Some(0), records("slow", 5), true).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let fast = agent
+        .produce("t", Some(0), records("fast", 5), true)
+        .await
+        .unwrap();
+    let slow = slow.await.unwrap().unwrap();
+    assert_eq!(slow.first(), Some(&(0, 0)));
+    assert_eq!(fast.first(), Some(&(0, 5)));
+    assert!(
+        store.puts.load(Ordering::SeqCst) >= 2,
+        "two segments, two PUTs"
+    );
+
+    let values = read_partition(&agent).await;
+    let expected: Vec<String> = (0..5)
+        .map(|i| format!("slow-{i}"))
+        .chain((0..5).map(|i| format!("fast-{i}")))
+        .collect();
+    assert_eq!(values, expected);
+    agent.shutdown().await;
+}
