@@ -9,11 +9,14 @@
 #   STRATA_TEST_S3_ACCESS_KEY, STRATA_TEST_S3_SECRET_KEY
 #   STRATA_TEST_S3_DIR          the directory s3s-fs serves (a bucket is a subdirectory)
 
-strata_free_port() {
+STRATA_PORTS_TAKEN=" "
+strata_free_port() { # a port nothing listens on and this shell has not handed out yet
   local port
   while :; do
     port=$((20000 + RANDOM % 40000))
+    case "$STRATA_PORTS_TAKEN" in *" $port "*) continue ;; esac
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      STRATA_PORTS_TAKEN="$STRATA_PORTS_TAKEN$port "
       echo "$port"
       return
     fi
@@ -43,24 +46,36 @@ strata_stop_test_env() {
 STRATA_TEST_ROOT=$(mktemp -d "${TMPDIR:-/tmp}/strata-test-env.XXXXXX")
 trap strata_stop_test_env EXIT
 
-etcd_port=$(strata_free_port)
-etcd_peer_port=$(strata_free_port)
-etcd --name strata-test --data-dir "$STRATA_TEST_ROOT/etcd" \
-  --listen-client-urls "http://127.0.0.1:$etcd_port" \
-  --advertise-client-urls "http://127.0.0.1:$etcd_port" \
-  --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-  --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
-  --initial-cluster "strata-test=http://127.0.0.1:$etcd_peer_port" \
-  >"$STRATA_TEST_ROOT/etcd.log" 2>&1 &
-STRATA_TEST_ETCD_PID=$!
-strata_wait_port etcd "$etcd_port" "$STRATA_TEST_ETCD_PID" "$STRATA_TEST_ROOT/etcd.log"
+# A port can be taken between the check and the bind; each server gets three tries.
+for attempt in 1 2 3; do
+  etcd_port=$(strata_free_port)
+  etcd_peer_port=$(strata_free_port)
+  rm -rf "$STRATA_TEST_ROOT/etcd"
+  etcd --name strata-test --data-dir "$STRATA_TEST_ROOT/etcd" \
+    --listen-client-urls "http://127.0.0.1:$etcd_port" \
+    --advertise-client-urls "http://127.0.0.1:$etcd_port" \
+    --listen-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer_port" \
+    --initial-cluster "strata-test=http://127.0.0.1:$etcd_peer_port" \
+    >"$STRATA_TEST_ROOT/etcd.log" 2>&1 &
+  STRATA_TEST_ETCD_PID=$!
+  if strata_wait_port etcd "$etcd_port" "$STRATA_TEST_ETCD_PID" "$STRATA_TEST_ROOT/etcd.log"; then
+    break
+  fi
+  if [ "$attempt" = 3 ]; then echo "could not start etcd" >&2; return 1; fi
+done
 
-s3_port=$(strata_free_port)
 mkdir -p "$STRATA_TEST_ROOT/s3"
-s3s-fs --host 127.0.0.1 --port "$s3_port" --access-key strata-test --secret-key strata-test-secret \
-  "$STRATA_TEST_ROOT/s3" >"$STRATA_TEST_ROOT/s3s-fs.log" 2>&1 &
-STRATA_TEST_S3_PID=$!
-strata_wait_port s3s-fs "$s3_port" "$STRATA_TEST_S3_PID" "$STRATA_TEST_ROOT/s3s-fs.log"
+for attempt in 1 2 3; do
+  s3_port=$(strata_free_port)
+  s3s-fs --host 127.0.0.1 --port "$s3_port" --access-key strata-test --secret-key strata-test-secret \
+    "$STRATA_TEST_ROOT/s3" >"$STRATA_TEST_ROOT/s3s-fs.log" 2>&1 &
+  STRATA_TEST_S3_PID=$!
+  if strata_wait_port s3s-fs "$s3_port" "$STRATA_TEST_S3_PID" "$STRATA_TEST_ROOT/s3s-fs.log"; then
+    break
+  fi
+  if [ "$attempt" = 3 ]; then echo "could not start s3s-fs" >&2; return 1; fi
+done
 
 export STRATA_TEST_ETCD="127.0.0.1:$etcd_port"
 export STRATA_TEST_S3_ENDPOINT="http://127.0.0.1:$s3_port"

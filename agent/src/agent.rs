@@ -95,6 +95,25 @@ pub struct NewRecord {
     pub headers: Vec<(String, bytes::Bytes)>,
 }
 
+/// Records whose offsets are assigned; [`Appended::committed`] waits for their commit.
+#[derive(Debug)]
+pub struct Appended {
+    positions: Vec<(u32, i64)>,
+    commit: Option<tokio::sync::oneshot::Receiver<Result<()>>>,
+}
+
+impl Appended {
+    /// Each record's (partition, offset), once committed (immediately for acks=NONE).
+    pub async fn committed(self) -> Result<Vec<(u32, i64)>> {
+        if let Some(commit) = self.commit {
+            commit
+                .await
+                .map_err(|_| Error::Unavailable("agent stopped before the commit".into()))??;
+        }
+        Ok(self.positions)
+    }
+}
+
 /// One partition's description.
 #[derive(Debug, Clone)]
 pub struct PartitionDescription {
@@ -299,12 +318,31 @@ impl Agent {
         records: Vec<NewRecord>,
         wait_for_commit: bool,
     ) -> Result<Vec<(u32, i64)>> {
+        self.append(topic, partition, records, wait_for_commit)
+            .await?
+            .committed()
+            .await
+    }
+
+    /// The first half of [`Agent::produce`]: validates the records and assigns their
+    /// offsets. Appends made one after another get increasing offsets in each partition,
+    /// whatever order their commits are awaited in.
+    pub async fn append(
+        &self,
+        topic: &str,
+        partition: Option<i32>,
+        records: Vec<NewRecord>,
+        wait_for_commit: bool,
+    ) -> Result<Appended> {
         let handle = self.topic(topic).await?;
         let explicit = partition
             .map(|p| Self::check_partition(&handle, p))
             .transpose()?;
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok(Appended {
+                positions: Vec::new(),
+                commit: None,
+            });
         }
         let max = handle.settings.max_message_bytes;
         let partitions = handle.meta.partitions;
@@ -358,18 +396,14 @@ impl Agent {
                 }
             })
             .collect();
-        let (first_offsets, done) = self.inner.append(topic, batches, wait_for_commit).await?;
-        if let Some(done) = done {
-            done.await
-                .map_err(|_| Error::Unavailable("agent stopped before the commit".into()))??;
-        }
+        let (first_offsets, commit) = self.inner.append(topic, batches, wait_for_commit).await?;
         let mut positions = vec![(0u32, 0i64); total];
         for ((partition, indexes), first) in places.into_iter().zip(first_offsets) {
             for (j, i) in indexes.into_iter().enumerate() {
                 positions[i] = (partition, first + j as i64);
             }
         }
-        Ok(positions)
+        Ok(Appended { positions, commit })
     }
 
     /// Reads committed records of a partition from `offset`; at the high watermark waits

@@ -25,6 +25,6 @@ pub mod topic;
 mod write_path_tests;
 mod writer;
 
-pub use agent::{Agent, AgentConfig, NewRecord, PartitionDescription};
+pub use agent::{Agent, AgentConfig, Appended, NewRecord, PartitionDescription};
 pub use error::{Error, Result};
 pub use metrics::Metrics;

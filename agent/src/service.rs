@@ -14,9 +14,9 @@ use strata_storage::Record;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataMap;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
-use crate::agent::{NewRecord, PartitionDescription};
+use crate::agent::{Appended, NewRecord, PartitionDescription};
 use crate::{Agent, Error};
 
 /// Largest gRPC message accepted or sent: room for a few max-size records.
@@ -156,7 +156,47 @@ fn fetch_max_bytes(max_bytes: i32) -> usize {
     }
 }
 
+/// The answer to an appended request, once it is committed.
+async fn committed_response(appended: Appended) -> Result<pb::ProduceResponse, Status> {
+    let positions = appended.committed().await.map_err(status)?;
+    Ok(pb::ProduceResponse {
+        positions: positions
+            .into_iter()
+            .map(|(partition, offset)| pb::RecordPosition {
+                partition: partition as i32,
+                offset,
+            })
+            .collect(),
+    })
+}
+
 impl AgentService {
+    /// Validates a produce request and assigns its records' offsets.
+    async fn append(&self, r: pb::ProduceRequest) -> Result<Appended, Status> {
+        let wait = r.acks() != pb::Acks::None;
+        let records: Vec<NewRecord> = r
+            .records
+            .into_iter()
+            .map(|record| NewRecord {
+                key: record.key,
+                value: record.value,
+                timestamp_ms: record.timestamp_ms,
+                headers: record
+                    .headers
+                    .into_iter()
+                    .map(|h| (h.key, h.value))
+                    .collect(),
+            })
+            .collect();
+        let appended = self
+            .agent
+            .append(&r.topic, r.partition, records, wait)
+            .await
+            .map_err(status)?;
+        self.agent.metrics().produce_requests.inc();
+        Ok(appended)
+    }
+
     async fn fetch_response(
         &self,
         topic: String,
@@ -255,40 +295,69 @@ impl Log for AgentService {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let metrics = self.agent.metrics();
-        let timer = metrics.produce_latency.start_timer();
-        let r = request.into_inner();
-        let wait = r.acks() != pb::Acks::None;
-        let records: Vec<NewRecord> = r
-            .records
-            .into_iter()
-            .map(|record| NewRecord {
-                key: record.key,
-                value: record.value,
-                timestamp_ms: record.timestamp_ms,
-                headers: record
-                    .headers
-                    .into_iter()
-                    .map(|h| (h.key, h.value))
-                    .collect(),
-            })
-            .collect();
-        let positions = self
-            .agent
-            .produce(&r.topic, r.partition, records, wait)
-            .await
-            .map_err(status)?;
-        metrics.produce_requests.inc();
+        let timer = self.agent.metrics().produce_latency.start_timer();
+        let appended = self.append(request.into_inner()).await?;
+        let response = committed_response(appended).await?;
         timer.observe_duration();
-        Ok(Response::new(pb::ProduceResponse {
-            positions: positions
-                .into_iter()
-                .map(|(partition, offset)| pb::RecordPosition {
-                    partition: partition as i32,
-                    offset,
-                })
-                .collect(),
-        }))
+        Ok(Response::new(response))
+    }
+
+    type ProduceSessionStream =
+        Pin<Box<dyn Stream<Item = Result<pb::ProduceSessionResponse, Status>> + Send>>;
+
+    async fn produce_session(
+        &self,
+        request: Request<Streaming<pb::ProduceSessionRequest>>,
+    ) -> Result<Response<Self::ProduceSessionStream>, Status> {
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let service = self.clone();
+        tokio::spawn(async move {
+            // Appends happen here, one request after the other: that is the session's
+            // ordering guarantee. Commits are awaited concurrently. The session ends when
+            // the client closes it or the agent starts shutting down.
+            let mut stopping = service.stopping.clone();
+            loop {
+                let message = tokio::select! {
+                    message = inbound.message() => message,
+                    _ = stopping.wait_for(|stop| *stop) => break,
+                };
+                let Ok(Some(message)) = message else { break };
+                let sequence = message.sequence;
+                let timer = service.agent.metrics().produce_latency.start_timer();
+                let appended = match message.request {
+                    Some(request) => service.append(request).await,
+                    None => Err(Status::invalid_argument(
+                        "a session request needs a request",
+                    )),
+                };
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let result = match appended {
+                        Ok(appended) => committed_response(appended).await,
+                        Err(status) => Err(status),
+                    };
+                    timer.observe_duration();
+                    let response = match result {
+                        Ok(response) => pb::ProduceSessionResponse {
+                            sequence,
+                            response: Some(response),
+                            ..Default::default()
+                        },
+                        Err(status) => pb::ProduceSessionResponse {
+                            sequence,
+                            error_code: status.code() as i32,
+                            error_message: status.message().to_string(),
+                            ..Default::default()
+                        },
+                    };
+                    let _ = tx.send(Ok(response)).await;
+                });
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
     }
 
     async fn fetch(

@@ -12,6 +12,7 @@ mod admin;
 mod consumer;
 mod error;
 mod producer;
+mod session;
 
 pub use admin::Admin;
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartOffset};

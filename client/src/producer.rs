@@ -1,10 +1,11 @@
 //! The producer: per-partition lanes that batch records and keep their order.
 //!
 //! Each partition a producer writes to has one lane: a task that takes the records queued
-//! for it, sends them as one `Produce` request (at most `batch_max_bytes`), waits for the
-//! answer, resolves every record's [`Delivery`], and repeats. One request in flight per
-//! partition keeps a partition's records in send order; partitions proceed in parallel.
-//! While a request is in flight the next batch fills up, so batches grow with load.
+//! for it, sends them as one request (at most `batch_max_bytes`) on the producer's
+//! `ProduceSession` stream, and resolves every record's [`Delivery`] with the answer. The
+//! agent appends a session's requests in the order they were sent, so a lane keeps up to
+//! `max_in_flight_per_partition` requests in flight without reordering its records;
+//! partitions proceed in parallel.
 //!
 //! Partitioning, as Kafka's default partitioner: an explicit partition wins; a keyed
 //! record goes to `murmur2(key) % partitions`; keyless records stick to one partition
@@ -18,12 +19,15 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::log_client::LogClient;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
+use crate::session::Session;
 use crate::{Error, MAX_MESSAGE_BYTES, Result};
 
 /// When the agent answers a produce request.
@@ -49,6 +53,10 @@ pub struct ProducerConfig {
     pub sticky_batch_records: usize,
     /// How long a lane waits for more records before sending a small batch.
     pub linger: Duration,
+    /// Batches of one partition in flight at once. The produce session keeps them in
+    /// order; if one fails, later ones may still land (as with Kafka's
+    /// `max.in.flight.requests.per.connection` without idempotence).
+    pub max_in_flight_per_partition: usize,
 }
 
 impl Default for ProducerConfig {
@@ -59,6 +67,7 @@ impl Default for ProducerConfig {
             queue_records: 100_000,
             sticky_batch_records: 1_000,
             linger: Duration::from_millis(2),
+            max_in_flight_per_partition: 5,
         }
     }
 }
@@ -149,7 +158,7 @@ struct Partitioning {
 /// Sends records to one agent. Cheap to clone; clones share lanes.
 #[derive(Debug, Clone)]
 pub struct Producer {
-    log: LogClient<Channel>,
+    session: Arc<Session>,
     admin: AdminClient<Channel>,
     config: Arc<ProducerConfig>,
     lanes: Arc<Mutex<Lanes>>,
@@ -159,10 +168,11 @@ pub struct Producer {
 impl Producer {
     /// A producer over an open channel.
     pub fn new(channel: Channel, config: ProducerConfig) -> Self {
+        let log = LogClient::new(channel.clone())
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         Self {
-            log: LogClient::new(channel.clone())
-                .max_encoding_message_size(MAX_MESSAGE_BYTES)
-                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            session: Arc::new(Session::new(log)),
             admin: AdminClient::new(channel),
             config: Arc::new(config),
             lanes: Arc::default(),
@@ -251,7 +261,7 @@ impl Producer {
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.config.queue_records);
                 tokio::spawn(run_lane(
-                    self.log.clone(),
+                    self.session.clone(),
                     self.config.clone(),
                     topic.to_string(),
                     partition,
@@ -270,9 +280,11 @@ fn rand_partition(count: u32) -> u32 {
     nanos % count
 }
 
-/// One partition's lane: batch, send, resolve, repeat, until every producer clone is gone.
+/// One partition's lane: batch, send on the session, resolve, until every producer clone
+/// is gone. Up to `max_in_flight_per_partition` batches are in flight; the session keeps
+/// them in order.
 async fn run_lane(
-    mut log: LogClient<Channel>,
+    session: Arc<Session>,
     config: Arc<ProducerConfig>,
     topic: String,
     partition: u32,
@@ -282,13 +294,36 @@ async fn run_lane(
         Acks::All => pb::Acks::All,
         Acks::None => pb::Acks::None,
     };
+    let max_in_flight = config.max_in_flight_per_partition.max(1);
+    let mut in_flight = FuturesOrdered::new();
     let mut carry: Option<Queued> = None;
+    let mut open = true;
     loop {
+        if !open || in_flight.len() >= max_in_flight {
+            match in_flight.next().await {
+                Some((answer, waiters)) => settle(answer, waiters),
+                None => return,
+            }
+            continue;
+        }
         let first = match carry.take() {
             Some(q) => q,
-            None => match queue.recv().await {
+            None if in_flight.is_empty() => match queue.recv().await {
                 Some(q) => q,
                 None => return,
+            },
+            None => tokio::select! {
+                next = queue.recv() => match next {
+                    Some(q) => q,
+                    None => {
+                        open = false;
+                        continue;
+                    }
+                },
+                Some((answer, waiters)) = in_flight.next() => {
+                    settle(answer, waiters);
+                    continue;
+                }
             },
         };
         let mut bytes = first.record.size();
@@ -333,26 +368,41 @@ async fn run_lane(
                 )
             })
             .unzip();
-        let request = pb::ProduceRequest {
+        let answer = session.send(pb::ProduceRequest {
             topic: topic.clone(),
             partition: Some(partition as i32),
             records,
             acks: acks as i32,
-        };
-        match log.produce(request).await {
-            Ok(response) => {
-                let positions = response.into_inner().positions;
-                for (done, position) in waiters.into_iter().zip(positions) {
-                    let _ = done.send(Ok(RecordPosition {
-                        partition: position.partition as u32,
-                        offset: position.offset,
-                    }));
-                }
+        });
+        in_flight.push_back(async move {
+            let answer = answer.await.unwrap_or(Err(Error::Closed));
+            (answer, waiters)
+        });
+    }
+}
+
+/// Resolves a batch's deliveries with its answer.
+fn settle(
+    answer: Result<pb::ProduceResponse>,
+    waiters: Vec<oneshot::Sender<Result<RecordPosition>>>,
+) {
+    match answer {
+        Ok(response) => {
+            let mut positions = response.positions.into_iter();
+            for done in waiters {
+                let result = positions
+                    .next()
+                    .map(|p| RecordPosition {
+                        partition: p.partition as u32,
+                        offset: p.offset,
+                    })
+                    .ok_or(Error::Closed);
+                let _ = done.send(result);
             }
-            Err(status) => {
-                for done in waiters {
-                    let _ = done.send(Err(Error::Status(status.clone())));
-                }
+        }
+        Err(error) => {
+            for done in waiters {
+                let _ = done.send(Err(error.clone()));
             }
         }
     }

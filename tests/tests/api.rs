@@ -429,3 +429,62 @@ fn agent_refuses_to_start_on_a_missing_bucket_with_a_clear_error() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("etcd connect"), "{stderr}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn pipelined_batches_keep_send_order_within_a_partition() {
+    let agent = start_agent("api-order");
+    let channel = strata_client::connect(&agent.server()).await.unwrap();
+    Admin::new(channel.clone())
+        .create_topic("order", 2, Default::default())
+        .await
+        .unwrap();
+    // Tiny batches and many in flight: hundreds of requests per partition overlap.
+    let producer = Producer::new(
+        channel.clone(),
+        ProducerConfig {
+            batch_max_bytes: 200,
+            max_in_flight_per_partition: 8,
+            ..ProducerConfig::default()
+        },
+    );
+    let mut deliveries = Vec::new();
+    for i in 0..5_000u32 {
+        let record = ProducerRecord {
+            partition: Some(i % 2),
+            ..ProducerRecord::value(format!("{i:05}"))
+        };
+        deliveries.push(producer.send("order", record).await.unwrap());
+    }
+    let mut acked = Vec::new();
+    for d in deliveries {
+        acked.push(d.await.unwrap());
+    }
+    for partition in 0..2u32 {
+        let mut consumer = Consumer::new(channel.clone(), ConsumerConfig::default());
+        consumer
+            .assign("order", &[partition], StartOffset::Earliest)
+            .await
+            .unwrap();
+        let mut values = Vec::new();
+        while values.len() < 2_500 {
+            for r in consumer.poll(Duration::from_secs(5)).await.unwrap() {
+                values.push(String::from_utf8(r.value.unwrap().to_vec()).unwrap());
+            }
+        }
+        let expected: Vec<String> = (0..5_000u32)
+            .filter(|i| i % 2 == partition)
+            .map(|i| format!("{i:05}"))
+            .collect();
+        assert_eq!(
+            values, expected,
+            "partition {partition} is not in send order"
+        );
+    }
+    // Acknowledged offsets are the send order too.
+    for (i, position) in acked.iter().enumerate() {
+        assert_eq!(
+            (position.partition, position.offset),
+            ((i % 2) as u32, (i / 2) as i64)
+        );
+    }
+}
