@@ -100,17 +100,20 @@ impl Session {
         });
         // fail_all marks the session broken before draining, so a request registered
         // after the drain sees the mark here and is answered.
-        if sent.is_err() || session.broken.load(Ordering::SeqCst) {
-            if let Some(reply) = session
-                .pending
-                .lock()
-                .expect("session lock")
-                .remove(&sequence)
-            {
-                let _ = reply.send(Err(Error::Status(tonic::Status::unavailable(
-                    "produce session closed; retry",
-                ))));
-            }
+        let closed = sent.is_err() || session.broken.load(Ordering::SeqCst);
+        let orphan = closed
+            .then(|| {
+                session
+                    .pending
+                    .lock()
+                    .expect("session lock")
+                    .remove(&sequence)
+            })
+            .flatten();
+        if let Some(reply) = orphan {
+            let _ = reply.send(Err(Error::Status(tonic::Status::unavailable(
+                "produce session closed; retry",
+            ))));
         }
         answer
     }
