@@ -135,3 +135,9 @@ Agent peak RSS over the suite: {peak_rss_kb / 1024:.0f} MiB.
 for name in ["a", "b", "c", "e", "d", "baseline"]:
     print(f"# {name}\n{cmd(name)}")
 print("```")
+
+analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bench-analysis.md")
+if os.path.exists(analysis):
+    with open(analysis) as f:
+        print()
+        print(f.read().rstrip())

@@ -239,6 +239,7 @@ mod s3_admin {
     //! Bucket administration through `aws-sdk-s3`.
 
     use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+    use aws_sdk_s3::error::ProvideErrorMetadata;
     use aws_sdk_s3::types::{
         AbortIncompleteMultipartUpload, BucketLifecycleConfiguration, ExpirationStatus,
         LifecycleRule, LifecycleRuleFilter,
@@ -248,6 +249,20 @@ mod s3_admin {
 
     use super::ObjectStoreConfig;
     use crate::{Error, Result};
+
+    /// An S3 error in one line: the service's code and message when it answered, else
+    /// what went wrong on the way.
+    fn brief<E, R>(e: &aws_sdk_s3::error::SdkError<E, R>) -> String
+    where
+        E: ProvideErrorMetadata + std::error::Error + 'static,
+        R: std::fmt::Debug,
+    {
+        match (e.code(), e.message()) {
+            (Some(code), Some(message)) => format!("{code}: {message}"),
+            (Some(code), None) => code.to_string(),
+            _ => aws_sdk_s3::error::DisplayErrorContext(e).to_string(),
+        }
+    }
 
     fn client(config: &ObjectStoreConfig) -> Result<aws_sdk_s3::Client> {
         let access_key = config
@@ -305,7 +320,7 @@ mod s3_admin {
                 .map_err(|e| {
                     Error::Config(format!(
                         "cannot create bucket '{bucket}' at {endpoint}: {}",
-                        aws_sdk_s3::error::DisplayErrorContext(&e)
+                        brief(&e)
                     ))
                 })?;
             tracing::info!(bucket, "created bucket");
@@ -336,7 +351,7 @@ mod s3_admin {
             // without it, stale multipart uploads just are not cleaned by the server.
             tracing::warn!(
                 bucket,
-                error = %aws_sdk_s3::error::DisplayErrorContext(&e),
+                error = %brief(&e),
                 "could not set the lifecycle rule that aborts stale multipart uploads"
             );
         }
