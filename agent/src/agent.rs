@@ -197,17 +197,21 @@ impl Agent {
         &self.inner.metrics
     }
 
+    /// A topic's definition, read from the metastore.
+    async fn load_topic(&self, name: &str) -> Result<TopicMeta> {
+        self.inner
+            .metastore
+            .get_topic(name)
+            .await?
+            .ok_or_else(|| Error::TopicNotFound(name.to_string()))
+    }
+
     /// A topic, from the cache or the metastore.
     pub(crate) async fn topic(&self, name: &str) -> Result<Arc<TopicHandle>> {
         if let Some(handle) = self.inner.topics.lock().expect("topics lock").get(name) {
             return Ok(handle.clone());
         }
-        let meta = self
-            .inner
-            .metastore
-            .get_topic(name)
-            .await?
-            .ok_or_else(|| Error::TopicNotFound(name.to_string()))?;
+        let meta = self.load_topic(name).await?;
         let handle = Arc::new(TopicHandle {
             settings: TopicSettings::from_config(&meta.config),
             meta,
@@ -268,12 +272,7 @@ impl Agent {
         &self,
         name: &str,
     ) -> Result<(TopicMeta, Vec<PartitionDescription>)> {
-        let meta = self
-            .inner
-            .metastore
-            .get_topic(name)
-            .await?
-            .ok_or_else(|| Error::TopicNotFound(name.to_string()))?;
+        let meta = self.load_topic(name).await?;
         let partitions = self.partition_states(&meta).await?;
         Ok((meta, partitions))
     }
@@ -327,6 +326,7 @@ impl Agent {
     /// The first half of [`Agent::produce`]: validates the records and assigns their
     /// offsets. Appends made one after another get increasing offsets in each partition,
     /// whatever order their commits are awaited in.
+    #[tracing::instrument(name = "agent.produce", skip_all, fields(topic = %topic, records = records.len()))]
     pub async fn append(
         &self,
         topic: &str,

@@ -20,6 +20,16 @@ pub enum Compare {
     Exists(String),
 }
 
+impl Compare {
+    /// The key still holds what was read from it: `old`, or nothing.
+    pub fn unchanged(key: &str, old: Option<Vec<u8>>) -> Self {
+        match old {
+            Some(bytes) => Self::ValueEquals(key.to_string(), bytes),
+            None => Self::Absent(key.to_string()),
+        }
+    }
+}
+
 /// A write of a transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Op {

@@ -294,10 +294,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                 epoch: old_owner.map_or(1, |o| o.epoch + 1),
                 agent_id: agent_id.to_string(),
             };
-            let guard = match old {
-                Some(bytes) => Compare::ValueEquals(owner_key.clone(), bytes),
-                None => Compare::Absent(owner_key.clone()),
-            };
+            let guard = Compare::unchanged(&owner_key, old);
             let taken = self
                 .kv
                 .txn(
@@ -392,10 +389,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                 Some(bytes) => decode_offset(&key, bytes)? as u64 + 1,
                 None => 1,
             };
-            let guard = match old {
-                Some(bytes) => Compare::ValueEquals(key.clone(), bytes),
-                None => Compare::Absent(key.clone()),
-            };
+            let guard = Compare::unchanged(&key, old);
             let bumped = self
                 .kv
                 .txn(
