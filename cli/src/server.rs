@@ -131,11 +131,7 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     ))
     .await?;
     let config = agent_config("dev".to_string(), args.listen.clone(), &args.tuning, &file)?;
-    eprintln!(
-        "strata dev: serving on {} with data in {}",
-        args.listen,
-        data_dir.display()
-    );
+    tracing::info!(data_dir = %data_dir.display(), "strata dev: embedded metastore, local object store");
     serve(
         config,
         &args.listen,

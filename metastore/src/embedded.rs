@@ -32,6 +32,8 @@ const TAG_DELETE_PREFIX: u8 = 3;
 #[derive(Debug)]
 pub struct EmbeddedKv {
     state: Mutex<State>,
+    /// An exclusive lock on `dir/LOCK` while the store is open: one process per directory.
+    _lock: Option<File>,
 }
 
 #[derive(Debug)]
@@ -48,12 +50,21 @@ impl EmbeddedKv {
                 map: BTreeMap::new(),
                 log: None,
             }),
+            _lock: None,
         }
     }
 
     /// Opens (or creates) the store persisted in `dir/metastore.log`.
     pub fn open(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| io_error("create directory", dir, e))?;
+        let lock_path = dir.join("LOCK");
+        let lock = File::create(&lock_path).map_err(|e| io_error("create", &lock_path, e))?;
+        lock.try_lock().map_err(|_| {
+            Error::Config(format!(
+                "{} is in use by another process (another strata dev on the same data dir?)",
+                dir.display()
+            ))
+        })?;
         let path = dir.join("metastore.log");
         let mut map = BTreeMap::new();
         let mut valid_len = 0u64;
@@ -90,6 +101,7 @@ impl EmbeddedKv {
                 map,
                 log: Some(log),
             }),
+            _lock: Some(lock),
         })
     }
 }
@@ -269,6 +281,19 @@ impl KvBackend for EmbeddedKv {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn one_process_per_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = EmbeddedKv::open(dir.path()).unwrap();
+        let second = EmbeddedKv::open(dir.path()).unwrap_err();
+        assert!(
+            second.to_string().contains("in use by another process"),
+            "{second}"
+        );
+        drop(first);
+        EmbeddedKv::open(dir.path()).unwrap();
+    }
 
     #[tokio::test]
     async fn torn_tail_is_dropped_and_earlier_commits_survive() {
