@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_metastore::{AgentRecord, Metastore, PartitionState, TopicMeta};
+use strata_metastore::{AgentRecord, Liveness, Metastore, PartitionState, TopicMeta};
 use strata_storage::{BlockCache, Record, SegmentStore};
 use tokio::task::JoinHandle;
 
@@ -36,6 +36,9 @@ pub struct AgentConfig {
     pub max_pending_bytes: usize,
     /// Segments being PUT at once; their commits still happen one at a time, in order.
     pub max_inflight_flushes: usize,
+    /// TTL of the agent's registration lease: how long after it dies (or loses etcd) the
+    /// agent stops being listed as live.
+    pub lease_ttl: Duration,
 }
 
 impl Default for AgentConfig {
@@ -47,6 +50,7 @@ impl Default for AgentConfig {
             linger: Duration::from_millis(50),
             max_pending_bytes: 64 << 20,
             max_inflight_flushes: 4,
+            lease_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -63,6 +67,8 @@ pub(crate) struct TopicHandle {
 pub struct Agent {
     pub(crate) inner: Arc<Inner>,
     flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
+    /// This agent's registration in the metastore, renewed until shutdown.
+    registration: Arc<tokio::sync::Mutex<Option<Box<dyn Liveness>>>>,
 }
 
 /// The agent's shared state.
@@ -144,11 +150,14 @@ impl Agent {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let agent_epoch = metastore.next_agent_epoch().await?;
-        metastore
-            .register_agent(&AgentRecord {
-                agent_id: config.agent_id.clone(),
-                address: config.advertised_address.clone(),
-            })
+        let registration = metastore
+            .register_agent(
+                &AgentRecord {
+                    agent_id: config.agent_id.clone(),
+                    address: config.advertised_address.clone(),
+                },
+                config.lease_ttl,
+            )
             .await?;
         tracing::info!(
             agent_id = %config.agent_id, agent_epoch, store = %store.description(),
@@ -174,6 +183,7 @@ impl Agent {
         Ok(Self {
             inner,
             flusher: Arc::new(Mutex::new(Some(flusher))),
+            registration: Arc::new(tokio::sync::Mutex::new(Some(registration))),
         })
     }
 
@@ -183,6 +193,11 @@ impl Agent {
         let flusher = self.flusher.lock().expect("flusher lock").take();
         if let Some(flusher) = flusher {
             let _ = flusher.await;
+        }
+        if let Some(registration) = self.registration.lock().await.take()
+            && let Err(e) = registration.release().await
+        {
+            tracing::warn!(error = %e, "could not deregister; the lease will expire");
         }
         self.inner.cache.close().await;
     }

@@ -264,6 +264,9 @@ pub struct AgentArgs {
     /// default: blocks carry CRC32C and TLS protects transit).
     #[arg(long, env = "STRATA_S3_SIGN_PAYLOAD")]
     pub s3_sign_payload: bool,
+    /// TTL of this agent's registration lease, seconds [default: 10].
+    #[arg(long, env = "STRATA_LEASE_TTL_SECS")]
+    pub lease_ttl_secs: Option<u64>,
     /// etcd's --max-txn-ops, if it is not 128.
     #[arg(long, env = "STRATA_ETCD_MAX_TXN_OPS")]
     pub etcd_max_txn_ops: Option<usize>,

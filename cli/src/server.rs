@@ -37,6 +37,7 @@ struct AgentFile {
     create_bucket: Option<bool>,
     s3_sign_payload: Option<bool>,
     etcd_max_txn_ops: Option<usize>,
+    lease_ttl_secs: Option<u64>,
     linger_ms: Option<u64>,
     segment_bytes: Option<usize>,
     max_pending_bytes: Option<usize>,
@@ -77,6 +78,7 @@ fn agent_config(
             .max_inflight_flushes
             .or(file.max_inflight_flushes)
             .unwrap_or(defaults.max_inflight_flushes),
+        lease_ttl: defaults.lease_ttl,
     };
     anyhow::ensure!(
         config.max_inflight_flushes > 0,
@@ -206,7 +208,14 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     .await?;
     let cache_dir = args.cache_dir.clone().or(file.cache_dir.clone());
     let cache = BlockCache::new(&cache_config(&args.tuning, &file, cache_dir)).await?;
-    let config = agent_config(agent_id, advertise, &args.tuning, &file)?;
+    let mut config = agent_config(agent_id, advertise, &args.tuning, &file)?;
+    if let Some(secs) = args.lease_ttl_secs.or(file.lease_ttl_secs) {
+        anyhow::ensure!(
+            secs >= 2,
+            "lease_ttl_secs must be at least 2 (etcd's minimum)"
+        );
+        config.lease_ttl = Duration::from_secs(secs);
+    }
     let metrics_listen = args
         .metrics_listen
         .clone()

@@ -17,11 +17,12 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
-use crate::kv::{Compare, KvBackend, Op};
+use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{Error, Result};
 
 const TAG_PUT: u8 = 1;
@@ -31,7 +32,7 @@ const TAG_DELETE_PREFIX: u8 = 3;
 /// The embedded key-value store.
 #[derive(Debug)]
 pub struct EmbeddedKv {
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
     /// An exclusive lock on `dir/LOCK` while the store is open: one process per directory.
     _lock: Option<File>,
 }
@@ -46,10 +47,10 @@ impl EmbeddedKv {
     /// A store that lives only in memory (tests).
     pub fn in_memory() -> Self {
         Self {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 map: BTreeMap::new(),
                 log: None,
-            }),
+            })),
             _lock: None,
         }
     }
@@ -97,10 +98,10 @@ impl EmbeddedKv {
             .open(&path)
             .map_err(|e| io_error("open", &path, e))?;
         Ok(Self {
-            state: Mutex::new(State {
+            state: Arc::new(Mutex::new(State {
                 map,
                 log: Some(log),
-            }),
+            })),
             _lock: Some(lock),
         })
     }
@@ -275,6 +276,37 @@ impl KvBackend for EmbeddedKv {
 
     fn max_txn_ops(&self) -> usize {
         usize::MAX
+    }
+
+    async fn put_ephemeral(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        _ttl: Duration,
+    ) -> Result<Box<dyn Liveness>> {
+        // Never logged: the store lives in this process, so the key dies with it.
+        let mut state = self.state.lock().expect("embedded metastore lock poisoned");
+        state.map.insert(key.to_string(), value);
+        Ok(Box::new(EphemeralKey {
+            state: self.state.clone(),
+            key: key.to_string(),
+        }))
+    }
+}
+
+/// An ephemeral key of the embedded store.
+#[derive(Debug)]
+struct EphemeralKey {
+    state: Arc<Mutex<State>>,
+    key: String,
+}
+
+#[async_trait]
+impl Liveness for EphemeralKey {
+    async fn release(self: Box<Self>) -> Result<()> {
+        let mut state = self.state.lock().expect("embedded metastore lock poisoned");
+        state.map.remove(&self.key);
+        Ok(())
     }
 }
 

@@ -6,12 +6,14 @@
 //! different limit.
 
 use async_trait::async_trait;
+use std::time::Duration;
+
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, Txn, TxnOp,
+    Client, Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
 };
 use tracing::instrument;
 
-use crate::kv::{Compare, KvBackend, Op, prefix_end};
+use crate::kv::{Compare, KvBackend, Liveness, Op, prefix_end};
 use crate::{Error, Result};
 
 /// etcd's default `--max-txn-ops`.
@@ -142,5 +144,87 @@ impl KvBackend for EtcdKv {
 
     fn max_txn_ops(&self) -> usize {
         self.max_txn_ops
+    }
+
+    #[instrument(name = "metastore.etcd.put_ephemeral", skip(self, value))]
+    async fn put_ephemeral(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Box<dyn Liveness>> {
+        let ttl_secs = ttl.as_secs().max(2) as i64;
+        let mut client = self.client.clone();
+        let lease = client
+            .lease_grant(ttl_secs, None)
+            .await
+            .map_err(|e| unavailable("lease grant", e))?
+            .id();
+        client
+            .put(key, value, Some(PutOptions::new().with_lease(lease)))
+            .await
+            .map_err(|e| unavailable("put", e))?;
+        let (mut keeper, mut responses) = client
+            .lease_keep_alive(lease)
+            .await
+            .map_err(|e| unavailable("lease keep-alive", e))?;
+        let key_name = key.to_string();
+        let renewer = tokio::spawn(async move {
+            let period = Duration::from_secs((ttl_secs as u64 / 3).max(1));
+            loop {
+                tokio::time::sleep(period).await;
+                let renewed = match keeper.keep_alive().await {
+                    Ok(()) => responses.message().await.ok().flatten(),
+                    Err(_) => None,
+                };
+                match renewed {
+                    Some(r) if r.ttl() > 0 => {}
+                    _ => {
+                        tracing::warn!(key = %key_name, "lease lost; its key is gone");
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Box::new(EtcdLease {
+            client,
+            lease,
+            renewer,
+        }))
+    }
+}
+
+/// A key kept alive by an etcd lease, renewed every third of its TTL.
+struct EtcdLease {
+    client: Client,
+    lease: i64,
+    renewer: tokio::task::JoinHandle<()>,
+}
+
+impl std::fmt::Debug for EtcdLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdLease")
+            .field("lease", &self.lease)
+            .finish()
+    }
+}
+
+impl Drop for EtcdLease {
+    fn drop(&mut self) {
+        // Without renewals the lease, and its key, expire after the TTL.
+        self.renewer.abort();
+    }
+}
+
+#[async_trait]
+impl Liveness for EtcdLease {
+    async fn release(self: Box<Self>) -> Result<()> {
+        self.renewer.abort();
+        let mut client = self.client.clone();
+        client
+            .lease_revoke(self.lease)
+            .await
+            .map_err(|e| unavailable("lease revoke", e))?;
+        Ok(())
     }
 }

@@ -4,6 +4,7 @@
 //! applies all of its operations if and only if all of its comparisons hold, atomically.
 
 use std::fmt::Debug;
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -57,6 +58,23 @@ pub trait KvBackend: Send + Sync + Debug + 'static {
 
     /// Largest number of comparisons, and of operations, one transaction may hold.
     fn max_txn_ops(&self) -> usize;
+
+    /// Sets a key that lives only as long as the returned handle keeps it alive: it is
+    /// deleted by [`Liveness::release`], and expires about `ttl` after the process holding
+    /// the handle stops renewing it (etcd: a lease; embedded: it dies with the process).
+    async fn put_ephemeral(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Box<dyn Liveness>>;
+}
+
+/// Keeps an ephemeral key alive (see [`KvBackend::put_ephemeral`]).
+#[async_trait]
+pub trait Liveness: Send + Sync + Debug {
+    /// Deletes the key now and stops renewing it.
+    async fn release(self: Box<Self>) -> Result<()>;
 }
 
 /// The smallest key greater than every key starting with `prefix`.

@@ -25,6 +25,7 @@ mod model;
 pub use embedded::EmbeddedKv;
 pub use error::{Error, Result};
 pub use etcd::EtcdKv;
+pub use kv::Liveness;
 pub use metastore::{KvMetastore, Metastore, open};
 pub use model::{
     AgentRecord, CommitReport, IndexEntry, PartitionAppend, PartitionOwner, PartitionState,

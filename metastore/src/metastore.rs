@@ -1,6 +1,7 @@
 //! The [`Metastore`] trait and its one implementation over a [`KvBackend`].
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::Serialize;
@@ -8,7 +9,7 @@ use serde::de::DeserializeOwned;
 use tracing::instrument;
 
 use crate::keys::Keys;
-use crate::kv::{Compare, KvBackend, Op};
+use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
     AgentRecord, CommitReport, EmbeddedKv, Error, EtcdKv, IndexEntry, PartitionAppend,
     PartitionOwner, PartitionState, Rejection, Result, TopicMeta,
@@ -65,8 +66,11 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     /// object names carry it, so two incarnations never write the same object.
     async fn next_agent_epoch(&self) -> Result<u64>;
 
-    /// Records an agent's address.
-    async fn register_agent(&self, agent: &AgentRecord) -> Result<()>;
+    /// Registers a live agent: the registration lasts while the returned handle renews it
+    /// (etcd: a lease of `ttl`), and ends on [`Liveness::release`] or `ttl` after the agent
+    /// stops renewing it (it died or lost etcd).
+    async fn register_agent(&self, agent: &AgentRecord, ttl: Duration)
+    -> Result<Box<dyn Liveness>>;
 
     /// The registered agents.
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
@@ -403,17 +407,15 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         }
     }
 
-    async fn register_agent(&self, agent: &AgentRecord) -> Result<()> {
+    #[instrument(name = "metastore.register_agent", skip_all, fields(agent = %agent.agent_id))]
+    async fn register_agent(
+        &self,
+        agent: &AgentRecord,
+        ttl: Duration,
+    ) -> Result<Box<dyn Liveness>> {
         self.kv
-            .txn(
-                vec![],
-                vec![Op::Put(
-                    self.keys.agent(&agent.agent_id),
-                    encode_json(agent),
-                )],
-            )
-            .await?;
-        Ok(())
+            .put_ephemeral(&self.keys.agent(&agent.agent_id), encode_json(agent), ttl)
+            .await
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>> {

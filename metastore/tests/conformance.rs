@@ -282,8 +282,13 @@ async fn agent_epochs_increase_and_agents_register(store: Box<dyn Metastore>) {
         agent_id: "x".into(),
         address: "127.0.0.1:1".into(),
     };
-    store.register_agent(&agent).await.unwrap();
+    let registration = store
+        .register_agent(&agent, std::time::Duration::from_secs(5))
+        .await
+        .unwrap();
     assert_eq!(store.list_agents().await.unwrap(), vec![agent]);
+    registration.release().await.unwrap();
+    assert_eq!(store.list_agents().await.unwrap(), vec![]);
 }
 
 /// Runs every conformance test against a backend made by `$make(test_name)`.
@@ -348,6 +353,33 @@ async fn etcd_commit_splits_only_where_the_op_limit_forces_it() {
     }
     let report = store.commit_flush(&appends).await.unwrap();
     assert_eq!((report.transactions, report.rejected.len()), (3, 0));
+}
+
+/// An agent that stops renewing its lease (it died, or lost etcd) disappears after the TTL.
+#[tokio::test]
+async fn etcd_registration_expires_without_renewals() {
+    let store = etcd("lease", strata_metastore::etcd::DEFAULT_MAX_TXN_OPS).await;
+    let agent = strata_metastore::AgentRecord {
+        agent_id: "gone".into(),
+        address: "127.0.0.1:2".into(),
+    };
+    let registration = store
+        .register_agent(&agent, std::time::Duration::from_secs(2))
+        .await
+        .unwrap();
+    // Renewals keep it past its TTL...
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(store.list_agents().await.unwrap(), vec![agent]);
+    // ...and without them it expires.
+    drop(registration);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !store.list_agents().await.unwrap().is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the registration did not expire"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 #[tokio::test]

@@ -226,6 +226,23 @@ impl AgentProcess {
         }
     }
 
+    /// SIGTERM, then waits for the graceful exit (flush, deregister).
+    pub fn terminate(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let status = Command::new("kill")
+                .args(["-TERM", &child.id().to_string()])
+                .status()
+                .expect("run kill");
+            assert!(status.success(), "kill -TERM failed");
+            let exit = child.wait().expect("reap the agent");
+            assert!(
+                exit.success(),
+                "agent exited with {exit} after SIGTERM:\n{}",
+                self.log_text()
+            );
+        }
+    }
+
     /// Starts the agent again with the same configuration and port.
     pub fn restart(&mut self) {
         self.kill();
