@@ -206,6 +206,14 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
         sign_payload: args.s3_sign_payload || file.s3_sign_payload.unwrap_or(false),
     })
     .await?;
+    // One cluster, one object store: segments in two stores would be unreadable from one.
+    let ours = store.description().to_string();
+    let cluster_store = metastore.claim_object_store(&ours).await?;
+    anyhow::ensure!(
+        cluster_store == ours,
+        "this cluster's segments live in {cluster_store}, but this agent was given {ours}: \
+         start it with the cluster's object store, or use another --cluster"
+    );
     let cache_dir = args.cache_dir.clone().or(file.cache_dir.clone());
     let cache = BlockCache::new(&cache_config(&args.tuning, &file, cache_dir)).await?;
     let mut config = agent_config(agent_id, advertise, &args.tuning, &file)?;

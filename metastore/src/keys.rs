@@ -11,6 +11,7 @@
 //! | `{root}/partitions/{topic}/{p}/index/{base:020}` | [`IndexEntry`](crate::IndexEntry), JSON | added by flushes, replaced by merges |
 //! | `{root}/agents/{agent_id}` | [`AgentRecord`](crate::AgentRecord), JSON | agent start (under a lease on etcd) |
 //! | `{root}/counters/agent-epoch` | last agent incarnation number, decimal | agent start |
+//! | `{root}/cluster/object-store` | the object store the cluster's segments live in | never (set by the first agent) |
 //!
 //! Topic names cannot contain `/`, so `partitions/{topic}/` never prefixes another topic's
 //! keys. Index keys are zero-padded so that key order is offset order.
@@ -85,6 +86,11 @@ impl Keys {
     /// One agent's registration.
     pub fn agent(&self, agent_id: &str) -> String {
         format!("{}/agents/{agent_id}", self.root)
+    }
+
+    /// The object store this cluster's segments live in.
+    pub fn cluster_object_store(&self) -> String {
+        format!("{}/cluster/object-store", self.root)
     }
 
     /// The agent incarnation counter.

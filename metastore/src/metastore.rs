@@ -62,6 +62,11 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
         limit: usize,
     ) -> Result<Vec<IndexEntry>>;
 
+    /// Records `object_store` as where this cluster's segments live, unless one is
+    /// recorded already; returns the recorded one. Agents refuse to start when it is not
+    /// theirs: segments of one cluster in two stores would be unreadable from one of them.
+    async fn claim_object_store(&self, object_store: &str) -> Result<String>;
+
     /// A new agent incarnation number, larger than every one handed out before. Segment
     /// object names carry it, so two incarnations never write the same object.
     async fn next_agent_epoch(&self) -> Result<u64>;
@@ -382,6 +387,26 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
             .into_iter()
             .map(|(key, value)| decode_json(&key, &value))
             .collect()
+    }
+
+    #[instrument(name = "metastore.claim_object_store", skip(self))]
+    async fn claim_object_store(&self, object_store: &str) -> Result<String> {
+        let key = self.keys.cluster_object_store();
+        let claimed = self
+            .kv
+            .txn(
+                vec![Compare::Absent(key.clone())],
+                vec![Op::Put(key.clone(), object_store.as_bytes().to_vec())],
+            )
+            .await?;
+        if claimed {
+            return Ok(object_store.to_string());
+        }
+        let stored = self.kv.get(&key).await?.unwrap_or_default();
+        String::from_utf8(stored).map_err(|e| Error::Corrupt {
+            key,
+            reason: e.to_string(),
+        })
     }
 
     #[instrument(name = "metastore.next_agent_epoch", skip(self))]

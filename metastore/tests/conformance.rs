@@ -289,6 +289,16 @@ async fn agent_epochs_increase_and_agents_register(store: Box<dyn Metastore>) {
     assert_eq!(store.list_agents().await.unwrap(), vec![agent]);
     registration.release().await.unwrap();
     assert_eq!(store.list_agents().await.unwrap(), vec![]);
+
+    // The first agent's object store is the cluster's.
+    assert_eq!(
+        store.claim_object_store("s3://a/x").await.unwrap(),
+        "s3://a/x"
+    );
+    assert_eq!(
+        store.claim_object_store("s3://b/y").await.unwrap(),
+        "s3://a/x"
+    );
 }
 
 /// Runs every conformance test against a backend made by `$make(test_name)`.

@@ -120,10 +120,14 @@ impl SegmentStore {
                 "unsupported object store URL '{url}'; use s3://bucket/prefix, file:///dir or memory://"
             )));
         };
+        let description = match &config.endpoint {
+            Some(endpoint) if url.starts_with("s3://") => format!("{url} at {endpoint}"),
+            _ => url.to_string(),
+        };
         let segments = Self {
             store,
             prefix: Path::from(prefix),
-            description: url.to_string(),
+            description,
         };
         segments.check_create_only().await?;
         Ok(segments)
@@ -138,7 +142,8 @@ impl SegmentStore {
         }
     }
 
-    /// What the store is, for logs.
+    /// What the store is: its URL, and for S3 the endpoint too (the same bucket name on
+    /// two servers is two stores). Agents of one cluster must agree on it.
     pub fn description(&self) -> &str {
         &self.description
     }

@@ -59,3 +59,52 @@ async fn a_dead_agent_drops_out_after_its_lease_and_a_stopped_one_at_once() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[test]
+fn an_agent_with_another_object_store_is_refused() {
+    let env = TestEnv::from_env();
+    let cluster = unique_name("mismatch");
+    let _first = AgentProcess::start(
+        AgentKind::Agent {
+            env: env.clone(),
+            cluster: cluster.clone(),
+            bucket: unique_name("first"),
+        },
+        &[],
+    );
+    let output = std::process::Command::new(strata_tests::strata_bin())
+        .args(["agent", "--metastore", &format!("etcd://{}", env.etcd)])
+        .args([
+            "--object-store",
+            &format!("s3://{}/segments-test", unique_name("second")),
+        ])
+        .args(["--cluster", &cluster])
+        .args([
+            "--listen",
+            &format!("127.0.0.1:{}", strata_tests::free_port()),
+        ])
+        .args([
+            "--metrics-listen",
+            &format!("127.0.0.1:{}", strata_tests::free_port()),
+        ])
+        .args([
+            "--s3-endpoint",
+            &env.s3_endpoint,
+            "--s3-allow-http",
+            "--create-bucket",
+        ])
+        .args([
+            "--s3-access-key",
+            &env.s3_access_key,
+            "--s3-secret-key",
+            &env.s3_secret_key,
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success(), "the second agent started");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("this cluster's segments live in"),
+        "{stderr}"
+    );
+}
