@@ -43,6 +43,25 @@ impl TestEnv {
     }
 }
 
+impl TestEnv {
+    /// `strata agent` against this etcd and S3 server, for `cluster`, with segments in
+    /// `object_store` (`s3://bucket/prefix`); callers add listen addresses and the rest.
+    pub fn agent_command(&self, cluster: &str, object_store: &str) -> Command {
+        let mut command = Command::new(strata_bin());
+        command
+            .arg("agent")
+            .args(["--metastore", &format!("etcd://{}", self.etcd)])
+            .args(["--object-store", object_store])
+            .args(["--cluster", cluster])
+            .args(["--s3-endpoint", &self.s3_endpoint])
+            .args(["--s3-access-key", &self.s3_access_key])
+            .args(["--s3-secret-key", &self.s3_secret_key])
+            .arg("--s3-allow-http")
+            .env_remove("STRATA_SERVER");
+        command
+    }
+}
+
 /// A name unique to this test run, for clusters and buckets (lowercase, S3-safe).
 pub fn unique_name(prefix: &str) -> String {
     static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -144,35 +163,32 @@ impl AgentProcess {
 
     fn spawn(&mut self) {
         let listen = format!("127.0.0.1:{}", self.port);
-        let mut command = Command::new(strata_bin());
-        match &self.kind {
+        let mut command = match &self.kind {
             AgentKind::Dev { data_dir } => {
+                let mut command = Command::new(strata_bin());
                 command
+                    .env_remove("STRATA_SERVER")
                     .arg("dev")
                     .arg("--data-dir")
                     .arg(data_dir)
                     .arg("--listen")
                     .arg(&listen);
+                command
             }
             AgentKind::Agent {
                 env,
                 cluster,
                 bucket,
             } => {
+                let mut command =
+                    env.agent_command(cluster, &format!("s3://{bucket}/segments-test"));
                 command
-                    .arg("agent")
-                    .args(["--metastore", &format!("etcd://{}", env.etcd)])
-                    .args(["--object-store", &format!("s3://{bucket}/segments-test")])
-                    .args(["--cluster", cluster])
                     .args(["--listen", &listen])
                     .args(["--agent-id", &format!("agent-{}", self.port)])
-                    .args(["--s3-endpoint", &env.s3_endpoint])
-                    .args(["--s3-access-key", &env.s3_access_key])
-                    .args(["--s3-secret-key", &env.s3_secret_key])
-                    .arg("--s3-allow-http")
                     .arg("--create-bucket");
+                command
             }
-        }
+        };
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -184,7 +200,6 @@ impl AgentProcess {
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
             .args(&self.extra_args)
-            .env_remove("STRATA_SERVER")
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

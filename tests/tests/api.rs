@@ -386,25 +386,12 @@ fn consume_options_of_the_cli() {
 fn agent_refuses_to_start_on_a_missing_bucket_with_a_clear_error() {
     let env = TestEnv::from_env();
     let port = strata_tests::free_port().to_string();
-    let output = std::process::Command::new(strata_tests::strata_bin())
-        .args(["agent", "--metastore", &format!("etcd://{}", env.etcd)])
-        .args([
-            "--object-store",
-            &format!("s3://{}/x", unique_name("absent")),
-        ])
-        .args([
-            "--cluster",
+    let output = env
+        .agent_command(
             &unique_name("absent"),
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-        ])
-        .args(["--s3-endpoint", &env.s3_endpoint, "--s3-allow-http"])
-        .args([
-            "--s3-access-key",
-            &env.s3_access_key,
-            "--s3-secret-key",
-            &env.s3_secret_key,
-        ])
+            &format!("s3://{}/x", unique_name("absent")),
+        )
+        .args(["--listen", &format!("127.0.0.1:{port}")])
         .output()
         .unwrap();
     assert!(!output.status.success());

@@ -72,13 +72,11 @@ fn an_agent_with_another_object_store_is_refused() {
         },
         &[],
     );
-    let output = std::process::Command::new(strata_tests::strata_bin())
-        .args(["agent", "--metastore", &format!("etcd://{}", env.etcd)])
-        .args([
-            "--object-store",
+    let output = env
+        .agent_command(
+            &cluster,
             &format!("s3://{}/segments-test", unique_name("second")),
-        ])
-        .args(["--cluster", &cluster])
+        )
         .args([
             "--listen",
             &format!("127.0.0.1:{}", strata_tests::free_port()),
@@ -87,18 +85,7 @@ fn an_agent_with_another_object_store_is_refused() {
             "--metrics-listen",
             &format!("127.0.0.1:{}", strata_tests::free_port()),
         ])
-        .args([
-            "--s3-endpoint",
-            &env.s3_endpoint,
-            "--s3-allow-http",
-            "--create-bucket",
-        ])
-        .args([
-            "--s3-access-key",
-            &env.s3_access_key,
-            "--s3-secret-key",
-            &env.s3_secret_key,
-        ])
+        .arg("--create-bucket")
         .output()
         .unwrap();
     assert!(!output.status.success(), "the second agent started");
