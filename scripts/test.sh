@@ -16,8 +16,15 @@ cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
 log=$(mktemp)
+# Tests append their figures here (the fault tests: records acknowledged, lost,
+# duplicated; seconds of unavailability); printed after the run, summarized in
+# docs/RELIABILITY.md.
+STRATA_TEST_REPORT=$(mktemp)
+export STRATA_TEST_REPORT
 status=0
 cargo test --workspace --locked 2>&1 | tee "$log" || status=$?
+cat "$STRATA_TEST_REPORT"
+rm -f "$STRATA_TEST_REPORT"
 # One closing line for the whole run: the sum of every test binary's result.
 awk '/^test result:/ { passed += $4; failed += $6 }
      END { printf "tests: %d passed, %d failed\n", passed, failed }' "$log"

@@ -6,11 +6,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_metastore::{AgentRecord, Liveness, Metastore, PartitionState, TopicMeta};
+use strata_metastore::{AgentRecord, Metastore, PartitionState, TopicMeta};
 use strata_storage::{BlockCache, Record, SegmentStore};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
+use crate::cluster::ClusterView;
 use crate::metrics::Metrics;
 use crate::reader::{FetchResult, PartitionLog};
 use crate::topic::{self, TopicSettings};
@@ -27,6 +29,8 @@ pub struct AgentConfig {
     pub agent_id: String,
     /// host:port clients reach this agent on.
     pub advertised_address: String,
+    /// Availability zone, as registered (empty if not set).
+    pub zone: String,
     /// Flush the open segment when it holds this many bytes.
     pub segment_max_bytes: usize,
     /// Flush the open segment at the latest this long after its first record.
@@ -46,6 +50,7 @@ impl Default for AgentConfig {
         Self {
             agent_id: "agent-1".to_string(),
             advertised_address: "127.0.0.1:7070".to_string(),
+            zone: String::new(),
             segment_max_bytes: 4 << 20,
             linger: Duration::from_millis(50),
             max_pending_bytes: 64 << 20,
@@ -66,9 +71,17 @@ pub(crate) struct TopicHandle {
 #[derive(Debug, Clone)]
 pub struct Agent {
     pub(crate) inner: Arc<Inner>,
-    flusher: Arc<Mutex<Option<JoinHandle<()>>>>,
-    /// This agent's registration in the metastore, renewed until shutdown.
-    registration: Arc<tokio::sync::Mutex<Option<Box<dyn Liveness>>>>,
+    tasks: Arc<tokio::sync::Mutex<Option<Tasks>>>,
+}
+
+/// The agent's background tasks, and how to stop them.
+#[derive(Debug)]
+struct Tasks {
+    flusher: JoinHandle<()>,
+    control: JoinHandle<()>,
+    stop_control: watch::Sender<bool>,
+    membership: JoinHandle<()>,
+    stop_membership: watch::Sender<bool>,
 }
 
 /// The agent's shared state.
@@ -85,6 +98,7 @@ pub(crate) struct Inner {
     topics: Mutex<HashMap<String, Arc<TopicHandle>>>,
     partitions: Mutex<HashMap<PartitionKey, Arc<PartitionLog>>>,
     pub writer: Writer,
+    pub cluster: ClusterView,
     sticky_partition: AtomicU32,
 }
 
@@ -127,6 +141,19 @@ pub struct PartitionDescription {
     pub partition: u32,
     /// Committed state.
     pub state: PartitionState,
+    /// The agent the controller assigned it to: the one to send its records to.
+    pub assigned_agent: Option<String>,
+}
+
+/// The cluster as `Metadata` describes it.
+#[derive(Debug, Clone)]
+pub struct ClusterMetadata {
+    /// Registered (live) agents.
+    pub agents: Vec<AgentRecord>,
+    /// The controller's agent id, if one is elected.
+    pub controller: Option<String>,
+    /// The topics asked for, with their partitions.
+    pub topics: Vec<(TopicMeta, Vec<PartitionDescription>)>,
 }
 
 impl Inner {
@@ -141,7 +168,9 @@ impl Inner {
 }
 
 impl Agent {
-    /// Starts an agent: takes an incarnation number, registers, starts the flusher.
+    /// Starts an agent: takes an incarnation number, registers, runs one control step
+    /// (so that a lone agent serves at once), and starts the flusher, the membership task
+    /// and the control loop.
     pub async fn start(
         config: AgentConfig,
         metastore: Arc<dyn Metastore>,
@@ -150,19 +179,6 @@ impl Agent {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let agent_epoch = metastore.next_agent_epoch().await?;
-        let registration = metastore
-            .register_agent(
-                &AgentRecord {
-                    agent_id: config.agent_id.clone(),
-                    address: config.advertised_address.clone(),
-                },
-                config.lease_ttl,
-            )
-            .await?;
-        tracing::info!(
-            agent_id = %config.agent_id, agent_epoch, store = %store.description(),
-            "agent started"
-        );
         let inner = Arc::new(Inner {
             config,
             metastore,
@@ -174,32 +190,56 @@ impl Agent {
             topics: Mutex::new(HashMap::new()),
             partitions: Mutex::new(HashMap::new()),
             writer: Writer::default(),
+            cluster: ClusterView::default(),
             sticky_partition: AtomicU32::new(rand::random()),
         });
+        let registration = inner
+            .metastore
+            .register_agent(&inner.agent_record(), inner.config.lease_ttl)
+            .await?;
+        tracing::info!(
+            agent_id = %inner.config.agent_id, agent_epoch, store = %inner.store.description(),
+            "agent started"
+        );
+        let mut role = None;
+        if let Err(e) = inner.control_step(&mut role).await {
+            tracing::warn!(error = %e, "first control step failed; the control loop retries");
+        }
         let flusher = tokio::spawn({
             let inner = inner.clone();
             async move { inner.run_flusher().await }
         });
+        let (stop_control, stopping) = watch::channel(false);
+        let control = tokio::spawn(inner.clone().run_control_loop(role, stopping));
+        let (stop_membership, stopping) = watch::channel(false);
+        let membership = tokio::spawn(inner.clone().run_membership(registration, stopping));
         Ok(Self {
             inner,
-            flusher: Arc::new(Mutex::new(Some(flusher))),
-            registration: Arc::new(tokio::sync::Mutex::new(Some(registration))),
+            tasks: Arc::new(tokio::sync::Mutex::new(Some(Tasks {
+                flusher,
+                control,
+                stop_control,
+                membership,
+                stop_membership,
+            }))),
         })
     }
 
-    /// Stops accepting writes, flushes what is open, and waits for the flusher to finish.
+    /// Hands off and stops: resigns the controller role and stops following the
+    /// assignment, stops accepting writes, flushes and commits what is open, then
+    /// deregisters so that the controller moves this agent's partitions at once. Idempotent.
     pub async fn shutdown(&self) {
+        let Some(tasks) = self.tasks.lock().await.take() else {
+            return;
+        };
+        let _ = tasks.stop_control.send(true);
+        let _ = tasks.control.await;
         self.inner.close_writer();
-        let flusher = self.flusher.lock().expect("flusher lock").take();
-        if let Some(flusher) = flusher {
-            let _ = flusher.await;
-        }
-        if let Some(registration) = self.registration.lock().await.take()
-            && let Err(e) = registration.release().await
-        {
-            tracing::warn!(error = %e, "could not deregister; the lease will expire");
-        }
+        let _ = tasks.flusher.await;
+        let _ = tasks.stop_membership.send(true);
+        let _ = tasks.membership.await;
         self.inner.cache.close().await;
+        tracing::info!("agent stopped: flushed, committed and deregistered");
     }
 
     /// This agent's configuration.
@@ -274,7 +314,21 @@ impl Agent {
         };
         self.inner.metastore.create_topic(&meta).await?;
         tracing::info!(topic = name, partitions, "created topic");
+        self.wait_for_assignment(name).await;
         Ok(meta)
+    }
+
+    /// Waits (a few control ticks at most) until the controller assigned the topic's
+    /// partitions, so that producers find their owners at once. Not an error if it takes
+    /// longer: unassigned partitions are taken by the agent that gets their records.
+    async fn wait_for_assignment(&self, topic: &str) {
+        let deadline = tokio::time::Instant::now() + 10 * crate::cluster::TICK;
+        self.inner.cluster.wake();
+        while !self.inner.cluster.assignment().topics.contains_key(topic)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(crate::cluster::TICK / 8).await;
+        }
     }
 
     /// Every topic.
@@ -293,6 +347,7 @@ impl Agent {
     }
 
     async fn partition_states(&self, meta: &TopicMeta) -> Result<Vec<PartitionDescription>> {
+        let assignment = self.inner.metastore.assignment().await?.unwrap_or_default();
         let states = futures::future::try_join_all((0..meta.partitions).map(|p| {
             let metastore = self.inner.metastore.clone();
             let name = meta.name.clone();
@@ -305,6 +360,9 @@ impl Agent {
             .map(|(p, state)| PartitionDescription {
                 partition: p as u32,
                 state,
+                assigned_agent: assignment
+                    .agent_of(&meta.name, p as u32)
+                    .map(str::to_string),
             })
             .collect())
     }
@@ -319,6 +377,7 @@ impl Agent {
             .lock()
             .expect("partitions lock")
             .retain(|k, _| k.0 != name);
+        self.inner.cluster.wake();
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -438,16 +497,13 @@ impl Agent {
             .await
     }
 
-    /// Registered agents, and the topics' partition states (all topics if `topics` is
-    /// empty).
-    pub async fn metadata(
-        &self,
-        topics: &[String],
-    ) -> Result<(
-        Vec<AgentRecord>,
-        Vec<(TopicMeta, Vec<PartitionDescription>)>,
-    )> {
-        let agents = self.inner.metastore.list_agents().await?;
+    /// Registered agents, the controller, and the topics' partitions (all topics if
+    /// `topics` is empty).
+    pub async fn metadata(&self, topics: &[String]) -> Result<ClusterMetadata> {
+        let (agents, controller) = tokio::try_join!(
+            self.inner.metastore.list_agents(),
+            self.inner.metastore.controller(),
+        )?;
         let metas = if topics.is_empty() {
             self.inner.metastore.list_topics().await?
         } else {
@@ -462,6 +518,24 @@ impl Agent {
             let partitions = self.partition_states(&meta).await?;
             described.push((meta, partitions));
         }
-        Ok((agents, described))
+        Ok(ClusterMetadata {
+            agents,
+            // The holder is `agent_id#incarnation`.
+            controller: controller.map(|c| c.split('#').next().unwrap_or_default().to_string()),
+            topics: described,
+        })
+    }
+
+    /// Whether this agent holds the controller role.
+    pub fn is_controller(&self) -> bool {
+        self.inner.cluster.is_controller()
+    }
+
+    /// The address of the live agent `topic`/`partition` is assigned to, unless it is this
+    /// one.
+    pub fn owner_address(&self, topic: &str, partition: u32) -> Option<String> {
+        self.inner
+            .cluster
+            .owner_address(&(topic.to_string(), partition), &self.inner.config.agent_id)
     }
 }

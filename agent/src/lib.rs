@@ -9,13 +9,17 @@
 //! - [`topic`]: topic names and configuration, validated once;
 //! - [`writer`]: the write path (ownership, offsets, the open segment, the flusher);
 //! - [`reader`]: the read path (committed offsets, index cache, block reads, long-poll);
-//! - [`service`]: the gRPC services and the one place errors become status codes.
+//! - [`service`]: the gRPC services and the one place errors become status codes;
+//! - `cluster`: membership (the registration lease), the controller role, following the
+//!   controller's assignment; `controller`: the assignment it computes.
 //!
 //! Invariant: a record is acknowledged (acks=ALL) only after its segment is in the object
 //! store and its partition's commit succeeded under the epoch it was written with.
 
 mod agent;
 pub mod clock;
+mod cluster;
+mod controller;
 mod error;
 pub mod metrics;
 mod reader;
@@ -25,6 +29,6 @@ pub mod topic;
 mod write_path_tests;
 mod writer;
 
-pub use agent::{Agent, AgentConfig, Appended, NewRecord, PartitionDescription};
+pub use agent::{Agent, AgentConfig, Appended, ClusterMetadata, NewRecord, PartitionDescription};
 pub use error::{Error, Result};
 pub use metrics::Metrics;

@@ -63,6 +63,12 @@ pub struct Metrics {
     pub pending_bytes: IntGauge,
     /// High watermark of each partition this agent owns.
     pub high_watermark: IntGaugeVec,
+    /// Produce requests forwarded to the partition's owner.
+    pub produce_forwarded: IntCounter,
+    /// Partitions this agent took (epoch bumps).
+    pub partitions_taken: IntCounter,
+    /// Partitions this agent gave up (reassigned, fenced, or its lease lost).
+    pub partitions_given_up: IntCounter,
 }
 
 fn counter(registry: &Registry, name: &str, help: &str) -> IntCounter {
@@ -121,6 +127,21 @@ impl Metrics {
             .expect("unique metric");
         Self {
             produce_requests: counter(&r, "strata_produce_requests_total", "Produce requests"),
+            produce_forwarded: counter(
+                &r,
+                "strata_produce_forwarded_total",
+                "Produce requests forwarded to the partition's owner",
+            ),
+            partitions_taken: counter(
+                &r,
+                "strata_partitions_taken_total",
+                "Partitions taken over (epoch bumps)",
+            ),
+            partitions_given_up: counter(
+                &r,
+                "strata_partitions_given_up_total",
+                "Partitions given up (reassigned, fenced, or lease lost)",
+            ),
             produce_records: counter(&r, "strata_produce_records_total", "Records produced"),
             produce_bytes: counter(
                 &r,

@@ -1,7 +1,9 @@
 //! The gRPC services of `strata.v1`, server reflection and health, and the one place where
 //! agent errors become gRPC status codes ([`status`]).
 
+use std::collections::HashMap;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::Stream;
@@ -9,11 +11,13 @@ use strata_metastore::TopicMeta;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_server::{Admin, AdminServer};
 use strata_proto::v1::cluster_server::{Cluster, ClusterServer};
+use strata_proto::v1::log_client::LogClient;
 use strata_proto::v1::log_server::{Log, LogServer};
 use strata_storage::Record;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::MetadataMap;
+use tonic::transport::Channel;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::agent::{Appended, NewRecord, PartitionDescription};
@@ -84,7 +88,11 @@ pub async fn serve(
         shutdown.await;
         let _ = stop.send(true);
     };
-    let service = AgentService { agent, stopping };
+    let service = AgentService {
+        agent,
+        stopping,
+        peers: Arc::default(),
+    };
     tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
@@ -112,7 +120,12 @@ pub async fn serve(
 pub struct AgentService {
     agent: Agent,
     stopping: tokio::sync::watch::Receiver<bool>,
+    /// Channels to other agents, by address, for forwarded produce requests.
+    peers: Arc<Mutex<HashMap<String, Channel>>>,
 }
+
+/// Marks a produce request forwarded by another agent; it is never forwarded again.
+const FORWARDED: &str = "strata-forwarded";
 
 fn topic_info(meta: &TopicMeta) -> pb::TopicInfo {
     pb::TopicInfo {
@@ -129,7 +142,11 @@ fn partition_info(p: &PartitionDescription) -> pb::PartitionInfo {
         partition: p.partition as i32,
         log_start_offset: p.state.log_start_offset,
         high_watermark: p.state.high_watermark,
-        owner_agent_id: owner.map(|o| o.agent_id.clone()).unwrap_or_default(),
+        owner_agent_id: p
+            .assigned_agent
+            .clone()
+            .or_else(|| owner.map(|o| o.agent_id.clone()))
+            .unwrap_or_default(),
         owner_epoch: owner.map_or(0, |o| o.epoch),
     }
 }
@@ -173,6 +190,11 @@ async fn committed_response(appended: Appended) -> Result<pb::ProduceResponse, S
 impl AgentService {
     /// Validates a produce request and assigns its records' offsets.
     async fn append(&self, r: pb::ProduceRequest) -> Result<Appended, Status> {
+        self.append_records(r).await.map_err(status)
+    }
+
+    /// [`AgentService::append`], with the agent's error.
+    async fn append_records(&self, r: pb::ProduceRequest) -> Result<Appended, Error> {
         let wait = r.acks() != pb::Acks::None;
         let records: Vec<NewRecord> = r
             .records
@@ -191,10 +213,47 @@ impl AgentService {
         let appended = self
             .agent
             .append(&r.topic, r.partition, records, wait)
-            .await
-            .map_err(status)?;
+            .await?;
         self.agent.metrics().produce_requests.inc();
         Ok(appended)
+    }
+
+    /// Sends a produce request this agent cannot serve to the agent that owns its
+    /// partition, marked so that it is not forwarded again.
+    async fn forward(
+        &self,
+        address: &str,
+        request: pb::ProduceRequest,
+    ) -> Result<Response<pb::ProduceResponse>, Status> {
+        let channel = {
+            let mut channels = self.peers.lock().expect("peers lock");
+            match channels.get(address) {
+                Some(channel) => channel.clone(),
+                None => {
+                    let endpoint =
+                        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                            .map_err(|e| {
+                                Status::unavailable(format!(
+                                    "owner address '{address}' is invalid: {e}"
+                                ))
+                            })?
+                            .connect_timeout(Duration::from_secs(2));
+                    let channel = endpoint.connect_lazy();
+                    channels.insert(address.to_string(), channel.clone());
+                    channel
+                }
+            }
+        };
+        self.agent.metrics().produce_forwarded.inc();
+        let mut forwarded = Request::new(request);
+        forwarded
+            .metadata_mut()
+            .insert(FORWARDED, "1".parse().expect("ascii"));
+        LogClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+            .produce(forwarded)
+            .await
     }
 
     async fn fetch_response(
@@ -296,7 +355,18 @@ impl Log for AgentService {
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let timer = self.agent.metrics().produce_latency.start_timer();
-        let appended = self.append(request.into_inner()).await?;
+        let forwarded = request.metadata().contains_key(FORWARDED);
+        let request = request.into_inner();
+        let appended = match self.append_records(request.clone()).await {
+            Ok(appended) => appended,
+            // Not this agent's partition: forward once to its owner.
+            Err(Error::NotOwner {
+                topic, partition, ..
+            }) if !forwarded && let Some(owner) = self.agent.owner_address(&topic, partition) => {
+                return self.forward(&owner, request).await;
+            }
+            Err(e) => return Err(status(e)),
+        };
         let response = committed_response(appended).await?;
         timer.observe_duration();
         Ok(Response::new(response))
@@ -428,16 +498,20 @@ impl Cluster for AgentService {
         request: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
         let topics = request.into_inner().topics;
-        let (agents, described) = self.agent.metadata(&topics).await.map_err(status)?;
+        let metadata = self.agent.metadata(&topics).await.map_err(status)?;
         Ok(Response::new(pb::MetadataResponse {
-            agents: agents
+            agents: metadata
+                .agents
                 .into_iter()
                 .map(|a| pb::AgentInfo {
                     agent_id: a.agent_id,
                     address: a.address,
+                    zone: a.zone,
                 })
                 .collect(),
-            topics: described
+            controller_agent_id: metadata.controller.unwrap_or_default(),
+            topics: metadata
+                .topics
                 .iter()
                 .map(|(meta, partitions)| pb::TopicMetadata {
                     name: meta.name.clone(),

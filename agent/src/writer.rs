@@ -34,8 +34,8 @@ pub(crate) struct Writer {
     state: Mutex<WriterState>,
     /// Wakes the flusher: a segment opened, filled up, or the agent is stopping.
     wake_flusher: Notify,
-    /// Serializes take-overs of partitions, so one partition is acquired once.
-    acquiring: tokio::sync::Mutex<()>,
+    /// One lock per partition serializes its take-overs, so it is acquired once.
+    acquiring: Mutex<HashMap<PartitionKey, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 #[derive(Debug, Default)]
@@ -120,12 +120,63 @@ impl Inner {
             .contains_key(key)
     }
 
-    /// Takes the partition through the metastore unless this agent already owns it.
-    async fn ensure_owned(&self, key: &PartitionKey) -> Result<()> {
+    /// The partitions this agent owns.
+    pub(crate) fn owned_partitions(&self) -> Vec<PartitionKey> {
+        let state = self.writer.state.lock().expect("writer lock");
+        state.owned.keys().cloned().collect()
+    }
+
+    /// Gives up partitions: their records not yet flushed are dropped and their waiters
+    /// get FAILED_PRECONDITION with `reason`. Records already in flight are committed or
+    /// fenced as usual.
+    pub(crate) fn disown(&self, keys: &[PartitionKey], reason: &str) {
+        self.metrics.partitions_given_up.inc_by(keys.len() as u64);
+        let mut state = self.writer.state.lock().expect("writer lock");
+        let first = keys.first().cloned().unwrap_or_default();
+        drop_partitions(&mut state, keys, None, || Error::NotOwner {
+            topic: first.0.clone(),
+            partition: first.1,
+            reason: reason.to_string(),
+        });
+    }
+
+    /// Gives up every partition (see [`Inner::disown`]).
+    pub(crate) fn disown_all(&self, reason: &str) {
+        let keys = self.owned_partitions();
+        self.disown(&keys, reason);
+    }
+
+    /// Takes the partition through the metastore unless this agent already owns it. Only
+    /// a registered agent takes partitions, and only those assigned to it (or not assigned
+    /// yet: a topic created moments ago).
+    pub(crate) async fn ensure_owned(&self, key: &PartitionKey) -> Result<()> {
         if self.owns(key) {
             return Ok(());
         }
-        let _serial = self.writer.acquiring.lock().await;
+        if !self.cluster.registered() {
+            return Err(Error::Unavailable(
+                "this agent lost its registration lease and is registering again; retry"
+                    .to_string(),
+            ));
+        }
+        if let Some(owner) = self.cluster.assignment().agent_of(&key.0, key.1)
+            && owner != self.config.agent_id
+        {
+            return Err(Error::NotOwner {
+                topic: key.0.clone(),
+                partition: key.1,
+                reason: format!("it is assigned to agent '{owner}'"),
+            });
+        }
+        let lock = self
+            .writer
+            .acquiring
+            .lock()
+            .expect("acquiring lock")
+            .entry(key.clone())
+            .or_default()
+            .clone();
+        let _serial = lock.lock().await;
         if self.owns(key) {
             return Ok(());
         }
@@ -142,7 +193,15 @@ impl Inner {
         );
         self.partition_log(key)
             .set_committed(state.log_start_offset, state.high_watermark);
-        self.writer.state.lock().expect("writer lock").owned.insert(
+        let mut writer = self.writer.state.lock().expect("writer lock");
+        if !self.cluster.registered() {
+            // The registration was lost while taking it: the partition is about to move.
+            return Err(Error::Unavailable(
+                "this agent lost its registration lease; retry".to_string(),
+            ));
+        }
+        self.metrics.partitions_taken.inc();
+        writer.owned.insert(
             key.clone(),
             Ownership {
                 owner,
@@ -444,6 +503,10 @@ impl Inner {
                         match rejected.get(&i) {
                             Some(rejection) => {
                                 let error = rejection_error(&key, rejection);
+                                tracing::warn!(
+                                    topic = %key.0, partition = key.1, %object, error = %error,
+                                    "flush commit fenced: its records are not acknowledged"
+                                );
                                 failed.insert(key, error);
                             }
                             None => committed.push((key, append.entry)),

@@ -37,9 +37,18 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Show the agent's counters: segment PUTs, GETs, metastore commits.
     Stats,
+    /// Show the cluster: live agents, the controller, partitions per agent.
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
     /// Measure throughput, latency and what they cost in requests.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Live agents with their address, zone and partition count, and the controller.
+    Status,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,7 +273,11 @@ pub struct AgentArgs {
     /// default: blocks carry CRC32C and TLS protects transit).
     #[arg(long, env = "STRATA_S3_SIGN_PAYLOAD")]
     pub s3_sign_payload: bool,
-    /// TTL of this agent's registration lease, seconds [default: 10].
+    /// Availability zone this agent runs in, as it registers [default: none].
+    #[arg(long, env = "STRATA_ZONE")]
+    pub zone: Option<String>,
+    /// TTL of this agent's registration lease, seconds [default: 10]: how long after it
+    /// dies (or loses etcd) its partitions move to other agents.
     #[arg(long, env = "STRATA_LEASE_TTL_SECS")]
     pub lease_ttl_secs: Option<u64>,
     /// etcd's --max-txn-ops, if it is not 128.

@@ -28,6 +28,7 @@ fn main() -> anyhow::Result<()> {
             Command::Produce(args) => produce::run(&server, args).await,
             Command::Consume(args) => consume::run(&server, args).await,
             Command::Stats => topic::stats(&server).await,
+            Command::Cluster(command) => topic::cluster(&server, command).await,
             Command::Bench(command) => bench::run(&server, command).await,
         }
     })

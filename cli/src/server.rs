@@ -38,6 +38,7 @@ struct AgentFile {
     s3_sign_payload: Option<bool>,
     etcd_max_txn_ops: Option<usize>,
     lease_ttl_secs: Option<u64>,
+    zone: Option<String>,
     linger_ms: Option<u64>,
     segment_bytes: Option<usize>,
     max_pending_bytes: Option<usize>,
@@ -79,6 +80,7 @@ fn agent_config(
             .or(file.max_inflight_flushes)
             .unwrap_or(defaults.max_inflight_flushes),
         lease_ttl: defaults.lease_ttl,
+        zone: String::new(),
     };
     anyhow::ensure!(
         config.max_inflight_flushes > 0,
@@ -217,6 +219,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     let cache_dir = args.cache_dir.clone().or(file.cache_dir.clone());
     let cache = BlockCache::new(&cache_config(&args.tuning, &file, cache_dir)).await?;
     let mut config = agent_config(agent_id, advertise, &args.tuning, &file)?;
+    config.zone = args.zone.clone().or(file.zone.clone()).unwrap_or_default();
     if let Some(secs) = args.lease_ttl_secs.or(file.lease_ttl_secs) {
         anyhow::ensure!(
             secs >= 2,
@@ -268,9 +271,20 @@ async fn serve(
             let _ = stopped.wait_for(|s| *s).await;
         },
     ));
-    strata_agent::service::serve(agent.clone(), listener, shutdown_signal()).await?;
-    tracing::info!("flushing before exit");
+    // On SIGTERM the agent hands off while still answering (produce requests get
+    // UNAVAILABLE, so clients move on): it flushes, commits and deregisters; only then
+    // does the server stop.
+    let serving = strata_agent::service::serve(agent.clone(), listener, {
+        let agent = agent.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("handing off: flushing, committing, deregistering");
+            agent.shutdown().await;
+        }
+    })
+    .await;
     agent.shutdown().await;
+    serving?;
     let _ = stop.send(true);
     let _ = metrics.await;
     Ok(())

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use anyhow::{Context, Result};
 use strata_client::Admin;
 
-use crate::args::TopicCommand;
+use crate::args::{ClusterCommand, TopicCommand};
 
 fn parse_config(pairs: &[String]) -> Result<HashMap<String, String>> {
     pairs
@@ -84,5 +84,63 @@ pub async fn stats(server: &str) -> Result<()> {
     println!("records_committed\t{}", stats.records_committed);
     println!("object_gets\t{}", stats.object_gets);
     println!("cache_hits\t{}", stats.cache_hits);
+    Ok(())
+}
+
+/// `strata cluster status`.
+pub async fn cluster(server: &str, command: ClusterCommand) -> Result<()> {
+    match command {
+        ClusterCommand::Status => {
+            let metadata = Admin::connect(server).await?.metadata(Vec::new()).await?;
+            let mut partitions: std::collections::BTreeMap<&str, usize> = Default::default();
+            let mut unassigned = 0;
+            for topic in &metadata.topics {
+                for p in &topic.partitions {
+                    if p.owner_agent_id.is_empty() {
+                        unassigned += 1;
+                    } else {
+                        *partitions.entry(&p.owner_agent_id).or_default() += 1;
+                    }
+                }
+            }
+            let controller = if metadata.controller_agent_id.is_empty() {
+                "none elected"
+            } else {
+                &metadata.controller_agent_id
+            };
+            println!("controller\t{controller}");
+            println!("agent\taddress\tzone\tpartitions\trole");
+            for agent in &metadata.agents {
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    agent.agent_id,
+                    agent.address,
+                    if agent.zone.is_empty() {
+                        "-"
+                    } else {
+                        &agent.zone
+                    },
+                    partitions
+                        .get(agent.agent_id.as_str())
+                        .copied()
+                        .unwrap_or(0),
+                    if agent.agent_id == metadata.controller_agent_id {
+                        "controller"
+                    } else {
+                        "agent"
+                    }
+                );
+            }
+            println!(
+                "topics\t{}\tpartitions\t{}\tunassigned\t{unassigned}",
+                metadata.topics.len(),
+                metadata
+                    .topics
+                    .iter()
+                    .map(|t| t.partitions.len())
+                    .sum::<usize>()
+            );
+        }
+    }
     Ok(())
 }

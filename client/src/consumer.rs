@@ -3,6 +3,7 @@
 //! A position below the partition's log start (retention moved it) is reset to the log
 //! start, as Kafka's `auto.offset.reset=earliest` does; any other error is returned.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,6 +14,7 @@ use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::log_client::LogClient;
 use tonic::transport::Channel;
 
+use crate::router::{Router, is_retriable};
 use crate::{Error, MAX_MESSAGE_BYTES, Result};
 
 /// Where an assignment starts reading.
@@ -68,10 +70,14 @@ struct Assignment {
     high_watermark: i64,
 }
 
-/// Reads assigned partitions.
+/// Reads assigned partitions, each from the agent that owns it (any agent can serve
+/// reads; the owner has the partition's recent blocks in its cache). When an agent is gone
+/// the consumer refreshes the metadata and reads elsewhere at the next poll.
 #[derive(Debug)]
 pub struct Consumer {
-    log: LogClient<Channel>,
+    router: Arc<Router>,
+    /// A refresh of the metadata is due before the next poll.
+    stale: bool,
     admin: AdminClient<Channel>,
     config: ConsumerConfig,
     assignments: Vec<Assignment>,
@@ -81,7 +87,8 @@ impl Consumer {
     /// A consumer over an open channel.
     pub fn new(channel: Channel, config: ConsumerConfig) -> Self {
         Self {
-            log: LogClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            router: Arc::new(Router::new(channel.clone())),
+            stale: true,
             admin: AdminClient::new(channel),
             config,
             assignments: Vec::new(),
@@ -170,6 +177,10 @@ impl Consumer {
     /// `timeout` at their tail. Records are in offset order per partition. Fetches still
     /// in flight are dropped: their positions do not move, so nothing is skipped.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        if self.stale {
+            // Best effort: until it succeeds, reads go to the bootstrap agent.
+            self.stale = self.router.refresh().await.is_err();
+        }
         let max_bytes = self.config.max_bytes_per_partition;
         let wait_ms = timeout.as_millis().min(i32::MAX as u128) as i32;
         let mut pending: FuturesUnordered<_> = self
@@ -177,7 +188,8 @@ impl Consumer {
             .iter()
             .enumerate()
             .map(|(i, a)| {
-                let mut log = self.log.clone();
+                let mut log = LogClient::new(self.router.channel_for(&a.topic, a.partition))
+                    .max_decoding_message_size(MAX_MESSAGE_BYTES);
                 let request = pb::FetchRequest {
                     topic: a.topic.clone(),
                     partition: a.partition as i32,
@@ -197,6 +209,10 @@ impl Consumer {
                 }
                 break;
             }
+        }
+        if out.is_empty() && self.stale {
+            // An agent was unreachable: give the cluster a moment before the next poll.
+            tokio::time::sleep(Duration::from_millis(100).min(timeout)).await;
         }
         Ok(out)
     }
@@ -243,6 +259,11 @@ impl Consumer {
                     }
                     _ => Err(Error::Status(status)),
                 }
+            }
+            // The agent is gone or stopping: read elsewhere from the next poll on.
+            Err(status) if is_retriable(&Error::Status(status.clone())) => {
+                self.stale = true;
+                Ok(())
             }
             Err(status) => Err(Error::Status(status)),
         }

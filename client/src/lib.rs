@@ -12,6 +12,7 @@ mod admin;
 mod consumer;
 mod error;
 mod producer;
+mod router;
 mod session;
 
 pub use admin::Admin;

@@ -7,6 +7,15 @@
 //! `max_in_flight_per_partition` requests in flight without reordering its records;
 //! partitions proceed in parallel.
 //!
+//! Routing and retries: each batch goes to the agent that owns its partition (see
+//! [`crate::router`]). A batch that fails with an error that may pass — the owner moved
+//! (FAILED_PRECONDITION), an agent died or is stopping (UNAVAILABLE), or is overloaded —
+//! is sent again after a refresh of the metadata, with exponential backoff, until
+//! `delivery_timeout` has passed since it was first sent (Kafka's `delivery.timeout.ms`).
+//! A retried batch may land after batches sent behind it, and, if the first attempt's
+//! outcome was unknown, twice: the guarantee is at least once, as with Kafka's producer
+//! without idempotence.
+//!
 //! Partitioning, as Kafka's default partitioner: an explicit partition wins; a keyed
 //! record goes to `murmur2(key) % partitions`; keyless records stick to one partition
 //! until `sticky_batch_records` of them were sent there, then move to the next.
@@ -23,12 +32,11 @@ use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
-use strata_proto::v1::log_client::LogClient;
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 
-use crate::session::Session;
-use crate::{Error, MAX_MESSAGE_BYTES, Result};
+use crate::router::{Router, is_retriable};
+use crate::{Error, Result};
 
 /// When the agent answers a produce request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -57,6 +65,10 @@ pub struct ProducerConfig {
     /// order; if one fails, later ones may still land (as with Kafka's
     /// `max.in.flight.requests.per.connection` without idempotence).
     pub max_in_flight_per_partition: usize,
+    /// How long a batch is retried (on retriable errors) before its records fail.
+    pub delivery_timeout: Duration,
+    /// Longest wait between two attempts of a batch (the first wait is 50 ms, doubling).
+    pub retry_backoff_max: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -68,6 +80,8 @@ impl Default for ProducerConfig {
             sticky_batch_records: 1_000,
             linger: Duration::from_millis(2),
             max_in_flight_per_partition: 5,
+            delivery_timeout: Duration::from_secs(60),
+            retry_backoff_max: Duration::from_secs(1),
         }
     }
 }
@@ -155,10 +169,11 @@ struct Partitioning {
     sticky: HashMap<String, (u32, usize)>,
 }
 
-/// Sends records to one agent. Cheap to clone; clones share lanes.
+/// Sends records to the agents that own their partitions. Cheap to clone; clones share
+/// lanes.
 #[derive(Debug, Clone)]
 pub struct Producer {
-    session: Arc<Session>,
+    router: Arc<Router>,
     admin: AdminClient<Channel>,
     config: Arc<ProducerConfig>,
     lanes: Arc<Mutex<Lanes>>,
@@ -166,13 +181,11 @@ pub struct Producer {
 }
 
 impl Producer {
-    /// A producer over an open channel.
+    /// A producer over an open channel to any agent of the cluster; it learns the others
+    /// from that agent's metadata.
     pub fn new(channel: Channel, config: ProducerConfig) -> Self {
-        let log = LogClient::new(channel.clone())
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES);
         Self {
-            session: Arc::new(Session::new(log)),
+            router: Arc::new(Router::new(channel.clone())),
             admin: AdminClient::new(channel),
             config: Arc::new(config),
             lanes: Arc::default(),
@@ -182,7 +195,10 @@ impl Producer {
 
     /// Connects to `server` and returns a producer with `config`.
     pub async fn connect(server: &str, config: ProducerConfig) -> Result<Self> {
-        Ok(Self::new(crate::connect(server).await?, config))
+        let producer = Self::new(crate::connect(server).await?, config);
+        // Routing starts from the bootstrap agent if the metadata cannot be read now.
+        let _ = producer.router.refresh().await;
+        Ok(producer)
     }
 
     async fn partition_count(&self, topic: &str) -> Result<u32> {
@@ -261,7 +277,7 @@ impl Producer {
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.config.queue_records);
                 tokio::spawn(run_lane(
-                    self.session.clone(),
+                    self.router.clone(),
                     self.config.clone(),
                     topic.to_string(),
                     partition,
@@ -284,7 +300,7 @@ fn rand_partition(count: u32) -> u32 {
 /// is gone. Up to `max_in_flight_per_partition` batches are in flight; the session keeps
 /// them in order.
 async fn run_lane(
-    session: Arc<Session>,
+    router: Arc<Router>,
     config: Arc<ProducerConfig>,
     topic: String,
     partition: u32,
@@ -368,16 +384,54 @@ async fn run_lane(
                 )
             })
             .unzip();
-        let answer = session.send(pb::ProduceRequest {
+        let request = pb::ProduceRequest {
             topic: topic.clone(),
             partition: Some(partition as i32),
             records,
             acks: acks as i32,
-        });
+        };
+        // Sent now, so that the session keeps the lane's order; retries are sent later.
+        let first = router.session_for(&topic, partition).send(request.clone());
+        let (router, config, topic) = (router.clone(), config.clone(), topic.clone());
         in_flight.push_back(async move {
-            let answer = answer.await.unwrap_or(Err(Error::Closed));
+            let answer = deliver(&router, &config, &topic, partition, request, first).await;
             (answer, waiters)
         });
+    }
+}
+
+/// Waits for a batch's answer, sending it again (after a metadata refresh and a backoff)
+/// while it fails with a retriable error and the delivery timeout has not passed.
+async fn deliver(
+    router: &Router,
+    config: &ProducerConfig,
+    topic: &str,
+    partition: u32,
+    request: pb::ProduceRequest,
+    first: oneshot::Receiver<Result<pb::ProduceResponse>>,
+) -> Result<pb::ProduceResponse> {
+    let deadline = tokio::time::Instant::now() + config.delivery_timeout;
+    let mut backoff = Duration::from_millis(50);
+    let mut attempt = first;
+    loop {
+        // A session dropped without answering (its agent went away) is worth a retry.
+        let answer = attempt.await.unwrap_or_else(|_| {
+            Err(Error::Status(tonic::Status::unavailable(
+                "produce session closed",
+            )))
+        });
+        match answer {
+            Err(error)
+                if is_retriable(&error) && tokio::time::Instant::now() + backoff < deadline =>
+            {
+                tracing::debug!(topic, partition, %error, "produce failed; refreshing metadata and retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(config.retry_backoff_max);
+                let _ = router.refresh().await;
+                attempt = router.session_for(topic, partition).send(request.clone());
+            }
+            answer => return answer,
+        }
     }
 }
 

@@ -292,6 +292,23 @@ impl KvBackend for EmbeddedKv {
             key: key.to_string(),
         }))
     }
+
+    async fn create_ephemeral(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        _ttl: Duration,
+    ) -> Result<Option<Box<dyn Liveness>>> {
+        let mut state = self.state.lock().expect("embedded metastore lock poisoned");
+        if state.map.contains_key(key) {
+            return Ok(None);
+        }
+        state.map.insert(key.to_string(), value);
+        Ok(Some(Box::new(EphemeralKey {
+            state: self.state.clone(),
+            key: key.to_string(),
+        })))
+    }
 }
 
 /// An ephemeral key of the embedded store.
@@ -307,6 +324,15 @@ impl Liveness for EphemeralKey {
         let mut state = self.state.lock().expect("embedded metastore lock poisoned");
         state.map.remove(&self.key);
         Ok(())
+    }
+
+    fn is_lost(&self) -> bool {
+        // The key lives in this process's memory: it cannot outlive or miss its holder.
+        false
+    }
+
+    async fn lost(&self) {
+        std::future::pending::<()>().await
     }
 }
 

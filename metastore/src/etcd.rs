@@ -8,6 +8,9 @@
 use async_trait::async_trait;
 use std::time::Duration;
 
+use tokio::sync::watch;
+use tokio::time::Instant;
+
 use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
 };
@@ -153,6 +156,34 @@ impl KvBackend for EtcdKv {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<Box<dyn Liveness>> {
+        let lease = self.leased_put(key, value, ttl, false).await?;
+        Ok(Box::new(
+            lease.expect("an unconditional put always happens"),
+        ))
+    }
+
+    #[instrument(name = "metastore.etcd.create_ephemeral", skip(self, value))]
+    async fn create_ephemeral(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Liveness>>> {
+        let lease = self.leased_put(key, value, ttl, true).await?;
+        Ok(lease.map(|l| Box::new(l) as Box<dyn Liveness>))
+    }
+}
+
+impl EtcdKv {
+    /// Puts `key` under a new lease of `ttl` (only if absent with `only_if_absent`) and
+    /// starts renewing the lease; `None` if the key existed.
+    async fn leased_put(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+        only_if_absent: bool,
+    ) -> Result<Option<EtcdLease>> {
         let ttl_secs = ttl.as_secs().max(2) as i64;
         let mut client = self.client.clone();
         let lease = client
@@ -160,37 +191,86 @@ impl KvBackend for EtcdKv {
             .await
             .map_err(|e| unavailable("lease grant", e))?
             .id();
-        client
-            .put(key, value, Some(PutOptions::new().with_lease(lease)))
+        // The lease runs from its grant: renewals are measured from here.
+        let granted = Instant::now();
+        let put = TxnOp::put(key, value, Some(PutOptions::new().with_lease(lease)));
+        let compares = if only_if_absent {
+            vec![EtcdCompare::version(key, CompareOp::Equal, 0)]
+        } else {
+            vec![]
+        };
+        let created = client
+            .kv_client()
+            .txn(Txn::new().when(compares).and_then(vec![put]))
             .await
-            .map_err(|e| unavailable("put", e))?;
-        let (mut keeper, mut responses) = client
-            .lease_keep_alive(lease)
-            .await
-            .map_err(|e| unavailable("lease keep-alive", e))?;
-        let key_name = key.to_string();
-        let renewer = tokio::spawn(async move {
-            let period = Duration::from_secs((ttl_secs as u64 / 3).max(1));
-            loop {
-                tokio::time::sleep(period).await;
-                let renewed = match keeper.keep_alive().await {
-                    Ok(()) => responses.message().await.ok().flatten(),
-                    Err(_) => None,
-                };
-                match renewed {
-                    Some(r) if r.ttl() > 0 => {}
-                    _ => {
-                        tracing::warn!(key = %key_name, "lease lost; its key is gone");
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Box::new(EtcdLease {
+            .map_err(|e| unavailable("put", e))?
+            .succeeded();
+        if !created {
+            let _ = client.lease_revoke(lease).await;
+            return Ok(None);
+        }
+        let (lost_tx, lost_rx) = watch::channel(false);
+        let renewer = tokio::spawn(renew_lease(
+            client.clone(),
+            lease,
+            Duration::from_secs(ttl_secs as u64),
+            granted,
+            key.to_string(),
+            lost_tx,
+        ));
+        Ok(Some(EtcdLease {
             client,
             lease,
             renewer,
+            lost: lost_rx,
         }))
+    }
+}
+
+/// Renews `lease` every third of its TTL until it is lost: etcd says it expired, or no
+/// renewal succeeded for a whole TTL. Each renewal is measured from the moment it was
+/// sent, which is no later than etcd received it, so the lease is declared lost here no
+/// later than etcd expires it.
+async fn renew_lease(
+    client: Client,
+    lease: i64,
+    ttl: Duration,
+    granted: Instant,
+    key: String,
+    lost: watch::Sender<bool>,
+) {
+    let period = ttl / 3;
+    let mut last_renewed = granted;
+    let mut stream = None;
+    loop {
+        tokio::time::sleep(period).await;
+        let sent = Instant::now();
+        if sent.duration_since(last_renewed) >= ttl {
+            tracing::warn!(%key, lease, "lease lost: no renewal for a whole TTL");
+            let _ = lost.send(true);
+            return;
+        }
+        let renewal = tokio::time::timeout(period, async {
+            if stream.is_none() {
+                stream = Some(client.clone().lease_keep_alive(lease).await?);
+            }
+            let (keeper, responses) = stream.as_mut().expect("opened above");
+            keeper.keep_alive().await?;
+            responses.message().await
+        })
+        .await;
+        match renewal {
+            Ok(Ok(Some(response))) if response.ttl() > 0 => last_renewed = sent,
+            Ok(Ok(Some(_))) => {
+                tracing::warn!(%key, lease, "lease lost: etcd says it expired");
+                let _ = lost.send(true);
+                return;
+            }
+            Ok(Ok(None)) | Ok(Err(_)) | Err(_) => {
+                tracing::warn!(%key, lease, "lease renewal failed; retrying");
+                stream = None;
+            }
+        }
     }
 }
 
@@ -199,6 +279,7 @@ struct EtcdLease {
     client: Client,
     lease: i64,
     renewer: tokio::task::JoinHandle<()>,
+    lost: watch::Receiver<bool>,
 }
 
 impl std::fmt::Debug for EtcdLease {
@@ -226,5 +307,15 @@ impl Liveness for EtcdLease {
             .await
             .map_err(|e| unavailable("lease revoke", e))?;
         Ok(())
+    }
+
+    fn is_lost(&self) -> bool {
+        *self.lost.borrow()
+    }
+
+    async fn lost(&self) {
+        let mut lost = self.lost.clone();
+        // An error means the renewer ended without a verdict (aborted): treat as lost.
+        let _ = lost.wait_for(|lost| *lost).await;
     }
 }

@@ -12,6 +12,8 @@
 //! | `{root}/agents/{agent_id}` | [`AgentRecord`](crate::AgentRecord), JSON | agent start (under a lease on etcd) |
 //! | `{root}/counters/agent-epoch` | last agent incarnation number, decimal | agent start |
 //! | `{root}/cluster/object-store` | the object store the cluster's segments live in | never (set by the first agent) |
+//! | `{root}/cluster/controller` | the controller, `agent_id#agent_epoch` | election (under the controller's lease on etcd) |
+//! | `{root}/cluster/assignment` | [`Assignment`](crate::Assignment), JSON | by the controller, when agents or topics change |
 //!
 //! Topic names cannot contain `/`, so `partitions/{topic}/` never prefixes another topic's
 //! keys. Index keys are zero-padded so that key order is offset order.
@@ -91,6 +93,16 @@ impl Keys {
     /// The object store this cluster's segments live in.
     pub fn cluster_object_store(&self) -> String {
         format!("{}/cluster/object-store", self.root)
+    }
+
+    /// The elected controller.
+    pub fn controller(&self) -> String {
+        format!("{}/cluster/controller", self.root)
+    }
+
+    /// The controller's partition assignment.
+    pub fn assignment(&self) -> String {
+        format!("{}/cluster/assignment", self.root)
     }
 
     /// The agent incarnation counter.

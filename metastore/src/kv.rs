@@ -68,6 +68,15 @@ pub trait KvBackend: Send + Sync + Debug + 'static {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<Box<dyn Liveness>>;
+
+    /// As [`KvBackend::put_ephemeral`], but only if `key` does not exist: `None` if it
+    /// does (an election: the key's holder is whoever created it).
+    async fn create_ephemeral(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Liveness>>>;
 }
 
 /// Keeps an ephemeral key alive (see [`KvBackend::put_ephemeral`]).
@@ -75,6 +84,14 @@ pub trait KvBackend: Send + Sync + Debug + 'static {
 pub trait Liveness: Send + Sync + Debug {
     /// Deletes the key now and stops renewing it.
     async fn release(self: Box<Self>) -> Result<()>;
+
+    /// Whether the key is, or may already be, gone: renewals failed for a whole TTL (the
+    /// process was paused, or lost the store) or the store said it expired. Once lost, a
+    /// key stays lost; register anew.
+    fn is_lost(&self) -> bool;
+
+    /// Resolves once [`Liveness::is_lost`] turns true.
+    async fn lost(&self);
 }
 
 /// The smallest key greater than every key starting with `prefix`.

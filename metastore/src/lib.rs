@@ -12,7 +12,9 @@
 //! - a flush commit for a partition succeeds only if its epoch is the current owner epoch
 //!   and its first offset is the current high watermark, so offsets stay dense and a
 //!   fenced (zombie) owner can never commit;
-//! - the high watermark and the index entry of a partition change in one transaction.
+//! - the high watermark and the index entry of a partition change in one transaction;
+//! - at most one controller key exists, held under its holder's lease; only the holder
+//!   can store an assignment.
 
 pub mod embedded;
 mod error;
@@ -28,6 +30,6 @@ pub use etcd::EtcdKv;
 pub use kv::Liveness;
 pub use metastore::{KvMetastore, Metastore, open};
 pub use model::{
-    AgentRecord, CommitReport, IndexEntry, PartitionAppend, PartitionOwner, PartitionState,
-    Rejection, TopicMeta,
+    AgentRecord, Assignment, CommitReport, IndexEntry, PartitionAppend, PartitionOwner,
+    PartitionState, Rejection, TopicMeta,
 };

@@ -11,7 +11,7 @@ use tracing::instrument;
 use crate::keys::Keys;
 use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
-    AgentRecord, CommitReport, EmbeddedKv, Error, EtcdKv, IndexEntry, PartitionAppend,
+    AgentRecord, Assignment, CommitReport, EmbeddedKv, Error, EtcdKv, IndexEntry, PartitionAppend,
     PartitionOwner, PartitionState, Rejection, Result, TopicMeta,
 };
 
@@ -79,6 +79,24 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
 
     /// The registered agents.
     async fn list_agents(&self) -> Result<Vec<AgentRecord>>;
+
+    /// Tries to become the controller as `holder` (`agent_id#agent_epoch`): `None` if
+    /// another holds the role. The role lasts while the returned handle is renewed, as
+    /// a registration does.
+    async fn campaign_controller(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Liveness>>>;
+
+    /// The current controller's holder string, if any.
+    async fn controller(&self) -> Result<Option<String>>;
+
+    /// The stored partition assignment, if a controller ever stored one.
+    async fn assignment(&self) -> Result<Option<Assignment>>;
+
+    /// Stores `assignment` if `holder` is still the controller; returns whether it did.
+    async fn store_assignment(&self, holder: &str, assignment: &Assignment) -> Result<bool>;
 }
 
 /// Opens the metastore a URL names, under the cluster root `/strata/<cluster>`:
@@ -445,5 +463,46 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
         self.list_json(&self.keys.agents_prefix()).await
+    }
+
+    #[instrument(name = "metastore.campaign_controller", skip(self))]
+    async fn campaign_controller(
+        &self,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Liveness>>> {
+        self.kv
+            .create_ephemeral(&self.keys.controller(), holder.as_bytes().to_vec(), ttl)
+            .await
+    }
+
+    async fn controller(&self) -> Result<Option<String>> {
+        let key = self.keys.controller();
+        match self.kv.get(&key).await? {
+            Some(bytes) => String::from_utf8(bytes)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    key,
+                    reason: e.to_string(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    async fn assignment(&self) -> Result<Option<Assignment>> {
+        self.get_json(&self.keys.assignment()).await
+    }
+
+    #[instrument(name = "metastore.store_assignment", skip(self, assignment), fields(generation = assignment.generation))]
+    async fn store_assignment(&self, holder: &str, assignment: &Assignment) -> Result<bool> {
+        self.kv
+            .txn(
+                vec![Compare::ValueEquals(
+                    self.keys.controller(),
+                    holder.as_bytes().to_vec(),
+                )],
+                vec![Op::Put(self.keys.assignment(), encode_json(assignment))],
+            )
+            .await
     }
 }

@@ -101,4 +101,43 @@ pub struct AgentRecord {
     pub agent_id: String,
     /// host:port of its gRPC server.
     pub address: String,
+    /// Availability zone it runs in, if configured.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub zone: String,
+}
+
+/// Which agent serves each partition, as the controller decided it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Bumped by every change the controller stores.
+    pub generation: u64,
+    /// The controller that stored it (`agent_id#agent_epoch`).
+    pub controller: String,
+    /// For each topic, the agent id of each partition, by partition number; `None` while
+    /// no agent is live.
+    pub topics: BTreeMap<String, Vec<Option<String>>>,
+}
+
+impl Assignment {
+    /// The agent a partition is assigned to.
+    pub fn agent_of(&self, topic: &str, partition: u32) -> Option<&str> {
+        self.topics
+            .get(topic)
+            .and_then(|agents| agents.get(partition as usize))
+            .and_then(|agent| agent.as_deref())
+    }
+
+    /// Every partition assigned to `agent_id`.
+    pub fn partitions_of<'a>(
+        &'a self,
+        agent_id: &'a str,
+    ) -> impl Iterator<Item = (&'a str, u32)> + 'a {
+        self.topics.iter().flat_map(move |(topic, agents)| {
+            agents
+                .iter()
+                .enumerate()
+                .filter(move |(_, a)| a.as_deref() == Some(agent_id))
+                .map(move |(p, _)| (topic.as_str(), p as u32))
+        })
+    }
 }

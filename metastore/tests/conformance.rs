@@ -281,6 +281,7 @@ async fn agent_epochs_increase_and_agents_register(store: Box<dyn Metastore>) {
     let agent = strata_metastore::AgentRecord {
         agent_id: "x".into(),
         address: "127.0.0.1:1".into(),
+        zone: "z1".into(),
     };
     let registration = store
         .register_agent(&agent, std::time::Duration::from_secs(5))
@@ -299,6 +300,51 @@ async fn agent_epochs_increase_and_agents_register(store: Box<dyn Metastore>) {
         store.claim_object_store("s3://b/y").await.unwrap(),
         "s3://a/x"
     );
+}
+
+async fn one_controller_at_a_time(store: Box<dyn Metastore>) {
+    let ttl = std::time::Duration::from_secs(5);
+    let a = store
+        .campaign_controller("a#1", ttl)
+        .await
+        .unwrap()
+        .expect("the first candidate wins");
+    assert!(
+        store
+            .campaign_controller("b#2", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(store.controller().await.unwrap().as_deref(), Some("a#1"));
+    assert!(!a.is_lost());
+
+    let mut assignment = strata_metastore::Assignment {
+        generation: 1,
+        controller: "a#1".into(),
+        ..Default::default()
+    };
+    assignment
+        .topics
+        .insert("t".into(), vec![Some("a".into()), None, Some("b".into())]);
+    assert!(store.store_assignment("a#1", &assignment).await.unwrap());
+    assert!(!store.store_assignment("b#2", &assignment).await.unwrap());
+    let stored = store.assignment().await.unwrap().unwrap();
+    assert_eq!(stored, assignment);
+    assert_eq!(stored.agent_of("t", 2), Some("b"));
+    assert_eq!(stored.agent_of("t", 1), None);
+    assert_eq!(
+        stored.partitions_of("a").collect::<Vec<_>>(),
+        vec![("t", 0)]
+    );
+
+    // Once the holder resigns, another candidate wins and the old one can no longer store.
+    a.release().await.unwrap();
+    assert_eq!(store.controller().await.unwrap(), None);
+    let b = store.campaign_controller("b#2", ttl).await.unwrap();
+    assert!(b.is_some());
+    assert!(!store.store_assignment("a#1", &assignment).await.unwrap());
+    assert!(store.store_assignment("b#2", &assignment).await.unwrap());
 }
 
 /// Runs every conformance test against a backend made by `$make(test_name)`.
@@ -330,6 +376,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn index_entries_in_offset_order() {
                 super::index_entries_in_offset_order($make("index").await).await;
+            }
+
+            #[tokio::test]
+            async fn one_controller_at_a_time() {
+                super::one_controller_at_a_time($make("controller").await).await;
             }
 
             #[tokio::test]
@@ -372,6 +423,7 @@ async fn etcd_registration_expires_without_renewals() {
     let agent = strata_metastore::AgentRecord {
         agent_id: "gone".into(),
         address: "127.0.0.1:2".into(),
+        zone: String::new(),
     };
     let registration = store
         .register_agent(&agent, std::time::Duration::from_secs(2))

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod etcd;
+pub mod history;
+
 /// Where the test etcd and S3 server are.
 #[derive(Debug, Clone)]
 pub struct TestEnv {
@@ -59,6 +62,18 @@ impl TestEnv {
             .arg("--s3-allow-http")
             .env_remove("STRATA_SERVER");
         command
+    }
+}
+
+/// Prints a line of figures, and appends it to the file `STRATA_TEST_REPORT` names (set
+/// by `scripts/test.sh`, which prints the file after the run: passing tests' output is
+/// otherwise captured).
+pub fn report(line: &str) {
+    println!("{line}");
+    if let Ok(path) = std::env::var("STRATA_TEST_REPORT")
+        && let Ok(mut file) = std::fs::OpenOptions::new().append(true).open(path)
+    {
+        let _ = writeln!(file, "{line}");
     }
 }
 
@@ -258,6 +273,33 @@ impl AgentProcess {
         }
     }
 
+    /// SIGSTOP: the process freezes (its lease stops being renewed) until [`Self::resume`].
+    pub fn pause(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`Self::pause`].
+    pub fn resume(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, signal: &str) {
+        let child = self.child.as_ref().expect("the agent is running");
+        let status = Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} failed");
+    }
+
+    /// The agent id it runs with (`agent-<port>` for `strata agent`, `dev` for `strata dev`).
+    pub fn agent_id(&self) -> String {
+        match self.kind {
+            AgentKind::Dev { .. } => "dev".to_string(),
+            AgentKind::Agent { .. } => format!("agent-{}", self.port),
+        }
+    }
+
     /// Starts the agent again with the same configuration and port.
     pub fn restart(&mut self) {
         self.kill();
@@ -269,6 +311,15 @@ impl AgentProcess {
         self.child
             .as_mut()
             .is_some_and(|c| c.try_wait().unwrap().is_none())
+    }
+}
+
+/// Starts a process after [`AgentProcess::terminate`] or [`AgentProcess::kill`].
+impl AgentProcess {
+    /// Starts the stopped agent again with the same configuration, id and port.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "the agent is still running");
+        self.spawn();
     }
 }
 

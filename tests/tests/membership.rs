@@ -95,3 +95,115 @@ fn an_agent_with_another_object_store_is_refused() {
         "{stderr}"
     );
 }
+
+/// `strata cluster status` rows as (agent, zone, partitions, role), and the controller.
+fn cluster_status(server: &str) -> (String, Vec<(String, String, usize, String)>) {
+    let out = strata_tests::cli_ok(server, &["cluster", "status"], b"");
+    let mut controller = String::new();
+    let mut agents = Vec::new();
+    for line in out.lines() {
+        let fields: Vec<&str> = line.split('\t').collect();
+        match fields.as_slice() {
+            ["controller", c] => controller = c.to_string(),
+            [id, _address, zone, partitions, role] if *id != "agent" => agents.push((
+                id.to_string(),
+                zone.to_string(),
+                partitions.parse().unwrap(),
+                role.to_string(),
+            )),
+            _ => {}
+        }
+    }
+    agents.sort();
+    (controller, agents)
+}
+
+/// Waits until `strata cluster status` shows `agents` agents serving `each` partitions.
+fn wait_for_even_status(
+    server: &str,
+    agents: usize,
+    each: usize,
+) -> (String, Vec<(String, String, usize, String)>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let status = cluster_status(server);
+        if status.1.len() == agents && status.1.iter().all(|a| a.2 == each) {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "not spread evenly: {status:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn one_controller_spreads_partitions_and_a_new_one_keeps_them() {
+    let kind = AgentKind::Agent {
+        env: TestEnv::from_env(),
+        cluster: unique_name("controller"),
+        bucket: unique_name("controller"),
+    };
+    let mut agents: Vec<AgentProcess> = ["a", "b", "c"]
+        .iter()
+        .map(|zone| AgentProcess::start(kind.clone(), &["--lease-ttl-secs", "3", "--zone", zone]))
+        .collect();
+    let server = agents[2].server();
+    strata_tests::cli_ok(
+        &server,
+        &["topic", "create", "spread", "--partitions", "9"],
+        b"",
+    );
+    let (controller, rows) = wait_for_even_status(&server, 3, 3);
+    assert_eq!(rows.iter().filter(|r| r.3 == "controller").count(), 1);
+    assert!(
+        rows.iter()
+            .any(|r| r.0 == controller && r.3 == "controller")
+    );
+    let mut zones: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    zones.sort();
+    assert_eq!(zones, ["a", "b", "c"]);
+
+    // The controller dies: another agent is elected and moves only the dead one's
+    // partitions; the survivors keep theirs.
+    let owners = |server: &str| -> Vec<String> {
+        let out = strata_tests::cli_ok(server, &["topic", "describe", "spread"], b"");
+        out.lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split('\t').collect();
+                (f.len() == 5 && f[0] != "partition").then(|| f[3].to_string())
+            })
+            .collect()
+    };
+    let before = owners(&server);
+    let dead = agents
+        .iter()
+        .position(|a| a.agent_id() == controller)
+        .unwrap();
+    agents[dead].kill();
+    let survivor = agents[(dead + 1) % 3].server();
+    // 9 partitions over 2 agents: 5 and 4.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (new_controller, rows) = loop {
+        let status = cluster_status(&survivor);
+        let mut counts: Vec<usize> = status.1.iter().map(|r| r.2).collect();
+        counts.sort();
+        if counts == [4, 5] && !status.0.is_empty() && status.0 != "none elected" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "not moved: {status:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_ne!(new_controller, controller);
+    assert!(
+        rows.iter()
+            .any(|r| r.0 == new_controller && r.3 == "controller")
+    );
+    let after = owners(&survivor);
+    for (b, a) in before.iter().zip(&after) {
+        if *b != controller {
+            assert_eq!(
+                b, a,
+                "a surviving agent's partition moved: {before:?} -> {after:?}"
+            );
+        }
+    }
+}

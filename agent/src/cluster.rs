@@ -1,0 +1,315 @@
+//! The agent as a cluster member: its registration, the controller role, and following
+//! the controller's assignment.
+//!
+//! Two tasks run beside the write and read paths:
+//! - **membership** keeps the agent's registration (an etcd lease). When the lease is
+//!   lost — the process was paused, or cut off from etcd, for a whole TTL — the agent
+//!   stops writing at once: it gives up every partition and fails their pending produce
+//!   requests with FAILED_PRECONDITION, then registers anew;
+//! - **control** runs every [`TICK`]: every agent campaigns for the controller role (a
+//!   leased key; one holder at a time); the controller computes the assignment
+//!   ([`crate::controller::assign`]) from the live agents and the topics and stores it,
+//!   guarded by its role; every agent then reads the assignment, gives up the partitions
+//!   assigned elsewhere and takes the ones assigned to it (an epoch-bumping transaction
+//!   each, [`strata_metastore::Metastore::acquire_partition`]).
+//!
+//! Safety never rests on these tasks being timely: a partition's commits compare its
+//! owner epoch, so an agent that still believes it owns a partition after another took it
+//! can write segments but never commit them, and never acknowledges their records.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use futures::StreamExt;
+use strata_metastore::{AgentRecord, Assignment, Liveness};
+use tokio::sync::{Notify, watch};
+
+use crate::agent::{Inner, PartitionKey};
+use crate::controller::assign;
+use crate::{Error, Result};
+
+/// How often the control loop runs: the controller's reaction time to agents and topics
+/// coming and going, and every agent's to a new assignment.
+pub(crate) const TICK: Duration = Duration::from_millis(200);
+/// Longest a control step waits for the metastore before trying again next tick.
+const STEP_TIMEOUT: Duration = Duration::from_secs(3);
+/// Partitions taken at once when an agent is assigned many.
+const ACQUIRE_CONCURRENCY: usize = 16;
+
+/// What this agent knows of the cluster.
+#[derive(Debug)]
+pub(crate) struct ClusterView {
+    assignment: RwLock<Arc<Assignment>>,
+    agents: RwLock<Arc<Vec<AgentRecord>>>,
+    /// Whether the agent's registration is live. While it is not, the agent writes nothing.
+    registered: AtomicBool,
+    /// Whether this agent holds the controller role.
+    controller: AtomicBool,
+    /// Runs the control loop now (a topic was created or deleted).
+    wake: Notify,
+}
+
+impl Default for ClusterView {
+    fn default() -> Self {
+        Self {
+            assignment: RwLock::default(),
+            agents: RwLock::default(),
+            registered: AtomicBool::new(true),
+            controller: AtomicBool::new(false),
+            wake: Notify::new(),
+        }
+    }
+}
+
+impl ClusterView {
+    /// The last assignment read.
+    pub(crate) fn assignment(&self) -> Arc<Assignment> {
+        self.assignment.read().expect("view lock").clone()
+    }
+
+    /// The last agent list read.
+    pub(crate) fn agents(&self) -> Arc<Vec<AgentRecord>> {
+        self.agents.read().expect("view lock").clone()
+    }
+
+    /// Whether this agent's registration is live.
+    pub(crate) fn registered(&self) -> bool {
+        self.registered.load(Ordering::SeqCst)
+    }
+
+    /// Whether this agent is the controller.
+    pub(crate) fn is_controller(&self) -> bool {
+        self.controller.load(Ordering::SeqCst)
+    }
+
+    /// Asks the control loop to run now.
+    pub(crate) fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// The address of the agent a partition is assigned to, if it is another live agent.
+    pub(crate) fn owner_address(&self, key: &PartitionKey, me: &str) -> Option<String> {
+        let assignment = self.assignment();
+        let owner = assignment.agent_of(&key.0, key.1)?;
+        if owner == me {
+            return None;
+        }
+        self.agents()
+            .iter()
+            .find(|a| a.agent_id == owner)
+            .map(|a| a.address.clone())
+    }
+}
+
+impl Inner {
+    /// This agent's registration record.
+    pub(crate) fn agent_record(&self) -> AgentRecord {
+        AgentRecord {
+            agent_id: self.config.agent_id.clone(),
+            address: self.config.advertised_address.clone(),
+            zone: self.config.zone.clone(),
+        }
+    }
+
+    /// The controller holder string of this incarnation.
+    fn controller_holder(&self) -> String {
+        format!("{}#{}", self.config.agent_id, self.agent_epoch)
+    }
+
+    /// Keeps the registration alive; on its loss gives up every partition and registers
+    /// anew. Releases the registration when `stop` turns true.
+    pub(crate) async fn run_membership(
+        self: Arc<Self>,
+        mut registration: Box<dyn Liveness>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        loop {
+            let stopping = tokio::select! {
+                () = registration.lost() => false,
+                _ = stop.wait_for(|s| *s) => true,
+            };
+            if stopping {
+                if let Err(e) = registration.release().await {
+                    tracing::warn!(error = %e, "could not deregister; the lease will expire");
+                }
+                return;
+            }
+            self.cluster.registered.store(false, Ordering::SeqCst);
+            tracing::warn!(
+                "registration lost (paused, or cut off from the metastore, for a whole lease \
+                 TTL): gave up every partition; registering again"
+            );
+            self.disown_all("this agent lost its registration lease; its partitions move");
+            registration = loop {
+                let attempt = tokio::time::timeout(
+                    STEP_TIMEOUT,
+                    self.metastore
+                        .register_agent(&self.agent_record(), self.config.lease_ttl),
+                )
+                .await;
+                match attempt {
+                    Ok(Ok(registration)) => break registration,
+                    Ok(Err(e)) => tracing::debug!(error = %e, "registration failed; retrying"),
+                    Err(_) => tracing::debug!("registration timed out; retrying"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            };
+            tracing::info!("registered again");
+            self.cluster.registered.store(true, Ordering::SeqCst);
+            self.cluster.wake();
+        }
+    }
+
+    /// Runs the control loop until `stop` turns true, then resigns the controller role.
+    pub(crate) async fn run_control_loop(
+        self: Arc<Self>,
+        mut role: Option<Box<dyn Liveness>>,
+        mut stop: watch::Receiver<bool>,
+    ) {
+        let mut failing = false;
+        loop {
+            let result = self.control_step(&mut role).await;
+            match (&result, failing) {
+                (Err(e), false) => tracing::warn!(error = %e, "control step failed; retrying"),
+                (Ok(()), true) => tracing::info!("control step succeeded again"),
+                _ => {}
+            }
+            failing = result.is_err();
+            tokio::select! {
+                () = tokio::time::sleep(TICK) => {}
+                () = self.cluster.wake.notified() => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+        }
+        self.cluster.controller.store(false, Ordering::SeqCst);
+        if let Some(role) = role
+            && let Err(e) = role.release().await
+        {
+            tracing::warn!(error = %e, "could not resign the controller role; it will expire");
+        }
+    }
+
+    /// One round: keep or win the controller role (and act on it), then follow the
+    /// assignment.
+    pub(crate) async fn control_step(&self, role: &mut Option<Box<dyn Liveness>>) -> Result<()> {
+        if role.as_ref().is_some_and(|r| r.is_lost()) {
+            tracing::warn!("controller role lost");
+            *role = None;
+            self.cluster.controller.store(false, Ordering::SeqCst);
+        }
+        if role.is_none() && self.cluster.registered() {
+            let holder = self.controller_holder();
+            let won = with_timeout(
+                "controller campaign",
+                self.metastore
+                    .campaign_controller(&holder, self.config.lease_ttl),
+            )
+            .await?;
+            if let Some(won) = won {
+                tracing::info!(holder, "became the controller");
+                *role = Some(won);
+                self.cluster.controller.store(true, Ordering::SeqCst);
+            }
+        }
+        if role.is_some() {
+            with_timeout("rebalance", self.rebalance()).await?;
+        }
+        with_timeout("reconcile", self.reconcile()).await
+    }
+
+    /// The controller's duty: store the assignment the live agents and topics call for.
+    async fn rebalance(&self) -> Result<()> {
+        let (agents, topics, current) = tokio::try_join!(
+            self.metastore.list_agents(),
+            self.metastore.list_topics(),
+            self.metastore.assignment(),
+        )?;
+        let current = current.unwrap_or_default();
+        let live: Vec<String> = agents.into_iter().map(|a| a.agent_id).collect();
+        let placement = assign(&current, &topics, &live);
+        if placement == current.topics {
+            return Ok(());
+        }
+        let moved: usize = placement
+            .iter()
+            .map(|(topic, agents)| {
+                let old = current.topics.get(topic);
+                agents
+                    .iter()
+                    .enumerate()
+                    .filter(|(p, a)| old.and_then(|o| o.get(*p)) != Some(*a))
+                    .count()
+            })
+            .sum();
+        let holder = self.controller_holder();
+        let next = Assignment {
+            generation: current.generation + 1,
+            controller: holder.clone(),
+            topics: placement,
+        };
+        if self.metastore.store_assignment(&holder, &next).await? {
+            tracing::info!(
+                generation = next.generation,
+                agents = live.len(),
+                moved,
+                "stored a new assignment"
+            );
+        }
+        Ok(())
+    }
+
+    /// Follows the stored assignment: gives up partitions assigned to other agents and
+    /// takes those assigned to this one.
+    async fn reconcile(&self) -> Result<()> {
+        let (assignment, agents) =
+            tokio::try_join!(self.metastore.assignment(), self.metastore.list_agents(),)?;
+        let assignment = Arc::new(assignment.unwrap_or_default());
+        *self.cluster.assignment.write().expect("view lock") = assignment.clone();
+        *self.cluster.agents.write().expect("view lock") = Arc::new(agents);
+        if !self.cluster.registered() {
+            return Ok(());
+        }
+        let me = self.config.agent_id.as_str();
+        for key in self.owned_partitions() {
+            if let Some(other) = assignment.agent_of(&key.0, key.1)
+                && other != me
+            {
+                tracing::info!(topic = %key.0, partition = key.1, to = other, "partition reassigned; giving it up");
+                self.disown(
+                    &[key],
+                    &format!("the controller moved it to agent '{other}'"),
+                );
+            }
+        }
+        let wanted: Vec<PartitionKey> = assignment
+            .partitions_of(me)
+            .map(|(topic, p)| (topic.to_string(), p))
+            .filter(|key| !self.owns(key))
+            .collect();
+        let mut takes = futures::stream::iter(wanted)
+            .map(|key| async move { (self.ensure_owned(&key).await, key) })
+            .buffer_unordered(ACQUIRE_CONCURRENCY);
+        while let Some((result, key)) = takes.next().await {
+            if let Err(e) = result {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "could not take an assigned partition");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn with_timeout<T>(
+    what: &str,
+    step: impl Future<Output = std::result::Result<T, impl Into<Error>>>,
+) -> Result<T> {
+    match tokio::time::timeout(STEP_TIMEOUT, step).await {
+        Ok(result) => result.map_err(Into::into),
+        Err(_) => Err(Error::Unavailable(format!(
+            "{what}: the metastore did not answer within {STEP_TIMEOUT:?}"
+        ))),
+    }
+}

@@ -1,0 +1,213 @@
+//! Where to send a partition's records, and where to read them: the cluster's metadata,
+//! cached, one channel and one produce session per agent.
+//!
+//! The router learns each partition's owner from `Metadata` and opens a channel (and a
+//! produce session) to each agent it routes to. On an error that says the metadata may be
+//! stale (FAILED_PRECONDITION: not the owner; UNAVAILABLE: the agent is gone or stopping)
+//! the producer asks for a [`Router::refresh`], which asks the bootstrap agent first and
+//! then every agent it knows, so that one dead agent does not blind it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_proto::v1 as pb;
+use strata_proto::v1::cluster_client::ClusterClient;
+use strata_proto::v1::log_client::LogClient;
+use tokio::time::Instant;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::session::Session;
+use crate::{Error, MAX_MESSAGE_BYTES, Result};
+
+/// Refreshes closer together than this are served by the last one.
+const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
+
+/// The producer's view of the cluster.
+#[derive(Debug)]
+pub(crate) struct Router {
+    /// The agent the producer was pointed at.
+    bootstrap: Channel,
+    bootstrap_session: Arc<Session>,
+    state: Mutex<RouterState>,
+    refreshing: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct RouterState {
+    /// Live agents' addresses, by id.
+    agents: HashMap<String, String>,
+    /// Owner agent id of each partition.
+    owners: HashMap<(String, u32), String>,
+    /// One channel per agent address.
+    channels: HashMap<String, Channel>,
+    /// One session per agent address.
+    sessions: HashMap<String, Arc<Session>>,
+    refreshed_at: Option<Instant>,
+}
+
+fn log_client(channel: Channel) -> LogClient<Channel> {
+    LogClient::new(channel)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+}
+
+fn lazy_channel(address: &str) -> Option<Channel> {
+    let url = if address.contains("://") {
+        address.to_string()
+    } else {
+        format!("http://{address}")
+    };
+    Endpoint::from_shared(url).ok().map(|endpoint| {
+        endpoint
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .connect_lazy()
+    })
+}
+
+impl Router {
+    pub(crate) fn new(bootstrap: Channel) -> Self {
+        Self {
+            bootstrap_session: Arc::new(Session::new(log_client(bootstrap.clone()))),
+            bootstrap,
+            state: Mutex::default(),
+            refreshing: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// The address of the agent that owns `topic`/`partition`, as last known; `None` for
+    /// the bootstrap agent (the owner is unknown, or it is the only agent).
+    fn owner_address(state: &RouterState, topic: &str, partition: u32) -> Option<String> {
+        if state.agents.len() <= 1 {
+            return None;
+        }
+        state
+            .owners
+            .get(&(topic.to_string(), partition))
+            .and_then(|owner| state.agents.get(owner))
+            .cloned()
+    }
+
+    /// A channel to the agent that owns `topic`/`partition` (reads: any agent serves
+    /// them, the owner from its cache), or to the bootstrap agent.
+    pub(crate) fn channel_for(&self, topic: &str, partition: u32) -> Channel {
+        let mut state = self.state.lock().expect("router lock");
+        let Some(address) = Self::owner_address(&state, topic, partition) else {
+            return self.bootstrap.clone();
+        };
+        Self::channel(&mut state, &address).unwrap_or_else(|| self.bootstrap.clone())
+    }
+
+    fn channel(state: &mut RouterState, address: &str) -> Option<Channel> {
+        if let Some(channel) = state.channels.get(address) {
+            return Some(channel.clone());
+        }
+        let channel = lazy_channel(address)?;
+        state.channels.insert(address.to_string(), channel.clone());
+        Some(channel)
+    }
+
+    /// The session to the agent that owns `topic`/`partition`, as last known, or to the
+    /// bootstrap agent.
+    pub(crate) fn session_for(&self, topic: &str, partition: u32) -> Arc<Session> {
+        let mut state = self.state.lock().expect("router lock");
+        let Some(address) = Self::owner_address(&state, topic, partition) else {
+            return self.bootstrap_session.clone();
+        };
+        if let Some(session) = state.sessions.get(&address) {
+            return session.clone();
+        }
+        let Some(channel) = Self::channel(&mut state, &address) else {
+            return self.bootstrap_session.clone();
+        };
+        let session = Arc::new(Session::new(log_client(channel)));
+        state.sessions.insert(address, session.clone());
+        session
+    }
+
+    /// Re-reads the metadata of every topic, unless it was read moments ago.
+    pub(crate) async fn refresh(&self) -> Result<()> {
+        let _single = self.refreshing.lock().await;
+        let fresh = self
+            .state
+            .lock()
+            .expect("router lock")
+            .refreshed_at
+            .is_some_and(|at| at.elapsed() < MIN_REFRESH_INTERVAL);
+        if fresh {
+            return Ok(());
+        }
+        let known: Vec<String> = self
+            .state
+            .lock()
+            .expect("router lock")
+            .agents
+            .values()
+            .cloned()
+            .collect();
+        let mut candidates = vec![self.bootstrap.clone()];
+        candidates.extend(known.iter().filter_map(|a| lazy_channel(a)));
+        let mut last_error = Error::Closed;
+        for channel in candidates {
+            let mut client =
+                ClusterClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
+            let request = client.metadata(pb::MetadataRequest { topics: Vec::new() });
+            match tokio::time::timeout(Duration::from_secs(5), request).await {
+                Ok(Ok(response)) => {
+                    self.apply(response.into_inner());
+                    return Ok(());
+                }
+                Ok(Err(status)) => last_error = Error::Status(status),
+                Err(_) => {
+                    last_error = Error::Status(tonic::Status::deadline_exceeded(
+                        "metadata request timed out",
+                    ))
+                }
+            }
+        }
+        Err(last_error)
+    }
+
+    fn apply(&self, metadata: pb::MetadataResponse) {
+        let mut state = self.state.lock().expect("router lock");
+        state.agents = metadata
+            .agents
+            .into_iter()
+            .map(|a| (a.agent_id, a.address))
+            .collect();
+        state.owners = metadata
+            .topics
+            .into_iter()
+            .flat_map(|topic| {
+                let name = topic.name;
+                topic.partitions.into_iter().filter_map(move |p| {
+                    (!p.owner_agent_id.is_empty())
+                        .then(|| ((name.clone(), p.partition as u32), p.owner_agent_id))
+                })
+            })
+            .collect();
+        let live: Vec<String> = state.agents.values().cloned().collect();
+        state.sessions.retain(|address, _| live.contains(address));
+        state.channels.retain(|address, _| live.contains(address));
+        state.refreshed_at = Some(Instant::now());
+    }
+}
+
+/// Whether an error may go away once the metadata is refreshed or the cluster settles:
+/// the owner moved, an agent is gone or stopping, or one is momentarily overloaded.
+pub(crate) fn is_retriable(error: &Error) -> bool {
+    match error {
+        Error::Status(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable
+                | tonic::Code::FailedPrecondition
+                | tonic::Code::ResourceExhausted
+                | tonic::Code::Aborted
+                | tonic::Code::Unknown
+                | tonic::Code::Cancelled
+        ),
+        Error::Connect(_) => true,
+        Error::InvalidArgument(_) | Error::Closed => false,
+    }
+}
