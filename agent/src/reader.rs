@@ -64,6 +64,35 @@ impl PartitionLog {
     }
 }
 
+/// The run of `index` entries from the one holding `offset` up to `high_watermark` in
+/// which each entry starts where the previous one ends, and the first offset below the
+/// high watermark that run does not reach (`None` if it reaches it).
+fn contiguous_entries(
+    index: &BTreeMap<i64, IndexEntry>,
+    offset: i64,
+    high_watermark: i64,
+) -> (Vec<IndexEntry>, Option<i64>) {
+    let Some(start) = index
+        .range(..=offset)
+        .next_back()
+        .filter(|(_, e)| e.last_offset >= offset)
+        .map(|(base, _)| *base)
+    else {
+        return (Vec::new(), Some(offset));
+    };
+    let mut entries = Vec::new();
+    let mut expected = start;
+    for (base, entry) in index.range(start..high_watermark) {
+        if *base != expected {
+            return (entries, Some(expected));
+        }
+        entries.push(entry.clone());
+        expected = entry.last_offset + 1;
+    }
+    let missing = (expected < high_watermark).then_some(expected);
+    (entries, missing)
+}
+
 /// Records read by one fetch.
 #[derive(Debug)]
 pub(crate) struct FetchResult {
@@ -157,9 +186,11 @@ impl Inner {
         }
     }
 
-    /// The index entries holding `[offset, high_watermark)`, in order. Loads from the
-    /// metastore what the agent does not know: entries after the last known one, or all of
-    /// them when no known entry holds `offset`.
+    /// The index entries holding `[offset, high_watermark)`, in order and contiguous:
+    /// each starts where the one before ends. The agent's cached entries may have holes
+    /// (it committed some runs itself, other agents committed the runs between them), so
+    /// the first hole found is filled from the metastore; if one remains, only the
+    /// entries before it are returned. Offsets are never skipped.
     async fn locate(
         &self,
         key: &PartitionKey,
@@ -167,44 +198,34 @@ impl Inner {
         high_watermark: i64,
     ) -> Result<Vec<IndexEntry>> {
         let log = self.partition_log(key);
-        let load_from = {
-            let index = log.index.lock().expect("index lock");
-            let holds_offset = index
-                .range(..=offset)
-                .next_back()
-                .is_some_and(|(_, e)| e.last_offset >= offset);
-            let known_end = index.values().next_back().map_or(0, |e| e.last_offset + 1);
-            if !holds_offset {
-                Some(0)
-            } else if known_end < high_watermark {
-                index.keys().next_back().map(|b| b + 1)
-            } else {
-                None
+        let mut loaded_from = None;
+        loop {
+            let (entries, missing) = {
+                let index = log.index.lock().expect("index lock");
+                contiguous_entries(&index, offset, high_watermark)
+            };
+            let Some(missing) = missing else {
+                return Ok(entries);
+            };
+            // Where the missing run's entry starts: exactly at `missing` after a known
+            // entry; unknown (load all) when no known entry holds `offset`.
+            let from = if entries.is_empty() { 0 } else { missing };
+            if loaded_from == Some(from) {
+                if entries.is_empty() {
+                    return Err(Error::DataLoss(format!(
+                        "no index entry holds committed offset {offset} of {}/{}",
+                        key.0, key.1
+                    )));
+                }
+                return Ok(entries);
             }
-        };
-        if let Some(from) = load_from {
             let loaded = self.metastore.index_entries(&key.0, key.1, from, 0).await?;
             let mut index = log.index.lock().expect("index lock");
             for entry in loaded {
                 index.insert(entry.base_offset, entry);
             }
+            loaded_from = Some(from);
         }
-        let index = log.index.lock().expect("index lock");
-        let start = index
-            .range(..=offset)
-            .next_back()
-            .filter(|(_, e)| e.last_offset >= offset)
-            .map(|(base, _)| *base)
-            .ok_or_else(|| {
-                Error::DataLoss(format!(
-                    "no index entry holds committed offset {offset} of {}/{}",
-                    key.0, key.1
-                ))
-            })?;
-        Ok(index
-            .range(start..high_watermark)
-            .map(|(_, e)| e.clone())
-            .collect())
     }
 
     /// One block's bytes: from the cache, else one ranged GET.
@@ -293,5 +314,53 @@ impl Inner {
             }
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(base: i64, last: i64) -> IndexEntry {
+        IndexEntry {
+            base_offset: base,
+            last_offset: last,
+            object: format!("o{base}"),
+            byte_start: 0,
+            byte_len: 1,
+            max_timestamp_ms: 0,
+        }
+    }
+
+    fn index(entries: &[(i64, i64)]) -> BTreeMap<i64, IndexEntry> {
+        entries.iter().map(|(b, l)| (*b, entry(*b, *l))).collect()
+    }
+
+    fn bases(entries: &[IndexEntry]) -> Vec<i64> {
+        entries.iter().map(|e| e.base_offset).collect()
+    }
+
+    #[test]
+    fn a_hole_between_cached_runs_is_reported_not_skipped() {
+        // This agent committed 0..=9 and 30..=39; another agent committed 10..=29.
+        let index = index(&[(0, 9), (30, 39)]);
+        let (entries, missing) = contiguous_entries(&index, 5, 40);
+        assert_eq!(bases(&entries), [0]);
+        assert_eq!(missing, Some(10));
+    }
+
+    #[test]
+    fn contiguous_runs_reach_the_high_watermark() {
+        let index = index(&[(0, 9), (10, 19), (20, 29)]);
+        let (entries, missing) = contiguous_entries(&index, 12, 30);
+        assert_eq!(bases(&entries), [10, 20]);
+        assert_eq!(missing, None);
+        // Known entries end before the high watermark: the rest is missing.
+        let (_, missing) = contiguous_entries(&index, 12, 35);
+        assert_eq!(missing, Some(30));
+        // No known entry holds the offset.
+        let (entries, missing) = contiguous_entries(&index, 31, 35);
+        assert!(entries.is_empty());
+        assert_eq!(missing, Some(31));
     }
 }

@@ -330,6 +330,22 @@ impl Drop for AgentProcess {
     }
 }
 
+/// The body of a plain-HTTP GET (the agent's `/metrics`); panics unless it is a 200.
+pub fn http_get(url: &str) -> String {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://").unwrap();
+    let (host, path) = rest.split_once('/').unwrap();
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(
+        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
+        "{response}"
+    );
+    response.split_once("\r\n\r\n").unwrap().1.to_string()
+}
+
 /// Runs `strata ARGS` against `server` with `stdin`; returns its output.
 pub fn cli(server: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(strata_bin())

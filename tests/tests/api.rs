@@ -111,7 +111,7 @@ async fn health_reflection_and_metadata() {
         consumer.poll(Duration::from_secs(1)).await.unwrap().len(),
         1
     );
-    let metrics = http_get(&agent.metrics_url());
+    let metrics = strata_tests::http_get(&agent.metrics_url());
     for expected in [
         "strata_produce_requests_total 1",
         "strata_produce_records_total 1",
@@ -139,21 +139,6 @@ async fn health_reflection_and_metadata() {
 }
 
 /// A plain HTTP/1.0 GET; returns the body.
-fn http_get(url: &str) -> String {
-    use std::io::{Read, Write};
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(
-        response.starts_with("HTTP/1.0 200") || response.starts_with("HTTP/1.1 200"),
-        "{response}"
-    );
-    response.split_once("\r\n\r\n").unwrap().1.to_string()
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn subscribe_follows_the_tail() {
     let agent = start_agent("api-subscribe");

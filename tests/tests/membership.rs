@@ -207,3 +207,79 @@ fn one_controller_spreads_partitions_and_a_new_one_keeps_them() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_produce_to_another_agents_partition_is_forwarded_once() {
+    use strata_client::proto as pb;
+    use strata_client::proto::log_client::LogClient;
+
+    let kind = AgentKind::Agent {
+        env: TestEnv::from_env(),
+        cluster: unique_name("forward"),
+        bucket: unique_name("forward"),
+    };
+    let a = AgentProcess::start(kind.clone(), &[]);
+    let b = AgentProcess::start(kind, &[]);
+    let admin = Admin::connect(&a.server()).await.unwrap();
+    admin
+        .create_topic("fwd", 2, Default::default())
+        .await
+        .unwrap();
+    // Wait until each agent serves one partition; find b's.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let b_partition = loop {
+        let metadata = admin.metadata(vec!["fwd".into()]).await.unwrap();
+        let owners: Vec<String> = metadata.topics[0]
+            .partitions
+            .iter()
+            .map(|p| p.owner_agent_id.clone())
+            .collect();
+        if owners.contains(&a.agent_id()) && owners.contains(&b.agent_id()) {
+            break owners.iter().position(|o| *o == b.agent_id()).unwrap() as i32;
+        }
+        assert!(Instant::now() < deadline, "not spread: {owners:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let request = pb::ProduceRequest {
+        topic: "fwd".into(),
+        partition: Some(b_partition),
+        records: vec![pb::Record {
+            value: Some("forwarded".into()),
+            ..Default::default()
+        }],
+        acks: pb::Acks::All as i32,
+    };
+
+    // Unary Produce to a: forwarded to b, which assigns the offset.
+    let mut log_a = LogClient::connect(a.server()).await.unwrap();
+    let response = log_a.produce(request.clone()).await.unwrap().into_inner();
+    assert_eq!(response.positions.len(), 1);
+    assert_eq!(response.positions[0].partition, b_partition);
+    let metrics_url = a.metrics_url();
+    let metrics = tokio::task::spawn_blocking(move || strata_tests::http_get(&metrics_url))
+        .await
+        .unwrap();
+    let forwarded = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("strata_produce_forwarded_total "))
+        .expect("the forwarded counter is exported");
+    assert_eq!(forwarded.trim(), "1");
+
+    // A produce session is not forwarded (it would lose its ordering): the agent answers
+    // FAILED_PRECONDITION naming the owner, and the SDK routes by metadata instead.
+    let session = log_a
+        .produce_session(tokio_stream::iter(vec![pb::ProduceSessionRequest {
+            sequence: 7,
+            request: Some(request),
+        }]))
+        .await
+        .unwrap();
+    let answer = session.into_inner().message().await.unwrap().unwrap();
+    assert_eq!(answer.sequence, 7);
+    assert_eq!(answer.error_code, tonic::Code::FailedPrecondition as i32);
+    assert!(
+        answer.error_message.contains(&b.agent_id()),
+        "{}",
+        answer.error_message
+    );
+}
