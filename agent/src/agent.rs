@@ -520,8 +520,7 @@ impl Agent {
         }
         Ok(ClusterMetadata {
             agents,
-            // The holder is `agent_id#incarnation`.
-            controller: controller.map(|c| c.split('#').next().unwrap_or_default().to_string()),
+            controller: controller.map(|c| crate::cluster::controller_agent_id(&c).to_string()),
             topics: described,
         })
     }

@@ -112,7 +112,8 @@ impl Inner {
         }
     }
 
-    /// The controller holder string of this incarnation.
+    /// The controller holder string of this incarnation: `agent_id#agent_epoch`, so that
+    /// a restarted agent with the same id never mistakes its predecessor's role for its own.
     fn controller_holder(&self) -> String {
         format!("{}#{}", self.config.agent_id, self.agent_epoch)
     }
@@ -215,24 +216,36 @@ impl Inner {
                 self.cluster.controller.store(true, Ordering::SeqCst);
             }
         }
-        if role.is_some() {
-            with_timeout("rebalance", self.rebalance()).await?;
-        }
-        with_timeout("reconcile", self.reconcile()).await
+        let (assignment, agents) = if role.is_some() {
+            with_timeout("rebalance", self.rebalance()).await?
+        } else {
+            with_timeout("read assignment", async {
+                tokio::try_join!(self.metastore.assignment(), self.metastore.list_agents())
+            })
+            .await?
+        };
+        with_timeout(
+            "reconcile",
+            self.reconcile(assignment.unwrap_or_default(), agents),
+        )
+        .await
     }
 
     /// The controller's duty: store the assignment the live agents and topics call for.
-    async fn rebalance(&self) -> Result<()> {
+    /// Returns the assignment in force afterwards and the live agents.
+    async fn rebalance(
+        &self,
+    ) -> std::result::Result<(Option<Assignment>, Vec<AgentRecord>), strata_metastore::Error> {
         let (agents, topics, current) = tokio::try_join!(
             self.metastore.list_agents(),
             self.metastore.list_topics(),
             self.metastore.assignment(),
         )?;
         let current = current.unwrap_or_default();
-        let live: Vec<String> = agents.into_iter().map(|a| a.agent_id).collect();
+        let live: Vec<String> = agents.iter().map(|a| a.agent_id.clone()).collect();
         let placement = assign(&current, &topics, &live);
         if placement == current.topics {
-            return Ok(());
+            return Ok((Some(current), agents));
         }
         let moved: usize = placement
             .iter()
@@ -258,16 +271,17 @@ impl Inner {
                 moved,
                 "stored a new assignment"
             );
+            Ok((Some(next), agents))
+        } else {
+            // The role was lost meanwhile: follow whatever the new controller stored.
+            Ok((self.metastore.assignment().await?, agents))
         }
-        Ok(())
     }
 
-    /// Follows the stored assignment: gives up partitions assigned to other agents and
-    /// takes those assigned to this one.
-    async fn reconcile(&self) -> Result<()> {
-        let (assignment, agents) =
-            tokio::try_join!(self.metastore.assignment(), self.metastore.list_agents(),)?;
-        let assignment = Arc::new(assignment.unwrap_or_default());
+    /// Follows `assignment`: gives up partitions assigned to other agents and takes those
+    /// assigned to this one.
+    async fn reconcile(&self, assignment: Assignment, agents: Vec<AgentRecord>) -> Result<()> {
+        let assignment = Arc::new(assignment);
         *self.cluster.assignment.write().expect("view lock") = assignment.clone();
         *self.cluster.agents.write().expect("view lock") = Arc::new(agents);
         if !self.cluster.registered() {
@@ -312,4 +326,9 @@ async fn with_timeout<T>(
             "{what}: the metastore did not answer within {STEP_TIMEOUT:?}"
         ))),
     }
+}
+
+/// The agent id in a controller holder string (see `Inner::controller_holder`).
+pub(crate) fn controller_agent_id(holder: &str) -> &str {
+    holder.split('#').next().unwrap_or_default()
 }

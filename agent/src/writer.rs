@@ -132,10 +132,9 @@ impl Inner {
     pub(crate) fn disown(&self, keys: &[PartitionKey], reason: &str) {
         self.metrics.partitions_given_up.inc_by(keys.len() as u64);
         let mut state = self.writer.state.lock().expect("writer lock");
-        let first = keys.first().cloned().unwrap_or_default();
-        drop_partitions(&mut state, keys, None, || Error::NotOwner {
-            topic: first.0.clone(),
-            partition: first.1,
+        drop_partitions(&mut state, keys, None, |key| Error::NotOwner {
+            topic: key.0.clone(),
+            partition: key.1,
             reason: reason.to_string(),
         });
     }
@@ -220,7 +219,7 @@ impl Inner {
             .filter(|k| k.0 == topic)
             .cloned()
             .collect();
-        drop_partitions(&mut state, &keys, None, || {
+        drop_partitions(&mut state, &keys, None, |_| {
             Error::TopicNotFound(topic.to_string())
         });
     }
@@ -548,7 +547,7 @@ impl Inner {
             state.flushing_bytes = state.flushing_bytes.saturating_sub(pending_bytes);
             if !failed.is_empty() {
                 let keys: Vec<PartitionKey> = failed.keys().cloned().collect();
-                drop_partitions(&mut state, &keys, Some(&owners), || {
+                drop_partitions(&mut state, &keys, Some(&owners), |_| {
                     Error::Unavailable("an earlier write of this partition failed; retry".into())
                 });
             }
@@ -588,7 +587,7 @@ impl Inner {
 }
 
 /// Forgets ownership of `keys` and drops their records from the open segment; the waiters
-/// of those records get `error()`.
+/// of those records get `error(key)` for the first of their partitions dropped.
 ///
 /// With `owners`, a partition is dropped only while this agent still holds it under the
 /// listed ownership: if it was taken again meanwhile (a new epoch, offsets re-read from
@@ -597,7 +596,7 @@ fn drop_partitions(
     state: &mut WriterState,
     keys: &[PartitionKey],
     owners: Option<&HashMap<PartitionKey, PartitionOwner>>,
-    error: impl Fn() -> Error,
+    error: impl Fn(&PartitionKey) -> Error,
 ) {
     let mut dropped: HashSet<&PartitionKey> = HashSet::new();
     for key in keys {
@@ -617,8 +616,8 @@ fn drop_partitions(
     }
     let waiters = std::mem::take(&mut state.open.waiters);
     for waiter in waiters {
-        if waiter.partitions.iter().any(|k| dropped.contains(k)) {
-            let _ = waiter.done.send(Err(error()));
+        if let Some(key) = waiter.partitions.iter().find(|k| dropped.contains(k)) {
+            let _ = waiter.done.send(Err(error(key)));
         } else {
             state.open.waiters.push(waiter);
         }

@@ -78,6 +78,20 @@ async fn wait_for_owners(
     }
 }
 
+/// Waits until no partition is owned by `agent` and every one has an owner; returns how
+/// long that took.
+async fn wait_until_moved_away(server: &str, agent: &str, what: &str) -> Duration {
+    wait_for_owners(server, 30, what, |o| {
+        o.values().all(|owner| owner != agent && !owner.is_empty())
+    })
+    .await
+}
+
+/// Waits until `agent` owns a partition again.
+async fn wait_until_rejoined(server: &str, agent: &str, what: &str) {
+    wait_for_owners(server, 30, what, |o| o.values().any(|owner| owner == agent)).await;
+}
+
 /// Creates the topic and waits until its partitions are spread over every agent.
 async fn create_topic(agents: &[AgentProcess]) {
     Admin::connect(&agents[0].server())
@@ -137,14 +151,10 @@ async fn sigkill_of_an_owner_loses_nothing_and_its_partitions_move() {
     let victim = agents[2].agent_id();
     let fault_at = load.history().now();
     tokio::task::block_in_place(|| agents[2].kill());
-    let moved = wait_for_owners(
+    let moved = wait_until_moved_away(
         &agents[0].server(),
-        30,
+        &victim,
         "the victim's partitions moved",
-        |o| {
-            o.values()
-                .all(|owner| *owner != victim && !owner.is_empty())
-        },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(3)).await;
@@ -169,14 +179,10 @@ async fn a_paused_agent_is_fenced_and_acknowledges_nothing_it_lost() {
     let zombie = agents[2].agent_id();
     agents[2].pause();
     let fault_at = load.history().now();
-    let moved = wait_for_owners(
+    let moved = wait_until_moved_away(
         &agents[0].server(),
-        30,
+        &zombie,
         "the zombie's partitions moved",
-        |o| {
-            o.values()
-                .all(|owner| *owner != zombie && !owner.is_empty())
-        },
     )
     .await;
     // The others serve its partitions for a while; then it wakes up, still believing it
@@ -185,10 +191,7 @@ async fn a_paused_agent_is_fenced_and_acknowledges_nothing_it_lost() {
     agents[2].resume();
     // It notices its lease is gone, gives everything up, registers again and is given
     // its share back.
-    wait_for_owners(&agents[0].server(), 30, "the zombie rejoined", |o| {
-        o.values().any(|owner| *owner == zombie)
-    })
-    .await;
+    wait_until_rejoined(&agents[0].server(), &zombie, "the zombie rejoined").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_all_partitions_served("zombie", &load, fault_at + moved);
     let history = load.stop().await;
@@ -226,22 +229,15 @@ async fn an_agent_cut_from_etcd_stops_writing_and_rejoins() {
     let cut_off = agents[2].agent_id();
     proxy.cut();
     let fault_at = load.history().now();
-    let moved = wait_for_owners(
+    let moved = wait_until_moved_away(
         &agents[0].server(),
-        30,
+        &cut_off,
         "the cut agent's partitions moved",
-        |o| {
-            o.values()
-                .all(|owner| *owner != cut_off && !owner.is_empty())
-        },
     )
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     proxy.restore().await;
-    wait_for_owners(&agents[0].server(), 30, "the cut agent rejoined", |o| {
-        o.values().any(|owner| *owner == cut_off)
-    })
-    .await;
+    wait_until_rejoined(&agents[0].server(), &cut_off, "the cut agent rejoined").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_all_partitions_served("etcd-cut", &load, fault_at + moved);
     let history = load.stop().await;
@@ -302,10 +298,7 @@ async fn a_rolling_restart_fails_no_send() {
         let survivor = agents[(i + 1) % AGENTS].server();
         tokio::task::block_in_place(|| agents[i].terminate());
         // Its partitions move at once (it deregistered), then it comes back.
-        wait_for_owners(&survivor, 30, "the stopped agent's partitions moved", |o| {
-            o.values().all(|owner| *owner != id && !owner.is_empty())
-        })
-        .await;
+        wait_until_moved_away(&survivor, &id, "the stopped agent's partitions moved").await;
         tokio::task::block_in_place(|| agents[i].start_again());
         wait_for_owners(&survivor, 30, "the restarted agent got its share", |o| {
             o.values().filter(|owner| **owner == id).count() == 2
