@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 
 use crate::clock::Clock;
 use crate::cluster::ClusterView;
+use crate::coordinator::Coordinator;
 use crate::metrics::Metrics;
 use crate::reader::{FetchResult, PartitionLog};
 use crate::topic::{self, TopicSettings};
@@ -79,6 +80,9 @@ pub struct Agent {
 struct Tasks {
     flusher: JoinHandle<()>,
     control: JoinHandle<()>,
+    /// Times out group members; stops (dropping the coordinator slots) with the control
+    /// loop.
+    sweeper: JoinHandle<()>,
     stop_control: watch::Sender<bool>,
     membership: JoinHandle<()>,
     stop_membership: watch::Sender<bool>,
@@ -99,6 +103,7 @@ pub(crate) struct Inner {
     partitions: Mutex<HashMap<PartitionKey, Arc<PartitionLog>>>,
     pub writer: Writer,
     pub cluster: ClusterView,
+    pub coordinator: Coordinator,
     sticky_partition: AtomicU32,
 }
 
@@ -191,6 +196,7 @@ impl Agent {
             partitions: Mutex::new(HashMap::new()),
             writer: Writer::default(),
             cluster: ClusterView::default(),
+            coordinator: Coordinator::default(),
             sticky_partition: AtomicU32::new(rand::random()),
         });
         let registration = inner
@@ -210,6 +216,7 @@ impl Agent {
             async move { inner.run_flusher().await }
         });
         let (stop_control, stopping) = watch::channel(false);
+        let sweeper = tokio::spawn(inner.clone().run_group_sweeper(stopping.clone()));
         let control = tokio::spawn(inner.clone().run_control_loop(role, stopping));
         let (stop_membership, stopping) = watch::channel(false);
         let membership = tokio::spawn(inner.clone().run_membership(registration, stopping));
@@ -218,6 +225,7 @@ impl Agent {
             tasks: Arc::new(tokio::sync::Mutex::new(Some(Tasks {
                 flusher,
                 control,
+                sweeper,
                 stop_control,
                 membership,
                 stop_membership,
@@ -234,6 +242,7 @@ impl Agent {
         };
         let _ = tasks.stop_control.send(true);
         let _ = tasks.control.await;
+        let _ = tasks.sweeper.await;
         self.inner.close_writer();
         let _ = tasks.flusher.await;
         let _ = tasks.stop_membership.send(true);
@@ -279,7 +288,7 @@ impl Agent {
         Ok(handle)
     }
 
-    fn check_partition(handle: &TopicHandle, partition: i32) -> Result<u32> {
+    pub(crate) fn check_partition(handle: &TopicHandle, partition: i32) -> Result<u32> {
         let count = handle.meta.partitions;
         u32::try_from(partition)
             .ok()

@@ -26,7 +26,7 @@ use strata_metastore::{AgentRecord, Assignment, Liveness};
 use tokio::sync::{Notify, watch};
 
 use crate::agent::{Inner, PartitionKey};
-use crate::controller::assign;
+use crate::controller::{assign, assign_coordinators};
 use crate::{Error, Result};
 
 /// How often the control loop runs: the controller's reaction time to agents and topics
@@ -142,6 +142,7 @@ impl Inner {
                  TTL): gave up every partition; registering again"
             );
             self.disown_all("this agent lost its registration lease; its partitions move");
+            self.drop_slots().await;
             registration = loop {
                 let attempt = tokio::time::timeout(
                     STEP_TIMEOUT,
@@ -244,7 +245,8 @@ impl Inner {
         let current = current.unwrap_or_default();
         let live: Vec<String> = agents.iter().map(|a| a.agent_id.clone()).collect();
         let placement = assign(&current, &topics, &live);
-        if placement == current.topics {
+        let coordinators = assign_coordinators(&current, &live);
+        if placement == current.topics && coordinators == current.coordinators {
             return Ok((Some(current), agents));
         }
         let moved: usize = placement
@@ -263,6 +265,7 @@ impl Inner {
             generation: current.generation + 1,
             controller: holder.clone(),
             topics: placement,
+            coordinators,
         };
         if self.metastore.store_assignment(&holder, &next).await? {
             tracing::info!(
@@ -304,6 +307,7 @@ impl Inner {
             .map(|(topic, p)| (topic.to_string(), p))
             .filter(|key| !self.owns(key))
             .collect();
+        self.reconcile_slots().await;
         let mut takes = futures::stream::iter(wanted)
             .map(|key| async move { (self.ensure_owned(&key).await, key) })
             .buffer_unordered(ACQUIRE_CONCURRENCY);

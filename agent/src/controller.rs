@@ -17,6 +17,34 @@ use strata_metastore::{Assignment, TopicMeta};
 /// Per topic, the agent of each partition.
 pub(crate) type Placement = BTreeMap<String, Vec<Option<String>>>;
 
+/// Group coordinator slots: a group's coordinator is the agent of slot
+/// `murmur2(group id) % COORDINATOR_SLOTS`.
+pub(crate) const COORDINATOR_SLOTS: u32 = 16;
+
+/// The coordinator slot of a group.
+pub(crate) fn coordinator_slot(group_id: &str) -> u32 {
+    strata_proto::partition_for_key(group_id.as_bytes(), COORDINATOR_SLOTS)
+}
+
+/// The agent of each coordinator slot: spread over the live agents as partitions are
+/// (complete, even, sticky), independently of the partitions.
+pub(crate) fn assign_coordinators(previous: &Assignment, live: &[String]) -> Vec<Option<String>> {
+    const SLOTS: &str = "";
+    let as_topic = Assignment {
+        topics: BTreeMap::from([(SLOTS.to_string(), previous.coordinators.clone())]),
+        ..Default::default()
+    };
+    let slots = TopicMeta {
+        name: SLOTS.to_string(),
+        partitions: COORDINATOR_SLOTS,
+        config: BTreeMap::new(),
+        created_at_ms: 0,
+    };
+    assign(&as_topic, &[slots], live)
+        .remove(SLOTS)
+        .unwrap_or_default()
+}
+
 /// The placement the controller wants given `previous`, the topics and the live agents.
 pub(crate) fn assign(previous: &Assignment, topics: &[TopicMeta], live: &[String]) -> Placement {
     let mut live: Vec<&str> = live.iter().map(String::as_str).collect();
@@ -124,7 +152,25 @@ mod tests {
             generation: 1,
             controller: "c".into(),
             topics: placement,
+            coordinators: Vec::new(),
         }
+    }
+
+    #[test]
+    fn coordinator_slots_spread_and_stick() {
+        let first = assign_coordinators(&Assignment::default(), &agents(&["x", "y"]));
+        assert_eq!(first.len(), COORDINATOR_SLOTS as usize);
+        assert!(first.iter().all(Option::is_some));
+        let previous = Assignment {
+            coordinators: first.clone(),
+            ..Default::default()
+        };
+        let second = assign_coordinators(&previous, &agents(&["x", "y", "z"]));
+        let on_z = second.iter().filter(|a| a.as_deref() == Some("z")).count();
+        assert_eq!(on_z, 5);
+        let moved = first.iter().zip(&second).filter(|(a, b)| a != b).count();
+        assert_eq!(moved, 5);
+        assert!(coordinator_slot("some-group") < COORDINATOR_SLOTS);
     }
 
     fn moved(a: &Placement, b: &Placement) -> usize {

@@ -39,6 +39,63 @@ pub enum Error {
         /// Why, and who does if known.
         reason: String,
     },
+    /// This agent does not coordinate the group.
+    #[error("this agent is not the coordinator of group '{group}': {reason}")]
+    NotCoordinator {
+        /// The group.
+        group: String,
+        /// Who is, if known.
+        reason: String,
+    },
+    /// No group of that id.
+    #[error("group '{0}' does not exist")]
+    GroupNotFound(String),
+    /// The member id is not (or no longer) a member of the group.
+    #[error(
+        "member '{member}' is not a member of group '{group}' (it left or timed out); join \
+         again"
+    )]
+    UnknownMember {
+        /// The group.
+        group: String,
+        /// The member id given.
+        member: String,
+    },
+    /// The member's epoch is stale: another incarnation took over or it missed changes.
+    #[error(
+        "member '{member}' of group '{group}' is fenced: epoch {epoch} is stale (current \
+         {current}); join again"
+    )]
+    FencedMember {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The epoch given.
+        epoch: i64,
+        /// The member's epoch now.
+        current: i64,
+    },
+    /// A commit names partitions the member does not own.
+    #[error(
+        "member '{member}' of group '{group}' does not own {partitions}; commit only partitions assigned to it"
+    )]
+    NotAssigned {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The partitions, `topic/p`, comma-separated.
+        partitions: String,
+    },
+    /// The operation needs a group without members.
+    #[error("group '{group}' has active members ({members}); stop its consumers first")]
+    GroupNotEmpty {
+        /// The group.
+        group: String,
+        /// Its members, `member_id` or `member_id (instance)`, comma-separated.
+        members: String,
+    },
     /// Too much is waiting to be flushed; retry later.
     #[error("agent overloaded: {0}")]
     Overloaded(String),

@@ -11,16 +11,23 @@
 //! - [`reader`]: the read path (committed offsets, index cache, block reads, long-poll);
 //! - [`service`]: the gRPC services and the one place errors become status codes;
 //! - `cluster`: membership (the registration lease), the controller role, following the
-//!   controller's assignment; `controller`: the assignment it computes.
+//!   controller's assignment; `controller`: the assignment it computes (partitions and
+//!   group coordinator slots);
+//! - `coordinator`: the group coordinator slots this agent holds and the `Groups`
+//!   operations; `group`: one group's membership state machine; `assignor`: the uniform
+//!   and range assignors.
 //!
 //! Invariant: a record is acknowledged (acks=ALL) only after its segment is in the object
 //! store and its partition's commit succeeded under the epoch it was written with.
 
 mod agent;
+mod assignor;
 pub mod clock;
 mod cluster;
 mod controller;
+mod coordinator;
 mod error;
+mod group;
 pub mod metrics;
 mod reader;
 pub mod service;

@@ -11,6 +11,8 @@ use strata_metastore::TopicMeta;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_server::{Admin, AdminServer};
 use strata_proto::v1::cluster_server::{Cluster, ClusterServer};
+use strata_proto::v1::groups_client::GroupsClient;
+use strata_proto::v1::groups_server::{Groups, GroupsServer};
 use strata_proto::v1::log_client::LogClient;
 use strata_proto::v1::log_server::{Log, LogServer};
 use strata_storage::Record;
@@ -54,10 +56,25 @@ pub fn status(error: Error) -> Status {
             Status::with_metadata(tonic::Code::OutOfRange, message, metadata)
         }
         Error::NotOwner { .. } => Status::failed_precondition(message),
+        Error::GroupNotFound(_) => Status::not_found(message),
+        Error::NotCoordinator { .. } => group_error(message, "not-coordinator"),
+        Error::UnknownMember { .. } => group_error(message, "unknown-member"),
+        Error::FencedMember { .. } => group_error(message, "fenced-member"),
+        Error::NotAssigned { .. } => group_error(message, "not-assigned"),
+        Error::GroupNotEmpty { .. } => group_error(message, "group-not-empty"),
         Error::Overloaded(_) => Status::resource_exhausted(message),
         Error::DataLoss(_) => Status::data_loss(message),
         Error::Unavailable(_) => Status::unavailable(message),
     }
+}
+
+/// Trailer that says which group precondition failed.
+pub const GROUP_ERROR: &str = "strata-group-error";
+
+fn group_error(message: String, kind: &'static str) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(GROUP_ERROR, kind.parse().expect("ascii"));
+    Status::with_metadata(tonic::Code::FailedPrecondition, message, metadata)
 }
 
 /// Serves the agent on `listener` until `shutdown` completes: the Admin, Log and Cluster
@@ -76,6 +93,9 @@ pub async fn serve(
         .await;
     health_reporter
         .set_serving::<ClusterServer<AgentService>>()
+        .await;
+    health_reporter
+        .set_serving::<GroupsServer<AgentService>>()
         .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
@@ -107,10 +127,11 @@ pub async fn serve(
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            ClusterServer::new(service)
+            ClusterServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
+        .add_service(GroupsServer::new(service))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }
@@ -124,8 +145,16 @@ pub struct AgentService {
     peers: Arc<Mutex<HashMap<String, Channel>>>,
 }
 
-/// Marks a produce request forwarded by another agent; it is never forwarded again.
+/// Marks a request forwarded by another agent; it is never forwarded again.
 const FORWARDED: &str = "strata-forwarded";
+
+fn forwarded<T>(message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, "1".parse().expect("ascii"));
+    request
+}
 
 fn topic_info(meta: &TopicMeta) -> pb::TopicInfo {
     pb::TopicInfo {
@@ -218,6 +247,20 @@ impl AgentService {
         Ok(appended)
     }
 
+    /// A channel to another agent, cached by address.
+    fn peer(&self, address: &str) -> Result<Channel, Status> {
+        let mut channels = self.peers.lock().expect("peers lock");
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| Status::unavailable(format!("agent address '{address}' is invalid: {e}")))?
+            .connect_timeout(Duration::from_secs(2));
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
     /// Sends a produce request this agent cannot serve to the agent that owns its
     /// partition, marked so that it is not forwarded again.
     async fn forward(
@@ -225,35 +268,40 @@ impl AgentService {
         address: &str,
         request: pb::ProduceRequest,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
-        let channel = {
-            let mut channels = self.peers.lock().expect("peers lock");
-            match channels.get(address) {
-                Some(channel) => channel.clone(),
-                None => {
-                    let endpoint =
-                        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-                            .map_err(|e| {
-                                Status::unavailable(format!(
-                                    "owner address '{address}' is invalid: {e}"
-                                ))
-                            })?
-                            .connect_timeout(Duration::from_secs(2));
-                    let channel = endpoint.connect_lazy();
-                    channels.insert(address.to_string(), channel.clone());
-                    channel
-                }
-            }
-        };
+        let channel = self.peer(address)?;
         self.agent.metrics().produce_forwarded.inc();
-        let mut forwarded = Request::new(request);
-        forwarded
-            .metadata_mut()
-            .insert(FORWARDED, "1".parse().expect("ascii"));
         LogClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
-            .produce(forwarded)
+            .produce(forwarded(request))
             .await
+    }
+
+    /// Runs a group operation here, or — if this agent does not coordinate the group and
+    /// the request was not forwarded already — once on the coordinator.
+    async fn coordinated<Req, Resp, Fut>(
+        &self,
+        request: Request<Req>,
+        group_id: impl Fn(&Req) -> String,
+        local: impl AsyncFnOnce(Req) -> crate::Result<Resp>,
+        remote: impl FnOnce(GroupsClient<Channel>, Request<Req>) -> Fut,
+    ) -> Result<Response<Resp>, Status>
+    where
+        Req: Clone,
+        Fut: Future<Output = Result<Response<Resp>, Status>>,
+    {
+        let was_forwarded = request.metadata().contains_key(FORWARDED);
+        let request = request.into_inner();
+        let group = group_id(&request);
+        match local(request.clone()).await {
+            Ok(response) => Ok(Response::new(response)),
+            Err(Error::NotCoordinator { .. })
+                if !was_forwarded && let Some(address) = self.agent.coordinator_address(&group) =>
+            {
+                remote(GroupsClient::new(self.peer(&address)?), forwarded(request)).await
+            }
+            Err(e) => Err(status(e)),
+        }
     }
 
     async fn fetch_response(
@@ -543,6 +591,106 @@ impl Cluster for AgentService {
             produce_bytes: m.produce_bytes.get(),
             fetch_bytes: m.fetch_bytes.get(),
         }))
+    }
+}
+
+#[tonic::async_trait]
+impl Groups for AgentService {
+    async fn find_coordinator(
+        &self,
+        request: Request<pb::FindCoordinatorRequest>,
+    ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        let group_id = request.into_inner().group_id;
+        let coordinator = self.agent.find_coordinator(&group_id).map_err(status)?;
+        Ok(Response::new(coordinator))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<pb::HeartbeatRequest>,
+    ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        self.coordinated(
+            request,
+            |r| r.group_id.clone(),
+            async |r| self.agent.group_heartbeat(r).await,
+            |mut client, r| async move { client.heartbeat(r).await },
+        )
+        .await
+    }
+
+    async fn commit_offsets(
+        &self,
+        request: Request<pb::CommitOffsetsRequest>,
+    ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        self.coordinated(
+            request,
+            |r| r.group_id.clone(),
+            async |r| {
+                self.agent.commit_offsets(r).await?;
+                Ok(pb::CommitOffsetsResponse {})
+            },
+            |mut client, r| async move { client.commit_offsets(r).await },
+        )
+        .await
+    }
+
+    async fn fetch_offsets(
+        &self,
+        request: Request<pb::FetchOffsetsRequest>,
+    ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
+        let offsets = self
+            .agent
+            .fetch_offsets(request.into_inner())
+            .await
+            .map_err(status)?;
+        Ok(Response::new(offsets))
+    }
+
+    async fn list_groups(
+        &self,
+        _request: Request<pb::ListGroupsRequest>,
+    ) -> Result<Response<pb::ListGroupsResponse>, Status> {
+        Ok(Response::new(
+            self.agent.list_groups().await.map_err(status)?,
+        ))
+    }
+
+    async fn describe_group(
+        &self,
+        request: Request<pb::DescribeGroupRequest>,
+    ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        let group_id = request.into_inner().group_id;
+        let described = self.agent.describe_group(&group_id).await.map_err(status)?;
+        Ok(Response::new(described))
+    }
+
+    async fn reset_offsets(
+        &self,
+        request: Request<pb::ResetOffsetsRequest>,
+    ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+        self.coordinated(
+            request,
+            |r| r.group_id.clone(),
+            async |r| self.agent.reset_offsets(r).await,
+            |mut client, r| async move { client.reset_offsets(r).await },
+        )
+        .await
+    }
+
+    async fn delete_group(
+        &self,
+        request: Request<pb::DeleteGroupRequest>,
+    ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.coordinated(
+            request,
+            |r| r.group_id.clone(),
+            async |r| {
+                self.agent.delete_group(&r.group_id).await?;
+                Ok(pb::DeleteGroupResponse {})
+            },
+            |mut client, r| async move { client.delete_group(r).await },
+        )
+        .await
     }
 }
 

@@ -40,9 +40,53 @@ pub enum Command {
     /// Show the cluster: live agents, the controller, partitions per agent.
     #[command(subcommand)]
     Cluster(ClusterCommand),
+    /// List, describe, reset and delete consumer groups.
+    #[command(subcommand)]
+    Group(GroupCommand),
     /// Measure throughput, latency and what they cost in requests.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GroupCommand {
+    /// Every group with its state, member count and coordinator.
+    List,
+    /// A group's members and, per partition, committed offset, log end and lag.
+    Describe { group: String },
+    /// Move a group's committed offsets of a topic; the group must have no members.
+    ResetOffsets(ResetOffsetsArgs),
+    /// Delete a group and its committed offsets; the group must have no members.
+    Delete { group: String },
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("to").required(true)))]
+pub struct ResetOffsetsArgs {
+    pub group: String,
+    #[arg(long)]
+    pub topic: String,
+    /// To each partition's log start.
+    #[arg(long, group = "to")]
+    pub to_earliest: bool,
+    /// To each partition's high watermark.
+    #[arg(long, group = "to")]
+    pub to_latest: bool,
+    /// To this offset in every partition (clamped to the readable range).
+    #[arg(long, group = "to", value_name = "N")]
+    pub to_offset: Option<i64>,
+    /// To the first record at or after this time: RFC 3339 (2026-11-22T10:00:00Z) or ms
+    /// since the Unix epoch.
+    #[arg(long, group = "to", value_name = "TIME")]
+    pub to_datetime: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum CommitMode {
+    /// Commit synchronously after each batch of records is written out (at least once).
+    Processed,
+    /// Commit in the background every --auto-commit-interval-ms (Kafka's default).
+    Auto,
 }
 
 #[derive(Debug, Subcommand)]
@@ -335,15 +379,43 @@ pub struct ProduceArgs {
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
     pub topic: String,
-    /// Start at each partition's log start.
+    /// Start at each partition's log start (in a group: where nothing is committed).
     #[arg(long, conflicts_with = "offset")]
     pub from_beginning: bool,
     /// Start at this offset (with --partition, or in every partition).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub offset: Option<i64>,
     /// Read only this partition.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "group")]
     pub partition: Option<u32>,
+    /// Read as a member of this consumer group: the group's coordinator assigns the
+    /// partitions, reading starts at the committed offsets, and runs until interrupted
+    /// (or --max-messages).
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Static membership (group.instance.id): restarting with the same id keeps the
+    /// member's partitions without a rebalance.
+    #[arg(long, requires = "group")]
+    pub instance_id: Option<String>,
+    /// When to commit offsets in a group.
+    #[arg(long, value_enum, default_value = "processed", requires = "group")]
+    pub commit: CommitMode,
+    /// With --commit auto.
+    #[arg(long, default_value_t = 5000)]
+    pub auto_commit_interval_ms: u64,
+    /// The member is removed when no heartbeat arrives for this long.
+    #[arg(long, default_value_t = 45000)]
+    pub session_timeout_ms: u64,
+    /// The member is removed when it does not give up a revoked partition for this long.
+    #[arg(long, default_value_t = 300000)]
+    pub rebalance_timeout_ms: u64,
+    /// uniform (sticky, default) or range.
+    #[arg(long)]
+    pub assignor: Option<String>,
+    /// Print each rebalance event (assigned, revoked, released, lost) to standard error as
+    /// `rebalance KIND UNIX_MS topic:partition,...`.
+    #[arg(long, requires = "group")]
+    pub print_rebalances: bool,
     /// Stop after this many records.
     #[arg(long)]
     pub max_messages: Option<u64>,

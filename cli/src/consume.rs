@@ -1,16 +1,21 @@
 //! `strata consume TOPIC`: prints records, per partition in offset order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write;
 use std::time::Duration;
 
 use anyhow::Result;
 use base64::Engine;
-use strata_client::{Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
+use strata_client::{
+    Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, OffsetReset, RebalanceKind, StartOffset,
+};
 
-use crate::args::ConsumeArgs;
+use crate::args::{CommitMode, ConsumeArgs};
 
 pub async fn run(server: &str, args: ConsumeArgs) -> Result<()> {
+    if let Some(group) = args.group.clone() {
+        return run_group(server, &group, args).await;
+    }
     let mut consumer = Consumer::connect(server, ConsumerConfig::default()).await?;
     let start = match (args.offset, args.from_beginning) {
         (Some(offset), _) => StartOffset::Offset(offset),
@@ -60,6 +65,98 @@ pub async fn run(server: &str, args: ConsumeArgs) -> Result<()> {
     }
     out.flush()?;
     Ok(())
+}
+
+/// Reads as a group member until interrupted or --max-messages, then leaves the group.
+async fn run_group(server: &str, group: &str, args: ConsumeArgs) -> Result<()> {
+    let mut consumer = Consumer::connect(server, ConsumerConfig::default()).await?;
+    let mut config = GroupConfig::new(group);
+    config.instance_id = args.instance_id.clone();
+    config.assignor = args.assignor.clone();
+    config.session_timeout = Duration::from_millis(args.session_timeout_ms);
+    config.rebalance_timeout = Duration::from_millis(args.rebalance_timeout_ms);
+    config.auto_commit = matches!(args.commit, CommitMode::Auto);
+    config.auto_commit_interval = Duration::from_millis(args.auto_commit_interval_ms);
+    config.offset_reset = if args.from_beginning {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
+    consumer.subscribe(&[&args.topic], config)?;
+    let mut printed = 0u64;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::new(stdout.lock());
+    let mut interrupt = std::pin::pin!(shutdown_signal());
+    loop {
+        let records = tokio::select! {
+            records = consumer.poll(Duration::from_millis(500)) => records?,
+            () = &mut interrupt => break,
+        };
+        if args.print_rebalances {
+            for event in consumer.events() {
+                let kind = match event.kind {
+                    RebalanceKind::Assigned => "assigned",
+                    RebalanceKind::Revoked => "revoked",
+                    RebalanceKind::Released => "released",
+                    RebalanceKind::Lost => "lost",
+                };
+                let partitions: Vec<String> = event
+                    .partitions
+                    .iter()
+                    .map(|(t, p)| format!("{t}:{p}"))
+                    .collect();
+                eprintln!("rebalance {kind} {} {}", event.at_ms, partitions.join(","));
+            }
+        }
+        let mut done = false;
+        // The next offset of each partition, past the records written out.
+        let mut processed: BTreeMap<(&str, u32), i64> = BTreeMap::new();
+        for record in &records {
+            print_record(&mut out, &args, record)?;
+            processed.insert((&record.topic, record.partition), record.offset + 1);
+            printed += 1;
+            if args.max_messages.is_some_and(|max| printed >= max) {
+                done = true;
+                break;
+            }
+        }
+        out.flush()?;
+        if matches!(args.commit, CommitMode::Processed) && !processed.is_empty() {
+            let offsets: Vec<(&str, u32, i64, &str)> = processed
+                .iter()
+                .map(|((topic, partition), offset)| (*topic, *partition, *offset, ""))
+                .collect();
+            if let Err(e) = consumer.commit_offsets(&offsets).await {
+                // Not fatal: the records will be read again by whoever owns them next.
+                tracing::warn!(error = %e, "commit failed");
+            }
+        }
+        if done {
+            break;
+        }
+    }
+    out.flush()?;
+    drop(out);
+    consumer.close().await?;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("install a SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
 }
 
 fn text(bytes: Option<&bytes::Bytes>, base64: bool) -> Option<String> {

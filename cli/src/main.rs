@@ -1,9 +1,10 @@
 //! `strata`: the one binary. Servers (`dev`, `agent`) and user commands (`topic`,
-//! `produce`, `consume`, `stats`).
+//! `produce`, `consume`, `group`, `stats`).
 
 mod args;
 mod bench;
 mod consume;
+mod group;
 mod produce;
 mod server;
 mod topic;
@@ -29,6 +30,7 @@ fn main() -> anyhow::Result<()> {
             Command::Consume(args) => consume::run(&server, args).await,
             Command::Stats => topic::stats(&server).await,
             Command::Cluster(command) => topic::cluster(&server, command).await,
+            Command::Group(command) => group::run(&server, command).await,
             Command::Bench(command) => bench::run(&server, command).await,
         }
     })

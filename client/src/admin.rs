@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::cluster_client::ClusterClient;
+use strata_proto::v1::groups_client::GroupsClient;
 use tonic::transport::Channel;
 
 use crate::{MAX_MESSAGE_BYTES, Result};
@@ -14,6 +15,20 @@ use crate::{MAX_MESSAGE_BYTES, Result};
 pub struct Admin {
     admin: AdminClient<Channel>,
     cluster: ClusterClient<Channel>,
+    groups: GroupsClient<Channel>,
+}
+
+/// Where [`Admin::reset_offsets`] moves a group's offsets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTo {
+    /// The log start.
+    Earliest,
+    /// The high watermark.
+    Latest,
+    /// This offset (clamped to the readable range).
+    Offset(i64),
+    /// The first record at or after this time, ms since the Unix epoch.
+    Timestamp(i64),
 }
 
 impl Admin {
@@ -21,7 +36,9 @@ impl Admin {
     pub fn new(channel: Channel) -> Self {
         Self {
             admin: AdminClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
-            cluster: ClusterClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            cluster: ClusterClient::new(channel.clone())
+                .max_decoding_message_size(MAX_MESSAGE_BYTES),
+            groups: GroupsClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
         }
     }
 
@@ -100,5 +117,82 @@ impl Admin {
             .agent_stats(pb::AgentStatsRequest {})
             .await?;
         Ok(response.into_inner())
+    }
+
+    /// Every consumer group.
+    pub async fn list_groups(&self) -> Result<Vec<pb::GroupSummary>> {
+        let response = self
+            .groups
+            .clone()
+            .list_groups(pb::ListGroupsRequest {})
+            .await?;
+        Ok(response.into_inner().groups)
+    }
+
+    /// A group's members, assignment, committed offsets and lag.
+    pub async fn describe_group(&self, group_id: &str) -> Result<pb::DescribeGroupResponse> {
+        let response = self
+            .groups
+            .clone()
+            .describe_group(pb::DescribeGroupRequest {
+                group_id: group_id.to_string(),
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+
+    /// Moves a group's committed offsets of `topic` (the group must have no members);
+    /// returns the new offsets.
+    pub async fn reset_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+        to: ResetTo,
+    ) -> Result<Vec<pb::PartitionOffset>> {
+        use pb::reset_offsets_request::To;
+        let to = match to {
+            ResetTo::Earliest => To::Earliest(true),
+            ResetTo::Latest => To::Latest(true),
+            ResetTo::Offset(offset) => To::Offset(offset),
+            ResetTo::Timestamp(ms) => To::TimestampMs(ms),
+        };
+        let response = self
+            .groups
+            .clone()
+            .reset_offsets(pb::ResetOffsetsRequest {
+                group_id: group_id.to_string(),
+                topic: topic.to_string(),
+                to: Some(to),
+            })
+            .await?;
+        Ok(response.into_inner().offsets)
+    }
+
+    /// Deletes a group and its committed offsets (the group must have no members).
+    pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+        self.groups
+            .clone()
+            .delete_group(pb::DeleteGroupRequest {
+                group_id: group_id.to_string(),
+            })
+            .await?;
+        Ok(())
+    }
+
+    /// A group's committed offsets (all topics when `topics` is empty).
+    pub async fn committed_offsets(
+        &self,
+        group_id: &str,
+        topics: &[&str],
+    ) -> Result<Vec<pb::PartitionOffset>> {
+        let response = self
+            .groups
+            .clone()
+            .fetch_offsets(pb::FetchOffsetsRequest {
+                group_id: group_id.to_string(),
+                topics: topics.iter().map(|t| t.to_string()).collect(),
+            })
+            .await?;
+        Ok(response.into_inner().offsets)
     }
 }

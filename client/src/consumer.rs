@@ -1,8 +1,15 @@
 //! The consumer: assigned partitions, a position in each, and `poll`.
 //!
+//! Partitions come either from [`Consumer::assign`] (the application chooses) or from a
+//! consumer group ([`Consumer::subscribe`]): the group's coordinator decides, and `poll`
+//! follows it — it gives up revoked partitions (committing them first with auto-commit
+//! on; they stay committable until the next `poll`, which reports them given up), and
+//! starts new ones at the group's committed offset (or per `auto.offset.reset`).
+//!
 //! A position below the partition's log start (retention moved it) is reset to the log
 //! start, as Kafka's `auto.offset.reset=earliest` does; any other error is returned.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +21,9 @@ use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::log_client::LogClient;
 use tonic::transport::Channel;
 
+use crate::group::{
+    GroupConfig, Membership, OffsetReset, RebalanceEvent, RebalanceKind, TopicPartition,
+};
 use crate::router::{Router, is_retriable};
 use crate::{Error, MAX_MESSAGE_BYTES, Result};
 
@@ -81,6 +91,49 @@ pub struct Consumer {
     admin: AdminClient<Channel>,
     config: ConsumerConfig,
     assignments: Vec<Assignment>,
+    group: Option<GroupMode>,
+}
+
+/// A subscribed consumer's group state.
+#[derive(Debug)]
+struct GroupMode {
+    membership: Arc<Membership>,
+    /// The membership generation `assignments` belong to.
+    generation: u64,
+    /// Revoked at the last poll: still committable, given up at the next one.
+    revoking: Vec<Assignment>,
+    /// Owned, but without a position yet (their committed offsets are being read).
+    unpositioned: BTreeSet<TopicPartition>,
+    last_auto_commit: tokio::time::Instant,
+    auto_commit: Option<tokio::task::JoinHandle<Result<()>>>,
+    events: Vec<RebalanceEvent>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+fn offsets_of<'a>(assignments: impl Iterator<Item = &'a Assignment>) -> Vec<pb::PartitionOffset> {
+    assignments
+        .filter(|a| a.position >= 0)
+        .map(|a| pb::PartitionOffset {
+            topic: a.topic.clone(),
+            partition: a.partition as i32,
+            offset: a.position,
+            metadata: String::new(),
+        })
+        .collect()
+}
+
+impl Drop for Consumer {
+    fn drop(&mut self) {
+        if let Some(group) = &self.group {
+            // Stops the heartbeat task, which leaves the group.
+            group.membership.request_stop();
+        }
+    }
 }
 
 impl Consumer {
@@ -92,6 +145,317 @@ impl Consumer {
             admin: AdminClient::new(channel),
             config,
             assignments: Vec::new(),
+            group: None,
+        }
+    }
+
+    /// Joins consumer group `config.group_id` subscribed to `topics`. From then on the
+    /// group's coordinator decides which partitions this consumer reads; see
+    /// [`Consumer::events`] for when they change.
+    pub fn subscribe(&mut self, topics: &[&str], config: GroupConfig) -> Result<()> {
+        let topics = topics.iter().map(|t| t.to_string()).collect();
+        self.join(topics, String::new(), config)
+    }
+
+    /// As [`Consumer::subscribe`], to every topic whose whole name matches `pattern`
+    /// (topics created later included).
+    pub fn subscribe_regex(&mut self, pattern: &str, config: GroupConfig) -> Result<()> {
+        self.join(Vec::new(), pattern.to_string(), config)
+    }
+
+    fn join(&mut self, topics: Vec<String>, regex: String, config: GroupConfig) -> Result<()> {
+        if self.group.is_some() || !self.assignments.is_empty() {
+            return Err(Error::InvalidArgument(
+                "subscribe once, on a consumer without assigned partitions".to_string(),
+            ));
+        }
+        if config.group_id.is_empty() {
+            return Err(Error::InvalidArgument("a group id is required".to_string()));
+        }
+        let membership = Membership::start(config, topics, regex, self.router.clone());
+        self.group = Some(GroupMode {
+            membership,
+            generation: 0,
+            revoking: Vec::new(),
+            unpositioned: BTreeSet::new(),
+            last_auto_commit: tokio::time::Instant::now(),
+            auto_commit: None,
+            events: Vec::new(),
+        });
+        Ok(())
+    }
+
+    /// The rebalance events since the last call, oldest first.
+    pub fn events(&mut self) -> Vec<RebalanceEvent> {
+        self.group
+            .as_mut()
+            .map(|g| std::mem::take(&mut g.events))
+            .unwrap_or_default()
+    }
+
+    /// The partitions this consumer reads now.
+    pub fn assignment(&self) -> Vec<TopicPartition> {
+        self.assignments
+            .iter()
+            .map(|a| (a.topic.clone(), a.partition))
+            .collect()
+    }
+
+    fn membership(&self) -> Result<Arc<Membership>> {
+        self.group
+            .as_ref()
+            .map(|g| g.membership.clone())
+            .ok_or_else(|| Error::InvalidArgument("commit needs a subscribed consumer".to_string()))
+    }
+
+    /// Commits, synchronously, the position of every partition this consumer reads (and
+    /// of those revoked at the last poll): what `poll` returned so far.
+    pub async fn commit(&mut self) -> Result<()> {
+        let membership = self.membership()?;
+        let group = self.group.as_ref().expect("subscribed");
+        let offsets = offsets_of(self.assignments.iter().chain(&group.revoking));
+        membership.commit(offsets).await
+    }
+
+    /// As [`Consumer::commit`], in the background: await the handle for the outcome.
+    pub fn commit_async(&mut self) -> Result<tokio::task::JoinHandle<Result<()>>> {
+        let membership = self.membership()?;
+        let group = self.group.as_ref().expect("subscribed");
+        let offsets = offsets_of(self.assignments.iter().chain(&group.revoking));
+        Ok(tokio::spawn(
+            async move { membership.commit(offsets).await },
+        ))
+    }
+
+    /// Commits chosen offsets `(topic, partition, next offset to read, metadata)`.
+    pub async fn commit_offsets(&mut self, offsets: &[(&str, u32, i64, &str)]) -> Result<()> {
+        let membership = self.membership()?;
+        let offsets = offsets
+            .iter()
+            .map(|(topic, partition, offset, metadata)| pb::PartitionOffset {
+                topic: topic.to_string(),
+                partition: *partition as i32,
+                offset: *offset,
+                metadata: metadata.to_string(),
+            })
+            .collect();
+        membership.commit(offsets).await
+    }
+
+    /// Leaves the group, committing first when auto-commit is on.
+    pub async fn close(mut self) -> Result<()> {
+        let Some(group) = self.group.as_ref() else {
+            return Ok(());
+        };
+        let membership = group.membership.clone();
+        let result = if membership.config.auto_commit {
+            self.commit().await
+        } else {
+            Ok(())
+        };
+        self.assignments.clear();
+        membership.stop().await;
+        result
+    }
+
+    /// Moves this consumer's partitions toward what the coordinator granted.
+    async fn follow_group(&mut self) -> Result<()> {
+        let Some(group) = self.group.as_mut() else {
+            return Ok(());
+        };
+        let membership = group.membership.clone();
+        if let Some(e) = membership
+            .state
+            .lock()
+            .expect("membership lock")
+            .fatal
+            .clone()
+        {
+            return Err(e);
+        }
+        // Give up what was revoked at the last poll.
+        if !group.revoking.is_empty() {
+            let released: Vec<TopicPartition> = group
+                .revoking
+                .drain(..)
+                .map(|a| (a.topic, a.partition))
+                .collect();
+            let mut state = membership.state.lock().expect("membership lock");
+            for tp in &released {
+                state.owned.remove(tp);
+            }
+            drop(state);
+            group.events.push(RebalanceEvent {
+                kind: RebalanceKind::Released,
+                partitions: released,
+                at_ms: now_ms(),
+            });
+            membership.wake.notify_one();
+        }
+        // Lost the membership: drop everything without committing.
+        let (generation, granted) = {
+            let state = membership.state.lock().expect("membership lock");
+            (state.generation, state.granted.clone())
+        };
+        if generation != group.generation {
+            group.generation = generation;
+            let mut lost: Vec<TopicPartition> = self
+                .assignments
+                .drain(..)
+                .map(|a| (a.topic, a.partition))
+                .collect();
+            lost.extend(std::mem::take(&mut group.unpositioned));
+            membership
+                .state
+                .lock()
+                .expect("membership lock")
+                .owned
+                .clear();
+            if !lost.is_empty() {
+                group.events.push(RebalanceEvent {
+                    kind: RebalanceKind::Lost,
+                    partitions: lost,
+                    at_ms: now_ms(),
+                });
+            }
+            membership.wake.notify_one();
+        }
+        // Stop reading what was revoked; commit it with auto-commit on.
+        let (revoked, kept): (Vec<Assignment>, Vec<Assignment>) = self
+            .assignments
+            .drain(..)
+            .partition(|a| !granted.contains(&(a.topic.clone(), a.partition)));
+        self.assignments = kept;
+        let dropped: Vec<TopicPartition> = group
+            .unpositioned
+            .iter()
+            .filter(|tp| !granted.contains(*tp))
+            .cloned()
+            .collect();
+        if !revoked.is_empty() || !dropped.is_empty() {
+            if membership.config.auto_commit
+                && let Err(e) = membership.commit(offsets_of(revoked.iter())).await
+            {
+                tracing::warn!(error = %e, "commit on revocation failed");
+            }
+            let mut partitions: Vec<TopicPartition> = revoked
+                .iter()
+                .map(|a| (a.topic.clone(), a.partition))
+                .collect();
+            partitions.extend(dropped.iter().cloned());
+            for tp in &dropped {
+                group.unpositioned.remove(tp);
+            }
+            // Partitions that never got a position were not read: give them up with the
+            // others at the next poll.
+            group.revoking = revoked;
+            group
+                .revoking
+                .extend(dropped.into_iter().map(|(topic, partition)| Assignment {
+                    topic,
+                    partition,
+                    position: -1,
+                    high_watermark: -1,
+                }));
+            group.events.push(RebalanceEvent {
+                kind: RebalanceKind::Revoked,
+                partitions,
+                at_ms: now_ms(),
+            });
+        }
+        // Take what was granted and is not owned yet.
+        let added: Vec<TopicPartition> = {
+            let mut state = membership.state.lock().expect("membership lock");
+            let added: Vec<TopicPartition> =
+                state.granted.difference(&state.owned).cloned().collect();
+            state.owned.extend(added.iter().cloned());
+            added
+        };
+        if !added.is_empty() {
+            group.unpositioned.extend(added.iter().cloned());
+            group.events.push(RebalanceEvent {
+                kind: RebalanceKind::Assigned,
+                partitions: added,
+                at_ms: now_ms(),
+            });
+        }
+        if !group.unpositioned.is_empty() {
+            self.position_new_partitions().await;
+        }
+        // Auto-commit what poll returned, in the background.
+        let Some(group) = self.group.as_mut() else {
+            return Ok(());
+        };
+        let due = group.last_auto_commit.elapsed() >= membership.config.auto_commit_interval;
+        let idle = group.auto_commit.as_ref().is_none_or(|h| h.is_finished());
+        if membership.config.auto_commit && due && idle && !self.assignments.is_empty() {
+            group.last_auto_commit = tokio::time::Instant::now();
+            let offsets = offsets_of(self.assignments.iter());
+            let membership = membership.clone();
+            group.auto_commit = Some(tokio::spawn(
+                async move { membership.commit(offsets).await },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Starts newly owned partitions at the group's committed offsets, or per
+    /// `auto.offset.reset`. Those whose offsets cannot be read now are tried again at the
+    /// next poll.
+    async fn position_new_partitions(&mut self) {
+        let group = self.group.as_ref().expect("subscribed");
+        let membership = group.membership.clone();
+        let pending = group.unpositioned.clone();
+        let mut topics: Vec<String> = pending.iter().map(|(t, _)| t.clone()).collect();
+        topics.dedup();
+        let committed = match membership.committed(topics.clone()).await {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read committed offsets; retrying");
+                self.stale = true;
+                return;
+            }
+        };
+        for topic in topics {
+            let described = match self
+                .admin
+                .describe_topic(pb::DescribeTopicRequest {
+                    name: topic.clone(),
+                })
+                .await
+            {
+                Ok(described) => described.into_inner(),
+                Err(status) => {
+                    tracing::warn!(topic, error = %status, "cannot describe a topic; retrying");
+                    self.stale = true;
+                    continue;
+                }
+            };
+            for info in described.partitions {
+                let tp = (topic.clone(), info.partition as u32);
+                if !pending.contains(&tp) {
+                    continue;
+                }
+                let position = committed
+                    .iter()
+                    .find(|c| c.topic == topic && c.partition == info.partition)
+                    .map(|c| c.offset)
+                    .unwrap_or(match membership.config.offset_reset {
+                        OffsetReset::Earliest => info.log_start_offset,
+                        OffsetReset::Latest => info.high_watermark,
+                    });
+                self.group
+                    .as_mut()
+                    .expect("subscribed")
+                    .unpositioned
+                    .remove(&tp);
+                self.assignments.push(Assignment {
+                    topic: tp.0,
+                    partition: tp.1,
+                    position,
+                    high_watermark: info.high_watermark,
+                });
+            }
         }
     }
 
@@ -177,6 +541,7 @@ impl Consumer {
     /// `timeout` at their tail. Records are in offset order per partition. Fetches still
     /// in flight are dropped: their positions do not move, so nothing is skipped.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
+        self.follow_group().await?;
         if self.stale {
             // Best effort: until it succeeds, reads go to the bootstrap agent.
             self.stale = self.router.refresh().await.is_err();

@@ -3,7 +3,8 @@
 //! - [`Producer`]: batches records per partition, partitions keyed records with Kafka's
 //!   murmur2 partitioner and keyless ones stickily, and resolves each send with the
 //!   record's partition and offset;
-//! - [`Consumer`]: assign partitions, seek, poll;
+//! - [`Consumer`]: assign partitions, seek, poll; or subscribe as a member of a consumer
+//!   group ([`GroupConfig`]) with auto or manual commits;
 //! - [`Admin`]: topics, metadata and agent counters.
 //!
 //! It speaks only the public gRPC API (`strata-proto`).
@@ -11,13 +12,15 @@
 mod admin;
 mod consumer;
 mod error;
+mod group;
 mod producer;
 mod router;
 mod session;
 
-pub use admin::Admin;
+pub use admin::{Admin, ResetTo};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
 pub use error::{Error, Result};
+pub use group::{GroupConfig, OffsetReset, RebalanceEvent, RebalanceKind, TopicPartition};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord, RecordPosition};
 pub use strata_proto::v1 as proto;
 pub use tonic::Code;

@@ -126,6 +126,30 @@ impl Router {
         session
     }
 
+    /// Channels to try for a request any agent can answer: the bootstrap agent first, then
+    /// every other agent known.
+    pub(crate) fn candidates(&self) -> Vec<Channel> {
+        let mut state = self.state.lock().expect("router lock");
+        let addresses: Vec<String> = state.agents.values().cloned().collect();
+        let mut channels = vec![self.bootstrap.clone()];
+        channels.extend(
+            addresses
+                .iter()
+                .filter_map(|address| Self::channel(&mut state, address)),
+        );
+        channels
+    }
+
+    /// A channel to the agent at `address`, or to the bootstrap agent when it is the only
+    /// agent known (its advertised address may not be reachable from here).
+    pub(crate) fn channel_to(&self, address: &str) -> Channel {
+        let mut state = self.state.lock().expect("router lock");
+        if state.agents.len() <= 1 {
+            return self.bootstrap.clone();
+        }
+        Self::channel(&mut state, address).unwrap_or_else(|| self.bootstrap.clone())
+    }
+
     /// Re-reads the metadata of every topic, unless it was read moments ago.
     pub(crate) async fn refresh(&self) -> Result<()> {
         let _single = self.refreshing.lock().await;

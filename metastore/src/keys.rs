@@ -10,12 +10,15 @@
 //! | `{root}/partitions/{topic}/{p}/start` | log start offset, decimal; absent = 0 | retention |
 //! | `{root}/partitions/{topic}/{p}/index/{base:020}` | [`IndexEntry`](crate::IndexEntry), JSON | added by flushes, replaced by merges |
 //! | `{root}/agents/{agent_id}` | [`AgentRecord`](crate::AgentRecord), JSON | agent start (under a lease on etcd) |
+//! | `{root}/coordinators/{slot}` | [`PartitionOwner`](crate::PartitionOwner) of a group coordinator slot, JSON | on every take-over (epoch + 1) |
+//! | `{root}/groups/{group}` | [`GroupRecord`](crate::GroupRecord), JSON | by the group's coordinator, on membership and assignment changes |
+//! | `{root}/offsets/{topic}/{group}/{p}` | [`CommittedOffset`](crate::CommittedOffset), JSON | offset commits; deleted with the topic or the group |
 //! | `{root}/counters/agent-epoch` | last agent incarnation number, decimal | agent start |
 //! | `{root}/cluster/object-store` | the object store the cluster's segments live in | never (set by the first agent) |
 //! | `{root}/cluster/controller` | the controller, `agent_id#agent_epoch` | election (under the controller's lease on etcd) |
 //! | `{root}/cluster/assignment` | [`Assignment`](crate::Assignment), JSON | by the controller, when agents or topics change |
 //!
-//! Topic names cannot contain `/`, so `partitions/{topic}/` never prefixes another topic's
+//! Topic names and group ids cannot contain `/`, so `partitions/{topic}/` never prefixes another topic's
 //! keys. Index keys are zero-padded so that key order is offset order.
 
 /// Builds the keys of one cluster root.
@@ -103,6 +106,36 @@ impl Keys {
     /// The controller's partition assignment.
     pub fn assignment(&self) -> String {
         format!("{}/cluster/assignment", self.root)
+    }
+
+    /// The owner record of a group coordinator slot.
+    pub fn coordinator(&self, slot: u32) -> String {
+        format!("{}/coordinators/{slot}", self.root)
+    }
+
+    /// Prefix of every group record.
+    pub fn groups_prefix(&self) -> String {
+        format!("{}/groups/", self.root)
+    }
+
+    /// A group's record.
+    pub fn group(&self, group: &str) -> String {
+        format!("{}/groups/{group}", self.root)
+    }
+
+    /// Prefix of every group's committed offsets for `topic`.
+    pub fn topic_offsets_prefix(&self, topic: &str) -> String {
+        format!("{}/offsets/{topic}/", self.root)
+    }
+
+    /// Prefix of one group's committed offsets for `topic`.
+    pub fn group_offsets_prefix(&self, topic: &str, group: &str) -> String {
+        format!("{}/offsets/{topic}/{group}/", self.root)
+    }
+
+    /// A group's committed offset of one partition.
+    pub fn committed_offset(&self, topic: &str, group: &str, partition: u32) -> String {
+        format!("{}{partition}", self.group_offsets_prefix(topic, group))
     }
 
     /// The agent incarnation counter.

@@ -14,7 +14,11 @@
 //!   fenced (zombie) owner can never commit;
 //! - the high watermark and the index entry of a partition change in one transaction;
 //! - at most one controller key exists, held under its holder's lease; only the holder
-//!   can store an assignment.
+//!   can store an assignment;
+//! - a coordinator slot's owner epoch only grows ([`Metastore::acquire_coordinator`]); a
+//!   group's record and committed offsets are written only under the current owner of
+//!   its slot, so a coordinator that lost its slot can never write them again;
+//! - deleting a topic deletes every group's committed offsets for it.
 
 pub mod embedded;
 mod error;
@@ -30,6 +34,7 @@ pub use etcd::EtcdKv;
 pub use kv::Liveness;
 pub use metastore::{KvMetastore, Metastore, open};
 pub use model::{
-    AgentRecord, Assignment, CommitReport, IndexEntry, PartitionAppend, PartitionOwner,
-    PartitionState, Rejection, TopicMeta,
+    AgentRecord, Assignment, CommitReport, CommittedOffset, Coordinatorship, GroupRecord,
+    IndexEntry, MemberRecord, PartitionAppend, PartitionOwner, PartitionState, Rejection,
+    TopicMeta, TopicPartition,
 };

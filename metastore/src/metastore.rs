@@ -11,8 +11,9 @@ use tracing::instrument;
 use crate::keys::Keys;
 use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
-    AgentRecord, Assignment, CommitReport, EmbeddedKv, Error, EtcdKv, IndexEntry, PartitionAppend,
-    PartitionOwner, PartitionState, Rejection, Result, TopicMeta,
+    AgentRecord, Assignment, CommitReport, CommittedOffset, Coordinatorship, EmbeddedKv, Error,
+    EtcdKv, GroupRecord, IndexEntry, PartitionAppend, PartitionOwner, PartitionState, Rejection,
+    Result, TopicMeta,
 };
 
 /// What agents and the compactor know about the cluster's durable state.
@@ -97,6 +98,40 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
 
     /// Stores `assignment` if `holder` is still the controller; returns whether it did.
     async fn store_assignment(&self, holder: &str, assignment: &Assignment) -> Result<bool>;
+
+    /// Makes `agent_id` the coordinator of group slot `slot` under a new epoch (the old
+    /// one + 1), fencing any previous coordinator of the slot.
+    async fn acquire_coordinator(&self, slot: u32, agent_id: &str) -> Result<Coordinatorship>;
+
+    /// Every stored group.
+    async fn groups(&self) -> Result<Vec<GroupRecord>>;
+
+    /// One group, if stored.
+    async fn group(&self, group_id: &str) -> Result<Option<GroupRecord>>;
+
+    /// Stores `group` if `coordinator` still owns its slot; returns whether it did.
+    async fn store_group(&self, coordinator: &Coordinatorship, group: &GroupRecord)
+    -> Result<bool>;
+
+    /// Deletes a group's record and every committed offset of it, if `coordinator` still
+    /// owns its slot; returns whether it did.
+    async fn delete_group(&self, coordinator: &Coordinatorship, group_id: &str) -> Result<bool>;
+
+    /// Stores committed offsets `(topic, partition, offset)` of a group if `coordinator`
+    /// still owns its slot (false if not). [`Error::TopicNotFound`] if a topic is gone.
+    async fn commit_offsets(
+        &self,
+        coordinator: &Coordinatorship,
+        group_id: &str,
+        offsets: &[(String, u32, CommittedOffset)],
+    ) -> Result<bool>;
+
+    /// A group's committed offsets for `topic`, by partition.
+    async fn committed_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+    ) -> Result<Vec<(u32, CommittedOffset)>>;
 }
 
 /// Opens the metastore a URL names, under the cluster root `/strata/<cluster>`:
@@ -198,6 +233,26 @@ impl<B: KvBackend> KvMetastore<B> {
         ]
     }
 
+    /// Holds while `coordinator` still owns its slot.
+    fn coordinator_guard(&self, coordinator: &Coordinatorship) -> Compare {
+        Compare::ValueEquals(
+            self.keys.coordinator(coordinator.slot),
+            encode_json(&coordinator.owner),
+        )
+    }
+
+    /// Applies `ops` in transactions of at most the backend's limit, each guarded by
+    /// `guards`; stops with `false` at the first one whose guards fail.
+    async fn guarded_chunks(&self, guards: Vec<Compare>, ops: Vec<Op>) -> Result<bool> {
+        let per_txn = self.kv.max_txn_ops().max(1);
+        for chunk in ops.chunks(per_txn) {
+            if !self.kv.txn(guards.clone(), chunk.to_vec()).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
     /// Why `append` fails its guards now, if it does.
     async fn check_append(&self, append: &PartitionAppend) -> Result<Option<Rejection>> {
         let (topic, partition) = (&append.topic, append.partition);
@@ -249,6 +304,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                 vec![
                     // Leftovers of an earlier topic of the same name, if a delete was cut short.
                     Op::DeletePrefix(self.keys.topic_partitions_prefix(&topic.name)),
+                    Op::DeletePrefix(self.keys.topic_offsets_prefix(&topic.name)),
                     Op::Put(key, encode_json(topic)),
                 ],
             )
@@ -279,6 +335,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                 vec![
                     Op::Delete(key),
                     Op::DeletePrefix(self.keys.topic_partitions_prefix(name)),
+                    Op::DeletePrefix(self.keys.topic_offsets_prefix(name)),
                 ],
             )
             .await?;
@@ -504,5 +561,130 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                 vec![Op::Put(self.keys.assignment(), encode_json(assignment))],
             )
             .await
+    }
+
+    #[instrument(name = "metastore.acquire_coordinator", skip(self))]
+    async fn acquire_coordinator(&self, slot: u32, agent_id: &str) -> Result<Coordinatorship> {
+        let key = self.keys.coordinator(slot);
+        loop {
+            let old = self.kv.get(&key).await?;
+            let old_owner: Option<PartitionOwner> = match &old {
+                Some(bytes) => Some(decode_json(&key, bytes)?),
+                None => None,
+            };
+            let owner = PartitionOwner {
+                epoch: old_owner.map_or(1, |o| o.epoch + 1),
+                agent_id: agent_id.to_string(),
+            };
+            let taken = self
+                .kv
+                .txn(
+                    vec![Compare::unchanged(&key, old)],
+                    vec![Op::Put(key.clone(), encode_json(&owner))],
+                )
+                .await?;
+            if taken {
+                return Ok(Coordinatorship { slot, owner });
+            }
+        }
+    }
+
+    #[instrument(name = "metastore.groups", skip(self))]
+    async fn groups(&self) -> Result<Vec<GroupRecord>> {
+        self.list_json(&self.keys.groups_prefix()).await
+    }
+
+    #[instrument(name = "metastore.group", skip(self))]
+    async fn group(&self, group_id: &str) -> Result<Option<GroupRecord>> {
+        self.get_json(&self.keys.group(group_id)).await
+    }
+
+    #[instrument(name = "metastore.store_group", skip_all, fields(group = %group.group_id, epoch = group.epoch))]
+    async fn store_group(
+        &self,
+        coordinator: &Coordinatorship,
+        group: &GroupRecord,
+    ) -> Result<bool> {
+        self.kv
+            .txn(
+                vec![self.coordinator_guard(coordinator)],
+                vec![Op::Put(
+                    self.keys.group(&group.group_id),
+                    encode_json(group),
+                )],
+            )
+            .await
+    }
+
+    #[instrument(name = "metastore.delete_group", skip(self, coordinator))]
+    async fn delete_group(&self, coordinator: &Coordinatorship, group_id: &str) -> Result<bool> {
+        let mut ops: Vec<Op> = self
+            .list_topics()
+            .await?
+            .iter()
+            .map(|t| Op::DeletePrefix(self.keys.group_offsets_prefix(&t.name, group_id)))
+            .collect();
+        // The record goes last: a delete cut short leaves the group listed, to be deleted
+        // again.
+        ops.push(Op::Delete(self.keys.group(group_id)));
+        self.guarded_chunks(vec![self.coordinator_guard(coordinator)], ops)
+            .await
+    }
+
+    #[instrument(name = "metastore.commit_offsets", skip(self, coordinator, offsets), fields(partitions = offsets.len()))]
+    async fn commit_offsets(
+        &self,
+        coordinator: &Coordinatorship,
+        group_id: &str,
+        offsets: &[(String, u32, CommittedOffset)],
+    ) -> Result<bool> {
+        let mut topics: Vec<&str> = offsets.iter().map(|(t, _, _)| t.as_str()).collect();
+        topics.sort_unstable();
+        topics.dedup();
+        let mut guards = vec![self.coordinator_guard(coordinator)];
+        guards.extend(topics.iter().map(|t| Compare::Exists(self.keys.topic(t))));
+        let ops = offsets
+            .iter()
+            .map(|(topic, partition, committed)| {
+                Op::Put(
+                    self.keys.committed_offset(topic, group_id, *partition),
+                    encode_json(committed),
+                )
+            })
+            .collect();
+        if self.guarded_chunks(guards, ops).await? {
+            return Ok(true);
+        }
+        // A deleted topic fails the guards too: say which.
+        for topic in topics {
+            if self.kv.get(&self.keys.topic(topic)).await?.is_none() {
+                return Err(Error::TopicNotFound(topic.to_string()));
+            }
+        }
+        Ok(false)
+    }
+
+    #[instrument(name = "metastore.committed_offsets", skip(self))]
+    async fn committed_offsets(
+        &self,
+        group_id: &str,
+        topic: &str,
+    ) -> Result<Vec<(u32, CommittedOffset)>> {
+        let prefix = self.keys.group_offsets_prefix(topic, group_id);
+        let mut offsets = self
+            .kv
+            .range(&prefix, &prefix, 0)
+            .await?
+            .into_iter()
+            .map(|(key, value)| {
+                let partition = key[prefix.len()..].parse().map_err(|_| Error::Corrupt {
+                    key: key.clone(),
+                    reason: "not a partition number".to_string(),
+                })?;
+                Ok((partition, decode_json(&key, &value)?))
+            })
+            .collect::<Result<Vec<(u32, CommittedOffset)>>>()?;
+        offsets.sort_by_key(|(p, _)| *p);
+        Ok(offsets)
     }
 }

@@ -1,6 +1,6 @@
 //! The values the metastore holds, as the rest of Strata sees them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -116,9 +116,29 @@ pub struct Assignment {
     /// For each topic, the agent id of each partition, by partition number; `None` while
     /// no agent is live.
     pub topics: BTreeMap<String, Vec<Option<String>>>,
+    /// The agent coordinating each group coordinator slot (a group's slot is
+    /// `murmur2(group id) % slots`); `None` while no agent is live.
+    #[serde(default)]
+    pub coordinators: Vec<Option<String>>,
 }
 
 impl Assignment {
+    /// The agent coordinating `slot`.
+    pub fn coordinator_of(&self, slot: u32) -> Option<&str> {
+        self.coordinators
+            .get(slot as usize)
+            .and_then(|agent| agent.as_deref())
+    }
+
+    /// Every coordinator slot assigned to `agent_id`.
+    pub fn coordinator_slots_of<'a>(&'a self, agent_id: &'a str) -> impl Iterator<Item = u32> + 'a {
+        self.coordinators
+            .iter()
+            .enumerate()
+            .filter(move |(_, a)| a.as_deref() == Some(agent_id))
+            .map(|(slot, _)| slot as u32)
+    }
+
     /// The agent a partition is assigned to.
     pub fn agent_of(&self, topic: &str, partition: u32) -> Option<&str> {
         self.topics
@@ -140,4 +160,80 @@ impl Assignment {
                 .map(move |(p, _)| (topic.as_str(), p as u32))
         })
     }
+}
+
+/// A topic and a partition number.
+pub type TopicPartition = (String, u32);
+
+/// An agent's hold on a group coordinator slot: the groups of the slot are written only
+/// while `owner` is still the slot's owner on record (taken by
+/// [`crate::Metastore::acquire_coordinator`], epoch + 1 each time).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Coordinatorship {
+    /// The slot.
+    pub slot: u32,
+    /// The owner record the agent wrote when it took the slot.
+    pub owner: PartitionOwner,
+}
+
+/// A consumer group as its coordinator stores it: written on every change of membership
+/// or assignment, so that another coordinator can take over from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    /// The group id.
+    pub group_id: String,
+    /// Bumped whenever the members, their subscriptions or the subscribed topics'
+    /// partition counts change: a new target assignment is due.
+    pub epoch: u64,
+    /// The group epoch the members' targets were computed for.
+    pub assignment_epoch: u64,
+    /// The assignor the targets were computed with (`uniform` or `range`).
+    pub assignor: String,
+    /// Partition count of each subscribed topic when the targets were computed.
+    pub topic_partitions: BTreeMap<String, u32>,
+    /// Members by member id.
+    pub members: BTreeMap<String, MemberRecord>,
+}
+
+/// A member of a consumer group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberRecord {
+    /// The member id the coordinator handed out.
+    pub member_id: String,
+    /// `group.instance.id` of a static member; empty for a dynamic one.
+    pub instance_id: String,
+    /// Bumped whenever the member's assignment changes; commits and heartbeats carry it.
+    pub epoch: u64,
+    /// The epoch before the last change: still accepted, as a response may be in flight.
+    pub previous_epoch: u64,
+    /// Topics subscribed to by name.
+    pub topics: Vec<String>,
+    /// Topics subscribed to by regular expression (empty: none).
+    pub topic_regex: String,
+    /// Removed when no heartbeat comes for this long.
+    pub session_timeout_ms: u64,
+    /// Removed when a revoked partition is not given up within this long.
+    pub rebalance_timeout_ms: u64,
+    /// Partitions the member may own.
+    pub assigned: BTreeSet<TopicPartition>,
+    /// Partitions revoked from the member that it has not yet reported given up. No other
+    /// member gets them until it does (or is removed).
+    pub revoking: BTreeSet<TopicPartition>,
+    /// The partitions the assignor wants the member to own.
+    pub target: BTreeSet<TopicPartition>,
+    /// A static member that left for now: it keeps its partitions until its session times
+    /// out or its instance joins again.
+    pub left: bool,
+}
+
+/// A committed consumer offset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommittedOffset {
+    /// The next offset to read.
+    pub offset: i64,
+    /// What the committer attached.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub metadata: String,
+    /// When it was committed, ms since the Unix epoch.
+    pub committed_at_ms: i64,
 }

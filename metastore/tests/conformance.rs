@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use strata_metastore::{
-    EmbeddedKv, Error, EtcdKv, IndexEntry, KvMetastore, Metastore, PartitionAppend, PartitionOwner,
-    Rejection, TopicMeta,
+    CommittedOffset, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, KvMetastore, Metastore,
+    PartitionAppend, PartitionOwner, Rejection, TopicMeta,
 };
 
 fn unique_root(test: &str) -> String {
@@ -347,6 +347,78 @@ async fn one_controller_at_a_time(store: Box<dyn Metastore>) {
     assert!(store.store_assignment("b#2", &assignment).await.unwrap());
 }
 
+fn committed(offset: i64, metadata: &str) -> CommittedOffset {
+    CommittedOffset {
+        offset,
+        metadata: metadata.to_string(),
+        committed_at_ms: 1_700_000_000_000,
+    }
+}
+
+async fn groups_and_offsets_are_fenced_by_the_coordinator_slot(store: Box<dyn Metastore>) {
+    store.create_topic(&topic("t", 3)).await.unwrap();
+    store.create_topic(&topic("u", 1)).await.unwrap();
+    let a = store.acquire_coordinator(5, "agent-a").await.unwrap();
+    assert_eq!(a.owner.epoch, 1);
+    let group = GroupRecord {
+        group_id: "g1".into(),
+        epoch: 3,
+        assignor: "uniform".into(),
+        ..Default::default()
+    };
+    assert!(store.store_group(&a, &group).await.unwrap());
+    let offsets = vec![
+        ("t".to_string(), 0, committed(10, "")),
+        ("t".to_string(), 2, committed(7, "meta")),
+        ("u".to_string(), 0, committed(1, "")),
+    ];
+    assert!(store.commit_offsets(&a, "g1", &offsets).await.unwrap());
+    assert_eq!(store.group("g1").await.unwrap(), Some(group.clone()));
+    assert_eq!(
+        store.committed_offsets("g1", "t").await.unwrap(),
+        vec![(0, committed(10, "")), (2, committed(7, "meta"))]
+    );
+    assert!(store.committed_offsets("g2", "t").await.unwrap().is_empty());
+
+    // Another agent takes the slot: the first can no longer write the group or offsets.
+    let b = store.acquire_coordinator(5, "agent-b").await.unwrap();
+    assert_eq!(b.owner.epoch, 2);
+    let stale = GroupRecord {
+        epoch: 4,
+        ..group.clone()
+    };
+    assert!(!store.store_group(&a, &stale).await.unwrap());
+    assert!(
+        !store
+            .commit_offsets(&a, "g1", &[("t".to_string(), 0, committed(99, ""))])
+            .await
+            .unwrap()
+    );
+    assert!(!store.delete_group(&a, "g1").await.unwrap());
+    assert_eq!(store.group("g1").await.unwrap(), Some(group.clone()));
+    assert_eq!(
+        store.committed_offsets("g1", "t").await.unwrap()[0]
+            .1
+            .offset,
+        10
+    );
+
+    // A commit for a deleted topic says so; deleting a topic deletes its offsets.
+    store.delete_topic("u").await.unwrap();
+    assert!(store.committed_offsets("g1", "u").await.unwrap().is_empty());
+    assert!(matches!(
+        store.commit_offsets(&b, "g1", &[("u".to_string(), 0, committed(2, ""))]).await,
+        Err(Error::TopicNotFound(t)) if t == "u"
+    ));
+
+    // The current coordinator deletes the group with its offsets.
+    assert_eq!(store.groups().await.unwrap().len(), 1);
+    assert!(store.delete_group(&b, "g1").await.unwrap());
+    assert_eq!(store.group("g1").await.unwrap(), None);
+    assert!(store.committed_offsets("g1", "t").await.unwrap().is_empty());
+    assert!(store.groups().await.unwrap().is_empty());
+}
+
 /// Runs every conformance test against a backend made by `$make(test_name)`.
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
@@ -381,6 +453,12 @@ macro_rules! conformance {
             #[tokio::test]
             async fn one_controller_at_a_time() {
                 super::one_controller_at_a_time($make("controller").await).await;
+            }
+
+            #[tokio::test]
+            async fn groups_and_offsets_are_fenced_by_the_coordinator_slot() {
+                super::groups_and_offsets_are_fenced_by_the_coordinator_slot($make("groups").await)
+                    .await;
             }
 
             #[tokio::test]

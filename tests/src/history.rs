@@ -73,6 +73,11 @@ impl History {
         counts
     }
 
+    /// Every acknowledged record: its id (the value) and position.
+    pub fn acked_records(&self) -> HashMap<String, RecordPosition> {
+        self.state.lock().unwrap().acked.clone()
+    }
+
     /// Time since the load started.
     pub fn now(&self) -> Duration {
         self.started.elapsed()

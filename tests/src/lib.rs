@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod etcd;
+pub mod groups;
 pub mod history;
 
 /// Where the test etcd and S3 server are.

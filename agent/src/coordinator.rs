@@ -1,0 +1,782 @@
+//! Group coordination on an agent: the coordinator slots it holds, their groups, and the
+//! group operations of the `Groups` service.
+//!
+//! The controller assigns each of the [`crate::controller::COORDINATOR_SLOTS`] slots to a live agent, as it
+//! assigns partitions; a group belongs to slot `murmur2(group id) % slots`. An agent takes
+//! a slot with an epoch-bumping transaction ([`Metastore::acquire_coordinator`]) and then
+//! loads the slot's groups from the metastore. Every change of a group (membership,
+//! assignment, revocations) is written to the metastore **before** the member hears of
+//! it, in a transaction that compares the slot's owner, so:
+//! - a coordinator that lost its slot (paused, cut off, moved) can never write again, and
+//!   learns so from its first refused write;
+//! - the next coordinator starts from exactly what members were told, so a partition
+//!   given to one member is never given to another before it was given up.
+//!
+//! Committed offsets are written by the coordinator under the same guard, while the
+//! group's lock is held, so a commit and a revocation never interleave. Reads (offsets,
+//! describe, list) come straight from the metastore and are served by any agent.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_metastore::{CommittedOffset, Coordinatorship, GroupRecord, TopicPartition};
+use strata_proto::v1 as pb;
+use tokio::time::Instant;
+
+use crate::agent::{Agent, Inner};
+use crate::controller::coordinator_slot;
+use crate::group::{Group, Heartbeat};
+use crate::{Error, Result};
+
+/// How often members' session and rebalance timeouts are checked.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(250);
+/// Longest interval between a member's heartbeats.
+const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// How long the topic list used for assignments is reused.
+const TOPICS_TTL: Duration = Duration::from_secs(1);
+
+/// Every topic's partition count, by name.
+type TopicCounts = Arc<BTreeMap<String, u32>>;
+
+/// The coordinator slots this agent holds.
+#[derive(Debug, Default)]
+pub(crate) struct Coordinator {
+    slots: tokio::sync::Mutex<HashMap<u32, Arc<Slot>>>,
+    topics: Mutex<Option<(Instant, TopicCounts)>>,
+}
+
+/// One held slot and its groups.
+#[derive(Debug)]
+struct Slot {
+    lease: Coordinatorship,
+    groups: tokio::sync::Mutex<HashMap<String, Group>>,
+}
+
+/// Checks a group id: the same rules as topic names (it is part of metastore keys).
+fn validate_group_id(group_id: &str) -> Result<()> {
+    let valid_chars = group_id
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if group_id.is_empty() || group_id.len() > 249 || !valid_chars {
+        return Err(Error::InvalidArgument(format!(
+            "invalid group id '{group_id}': use 1 to 249 characters of [a-zA-Z0-9._-]"
+        )));
+    }
+    Ok(())
+}
+
+fn to_set(lists: &[pb::TopicPartitions]) -> BTreeSet<TopicPartition> {
+    lists
+        .iter()
+        .flat_map(|l| {
+            l.partitions
+                .iter()
+                .filter(|p| **p >= 0)
+                .map(|p| (l.topic.clone(), *p as u32))
+        })
+        .collect()
+}
+
+fn to_lists(set: &BTreeSet<TopicPartition>) -> Vec<pb::TopicPartitions> {
+    let mut lists: Vec<pb::TopicPartitions> = Vec::new();
+    for (topic, partition) in set {
+        match lists.last_mut() {
+            Some(last) if &last.topic == topic => last.partitions.push(*partition as i32),
+            _ => lists.push(pb::TopicPartitions {
+                topic: topic.clone(),
+                partitions: vec![*partition as i32],
+            }),
+        }
+    }
+    lists
+}
+
+fn millis(ms: i32) -> Option<Duration> {
+    (ms > 0).then(|| Duration::from_millis(ms as u64))
+}
+
+fn members_list(group: &Group) -> String {
+    group
+        .record
+        .members
+        .values()
+        .map(|m| {
+            if m.instance_id.is_empty() {
+                m.member_id.clone()
+            } else {
+                format!("{} ({})", m.member_id, m.instance_id)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Inner {
+    /// Takes the slots assigned to this agent and drops the others.
+    pub(crate) async fn reconcile_slots(&self) {
+        let me = self.config.agent_id.as_str();
+        let assignment = self.cluster.assignment();
+        let wanted: BTreeSet<u32> = if self.cluster.registered() {
+            assignment.coordinator_slots_of(me).collect()
+        } else {
+            BTreeSet::new()
+        };
+        let mut slots = self.coordinator.slots.lock().await;
+        slots.retain(|slot, _| {
+            let keep = wanted.contains(slot);
+            if !keep {
+                tracing::info!(slot, "coordinator slot moved away; dropping its groups");
+            }
+            keep
+        });
+        for slot in wanted {
+            if !slots.contains_key(&slot)
+                && let Err(e) = self.take_slot(&mut slots, slot).await
+            {
+                tracing::warn!(slot, error = %e, "could not take a coordinator slot");
+            }
+        }
+    }
+
+    /// Drops every slot (the registration was lost, or the agent is stopping).
+    pub(crate) async fn drop_slots(&self) {
+        self.coordinator.slots.lock().await.clear();
+    }
+
+    #[tracing::instrument(name = "coordinator.take_slot", skip(self, slots))]
+    async fn take_slot(&self, slots: &mut HashMap<u32, Arc<Slot>>, slot: u32) -> Result<Arc<Slot>> {
+        let lease = self
+            .metastore
+            .acquire_coordinator(slot, &self.config.agent_id)
+            .await?;
+        let now = Instant::now();
+        let groups: HashMap<String, Group> = self
+            .metastore
+            .groups()
+            .await?
+            .into_iter()
+            .filter(|g| coordinator_slot(&g.group_id) == slot)
+            .map(|g| (g.group_id.clone(), Group::new(g, now)))
+            .collect();
+        tracing::info!(
+            slot,
+            epoch = lease.owner.epoch,
+            groups = groups.len(),
+            "took a coordinator slot"
+        );
+        let held = Arc::new(Slot {
+            lease,
+            groups: tokio::sync::Mutex::new(groups),
+        });
+        slots.insert(slot, held.clone());
+        Ok(held)
+    }
+
+    /// The held slot of `group_id`, taken now if the controller assigned it here.
+    async fn slot_for(&self, group_id: &str) -> Result<Arc<Slot>> {
+        let slot = coordinator_slot(group_id);
+        let mut slots = self.coordinator.slots.lock().await;
+        if let Some(held) = slots.get(&slot) {
+            return Ok(held.clone());
+        }
+        let me = self.config.agent_id.as_str();
+        match self.cluster.assignment().coordinator_of(slot) {
+            Some(agent) if agent == me && self.cluster.registered() => {
+                self.take_slot(&mut slots, slot).await
+            }
+            Some(agent) => Err(Error::NotCoordinator {
+                group: group_id.to_string(),
+                reason: format!("agent '{agent}' coordinates it"),
+            }),
+            None => Err(Error::NotCoordinator {
+                group: group_id.to_string(),
+                reason: "no agent coordinates it yet; retry".to_string(),
+            }),
+        }
+    }
+
+    /// Forgets a slot whose write was refused: another agent took it.
+    async fn lose_slot(&self, slot: &Slot, group_id: &str) -> Error {
+        let mut slots = self.coordinator.slots.lock().await;
+        if slots
+            .get(&slot.lease.slot)
+            .is_some_and(|held| held.lease == slot.lease)
+        {
+            slots.remove(&slot.lease.slot);
+        }
+        tracing::warn!(
+            slot = slot.lease.slot,
+            "coordinator slot taken by another agent"
+        );
+        Error::NotCoordinator {
+            group: group_id.to_string(),
+            reason: "another agent took over its coordination; find the coordinator again"
+                .to_string(),
+        }
+    }
+
+    /// Every topic's partition count, at most [`TOPICS_TTL`] old.
+    async fn topic_counts(&self) -> Result<Arc<BTreeMap<String, u32>>> {
+        if let Some((at, topics)) = self
+            .coordinator
+            .topics
+            .lock()
+            .expect("topics lock")
+            .as_ref()
+            && at.elapsed() < TOPICS_TTL
+        {
+            return Ok(topics.clone());
+        }
+        let topics: Arc<BTreeMap<String, u32>> = Arc::new(
+            self.metastore
+                .list_topics()
+                .await?
+                .into_iter()
+                .map(|t| (t.name, t.partitions))
+                .collect(),
+        );
+        *self.coordinator.topics.lock().expect("topics lock") =
+            Some((Instant::now(), topics.clone()));
+        Ok(topics)
+    }
+
+    /// The loaded group, loaded from the metastore if needed; with `create`, a group that
+    /// does not exist is created (and stored) empty.
+    async fn loaded_group<'a>(
+        &self,
+        slot: &Slot,
+        groups: &'a mut HashMap<String, Group>,
+        group_id: &str,
+        create: bool,
+    ) -> Result<&'a mut Group> {
+        if !groups.contains_key(group_id) {
+            let record = match self.metastore.group(group_id).await? {
+                Some(record) => record,
+                None if create => {
+                    let record = GroupRecord {
+                        group_id: group_id.to_string(),
+                        assignor: "uniform".to_string(),
+                        ..Default::default()
+                    };
+                    if !self.metastore.store_group(&slot.lease, &record).await? {
+                        return Err(self.lose_slot(slot, group_id).await);
+                    }
+                    record
+                }
+                None => return Err(Error::GroupNotFound(group_id.to_string())),
+            };
+            groups.insert(group_id.to_string(), Group::new(record, Instant::now()));
+        }
+        Ok(groups.get_mut(group_id).expect("loaded above"))
+    }
+
+    /// Makes `changed` the group's state: stores it first if its record changed. On a
+    /// refused write the slot is dropped; on an unknown outcome the group is reloaded
+    /// from the metastore at its next use.
+    async fn save_group(
+        &self,
+        slot: &Slot,
+        groups: &mut HashMap<String, Group>,
+        changed: Group,
+    ) -> Result<()> {
+        let group_id = changed.record.group_id.clone();
+        let unchanged = groups
+            .get(&group_id)
+            .is_some_and(|g| g.record == changed.record);
+        if !unchanged {
+            match self
+                .metastore
+                .store_group(&slot.lease, &changed.record)
+                .await
+            {
+                Ok(true) => {}
+                Ok(false) => return Err(self.lose_slot(slot, &group_id).await),
+                Err(e) => {
+                    groups.remove(&group_id);
+                    return Err(e.into());
+                }
+            }
+        }
+        groups.insert(group_id, changed);
+        Ok(())
+    }
+
+    /// Removes timed-out members of every loaded group.
+    pub(crate) async fn sweep_groups(&self) {
+        let held: Vec<Arc<Slot>> = self
+            .coordinator
+            .slots
+            .lock()
+            .await
+            .values()
+            .cloned()
+            .collect();
+        if held.is_empty() {
+            return;
+        }
+        let topics = match self.topic_counts().await {
+            Ok(topics) => topics,
+            Err(e) => {
+                tracing::debug!(error = %e, "group sweep: cannot list topics");
+                return;
+            }
+        };
+        let now = Instant::now();
+        for slot in held {
+            let mut groups = slot.groups.lock().await;
+            let ids: Vec<String> = groups.keys().cloned().collect();
+            for id in ids {
+                let mut work = groups[&id].clone();
+                if work.expire(&topics, now).is_empty() {
+                    continue;
+                }
+                if let Err(e) = self.save_group(&slot, &mut groups, work).await {
+                    tracing::warn!(group = %id, error = %e, "could not store a group after timeouts");
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Runs the sweep every [`SWEEP_INTERVAL`] until `stop` turns true.
+    pub(crate) async fn run_group_sweeper(
+        self: Arc<Self>,
+        mut stop: tokio::sync::watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+                changed = stop.changed() => if changed.is_err() { break },
+            }
+            if *stop.borrow() {
+                break;
+            }
+            self.sweep_groups().await;
+        }
+        self.drop_slots().await;
+    }
+}
+
+impl Agent {
+    /// The live agent that coordinates `group_id`.
+    pub fn find_coordinator(&self, group_id: &str) -> Result<pb::FindCoordinatorResponse> {
+        validate_group_id(group_id)?;
+        let slot = coordinator_slot(group_id);
+        let assignment = self.inner.cluster.assignment();
+        let agent = assignment.coordinator_of(slot).ok_or_else(|| {
+            Error::Unavailable(format!(
+                "no agent coordinates group '{group_id}' yet (the controller has not assigned \
+                 its slot); retry"
+            ))
+        })?;
+        let address = self
+            .inner
+            .cluster
+            .agents()
+            .iter()
+            .find(|a| a.agent_id == agent)
+            .map(|a| a.address.clone())
+            .ok_or_else(|| {
+                Error::Unavailable(format!(
+                    "the coordinator of group '{group_id}', agent '{agent}', is not live; retry"
+                ))
+            })?;
+        Ok(pb::FindCoordinatorResponse {
+            agent_id: agent.to_string(),
+            address,
+        })
+    }
+
+    /// The address of the agent coordinating `group_id`, unless it is this one.
+    pub fn coordinator_address(&self, group_id: &str) -> Option<String> {
+        self.find_coordinator(group_id)
+            .ok()
+            .filter(|c| c.agent_id != self.inner.config.agent_id)
+            .map(|c| c.address)
+    }
+
+    /// A member's heartbeat (see the `Groups.Heartbeat` RPC).
+    #[tracing::instrument(name = "group.heartbeat", skip_all, fields(group = %r.group_id, epoch = r.member_epoch))]
+    pub async fn group_heartbeat(&self, r: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+        validate_group_id(&r.group_id)?;
+        let inner = &self.inner;
+        let topics = inner.topic_counts().await?;
+        let slot = inner.slot_for(&r.group_id).await?;
+        let mut groups = slot.groups.lock().await;
+        let group = inner
+            .loaded_group(&slot, &mut groups, &r.group_id, true)
+            .await?;
+        let mut work = group.clone();
+        let heartbeat = Heartbeat {
+            member_id: r.member_id,
+            member_epoch: r.member_epoch,
+            instance_id: r.instance_id,
+            topics: r.topics,
+            topic_regex: r.topic_regex,
+            assignor: r.assignor,
+            session_timeout: millis(r.session_timeout_ms),
+            rebalance_timeout: millis(r.rebalance_timeout_ms),
+            owned: to_set(&r.owned),
+        };
+        let view = work.heartbeat(heartbeat, &topics, Instant::now())?;
+        let interval = match &view {
+            Some(v) => {
+                let session =
+                    Duration::from_millis(work.record.members[&v.member_id].session_timeout_ms);
+                (session / 3).min(MAX_HEARTBEAT_INTERVAL)
+            }
+            None => MAX_HEARTBEAT_INTERVAL,
+        };
+        inner.save_group(&slot, &mut groups, work).await?;
+        Ok(match view {
+            Some(view) => pb::HeartbeatResponse {
+                member_id: view.member_id,
+                member_epoch: view.member_epoch,
+                heartbeat_interval_ms: interval.as_millis() as i32,
+                assignment: to_lists(&view.assignment),
+            },
+            None => pb::HeartbeatResponse {
+                member_epoch: crate::group::LEAVE,
+                ..Default::default()
+            },
+        })
+    }
+
+    /// Checks and decodes offsets to commit.
+    async fn offsets_to_commit(
+        &self,
+        offsets: &[pb::PartitionOffset],
+    ) -> Result<Vec<(String, u32, CommittedOffset)>> {
+        let now = self.inner.clock.now_ms();
+        let mut decoded = Vec::with_capacity(offsets.len());
+        for o in offsets {
+            let handle = self.topic(&o.topic).await?;
+            let partition = Self::check_partition(&handle, o.partition)?;
+            if o.offset < 0 {
+                return Err(Error::InvalidArgument(format!(
+                    "offset {} for {}/{} is negative: commit the next offset to read",
+                    o.offset, o.topic, o.partition
+                )));
+            }
+            decoded.push((
+                o.topic.clone(),
+                partition,
+                CommittedOffset {
+                    offset: o.offset,
+                    metadata: o.metadata.clone(),
+                    committed_at_ms: now,
+                },
+            ));
+        }
+        Ok(decoded)
+    }
+
+    /// Commits offsets (see the `Groups.CommitOffsets` RPC).
+    #[tracing::instrument(name = "group.commit", skip_all, fields(group = %r.group_id, partitions = r.offsets.len()))]
+    pub async fn commit_offsets(&self, r: pb::CommitOffsetsRequest) -> Result<()> {
+        validate_group_id(&r.group_id)?;
+        let offsets = self.offsets_to_commit(&r.offsets).await?;
+        let inner = &self.inner;
+        let slot = inner.slot_for(&r.group_id).await?;
+        let mut groups = slot.groups.lock().await;
+        let standalone = r.member_id.is_empty();
+        let group = inner
+            .loaded_group(&slot, &mut groups, &r.group_id, standalone)
+            .await
+            .map_err(|e| match e {
+                Error::GroupNotFound(_) => Error::UnknownMember {
+                    group: r.group_id.clone(),
+                    member: r.member_id.clone(),
+                },
+                other => other,
+            })?;
+        if standalone {
+            if !group.is_empty() {
+                return Err(Error::GroupNotEmpty {
+                    group: r.group_id.clone(),
+                    members: members_list(group),
+                });
+            }
+        } else {
+            let partitions: Vec<TopicPartition> =
+                offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
+            group.check_commit(&r.member_id, r.member_epoch, &partitions)?;
+        }
+        if !inner
+            .metastore
+            .commit_offsets(&slot.lease, &r.group_id, &offsets)
+            .await?
+        {
+            drop(groups);
+            return Err(inner.lose_slot(&slot, &r.group_id).await);
+        }
+        Ok(())
+    }
+
+    /// A group's committed offsets, from the metastore.
+    pub async fn fetch_offsets(
+        &self,
+        r: pb::FetchOffsetsRequest,
+    ) -> Result<pb::FetchOffsetsResponse> {
+        validate_group_id(&r.group_id)?;
+        let topics = if r.topics.is_empty() {
+            self.list_topics()
+                .await?
+                .into_iter()
+                .map(|t| t.name)
+                .collect()
+        } else {
+            r.topics
+        };
+        let mut offsets = Vec::new();
+        for topic in topics {
+            for (partition, committed) in self
+                .inner
+                .metastore
+                .committed_offsets(&r.group_id, &topic)
+                .await?
+            {
+                offsets.push(pb::PartitionOffset {
+                    topic: topic.clone(),
+                    partition: partition as i32,
+                    offset: committed.offset,
+                    metadata: committed.metadata,
+                });
+            }
+        }
+        Ok(pb::FetchOffsetsResponse { offsets })
+    }
+
+    fn group_summary(&self, record: &GroupRecord) -> pb::GroupSummary {
+        let slot = coordinator_slot(&record.group_id);
+        pb::GroupSummary {
+            group_id: record.group_id.clone(),
+            state: Group::state(record).to_string(),
+            members: record.members.len() as i32,
+            coordinator_agent_id: self
+                .inner
+                .cluster
+                .assignment()
+                .coordinator_of(slot)
+                .unwrap_or_default()
+                .to_string(),
+        }
+    }
+
+    /// Every stored group.
+    pub async fn list_groups(&self) -> Result<pb::ListGroupsResponse> {
+        let groups = self.inner.metastore.groups().await?;
+        Ok(pb::ListGroupsResponse {
+            groups: groups.iter().map(|g| self.group_summary(g)).collect(),
+        })
+    }
+
+    /// A group's members, assignment and lag, from the metastore.
+    pub async fn describe_group(&self, group_id: &str) -> Result<pb::DescribeGroupResponse> {
+        validate_group_id(group_id)?;
+        let record = self
+            .inner
+            .metastore
+            .group(group_id)
+            .await?
+            .ok_or_else(|| Error::GroupNotFound(group_id.to_string()))?;
+        let owners: BTreeMap<TopicPartition, &str> = record
+            .members
+            .values()
+            .flat_map(|m| {
+                m.assigned
+                    .iter()
+                    .chain(&m.revoking)
+                    .map(move |tp| (tp.clone(), m.member_id.as_str()))
+            })
+            .collect();
+        let mut partitions = Vec::new();
+        for topic in self.list_topics().await? {
+            let committed: BTreeMap<u32, CommittedOffset> = self
+                .inner
+                .metastore
+                .committed_offsets(group_id, &topic.name)
+                .await?
+                .into_iter()
+                .collect();
+            let subscribed = record.topic_partitions.contains_key(&topic.name);
+            if committed.is_empty() && !subscribed {
+                continue;
+            }
+            for p in 0..topic.partitions {
+                let state = self.inner.metastore.partition_state(&topic.name, p).await?;
+                let offset = committed.get(&p);
+                let from = offset.map_or(state.log_start_offset, |c| c.offset);
+                partitions.push(pb::PartitionLag {
+                    topic: topic.name.clone(),
+                    partition: p as i32,
+                    committed_offset: offset.map_or(-1, |c| c.offset),
+                    metadata: offset.map(|c| c.metadata.clone()).unwrap_or_default(),
+                    log_end_offset: state.high_watermark,
+                    lag: (state.high_watermark - from).max(0),
+                    member_id: owners
+                        .get(&(topic.name.clone(), p))
+                        .map(|m| m.to_string())
+                        .unwrap_or_default(),
+                });
+            }
+        }
+        Ok(pb::DescribeGroupResponse {
+            group: Some(self.group_summary(&record)),
+            assignor: record.assignor.clone(),
+            group_epoch: record.epoch as i64,
+            members: record
+                .members
+                .values()
+                .map(|m| pb::MemberDescription {
+                    member_id: m.member_id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    member_epoch: m.epoch as i64,
+                    topics: m.topics.clone(),
+                    topic_regex: m.topic_regex.clone(),
+                    assignment: to_lists(&m.assigned),
+                    revoking: to_lists(&m.revoking),
+                })
+                .collect(),
+            partitions,
+        })
+    }
+
+    /// The first offset of a partition whose record timestamp is at or after
+    /// `timestamp_ms`; the high watermark if there is none.
+    async fn offset_for_timestamp(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<i64> {
+        let state = self
+            .inner
+            .metastore
+            .partition_state(topic, partition)
+            .await?;
+        let entries = self
+            .inner
+            .metastore
+            .index_entries(topic, partition, 0, 0)
+            .await?;
+        let Some(entry) = entries.iter().find(|e| {
+            e.max_timestamp_ms >= timestamp_ms && e.last_offset >= state.log_start_offset
+        }) else {
+            return Ok(state.high_watermark);
+        };
+        let mut offset = entry.base_offset.max(state.log_start_offset);
+        while offset <= entry.last_offset {
+            let fetched = self
+                .fetch(topic, partition as i32, offset, 1 << 20, Duration::ZERO)
+                .await?;
+            if let Some(record) = fetched
+                .records
+                .iter()
+                .find(|r| r.timestamp_ms >= timestamp_ms)
+            {
+                return Ok(record.offset);
+            }
+            if fetched.next_offset <= offset {
+                break;
+            }
+            offset = fetched.next_offset;
+        }
+        Ok(entry.last_offset + 1)
+    }
+
+    /// Moves a group's committed offsets of a topic; only while the group has no members.
+    #[tracing::instrument(name = "group.reset_offsets", skip_all, fields(group = %r.group_id, topic = %r.topic))]
+    pub async fn reset_offsets(
+        &self,
+        r: pb::ResetOffsetsRequest,
+    ) -> Result<pb::ResetOffsetsResponse> {
+        use pb::reset_offsets_request::To;
+        validate_group_id(&r.group_id)?;
+        let handle = self.topic(&r.topic).await?;
+        let to = r.to.ok_or_else(|| {
+            Error::InvalidArgument(
+                "say where to reset to: earliest, latest, an offset or a timestamp".to_string(),
+            )
+        })?;
+        let inner = &self.inner;
+        let slot = inner.slot_for(&r.group_id).await?;
+        let mut groups = slot.groups.lock().await;
+        let group = inner
+            .loaded_group(&slot, &mut groups, &r.group_id, true)
+            .await?;
+        if !group.is_empty() {
+            return Err(Error::GroupNotEmpty {
+                group: r.group_id.clone(),
+                members: members_list(group),
+            });
+        }
+        let now = inner.clock.now_ms();
+        let mut offsets = Vec::new();
+        for p in 0..handle.meta.partitions {
+            let state = inner.metastore.partition_state(&r.topic, p).await?;
+            let offset = match to {
+                To::Earliest(_) => state.log_start_offset,
+                To::Latest(_) => state.high_watermark,
+                To::Offset(o) => o.clamp(state.log_start_offset, state.high_watermark),
+                To::TimestampMs(t) => self.offset_for_timestamp(&r.topic, p, t).await?,
+            };
+            offsets.push((
+                r.topic.clone(),
+                p,
+                CommittedOffset {
+                    offset,
+                    metadata: String::new(),
+                    committed_at_ms: now,
+                },
+            ));
+        }
+        if !inner
+            .metastore
+            .commit_offsets(&slot.lease, &r.group_id, &offsets)
+            .await?
+        {
+            drop(groups);
+            return Err(inner.lose_slot(&slot, &r.group_id).await);
+        }
+        tracing::info!(group = %r.group_id, topic = %r.topic, "reset committed offsets");
+        Ok(pb::ResetOffsetsResponse {
+            offsets: offsets
+                .into_iter()
+                .map(|(topic, p, c)| pb::PartitionOffset {
+                    topic,
+                    partition: p as i32,
+                    offset: c.offset,
+                    metadata: c.metadata,
+                })
+                .collect(),
+        })
+    }
+
+    /// Deletes a group and its offsets; only while it has no members.
+    #[tracing::instrument(name = "group.delete", skip(self))]
+    pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+        validate_group_id(group_id)?;
+        let inner = &self.inner;
+        let slot = inner.slot_for(group_id).await?;
+        let mut groups = slot.groups.lock().await;
+        let group = inner
+            .loaded_group(&slot, &mut groups, group_id, false)
+            .await?;
+        if !group.is_empty() {
+            return Err(Error::GroupNotEmpty {
+                group: group_id.to_string(),
+                members: members_list(group),
+            });
+        }
+        let deleted = inner.metastore.delete_group(&slot.lease, group_id).await;
+        groups.remove(group_id);
+        if !deleted? {
+            drop(groups);
+            return Err(inner.lose_slot(&slot, group_id).await);
+        }
+        tracing::info!(group = group_id, "deleted group");
+        Ok(())
+    }
+}

@@ -1,0 +1,117 @@
+//! `strata group ...`: list, describe, reset offsets, delete.
+
+use anyhow::{Context, Result};
+use strata_client::{Admin, ResetTo};
+
+use crate::args::GroupCommand;
+
+/// Milliseconds since the Unix epoch, from RFC 3339 or a number of ms.
+fn parse_time(text: &str) -> Result<i64> {
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let time = humantime::parse_rfc3339_weak(text).with_context(|| {
+        format!("--to-datetime '{text}' is neither RFC 3339 (2026-11-22T10:00:00Z) nor ms")
+    })?;
+    Ok(time
+        .duration_since(std::time::UNIX_EPOCH)
+        .context("--to-datetime is before 1970")?
+        .as_millis() as i64)
+}
+
+pub async fn run(server: &str, command: GroupCommand) -> Result<()> {
+    let admin = Admin::connect(server).await?;
+    match command {
+        GroupCommand::List => {
+            println!("GROUP\tSTATE\tMEMBERS\tCOORDINATOR");
+            for g in admin.list_groups().await? {
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    g.group_id, g.state, g.members, g.coordinator_agent_id
+                );
+            }
+        }
+        GroupCommand::Describe { group } => {
+            let d = admin.describe_group(&group).await?;
+            let summary = d.group.unwrap_or_default();
+            println!(
+                "group {}  state {}  members {}  assignor {}  epoch {}  coordinator {}",
+                summary.group_id,
+                summary.state,
+                summary.members,
+                d.assignor,
+                d.group_epoch,
+                summary.coordinator_agent_id
+            );
+            println!();
+            println!("MEMBER\tINSTANCE\tEPOCH\tASSIGNED\tREVOKING");
+            for m in &d.members {
+                let list = |lists: &[strata_client::proto::TopicPartitions]| {
+                    let parts: Vec<String> = lists
+                        .iter()
+                        .flat_map(|l| l.partitions.iter().map(move |p| format!("{}:{p}", l.topic)))
+                        .collect();
+                    if parts.is_empty() {
+                        "-".to_string()
+                    } else {
+                        parts.join(",")
+                    }
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}",
+                    m.member_id,
+                    if m.instance_id.is_empty() {
+                        "-"
+                    } else {
+                        &m.instance_id
+                    },
+                    m.member_epoch,
+                    list(&m.assignment),
+                    list(&m.revoking)
+                );
+            }
+            println!();
+            println!("TOPIC\tPARTITION\tCOMMITTED\tLOG-END\tLAG\tMEMBER");
+            for p in &d.partitions {
+                let committed = if p.committed_offset < 0 {
+                    "-".to_string()
+                } else {
+                    p.committed_offset.to_string()
+                };
+                println!(
+                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    p.topic,
+                    p.partition,
+                    committed,
+                    p.log_end_offset,
+                    p.lag,
+                    if p.member_id.is_empty() {
+                        "-"
+                    } else {
+                        &p.member_id
+                    }
+                );
+            }
+        }
+        GroupCommand::ResetOffsets(args) => {
+            let to = if args.to_earliest {
+                ResetTo::Earliest
+            } else if args.to_latest {
+                ResetTo::Latest
+            } else if let Some(offset) = args.to_offset {
+                ResetTo::Offset(offset)
+            } else {
+                let text = args.to_datetime.as_deref().expect("clap requires one");
+                ResetTo::Timestamp(parse_time(text)?)
+            };
+            for o in admin.reset_offsets(&args.group, &args.topic, to).await? {
+                println!("{}\t{}\t{}", o.topic, o.partition, o.offset);
+            }
+        }
+        GroupCommand::Delete { group } => {
+            admin.delete_group(&group).await?;
+            println!("deleted group {group}");
+        }
+    }
+    Ok(())
+}
