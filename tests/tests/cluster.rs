@@ -42,19 +42,23 @@ fn start_agents(env: &TestEnv, etcd_of: impl Fn(usize) -> String) -> Vec<AgentPr
         .collect()
 }
 
-/// Partition owners as `server` reports them.
+/// Partition owners as `server` reports them; empty while it cannot answer (its etcd is
+/// coming back).
 async fn owners(server: &str) -> BTreeMap<u32, String> {
-    let metadata = Admin::connect(server)
-        .await
-        .unwrap()
-        .metadata(vec![TOPIC.to_string()])
-        .await
-        .unwrap();
-    metadata.topics[0]
-        .partitions
-        .iter()
-        .map(|p| (p.partition as u32, p.owner_agent_id.clone()))
-        .collect()
+    let Ok(admin) = Admin::connect(server).await else {
+        return BTreeMap::new();
+    };
+    match admin.metadata(vec![TOPIC.to_string()]).await {
+        Ok(metadata) => metadata.topics[0]
+            .partitions
+            .iter()
+            .map(|p| (p.partition as u32, p.owner_agent_id.clone()))
+            .collect(),
+        Err(e) => {
+            eprintln!("metadata from {server} failed, retrying: {e}");
+            BTreeMap::new()
+        }
+    }
 }
 
 /// Waits up to `secs` for `condition` on the owners `server` reports; panics with `what`.
@@ -67,7 +71,8 @@ async fn wait_for_owners(
     let started = tokio::time::Instant::now();
     loop {
         let owners = owners(server).await;
-        if condition(&owners) {
+        // An empty answer is no answer: the agent could not read the metastore.
+        if !owners.is_empty() && condition(&owners) {
             return started.elapsed();
         }
         assert!(
