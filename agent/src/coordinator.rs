@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use strata_metastore::{CommittedOffset, Coordinatorship, GroupRecord, TopicPartition};
 use strata_proto::v1 as pb;
+use strata_proto::{topic_partition_lists, topic_partition_pairs};
 use tokio::time::Instant;
 
 use crate::agent::{Agent, Inner};
@@ -55,41 +56,7 @@ struct Slot {
 
 /// Checks a group id: the same rules as topic names (it is part of metastore keys).
 fn validate_group_id(group_id: &str) -> Result<()> {
-    let valid_chars = group_id
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
-    if group_id.is_empty() || group_id.len() > 249 || !valid_chars {
-        return Err(Error::InvalidArgument(format!(
-            "invalid group id '{group_id}': use 1 to 249 characters of [a-zA-Z0-9._-]"
-        )));
-    }
-    Ok(())
-}
-
-fn to_set(lists: &[pb::TopicPartitions]) -> BTreeSet<TopicPartition> {
-    lists
-        .iter()
-        .flat_map(|l| {
-            l.partitions
-                .iter()
-                .filter(|p| **p >= 0)
-                .map(|p| (l.topic.clone(), *p as u32))
-        })
-        .collect()
-}
-
-fn to_lists(set: &BTreeSet<TopicPartition>) -> Vec<pb::TopicPartitions> {
-    let mut lists: Vec<pb::TopicPartitions> = Vec::new();
-    for (topic, partition) in set {
-        match lists.last_mut() {
-            Some(last) if &last.topic == topic => last.partitions.push(*partition as i32),
-            _ => lists.push(pb::TopicPartitions {
-                topic: topic.clone(),
-                partitions: vec![*partition as i32],
-            }),
-        }
-    }
-    lists
+    crate::topic::validate_key_part("group id", group_id)
 }
 
 fn millis(ms: i32) -> Option<Duration> {
@@ -242,55 +209,53 @@ impl Inner {
     }
 
     /// The loaded group, loaded from the metastore if needed; with `create`, a group that
-    /// does not exist is created (and stored) empty.
+    /// does not exist is created empty (stored by the first [`Inner::save_group`]).
     async fn loaded_group<'a>(
         &self,
-        slot: &Slot,
         groups: &'a mut HashMap<String, Group>,
         group_id: &str,
         create: bool,
     ) -> Result<&'a mut Group> {
         if !groups.contains_key(group_id) {
-            let record = match self.metastore.group(group_id).await? {
-                Some(record) => record,
+            let group = match self.metastore.group(group_id).await? {
+                Some(record) => Group::new(record, Instant::now()),
                 None if create => {
                     let record = GroupRecord {
                         group_id: group_id.to_string(),
                         assignor: "uniform".to_string(),
                         ..Default::default()
                     };
-                    if !self.metastore.store_group(&slot.lease, &record).await? {
-                        return Err(self.lose_slot(slot, group_id).await);
-                    }
-                    record
+                    let mut group = Group::new(record, Instant::now());
+                    group.stored = false;
+                    group
                 }
                 None => return Err(Error::GroupNotFound(group_id.to_string())),
             };
-            groups.insert(group_id.to_string(), Group::new(record, Instant::now()));
+            groups.insert(group_id.to_string(), group);
         }
         Ok(groups.get_mut(group_id).expect("loaded above"))
     }
 
-    /// Makes `changed` the group's state: stores it first if its record changed. On a
-    /// refused write the slot is dropped; on an unknown outcome the group is reloaded
-    /// from the metastore at its next use.
+    /// Makes `changed` the group's state: stores it first if its record changed (or was
+    /// never stored). On a refused write the slot is dropped; on an unknown outcome the
+    /// group is reloaded from the metastore at its next use.
     async fn save_group(
         &self,
         slot: &Slot,
         groups: &mut HashMap<String, Group>,
-        changed: Group,
+        mut changed: Group,
     ) -> Result<()> {
         let group_id = changed.record.group_id.clone();
         let unchanged = groups
             .get(&group_id)
-            .is_some_and(|g| g.record == changed.record);
+            .is_some_and(|g| g.stored && g.record == changed.record);
         if !unchanged {
             match self
                 .metastore
                 .store_group(&slot.lease, &changed.record)
                 .await
             {
-                Ok(true) => {}
+                Ok(true) => changed.stored = true,
                 Ok(false) => return Err(self.lose_slot(slot, &group_id).await),
                 Err(e) => {
                     groups.remove(&group_id);
@@ -300,6 +265,24 @@ impl Inner {
         }
         groups.insert(group_id, changed);
         Ok(())
+    }
+
+    /// Stores committed offsets of a group under the slot's fence.
+    async fn store_offsets(
+        &self,
+        slot: &Slot,
+        group_id: &str,
+        offsets: &[(String, u32, CommittedOffset)],
+    ) -> Result<()> {
+        if self
+            .metastore
+            .commit_offsets(&slot.lease, group_id, offsets)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(self.lose_slot(slot, group_id).await)
+        }
     }
 
     /// Removes timed-out members of every loaded group.
@@ -404,9 +387,7 @@ impl Agent {
         let topics = inner.topic_counts().await?;
         let slot = inner.slot_for(&r.group_id).await?;
         let mut groups = slot.groups.lock().await;
-        let group = inner
-            .loaded_group(&slot, &mut groups, &r.group_id, true)
-            .await?;
+        let group = inner.loaded_group(&mut groups, &r.group_id, true).await?;
         let mut work = group.clone();
         let heartbeat = Heartbeat {
             member_id: r.member_id,
@@ -417,7 +398,7 @@ impl Agent {
             assignor: r.assignor,
             session_timeout: millis(r.session_timeout_ms),
             rebalance_timeout: millis(r.rebalance_timeout_ms),
-            owned: to_set(&r.owned),
+            owned: topic_partition_pairs(&r.owned).collect(),
         };
         let view = work.heartbeat(heartbeat, &topics, Instant::now())?;
         let interval = match &view {
@@ -434,7 +415,7 @@ impl Agent {
                 member_id: view.member_id,
                 member_epoch: view.member_epoch,
                 heartbeat_interval_ms: interval.as_millis() as i32,
-                assignment: to_lists(&view.assignment),
+                assignment: topic_partition_lists(&view.assignment),
             },
             None => pb::HeartbeatResponse {
                 member_epoch: crate::group::LEAVE,
@@ -482,7 +463,7 @@ impl Agent {
         let mut groups = slot.groups.lock().await;
         let standalone = r.member_id.is_empty();
         let group = inner
-            .loaded_group(&slot, &mut groups, &r.group_id, standalone)
+            .loaded_group(&mut groups, &r.group_id, standalone)
             .await
             .map_err(|e| match e {
                 Error::GroupNotFound(_) => Error::UnknownMember {
@@ -498,20 +479,15 @@ impl Agent {
                     members: members_list(group),
                 });
             }
+            // A group known only by its offsets is listed all the same.
+            let group = group.clone();
+            inner.save_group(&slot, &mut groups, group).await?;
         } else {
             let partitions: Vec<TopicPartition> =
                 offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
             group.check_commit(&r.member_id, r.member_epoch, &partitions)?;
         }
-        if !inner
-            .metastore
-            .commit_offsets(&slot.lease, &r.group_id, &offsets)
-            .await?
-        {
-            drop(groups);
-            return Err(inner.lose_slot(&slot, &r.group_id).await);
-        }
-        Ok(())
+        inner.store_offsets(&slot, &r.group_id, &offsets).await
     }
 
     /// A group's committed offsets, from the metastore.
@@ -635,8 +611,8 @@ impl Agent {
                     member_epoch: m.epoch as i64,
                     topics: m.topics.clone(),
                     topic_regex: m.topic_regex.clone(),
-                    assignment: to_lists(&m.assigned),
-                    revoking: to_lists(&m.revoking),
+                    assignment: topic_partition_lists(&m.assigned),
+                    revoking: topic_partition_lists(&m.revoking),
                 })
                 .collect(),
             partitions,
@@ -703,9 +679,7 @@ impl Agent {
         let inner = &self.inner;
         let slot = inner.slot_for(&r.group_id).await?;
         let mut groups = slot.groups.lock().await;
-        let group = inner
-            .loaded_group(&slot, &mut groups, &r.group_id, true)
-            .await?;
+        let group = inner.loaded_group(&mut groups, &r.group_id, true).await?;
         if !group.is_empty() {
             return Err(Error::GroupNotEmpty {
                 group: r.group_id.clone(),
@@ -732,14 +706,9 @@ impl Agent {
                 },
             ));
         }
-        if !inner
-            .metastore
-            .commit_offsets(&slot.lease, &r.group_id, &offsets)
-            .await?
-        {
-            drop(groups);
-            return Err(inner.lose_slot(&slot, &r.group_id).await);
-        }
+        let group = group.clone();
+        inner.save_group(&slot, &mut groups, group).await?;
+        inner.store_offsets(&slot, &r.group_id, &offsets).await?;
         tracing::info!(group = %r.group_id, topic = %r.topic, "reset committed offsets");
         Ok(pb::ResetOffsetsResponse {
             offsets: offsets
@@ -761,9 +730,7 @@ impl Agent {
         let inner = &self.inner;
         let slot = inner.slot_for(group_id).await?;
         let mut groups = slot.groups.lock().await;
-        let group = inner
-            .loaded_group(&slot, &mut groups, group_id, false)
-            .await?;
+        let group = inner.loaded_group(&mut groups, group_id, false).await?;
         if !group.is_empty() {
             return Err(Error::GroupNotEmpty {
                 group: group_id.to_string(),
@@ -773,7 +740,6 @@ impl Agent {
         let deleted = inner.metastore.delete_group(&slot.lease, group_id).await;
         groups.remove(group_id);
         if !deleted? {
-            drop(groups);
             return Err(inner.lose_slot(&slot, group_id).await);
         }
         tracing::info!(group = group_id, "deleted group");

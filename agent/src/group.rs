@@ -62,6 +62,8 @@ pub(crate) struct MemberView {
 #[derive(Debug, Clone)]
 pub(crate) struct Group {
     pub record: GroupRecord,
+    /// Whether `record` is in the metastore (false for a group created a moment ago).
+    pub stored: bool,
     /// When each member's session ends unless it heartbeats.
     session_deadlines: HashMap<String, Instant>,
     /// When each member with partitions to give up is removed unless it does.
@@ -98,6 +100,7 @@ impl Group {
     pub(crate) fn new(record: GroupRecord, now: Instant) -> Self {
         let mut group = Self {
             record,
+            stored: true,
             session_deadlines: HashMap::new(),
             revoke_deadlines: HashMap::new(),
         };

@@ -21,12 +21,18 @@ pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
 
 /// Checks a topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_name(name: &str) -> Result<()> {
+    validate_key_part("topic name", name)
+}
+
+/// Checks a name that becomes part of metastore keys (topic names, group ids): 1 to 249
+/// characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
+pub(crate) fn validate_key_part(what: &str, name: &str) -> Result<()> {
     let valid_chars = name
         .chars()
         .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
     if name.is_empty() || name.len() > 249 || !valid_chars || name == "." || name == ".." {
         return Err(Error::InvalidArgument(format!(
-            "invalid topic name '{name}': use 1 to 249 characters of [a-zA-Z0-9._-], not '.' or '..'"
+            "invalid {what} '{name}': use 1 to 249 characters of [a-zA-Z0-9._-], not '.' or '..'"
         )));
     }
     Ok(())

@@ -143,32 +143,6 @@ fn group_error(error: &Error) -> Option<&str> {
     }
 }
 
-fn to_lists(set: &BTreeSet<TopicPartition>) -> Vec<pb::TopicPartitions> {
-    let mut lists: Vec<pb::TopicPartitions> = Vec::new();
-    for (topic, partition) in set {
-        match lists.last_mut() {
-            Some(last) if &last.topic == topic => last.partitions.push(*partition as i32),
-            _ => lists.push(pb::TopicPartitions {
-                topic: topic.clone(),
-                partitions: vec![*partition as i32],
-            }),
-        }
-    }
-    lists
-}
-
-fn to_set(lists: Vec<pb::TopicPartitions>) -> BTreeSet<TopicPartition> {
-    lists
-        .into_iter()
-        .flat_map(|l| {
-            let topic = l.topic;
-            l.partitions
-                .into_iter()
-                .map(move |p| (topic.clone(), p as u32))
-        })
-        .collect()
-}
-
 impl Membership {
     /// Joins the group and starts heartbeating in the background.
     pub(crate) fn start(
@@ -256,7 +230,7 @@ impl Membership {
                 assignor: self.config.assignor.clone().unwrap_or_default(),
                 session_timeout_ms: self.config.session_timeout.as_millis() as i32,
                 rebalance_timeout_ms: self.config.rebalance_timeout.as_millis() as i32,
-                owned: to_lists(&owned),
+                owned: strata_proto::topic_partition_lists(&owned),
             }
         };
         let mut client = self.coordinator().await?;
@@ -295,7 +269,8 @@ impl Membership {
                     let mut state = self.state.lock().expect("membership lock");
                     state.member_id = response.member_id;
                     state.epoch = response.member_epoch;
-                    state.granted = to_set(response.assignment);
+                    state.granted =
+                        strata_proto::topic_partition_pairs(&response.assignment).collect();
                     if response.heartbeat_interval_ms > 0 {
                         interval = Duration::from_millis(response.heartbeat_interval_ms as u64);
                     }

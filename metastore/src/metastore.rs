@@ -233,6 +233,35 @@ impl<B: KvBackend> KvMetastore<B> {
         ]
     }
 
+    /// One attempt to make `agent_id` the owner on record at `owner_key` under the next
+    /// epoch, if `guards` hold and nobody moved the owner meanwhile: the new owner, or
+    /// `None` if the attempt lost.
+    async fn take_over(
+        &self,
+        owner_key: &str,
+        agent_id: &str,
+        mut guards: Vec<Compare>,
+    ) -> Result<Option<PartitionOwner>> {
+        let old = self.kv.get(owner_key).await?;
+        let old_owner: Option<PartitionOwner> = match &old {
+            Some(bytes) => Some(decode_json(owner_key, bytes)?),
+            None => None,
+        };
+        let owner = PartitionOwner {
+            epoch: old_owner.map_or(1, |o| o.epoch + 1),
+            agent_id: agent_id.to_string(),
+        };
+        guards.push(Compare::unchanged(owner_key, old));
+        let taken = self
+            .kv
+            .txn(
+                guards,
+                vec![Op::Put(owner_key.to_string(), encode_json(&owner))],
+            )
+            .await?;
+        Ok(taken.then_some(owner))
+    }
+
     /// Holds while `coordinator` still owns its slot.
     fn coordinator_guard(&self, coordinator: &Coordinatorship) -> Compare {
         Compare::ValueEquals(
@@ -369,24 +398,12 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         let topic_key = self.keys.topic(topic);
         let owner_key = self.keys.owner(topic, partition);
         loop {
-            let old = self.kv.get(&owner_key).await?;
-            let old_owner: Option<PartitionOwner> = match &old {
-                Some(bytes) => Some(decode_json(&owner_key, bytes)?),
-                None => None,
-            };
-            let new_owner = PartitionOwner {
-                epoch: old_owner.map_or(1, |o| o.epoch + 1),
-                agent_id: agent_id.to_string(),
-            };
-            let guard = Compare::unchanged(&owner_key, old);
-            let taken = self
-                .kv
-                .txn(
-                    vec![Compare::Exists(topic_key.clone()), guard],
-                    vec![Op::Put(owner_key.clone(), encode_json(&new_owner))],
-                )
-                .await?;
-            if taken {
+            let guards = vec![Compare::Exists(topic_key.clone())];
+            if self
+                .take_over(&owner_key, agent_id, guards)
+                .await?
+                .is_some()
+            {
                 return self.partition_state(topic, partition).await;
             }
             if self.kv.get(&topic_key).await?.is_none() {
@@ -567,23 +584,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     async fn acquire_coordinator(&self, slot: u32, agent_id: &str) -> Result<Coordinatorship> {
         let key = self.keys.coordinator(slot);
         loop {
-            let old = self.kv.get(&key).await?;
-            let old_owner: Option<PartitionOwner> = match &old {
-                Some(bytes) => Some(decode_json(&key, bytes)?),
-                None => None,
-            };
-            let owner = PartitionOwner {
-                epoch: old_owner.map_or(1, |o| o.epoch + 1),
-                agent_id: agent_id.to_string(),
-            };
-            let taken = self
-                .kv
-                .txn(
-                    vec![Compare::unchanged(&key, old)],
-                    vec![Op::Put(key.clone(), encode_json(&owner))],
-                )
-                .await?;
-            if taken {
+            if let Some(owner) = self.take_over(&key, agent_id, Vec::new()).await? {
                 return Ok(Coordinatorship { slot, owner });
             }
         }

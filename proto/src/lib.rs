@@ -1,8 +1,9 @@
 //! Strata's public gRPC API, `strata.v1`, generated from `proto/strata/v1/strata.proto`.
 //!
-//! Besides the generated code this crate holds one piece of the wire contract: which
-//! partition a key belongs to ([`partition_for_key`]), because clients and agents must agree
-//! on it with each other and with Kafka clients.
+//! Besides the generated code this crate holds the pieces of the wire contract clients and
+//! agents must agree on: which partition a key belongs to ([`partition_for_key`], as Kafka
+//! clients put it), and how partition sets are written in the groups API
+//! ([`topic_partition_lists`], [`topic_partition_pairs`]).
 
 /// Generated messages and services of `strata.v1`.
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
@@ -12,6 +13,37 @@ pub mod v1 {
     /// The encoded file descriptor set of `strata.v1`, for gRPC server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
+}
+
+/// `(topic, partition)` pairs, in order, as the `TopicPartitions` lists of the groups
+/// API: consecutive pairs of one topic share a list.
+pub fn topic_partition_lists<'a>(
+    pairs: impl IntoIterator<Item = &'a (String, u32)>,
+) -> Vec<v1::TopicPartitions> {
+    let mut lists: Vec<v1::TopicPartitions> = Vec::new();
+    for (topic, partition) in pairs {
+        match lists.last_mut() {
+            Some(last) if &last.topic == topic => last.partitions.push(*partition as i32),
+            _ => lists.push(v1::TopicPartitions {
+                topic: topic.clone(),
+                partitions: vec![*partition as i32],
+            }),
+        }
+    }
+    lists
+}
+
+/// The `(topic, partition)` pairs of `TopicPartitions` lists (negative partitions
+/// skipped).
+pub fn topic_partition_pairs(
+    lists: &[v1::TopicPartitions],
+) -> impl Iterator<Item = (String, u32)> + '_ {
+    lists.iter().flat_map(|l| {
+        l.partitions
+            .iter()
+            .filter(|p| **p >= 0)
+            .map(|p| (l.topic.clone(), *p as u32))
+    })
 }
 
 /// The partition Kafka's default partitioner gives `key` among `partitions`:
@@ -46,6 +78,20 @@ mod tests {
         for (key, expected) in cases {
             assert_eq!(murmur2::murmur2(key, murmur2::KAFKA_SEED) as i32, expected);
         }
+    }
+
+    #[test]
+    fn topic_partition_lists_round_trip() {
+        use super::{topic_partition_lists, topic_partition_pairs};
+        let pairs = vec![
+            ("a".to_string(), 0),
+            ("a".to_string(), 3),
+            ("b".to_string(), 1),
+        ];
+        let lists = topic_partition_lists(&pairs);
+        assert_eq!(lists.len(), 2);
+        assert_eq!(lists[0].partitions, vec![0, 3]);
+        assert_eq!(topic_partition_pairs(&lists).collect::<Vec<_>>(), pairs);
     }
 
     #[test]

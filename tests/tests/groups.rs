@@ -138,35 +138,83 @@ async fn wait_consumed(
     .await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn members_own_partitions_exclusively_and_a_new_member_moves_only_its_share() {
-    let _serial = ONE_AT_A_TIME.lock().await;
+/// A cluster under load with one group of three members that own every partition.
+struct RunningGroup {
+    agents: Vec<AgentProcess>,
+    servers: Vec<String>,
+    topic: String,
+    group: String,
+    load: Load,
+    members: Vec<Member>,
+    /// The members' arguments (session timeout), for members added later.
+    args: [String; 2],
+}
+
+/// Starts three agents, a loaded topic and three members, member `i` bootstrapped at agent
+/// `i`, with `session_timeout_ms`; waits until they own every partition.
+async fn running_group(name: &str, session_timeout_ms: u64) -> RunningGroup {
     let agents = start_agents();
     let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
-    let topic = unique_name("excl");
+    let topic = unique_name(name);
     create_topic(&servers[0], &topic).await;
     let load = Load::start(&servers, &topic, 1).await;
     let group = unique_name("g");
-    let args = ["--session-timeout-ms", "6000"];
-    let mut members: Vec<Member> = (0..3)
-        .map(|i| Member::start(&servers[i], &topic, &group, &args))
+    let args = [
+        "--session-timeout-ms".to_string(),
+        session_timeout_ms.to_string(),
+    ];
+    let members: Vec<Member> = (0..3)
+        .map(|i| {
+            Member::start(
+                &servers[i],
+                &topic,
+                &group,
+                &args.each_ref().map(String::as_str),
+            )
+        })
         .collect();
-    {
-        let refs: Vec<&Member> = members.iter().collect();
-        wait_until(
-            30,
-            "three members own all partitions",
-            || all_owned(&refs),
-            || owned_by(&refs),
-        )
-        .await;
+    let refs: Vec<&Member> = members.iter().collect();
+    wait_until(
+        30,
+        "three members own all partitions",
+        || all_owned(&refs),
+        || owned_by(&refs),
+    )
+    .await;
+    RunningGroup {
+        agents,
+        servers,
+        topic,
+        group,
+        load,
+        members,
+        args,
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn members_own_partitions_exclusively_and_a_new_member_moves_only_its_share() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let RunningGroup {
+        agents: _agents,
+        servers,
+        topic,
+        group,
+        load,
+        mut members,
+        args,
+    } = running_group("excl", 6000).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // A fourth member joins: it takes its share; only those partitions change hands.
     let before: Vec<BTreeSet<u32>> = members.iter().map(|m| m.owned()).collect();
     let joined_at = now_ms();
-    members.push(Member::start(&servers[0], &topic, &group, &args));
+    members.push(Member::start(
+        &servers[0],
+        &topic,
+        &group,
+        &args.each_ref().map(String::as_str),
+    ));
     {
         let refs: Vec<&Member> = members.iter().collect();
         wait_until(
@@ -295,26 +343,15 @@ async fn two_groups_on_one_topic_each_receive_every_record() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_killed_member_loses_nothing_and_duplicates_stay_in_its_uncommitted_window() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let agents = start_agents();
-    let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
-    let topic = unique_name("kill");
-    create_topic(&servers[0], &topic).await;
-    let load = Load::start(&servers, &topic, 1).await;
-    let group = unique_name("g");
-    let args = ["--session-timeout-ms", "3000"];
-    let mut members: Vec<Member> = (0..3)
-        .map(|i| Member::start(&servers[i], &topic, &group, &args))
-        .collect();
-    {
-        let refs: Vec<&Member> = members.iter().collect();
-        wait_until(
-            30,
-            "three members own all partitions",
-            || all_owned(&refs),
-            || owned_by(&refs),
-        )
-        .await;
-    }
+    let RunningGroup {
+        agents: _agents,
+        servers,
+        topic,
+        group,
+        load,
+        mut members,
+        args: _args,
+    } = running_group("kill", 3000).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     let victim_partitions = members[0].owned();
@@ -385,26 +422,15 @@ async fn a_killed_member_loses_nothing_and_duplicates_stay_in_its_uncommitted_wi
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_group_survives_its_coordinators_agent_being_killed() {
     let _serial = ONE_AT_A_TIME.lock().await;
-    let mut agents = start_agents();
-    let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
-    let topic = unique_name("coord");
-    create_topic(&servers[0], &topic).await;
-    let load = Load::start(&servers, &topic, 1).await;
-    let group = unique_name("g");
-    let args = ["--session-timeout-ms", "15000"];
-    let members: Vec<Member> = (0..3)
-        .map(|i| Member::start(&servers[i], &topic, &group, &args))
-        .collect();
-    {
-        let refs: Vec<&Member> = members.iter().collect();
-        wait_until(
-            30,
-            "three members own all partitions",
-            || all_owned(&refs),
-            || owned_by(&refs),
-        )
-        .await;
-    }
+    let RunningGroup {
+        mut agents,
+        servers,
+        topic: _topic,
+        group,
+        load,
+        members,
+        args: _args,
+    } = running_group("coord", 15000).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let admin = |i: usize| {
         let server = servers[i].clone();
