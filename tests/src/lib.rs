@@ -219,14 +219,18 @@ impl AgentProcess {
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
+        let logged_before = self.log_text().len();
         self.child = Some(command.spawn().expect("spawn strata"));
-        self.wait_ready();
+        self.wait_ready(logged_before);
     }
 
-    fn wait_ready(&mut self) {
+    /// Waits until this run of the agent (its log past `logged_before`) says it serves.
+    fn wait_ready(&mut self, logged_before: usize) {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+            // The listener is bound before the agent has registered and taken its
+            // roles; it serves (and says so in its log) only once it has.
+            if self.log_text()[logged_before..].contains("serving gRPC") {
                 return;
             }
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
@@ -237,7 +241,7 @@ impl AgentProcess {
             }
             assert!(
                 Instant::now() < deadline,
-                "agent did not listen within 30 s:\n{}",
+                "agent did not start serving within 30 s:\n{}",
                 self.log_text()
             );
             std::thread::sleep(Duration::from_millis(50));
