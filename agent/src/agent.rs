@@ -454,6 +454,18 @@ impl Agent {
                      max.message.bytes of {max}; nothing of this request was written"
                 )));
             }
+            if handle.settings.compacted && record.key.is_none() {
+                return Err(Error::InvalidArgument(format!(
+                    "record {i} has no key, but topic '{topic}' is compacted \
+                     (cleanup.policy={}): give every record a key; nothing of this request \
+                     was written",
+                    handle
+                        .meta
+                        .config
+                        .get("cleanup.policy")
+                        .map_or("compact", |p| p)
+                )));
+            }
             let p = match (explicit, &record.key) {
                 (Some(p), _) => p,
                 (None, Some(key)) => strata_proto::partition_for_key(key, partitions),

@@ -102,6 +102,11 @@ pub enum Error {
     /// Stored data failed its checksum.
     #[error("{0}")]
     DataLoss(String),
+    /// An index entry names an object that no longer exists: the compactor replaced the
+    /// entry and deleted the object. The reader reloads the index; never sent to clients
+    /// as such.
+    #[error("object '{0}' no longer exists")]
+    ObjectGone(String),
     /// The object store or metastore failed; the request may succeed if retried.
     #[error("{0}")]
     Unavailable(String),

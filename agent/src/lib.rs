@@ -22,7 +22,7 @@
 
 mod agent;
 mod assignor;
-pub mod clock;
+pub use strata_storage::clock;
 mod cluster;
 mod controller;
 mod coordinator;

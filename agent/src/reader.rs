@@ -5,7 +5,12 @@
 //! - a block that fails its checksum or offset checks is reported as data loss for its
 //!   byte range, never returned as records, and never cached;
 //! - `max_bytes` bounds the records returned, except that one record is always returned
-//!   when one is available, so a consumer never stalls.
+//!   when one is available, so a consumer never stalls;
+//! - a fetch's next offset moves past offsets log compaction removed (an index entry may
+//!   hold fewer records than offsets, or none), so a consumer never stalls on a gap;
+//! - cached index entries may name objects a compactor has since replaced and deleted
+//!   (after its grace period): a read that finds its object gone drops the partition's
+//!   cached entries and the log start it knew, and locates the offset again.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -35,6 +40,10 @@ pub(crate) struct PartitionLog {
     committed: watch::Sender<Committed>,
     /// Index entries by base offset: those this agent committed and those it loaded.
     index: std::sync::Mutex<BTreeMap<i64, IndexEntry>>,
+    /// When the owner last read the log start from the metastore (the compactor moves it).
+    start_checked: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// When `index` was last loaded whole from the metastore.
+    index_loaded: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl PartitionLog {
@@ -42,6 +51,45 @@ impl PartitionLog {
         Self {
             committed: watch::Sender::new(Committed::default()),
             index: std::sync::Mutex::new(BTreeMap::new()),
+            start_checked: std::sync::Mutex::new(None),
+            index_loaded: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Records the log start the metastore holds, and forgets cached entries below it.
+    fn set_log_start(&self, log_start_offset: i64) {
+        self.committed
+            .send_modify(|c| c.log_start_offset = log_start_offset);
+        let mut index = self.index.lock().expect("index lock");
+        index.retain(|_, e| e.last_offset >= log_start_offset);
+    }
+
+    /// Forgets every cached entry: they may name objects that are gone.
+    fn forget_index(&self) {
+        self.index.lock().expect("index lock").clear();
+        *self.start_checked.lock().expect("start lock") = None;
+        *self.index_loaded.lock().expect("index lock") = None;
+    }
+
+    /// Whether the cached entries were last loaded whole longer than [`INDEX_RECHECK`]
+    /// ago (or never): a compactor may have replaced them since.
+    fn index_is_stale(&self) -> bool {
+        self.index_loaded
+            .lock()
+            .expect("index lock")
+            .is_none_or(|at| at.elapsed() >= INDEX_RECHECK)
+    }
+
+    /// Puts `loaded`, the metastore's entries from base `from` on, in place of the cached
+    /// ones from `from` on (all of them when `from` is 0).
+    fn replace_index_from(&self, from: i64, loaded: Vec<IndexEntry>) {
+        let mut index = self.index.lock().expect("index lock");
+        index.retain(|base, _| *base < from);
+        for entry in loaded {
+            index.insert(entry.base_offset, entry);
+        }
+        if from == 0 {
+            *self.index_loaded.lock().expect("index lock") = Some(tokio::time::Instant::now());
         }
     }
 
@@ -108,12 +156,35 @@ const READ_AHEAD: usize = 8;
 /// metastore.
 const FOLLOWER_POLL: Duration = Duration::from_millis(100);
 
+/// How often the owner of a partition re-reads its log start, which the compactor's
+/// retention moves.
+const LOG_START_CHECK: Duration = Duration::from_secs(1);
+
+/// How long cached index entries are used before the partition's index is read again:
+/// a compactor's merges and compactions replace entries, and readers see the replacement
+/// within this long.
+const INDEX_RECHECK: Duration = Duration::from_secs(10);
+
 impl Inner {
     async fn refresh_committed(&self, key: &PartitionKey) -> Result<Committed> {
         let log = self.partition_log(key);
         if !self.owns(key) {
             let state = self.metastore.partition_state(&key.0, key.1).await?;
             log.set_committed(state.log_start_offset, state.high_watermark);
+            log.set_log_start(state.log_start_offset);
+        } else {
+            // The owner knows its high watermark; only the log start moves elsewhere.
+            let now = tokio::time::Instant::now();
+            let due = log
+                .start_checked
+                .lock()
+                .expect("start lock")
+                .is_none_or(|at| now.duration_since(at) >= LOG_START_CHECK);
+            if due {
+                let state = self.metastore.partition_state(&key.0, key.1).await?;
+                log.set_log_start(state.log_start_offset);
+                *log.start_checked.lock().expect("start lock") = Some(now);
+            }
         }
         Ok(*log.committed.borrow())
     }
@@ -147,10 +218,31 @@ impl Inner {
                 next_offset: offset,
             });
         }
-        let records = self
+        let (records, next_offset) = match self
             .read_records(key, offset, committed.high_watermark, max_bytes)
-            .await?;
-        let next_offset = records.last().map_or(offset, |r| r.offset + 1);
+            .await
+        {
+            Err(Error::ObjectGone(object)) => {
+                // A compactor replaced the entries this agent had cached (merge,
+                // compaction) or dropped them (retention), and deleted the object after
+                // its grace period: read the index and log start again.
+                tracing::debug!(%object, "cached index entry names a deleted object; reloading");
+                self.partition_log(key).forget_index();
+                committed = self.refresh_committed(key).await?;
+                if offset < committed.log_start_offset {
+                    return Err(Error::OffsetOutOfRange {
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        offset,
+                        log_start_offset: committed.log_start_offset,
+                        high_watermark: committed.high_watermark,
+                    });
+                }
+                self.read_records(key, offset, committed.high_watermark, max_bytes)
+                    .await?
+            }
+            other => other?,
+        };
         Ok(FetchResult {
             records,
             committed,
@@ -189,8 +281,10 @@ impl Inner {
     /// The index entries holding `[offset, high_watermark)`, in order and contiguous:
     /// each starts where the one before ends. The agent's cached entries may have holes
     /// (it committed some runs itself, other agents committed the runs between them), so
-    /// the first hole found is filled from the metastore; if one remains, only the
-    /// entries before it are returned. Offsets are never skipped.
+    /// the first hole found is filled from the metastore; if one remains, the whole index
+    /// is read again (a compactor may have replaced entries with ones starting before the
+    /// hole), and if one still remains, only the entries before it are returned. Offsets
+    /// are never skipped.
     async fn locate(
         &self,
         key: &PartitionKey,
@@ -198,7 +292,11 @@ impl Inner {
         high_watermark: i64,
     ) -> Result<Vec<IndexEntry>> {
         let log = self.partition_log(key);
+        if log.index_is_stale() {
+            self.load_index(key, &log, 0).await?;
+        }
         let mut loaded_from = None;
+        let mut loaded_whole = false;
         loop {
             let (entries, missing) = {
                 let index = log.index.lock().expect("index lock");
@@ -209,27 +307,38 @@ impl Inner {
             };
             // Where the missing run's entry starts: exactly at `missing` after a known
             // entry; unknown (load all) when no known entry holds `offset`.
-            let from = if entries.is_empty() { 0 } else { missing };
+            let mut from = if entries.is_empty() { 0 } else { missing };
             if loaded_from == Some(from) {
-                if entries.is_empty() {
-                    return Err(Error::DataLoss(format!(
-                        "no index entry holds committed offset {offset} of {}/{}",
-                        key.0, key.1
-                    )));
+                if loaded_whole {
+                    if entries.is_empty() {
+                        return Err(Error::DataLoss(format!(
+                            "no index entry holds committed offset {offset} of {}/{}",
+                            key.0, key.1
+                        )));
+                    }
+                    return Ok(entries);
                 }
-                return Ok(entries);
+                from = 0;
             }
-            let loaded = self.metastore.index_entries(&key.0, key.1, from, 0).await?;
-            let mut index = log.index.lock().expect("index lock");
-            for entry in loaded {
-                index.insert(entry.base_offset, entry);
-            }
+            self.load_index(key, &log, from).await?;
+            loaded_whole |= from == 0;
             loaded_from = Some(from);
         }
     }
 
-    /// One block's bytes: from the cache, else one ranged GET.
+    /// Reads the partition's index entries from base `from` on into the cache.
+    async fn load_index(&self, key: &PartitionKey, log: &PartitionLog, from: i64) -> Result<()> {
+        let loaded = self.metastore.index_entries(&key.0, key.1, from, 0).await?;
+        log.replace_index_from(from, loaded);
+        Ok(())
+    }
+
+    /// One block's bytes: from the cache, else one ranged GET. An entry compaction
+    /// emptied has no bytes.
     async fn read_block(&self, entry: &IndexEntry) -> Result<(Bytes, bool)> {
+        if entry.is_empty() {
+            return Ok((Bytes::new(), true));
+        }
         let lookups = &self.metrics.cache_lookups;
         if let Some((bytes, tier)) = self
             .cache
@@ -246,25 +355,30 @@ impl Inner {
         lookups.with_label_values(&["miss"]).inc();
         let timer = self.metrics.get_latency.start_timer();
         let range = entry.byte_start..entry.byte_start + entry.byte_len;
-        let bytes = self.store.get_range(&entry.object, range).await?;
+        let bytes = match self.store.get_range(&entry.object, range).await {
+            Err(strata_storage::Error::NotFound(_)) => {
+                return Err(Error::ObjectGone(entry.object.clone()));
+            }
+            other => other?,
+        };
         timer.observe_duration();
         self.metrics.object_gets.inc();
         self.metrics.object_get_bytes.inc_by(bytes.len() as u64);
         Ok((bytes, false))
     }
 
-    /// Reads records from `offset` up to `max_bytes`. The blocks the fetch will likely
-    /// need (their stored sizes add up to `max_bytes`) are read concurrently, at most
-    /// [`READ_AHEAD`] at a time, and decoded in order; further blocks, rarely needed, one
-    /// by one. So a catch-up fetch costs about one GET round trip, and no block is read
-    /// that the fetch does not use.
+    /// Reads records from `offset` up to `max_bytes`, and the offset to read next. The
+    /// blocks the fetch will likely need (their stored sizes add up to `max_bytes`) are
+    /// read concurrently, at most [`READ_AHEAD`] at a time, and decoded in order; further
+    /// blocks, rarely needed, one by one. So a catch-up fetch costs about one GET round
+    /// trip, and no block is read that the fetch does not use.
     async fn read_records(
         &self,
         key: &PartitionKey,
         offset: i64,
         high_watermark: i64,
         max_bytes: usize,
-    ) -> Result<Vec<Record>> {
+    ) -> Result<(Vec<Record>, i64)> {
         let entries = self.locate(key, offset, high_watermark).await?;
         let mut planned = 0;
         let mut stored = 0u64;
@@ -287,6 +401,8 @@ impl Inner {
             .chain(futures::stream::iter(entries[planned..].iter().map(read)).buffered(1));
         let mut out: Vec<Record> = Vec::new();
         let mut bytes = 0usize;
+        // Every offset below this was read (or compacted away).
+        let mut next_offset = offset;
         while let Some((entry, block)) = blocks.next().await {
             let (block, cached) = block?;
             let records = decode_block(
@@ -304,16 +420,18 @@ impl Inner {
                 }
                 let size = record.payload_size();
                 if !out.is_empty() && bytes + size > max_bytes {
-                    return Ok(out);
+                    return Ok((out, next_offset));
                 }
                 bytes += size;
+                next_offset = record.offset + 1;
                 out.push(record);
             }
+            next_offset = next_offset.max((entry.last_offset + 1).min(high_watermark));
             if bytes >= max_bytes {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, next_offset))
     }
 }
 

@@ -64,7 +64,7 @@ pub fn status(error: Error) -> Status {
         Error::GroupNotEmpty { .. } => group_error(message, "group-not-empty"),
         Error::Overloaded(_) => Status::resource_exhausted(message),
         Error::DataLoss(_) => Status::data_loss(message),
-        Error::Unavailable(_) => Status::unavailable(message),
+        Error::Unavailable(_) | Error::ObjectGone(_) => Status::unavailable(message),
     }
 }
 

@@ -15,6 +15,7 @@ pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
     ("compression.type", "none"),
     ("delete.retention.ms", "86400000"),
     ("max.message.bytes", "1048576"),
+    ("min.compaction.lag.ms", "0"),
     ("retention.bytes", "-1"),
     ("retention.ms", "604800000"),
 ];
@@ -52,8 +53,11 @@ pub fn resolve_config(given: &BTreeMap<String, String>) -> Result<BTreeMap<Strin
         };
         match key.as_str() {
             "cleanup.policy" => {
-                if !matches!(value.as_str(), "delete" | "compact") {
-                    return Err(bad("delete or compact"));
+                if !matches!(
+                    value.as_str(),
+                    "delete" | "compact" | "compact,delete" | "delete,compact"
+                ) {
+                    return Err(bad("delete, compact or compact,delete"));
                 }
             }
             "compression.type" => {
@@ -69,6 +73,12 @@ pub fn resolve_config(given: &BTreeMap<String, String>) -> Result<BTreeMap<Strin
                 let n: i64 = value.parse().map_err(|_| bad("an integer"))?;
                 if n < -1 {
                     return Err(bad("-1 (unlimited) or more"));
+                }
+            }
+            "min.compaction.lag.ms" => {
+                let n: i64 = value.parse().map_err(|_| bad("an integer"))?;
+                if n < 0 {
+                    return Err(bad("0 or more"));
                 }
             }
             _ => {
@@ -91,6 +101,8 @@ pub struct TopicSettings {
     pub max_message_bytes: usize,
     /// Block compression.
     pub compression: Compression,
+    /// `cleanup.policy` includes `compact`: every record needs a key.
+    pub compacted: bool,
 }
 
 impl TopicSettings {
@@ -105,6 +117,9 @@ impl TopicSettings {
                 .get("compression.type")
                 .and_then(|v| Compression::parse(v))
                 .unwrap_or_default(),
+            compacted: config
+                .get("cleanup.policy")
+                .is_some_and(|p| p.split(',').any(|p| p == "compact")),
         }
     }
 }

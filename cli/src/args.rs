@@ -3,6 +3,7 @@
 //! environment, which wins over the file.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -28,6 +29,8 @@ pub enum Command {
     Dev(DevArgs),
     /// Run an agent against a real metastore (etcd) and object store (S3).
     Agent(Box<AgentArgs>),
+    /// Run a compactor: retention, log compaction, segment merges, orphan GC.
+    Compactor(Box<CompactorArgs>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(TopicCommand),
@@ -262,9 +265,10 @@ pub struct Tuning {
     pub cache_disk_bytes: Option<usize>,
 }
 
+/// Where a cluster's state lives: shared by `agent` and `compactor`.
 #[derive(Debug, Args)]
-pub struct AgentArgs {
-    /// TOML file with any of the options below (same names, with underscores).
+pub struct StoreArgs {
+    /// TOML file with any of the options (same names, with underscores).
     #[arg(long, env = "STRATA_CONFIG")]
     pub config: Option<PathBuf>,
     /// Metastore: etcd://host:port[,host:port], file:///dir or memory://.
@@ -276,21 +280,6 @@ pub struct AgentArgs {
     /// Cluster name: the metastore key root is /strata/<cluster> [default: default].
     #[arg(long, env = "STRATA_CLUSTER")]
     pub cluster: Option<String>,
-    /// gRPC listen address [default: 0.0.0.0:7070].
-    #[arg(long, env = "STRATA_LISTEN")]
-    pub listen: Option<String>,
-    /// HTTP address of the Prometheus metrics (`/metrics`) [default: 0.0.0.0:9090].
-    #[arg(long, env = "STRATA_METRICS_LISTEN")]
-    pub metrics_listen: Option<String>,
-    /// Address clients reach this agent on [default: the listen address].
-    #[arg(long, env = "STRATA_ADVERTISE")]
-    pub advertise: Option<String>,
-    /// Unique agent id [default: random].
-    #[arg(long, env = "STRATA_AGENT_ID")]
-    pub agent_id: Option<String>,
-    /// Directory of the block cache's disk tier [default: none, memory only].
-    #[arg(long, env = "STRATA_CACHE_DIR")]
-    pub cache_dir: Option<PathBuf>,
     /// S3 endpoint, e.g. http://127.0.0.1:9000 for MinIO [default: AWS].
     #[arg(long, env = "STRATA_S3_ENDPOINT")]
     pub s3_endpoint: Option<String>,
@@ -317,6 +306,30 @@ pub struct AgentArgs {
     /// default: blocks carry CRC32C and TLS protects transit).
     #[arg(long, env = "STRATA_S3_SIGN_PAYLOAD")]
     pub s3_sign_payload: bool,
+    /// etcd's --max-txn-ops, if it is not 128.
+    #[arg(long, env = "STRATA_ETCD_MAX_TXN_OPS")]
+    pub etcd_max_txn_ops: Option<usize>,
+}
+
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// gRPC listen address [default: 0.0.0.0:7070].
+    #[arg(long, env = "STRATA_LISTEN")]
+    pub listen: Option<String>,
+    /// HTTP address of the Prometheus metrics (`/metrics`) [default: 0.0.0.0:9090].
+    #[arg(long, env = "STRATA_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
+    /// Address clients reach this agent on [default: the listen address].
+    #[arg(long, env = "STRATA_ADVERTISE")]
+    pub advertise: Option<String>,
+    /// Unique agent id [default: random].
+    #[arg(long, env = "STRATA_AGENT_ID")]
+    pub agent_id: Option<String>,
+    /// Directory of the block cache's disk tier [default: none, memory only].
+    #[arg(long, env = "STRATA_CACHE_DIR")]
+    pub cache_dir: Option<PathBuf>,
     /// Availability zone this agent runs in, as it registers [default: none].
     #[arg(long, env = "STRATA_ZONE")]
     pub zone: Option<String>,
@@ -324,11 +337,56 @@ pub struct AgentArgs {
     /// dies (or loses etcd) its partitions move to other agents.
     #[arg(long, env = "STRATA_LEASE_TTL_SECS")]
     pub lease_ttl_secs: Option<u64>,
-    /// etcd's --max-txn-ops, if it is not 128.
-    #[arg(long, env = "STRATA_ETCD_MAX_TXN_OPS")]
-    pub etcd_max_txn_ops: Option<usize>,
     #[command(flatten)]
     pub tuning: Tuning,
+}
+
+#[derive(Debug, Args)]
+pub struct CompactorArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Unique compactor id, as its claims name it [default: random].
+    #[arg(long, env = "STRATA_COMPACTOR_ID")]
+    pub compactor_id: Option<String>,
+    /// Time between passes over every partition [default: 30s].
+    #[arg(long, env = "STRATA_COMPACTOR_INTERVAL", value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
+    /// How long a dead compactor's claims outlive it (etcd lease TTL) [default: 10s].
+    #[arg(long, env = "STRATA_COMPACTOR_CLAIM_TTL", value_parser = humantime::parse_duration)]
+    pub claim_ttl: Option<Duration>,
+    /// Target size of a merged object, bytes [default: 67108864].
+    #[arg(long, env = "STRATA_MERGE_SEGMENT_BYTES")]
+    pub merge_segment_bytes: Option<u64>,
+    /// Target size of a merged block (one index entry, what a reader fetches at once),
+    /// bytes [default: 4194304].
+    #[arg(long, env = "STRATA_MERGE_BLOCK_BYTES")]
+    pub merge_block_bytes: Option<u64>,
+    /// A run of small entries under half a block is merged once its newest record is
+    /// this old [default: 60s].
+    #[arg(long, env = "STRATA_MERGE_MIN_AGE", value_parser = humantime::parse_duration)]
+    pub merge_min_age: Option<Duration>,
+    /// Unreferenced objects younger than this are never deleted: their commit may still
+    /// be in flight [default: 1h].
+    #[arg(long, env = "STRATA_ORPHAN_MIN_AGE", value_parser = humantime::parse_duration)]
+    pub orphan_min_age: Option<Duration>,
+    /// An unreferenced object is deleted after it was seen unreferenced this long, so
+    /// readers holding old index entries keep working [default: 5m].
+    #[arg(long, env = "STRATA_GC_GRACE", value_parser = humantime::parse_duration)]
+    pub gc_grace: Option<Duration>,
+    /// How often the metastore's (etcd's) history is compacted [default: 10m].
+    #[arg(long, env = "STRATA_HISTORY_INTERVAL", value_parser = humantime::parse_duration)]
+    pub history_interval: Option<Duration>,
+    /// Run one pass, print what it did, and exit.
+    #[arg(long)]
+    pub once: bool,
+    /// List the objects orphan GC would delete (unreferenced, older than
+    /// --orphan-min-age) and exit without deleting anything.
+    #[arg(long)]
+    pub gc_dry_run: bool,
+    /// Test hook: stop dead at this point of a job (merge-put, merge-swap, compact-put,
+    /// compact-swap) so a test can kill the process there.
+    #[arg(long, env = "STRATA_COMPACTOR_FAILPOINT", hide = true)]
+    pub failpoint: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -340,7 +398,8 @@ pub enum TopicCommand {
         #[arg(long, short, default_value_t = 1)]
         partitions: i32,
         /// Topic config as key=value (max.message.bytes, compression.type, retention.ms,
-        /// retention.bytes, cleanup.policy, delete.retention.ms); repeatable.
+        /// retention.bytes, cleanup.policy, delete.retention.ms, min.compaction.lag.ms);
+        /// repeatable.
         #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
         config: Vec<String>,
     },

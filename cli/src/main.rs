@@ -1,4 +1,4 @@
-//! `strata`: the one binary. Servers (`dev`, `agent`) and user commands (`topic`,
+//! `strata`: the one binary. Servers (`dev`, `agent`, `compactor`) and user commands (`topic`,
 //! `produce`, `consume`, `group`, `stats`).
 
 mod args;
@@ -15,7 +15,10 @@ use crate::args::{Cli, Command};
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let server_command = matches!(cli.command, Command::Dev(_) | Command::Agent(_));
+    let server_command = matches!(
+        cli.command,
+        Command::Dev(_) | Command::Agent(_) | Command::Compactor(_)
+    );
     init_tracing(if server_command { "info" } else { "warn" });
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -25,6 +28,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Dev(args) => server::run_dev(args).await,
             Command::Agent(args) => server::run_agent(*args).await,
+            Command::Compactor(args) => server::run_compactor(*args).await,
             Command::Topic(command) => topic::run(&server, command).await,
             Command::Produce(args) => produce::run(&server, args).await,
             Command::Consume(args) => consume::run(&server, args).await,
@@ -42,5 +46,6 @@ fn init_tracing(default_level: &str) {
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 }

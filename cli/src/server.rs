@@ -1,5 +1,5 @@
-//! `strata dev` and `strata agent`: build the parts from configuration and serve until
-//! SIGINT/SIGTERM, then flush and stop.
+//! `strata dev`, `strata agent` and `strata compactor`: build the parts from
+//! configuration and run until SIGINT/SIGTERM, then flush and stop.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,14 +9,15 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use strata_agent::clock::SystemClock;
 use strata_agent::{Agent, AgentConfig};
+use strata_compactor::{Compactor, CompactorConfig};
 use strata_metastore::{EtcdKv, KvMetastore, Metastore};
 use strata_storage::cache::CacheConfig;
 use strata_storage::{BlockCache, ObjectStoreConfig, SegmentStore};
 use tokio::net::TcpListener;
 
-use crate::args::{AgentArgs, DevArgs, Tuning};
+use crate::args::{AgentArgs, CompactorArgs, DevArgs, StoreArgs, Tuning};
 
-/// `strata agent` options as a TOML file may give them.
+/// `strata agent` and `strata compactor` options as a TOML file may give them.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct AgentFile {
@@ -45,6 +46,10 @@ struct AgentFile {
     max_inflight_flushes: Option<usize>,
     cache_memory_bytes: Option<usize>,
     cache_disk_bytes: Option<usize>,
+    compactor_id: Option<String>,
+    compactor_interval: Option<String>,
+    orphan_min_age: Option<String>,
+    gc_grace: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<AgentFile> {
@@ -135,8 +140,9 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     ))
     .await?;
     let config = agent_config("dev".to_string(), args.listen.clone(), &args.tuning, &file)?;
-    tracing::info!(data_dir = %data_dir.display(), "strata dev: embedded metastore, local object store");
-    serve(
+    tracing::info!(data_dir = %data_dir.display(), "strata dev: embedded metastore, local object store, compactor");
+    let compactor = start_dev_compactor(metastore.clone(), store.clone()).await?;
+    let served = serve(
         config,
         &args.listen,
         &args.metrics_listen,
@@ -144,15 +150,16 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
         store,
         cache,
     )
-    .await
+    .await;
+    compactor.shutdown().await;
+    served
 }
 
-/// `strata agent`.
-pub async fn run_agent(args: AgentArgs) -> Result<()> {
-    let file = match &args.config {
-        Some(path) => read_file(path)?,
-        None => AgentFile::default(),
-    };
+/// The metastore and object store `args` (or the file) name, checked to belong together.
+async fn open_cluster(
+    args: &StoreArgs,
+    file: &AgentFile,
+) -> Result<(Arc<dyn Metastore>, SegmentStore)> {
     let metastore_url = args
         .metastore
         .clone()
@@ -170,23 +177,7 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
         .clone()
         .or(file.cluster.clone())
         .unwrap_or_else(|| "default".to_string());
-    let listen = args
-        .listen
-        .clone()
-        .or(file.listen.clone())
-        .unwrap_or_else(|| "0.0.0.0:7070".to_string());
-    let advertise = args
-        .advertise
-        .clone()
-        .or(file.advertise.clone())
-        .unwrap_or_else(|| listen.clone());
-    let agent_id = args
-        .agent_id
-        .clone()
-        .or(file.agent_id.clone())
-        .unwrap_or_else(|| format!("agent-{:08x}", rand_id()));
     let etcd_max_txn_ops = args.etcd_max_txn_ops.or(file.etcd_max_txn_ops);
-
     let metastore: Arc<dyn Metastore> =
         match (metastore_url.strip_prefix("etcd://"), etcd_max_txn_ops) {
             (Some(endpoints), Some(max_ops)) => {
@@ -213,9 +204,34 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
     let cluster_store = metastore.claim_object_store(&ours).await?;
     anyhow::ensure!(
         cluster_store == ours,
-        "this cluster's segments live in {cluster_store}, but this agent was given {ours}: \
+        "this cluster's segments live in {cluster_store}, but this process was given {ours}: \
          start it with the cluster's object store, or use another --cluster"
     );
+    Ok((metastore, store))
+}
+
+/// `strata agent`.
+pub async fn run_agent(args: AgentArgs) -> Result<()> {
+    let file = match &args.store.config {
+        Some(path) => read_file(path)?,
+        None => AgentFile::default(),
+    };
+    let (metastore, store) = open_cluster(&args.store, &file).await?;
+    let listen = args
+        .listen
+        .clone()
+        .or(file.listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:7070".to_string());
+    let advertise = args
+        .advertise
+        .clone()
+        .or(file.advertise.clone())
+        .unwrap_or_else(|| listen.clone());
+    let agent_id = args
+        .agent_id
+        .clone()
+        .or(file.agent_id.clone())
+        .unwrap_or_else(|| format!("agent-{:08x}", rand_id()));
     let cache_dir = args.cache_dir.clone().or(file.cache_dir.clone());
     let cache = BlockCache::new(&cache_config(&args.tuning, &file, cache_dir)).await?;
     let mut config = agent_config(agent_id, advertise, &args.tuning, &file)?;
@@ -233,6 +249,108 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
         .or(file.metrics_listen.clone())
         .unwrap_or_else(|| "0.0.0.0:9090".to_string());
     serve(config, &listen, &metrics_listen, metastore, store, cache).await
+}
+
+/// `strata compactor`.
+pub async fn run_compactor(args: CompactorArgs) -> Result<()> {
+    let file = match &args.store.config {
+        Some(path) => read_file(path)?,
+        None => AgentFile::default(),
+    };
+    let (metastore, store) = open_cluster(&args.store, &file).await?;
+    let file_duration = |value: &Option<String>, name: &str| -> Result<Option<Duration>> {
+        value
+            .as_deref()
+            .map(|v| {
+                humantime::parse_duration(v)
+                    .with_context(|| format!("invalid {name} '{v}' in the config file"))
+            })
+            .transpose()
+    };
+    let compactor_id = args
+        .compactor_id
+        .clone()
+        .or(file.compactor_id.clone())
+        .unwrap_or_else(|| format!("compactor-{:08x}", rand_id()));
+    let mut config = CompactorConfig::new(compactor_id);
+    if let Some(d) = args.interval.or(file_duration(
+        &file.compactor_interval,
+        "compactor_interval",
+    )?) {
+        config.interval = d;
+    }
+    if let Some(d) = args
+        .orphan_min_age
+        .or(file_duration(&file.orphan_min_age, "orphan_min_age")?)
+    {
+        config.orphan_min_age = d;
+    }
+    if let Some(d) = args.gc_grace.or(file_duration(&file.gc_grace, "gc_grace")?) {
+        config.gc_grace = d;
+    }
+    config.claim_ttl = args.claim_ttl.unwrap_or(config.claim_ttl);
+    config.segment_target_bytes = args
+        .merge_segment_bytes
+        .unwrap_or(config.segment_target_bytes);
+    config.block_target_bytes = args.merge_block_bytes.unwrap_or(config.block_target_bytes);
+    config.merge_min_age = args.merge_min_age.unwrap_or(config.merge_min_age);
+    config.history_interval = args.history_interval.unwrap_or(config.history_interval);
+    config.failpoint = args.failpoint.clone();
+    anyhow::ensure!(
+        config.claim_ttl >= Duration::from_secs(2),
+        "--claim-ttl must be at least 2s (etcd's minimum lease)"
+    );
+    anyhow::ensure!(
+        config.block_target_bytes > 0 && config.segment_target_bytes > 0,
+        "--merge-block-bytes and --merge-segment-bytes must be positive"
+    );
+    if args.gc_dry_run {
+        let compactor = Compactor::new(config, metastore, store, Arc::new(SystemClock)).await?;
+        let orphans = compactor.orphans().await?;
+        for orphan in &orphans {
+            println!(
+                "{}\t{} bytes\t{}s old",
+                orphan.name,
+                orphan.size,
+                orphan.age_ms / 1000
+            );
+        }
+        let bytes: u64 = orphans.iter().map(|o| o.size).sum();
+        println!(
+            "{} orphaned objects, {bytes} bytes (dry run: nothing deleted)",
+            orphans.len()
+        );
+        return Ok(());
+    }
+    if args.once {
+        let compactor = Compactor::new(config, metastore, store, Arc::new(SystemClock)).await?;
+        let report = compactor.run_pass().await;
+        println!("{report:?}");
+        anyhow::ensure!(
+            report.failures == 0,
+            "{} compaction jobs failed",
+            report.failures
+        );
+        return Ok(());
+    }
+    let compactor = Compactor::start(config, metastore, store, Arc::new(SystemClock)).await?;
+    shutdown_signal().await;
+    compactor.shutdown().await;
+    Ok(())
+}
+
+/// The compactor `strata dev` runs beside its agent: short intervals, so retention,
+/// compaction and merges show within seconds.
+async fn start_dev_compactor(
+    metastore: Arc<dyn Metastore>,
+    store: SegmentStore,
+) -> Result<Compactor> {
+    let mut config = CompactorConfig::new("dev-compactor");
+    config.interval = Duration::from_secs(5);
+    config.merge_min_age = Duration::from_secs(10);
+    config.orphan_min_age = Duration::from_secs(600);
+    config.gc_grace = Duration::from_secs(60);
+    Ok(Compactor::start(config, metastore, store, Arc::new(SystemClock)).await?)
 }
 
 fn rand_id() -> u32 {

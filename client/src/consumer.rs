@@ -589,6 +589,12 @@ impl Consumer {
         result: std::result::Result<tonic::Response<pb::FetchResponse>, tonic::Status>,
         out: &mut Vec<ConsumerRecord>,
     ) -> Result<()> {
+        // Below the log start (retention moved it): a group member follows its
+        // `auto.offset.reset`; a consumer without a group restarts at the log start.
+        let reset_to_latest = self
+            .group
+            .as_ref()
+            .is_some_and(|g| matches!(g.membership.config.offset_reset, OffsetReset::Latest));
         let assignment = &mut self.assignments[i];
         match result {
             Ok(response) => {
@@ -619,7 +625,11 @@ impl Consumer {
                 }
                 match bound("strata-log-start-offset") {
                     Some(start) if assignment.position < start => {
-                        assignment.position = start;
+                        assignment.position = if reset_to_latest {
+                            assignment.high_watermark.max(start)
+                        } else {
+                            start
+                        };
                         Ok(())
                     }
                     _ => Err(Error::Status(status)),

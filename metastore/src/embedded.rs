@@ -278,6 +278,15 @@ impl KvBackend for EmbeddedKv {
         usize::MAX
     }
 
+    async fn revision(&self) -> Result<i64> {
+        Ok(0)
+    }
+
+    async fn compact_history(&self, _revision: i64) -> Result<()> {
+        // The embedded store keeps no history: only the current value of each key.
+        Ok(())
+    }
+
     async fn put_ephemeral(
         &self,
         key: &str,

@@ -20,6 +20,9 @@ pub enum Error {
         /// Why it could not be decoded.
         reason: String,
     },
+    /// A request the metastore refuses as it stands (a bug in the caller).
+    #[error("invalid metastore request: {0}")]
+    Invalid(String),
     /// The metastore URL or configuration is wrong.
     #[error("invalid metastore configuration: {0}")]
     Config(String),

@@ -149,6 +149,38 @@ impl KvBackend for EtcdKv {
         self.max_txn_ops
     }
 
+    #[instrument(name = "metastore.etcd.revision", skip(self))]
+    async fn revision(&self) -> Result<i64> {
+        let mut kv = self.client.kv_client();
+        let response = kv
+            .get(
+                "/strata-revision",
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await
+            .map_err(|e| unavailable("get", e))?;
+        Ok(response.header().map_or(0, |h| h.revision()))
+    }
+
+    #[instrument(name = "metastore.etcd.compact", skip(self))]
+    async fn compact_history(&self, revision: i64) -> Result<()> {
+        if revision <= 0 {
+            return Ok(());
+        }
+        let mut client = self.client.clone();
+        match client.compact(revision, None).await {
+            Ok(_) => Ok(()),
+            // Another process compacted past it already: the goal is met.
+            Err(e)
+                if e.to_string()
+                    .contains("required revision has been compacted") =>
+            {
+                Ok(())
+            }
+            Err(e) => Err(unavailable("compact", e)),
+        }
+    }
+
     #[instrument(name = "metastore.etcd.put_ephemeral", skip(self, value))]
     async fn put_ephemeral(
         &self,

@@ -8,7 +8,9 @@
 //! | `{root}/partitions/{topic}/{p}/owner` | [`PartitionOwner`](crate::PartitionOwner), JSON | on every take-over (epoch + 1) |
 //! | `{root}/partitions/{topic}/{p}/hwm` | high watermark, decimal; absent = 0 | every committed flush |
 //! | `{root}/partitions/{topic}/{p}/start` | log start offset, decimal; absent = 0 | retention |
-//! | `{root}/partitions/{topic}/{p}/index/{base:020}` | [`IndexEntry`](crate::IndexEntry), JSON | added by flushes, replaced by merges |
+//! | `{root}/partitions/{topic}/{p}/index/{base:020}` | [`IndexEntry`](crate::IndexEntry), JSON | added by flushes; replaced by merges and log compaction, dropped by retention (compactor) |
+//! | `{root}/partitions/{topic}/{p}/cleaned` | [`CleanState`](crate::CleanState), JSON | by log compaction |
+//! | `{root}/compaction/{job}` | the compactor working on a job: `{topic}/{p}` or `orphan-gc` | job start and end (under the compactor's lease on etcd) |
 //! | `{root}/agents/{agent_id}` | [`AgentRecord`](crate::AgentRecord), JSON | agent start (under a lease on etcd) |
 //! | `{root}/coordinators/{slot}` | [`PartitionOwner`](crate::PartitionOwner) of a group coordinator slot, JSON | on every take-over (epoch + 1) |
 //! | `{root}/groups/{group}` | [`GroupRecord`](crate::GroupRecord), JSON | by the group's coordinator, on membership and assignment changes |
@@ -81,6 +83,21 @@ impl Keys {
     /// The index entry whose run starts at `base_offset`.
     pub fn index_entry(&self, topic: &str, partition: u32, base_offset: i64) -> String {
         format!("{}{base_offset:020}", self.index_prefix(topic, partition))
+    }
+
+    /// How far log compaction has cleaned a partition.
+    pub fn clean_state(&self, topic: &str, partition: u32) -> String {
+        format!("{}/cleaned", self.partition(topic, partition))
+    }
+
+    /// The claim of the compactor working on `job` (see [`crate::compaction_job`]).
+    pub fn compaction_claim(&self, job: &str) -> String {
+        format!("{}/compaction/{job}", self.root)
+    }
+
+    /// Prefix of every compaction claim.
+    pub fn compaction_claims_prefix(&self) -> String {
+        format!("{}/compaction/", self.root)
     }
 
     /// Prefix of agent registrations.

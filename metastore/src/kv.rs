@@ -59,6 +59,12 @@ pub trait KvBackend: Send + Sync + Debug + 'static {
     /// Largest number of comparisons, and of operations, one transaction may hold.
     fn max_txn_ops(&self) -> usize;
 
+    /// The store's current revision (0 if it keeps no history).
+    async fn revision(&self) -> Result<i64>;
+
+    /// Discards the store's history older than `revision` (no-op without history).
+    async fn compact_history(&self, revision: i64) -> Result<()>;
+
     /// Sets a key that lives only as long as the returned handle keeps it alive: it is
     /// deleted by [`Liveness::release`], and expires about `ttl` after the process holding
     /// the handle stops renewing it (etcd: a lease; embedded: it dies with the process).

@@ -18,7 +18,12 @@
 //! - a coordinator slot's owner epoch only grows ([`Metastore::acquire_coordinator`]); a
 //!   group's record and committed offsets are written only under the current owner of
 //!   its slot, so a coordinator that lost its slot can never write them again;
-//! - deleting a topic deletes every group's committed offsets for it.
+//! - deleting a topic deletes every group's committed offsets for it;
+//! - a partition's index entries always cover `[log start, high watermark)` contiguously,
+//!   each entry starting where the previous one ends: a merge or a compaction replaces a
+//!   run of entries by entries covering exactly the same offsets, and retention removes a
+//!   prefix of them while advancing the log start to where the rest begins, each in one
+//!   transaction that compares every entry it removes.
 
 pub mod embedded;
 mod error;
@@ -33,8 +38,16 @@ pub use error::{Error, Result};
 pub use etcd::EtcdKv;
 pub use kv::Liveness;
 pub use metastore::{KvMetastore, Metastore, open};
+
+/// The compactor job of one partition, as [`Metastore::claim_compaction`] names it.
+pub fn compaction_job(topic: &str, partition: u32) -> String {
+    format!("{topic}/{partition}")
+}
+
+/// The compactor job that deletes orphaned objects.
+pub const ORPHAN_GC_JOB: &str = "orphan-gc";
 pub use model::{
-    AgentRecord, Assignment, CommitReport, CommittedOffset, Coordinatorship, GroupRecord,
-    IndexEntry, MemberRecord, PartitionAppend, PartitionOwner, PartitionState, Rejection,
-    TopicMeta, TopicPartition,
+    AgentRecord, Assignment, CleanState, CommitReport, CommittedOffset, Coordinatorship,
+    GroupRecord, IndexEntry, MemberRecord, PartitionAppend, PartitionOwner, PartitionState,
+    Rejection, TopicMeta, TopicPartition,
 };

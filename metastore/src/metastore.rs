@@ -11,9 +11,9 @@ use tracing::instrument;
 use crate::keys::Keys;
 use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
-    AgentRecord, Assignment, CommitReport, CommittedOffset, Coordinatorship, EmbeddedKv, Error,
-    EtcdKv, GroupRecord, IndexEntry, PartitionAppend, PartitionOwner, PartitionState, Rejection,
-    Result, TopicMeta,
+    AgentRecord, Assignment, CleanState, CommitReport, CommittedOffset, Coordinatorship,
+    EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, PartitionAppend, PartitionOwner,
+    PartitionState, Rejection, Result, TopicMeta,
 };
 
 /// What agents and the compactor know about the cluster's durable state.
@@ -62,6 +62,67 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
         from_base: i64,
         limit: usize,
     ) -> Result<Vec<IndexEntry>>;
+
+    /// Replaces `old`, a run of a partition's index entries (consecutive, as stored), by
+    /// `new`, entries covering exactly the same offsets (a merge or a log compaction), in
+    /// one transaction that compares every old entry: `false` (nothing changed) if any of
+    /// them changed meanwhile. At most [`Metastore::max_swap_entries`] old entries.
+    async fn replace_index_entries(
+        &self,
+        topic: &str,
+        partition: u32,
+        old: &[IndexEntry],
+        new: &[IndexEntry],
+    ) -> Result<bool>;
+
+    /// Retention: removes `dropped`, the first entries of a partition's index, and moves
+    /// the log start offset to the offset after the last of them, in one transaction that
+    /// compares them and the log start: `false` (nothing changed) if any changed. At most
+    /// [`Metastore::max_swap_entries`] entries.
+    async fn truncate_log(
+        &self,
+        topic: &str,
+        partition: u32,
+        dropped: &[IndexEntry],
+    ) -> Result<bool>;
+
+    /// The most entries [`Metastore::replace_index_entries`] and
+    /// [`Metastore::truncate_log`] take at once (the backend's transaction limit).
+    fn max_swap_entries(&self) -> usize;
+
+    /// How far log compaction has cleaned a partition.
+    async fn clean_state(&self, topic: &str, partition: u32) -> Result<CleanState>;
+
+    /// Records how far log compaction has cleaned a partition, if the stored state is
+    /// still `previous`; returns whether it did.
+    async fn store_clean_state(
+        &self,
+        topic: &str,
+        partition: u32,
+        previous: &CleanState,
+        clean: &CleanState,
+    ) -> Result<bool>;
+
+    /// Claims a compactor job for `holder`: `None` if another compactor holds it. A job is
+    /// named by [`crate::compaction_job`] (one partition) or is `orphan-gc`. The claim
+    /// lasts while the returned handle is renewed, as a registration does; release it
+    /// when the job is done.
+    async fn claim_compaction(
+        &self,
+        job: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Liveness>>>;
+
+    /// Every compactor job claimed now: `(job, holder)`.
+    async fn compaction_claims(&self) -> Result<Vec<(String, String)>>;
+
+    /// Compacts the backend's history (etcd: revisions older than the one
+    /// [`Metastore::history_revision`] returned some time ago) up to `revision`.
+    async fn compact_history(&self, revision: i64) -> Result<()>;
+
+    /// The backend's current revision (0 for a backend without history).
+    async fn history_revision(&self) -> Result<i64>;
 
     /// Records `object_store` as where this cluster's segments live, unless one is
     /// recorded already; returns the recorded one. Agents refuse to start when it is not
@@ -262,6 +323,32 @@ impl<B: KvBackend> KvMetastore<B> {
         Ok(taken.then_some(owner))
     }
 
+    /// The comparisons and operations that replace `old` entries by `new` ones.
+    fn swap_ops(
+        &self,
+        topic: &str,
+        partition: u32,
+        old: &[IndexEntry],
+        new: &[IndexEntry],
+    ) -> (Vec<Compare>, Vec<Op>) {
+        let key = |e: &IndexEntry| self.keys.index_entry(topic, partition, e.base_offset);
+        let compares = old
+            .iter()
+            .map(|e| Compare::ValueEquals(key(e), encode_json(e)))
+            .collect();
+        // etcd refuses a transaction that deletes and puts the same key: only delete the
+        // old keys no new entry takes over.
+        let new_keys: std::collections::BTreeSet<String> = new.iter().map(key).collect();
+        let mut ops: Vec<Op> = old
+            .iter()
+            .map(key)
+            .filter(|k| !new_keys.contains(k))
+            .map(Op::Delete)
+            .collect();
+        ops.extend(new.iter().map(|e| Op::Put(key(e), encode_json(e))));
+        (compares, ops)
+    }
+
     /// Holds while `coordinator` still owns its slot.
     fn coordinator_guard(&self, coordinator: &Coordinatorship) -> Compare {
         Compare::ValueEquals(
@@ -297,6 +384,27 @@ impl<B: KvBackend> KvMetastore<B> {
             return Ok(Some(Rejection::OffsetMismatch { high_watermark }));
         }
         Ok(None)
+    }
+}
+
+/// Refuses a replacement whose new entries do not cover exactly the old ones' offsets,
+/// contiguously: it would open a hole in the log or overlap it.
+fn check_same_span(old: &[IndexEntry], new: &[IndexEntry]) -> Result<()> {
+    let span = |entries: &[IndexEntry]| -> Option<(i64, i64)> {
+        let mut next = entries.first()?.base_offset;
+        for e in entries {
+            if e.base_offset != next || e.last_offset < e.base_offset {
+                return None;
+            }
+            next = e.last_offset + 1;
+        }
+        Some((entries.first()?.base_offset, next))
+    };
+    match (span(old), span(new)) {
+        (Some(a), Some(b)) if a == b => Ok(()),
+        (a, b) => Err(Error::Invalid(format!(
+            "index replacement must cover the same contiguous offsets: old {a:?}, new {b:?}"
+        ))),
     }
 }
 
@@ -479,6 +587,121 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
             .into_iter()
             .map(|(key, value)| decode_json(&key, &value))
             .collect()
+    }
+
+    #[instrument(name = "metastore.replace_index_entries", skip(self, old, new), fields(old = old.len(), new = new.len()))]
+    async fn replace_index_entries(
+        &self,
+        topic: &str,
+        partition: u32,
+        old: &[IndexEntry],
+        new: &[IndexEntry],
+    ) -> Result<bool> {
+        check_same_span(old, new)?;
+        let (compares, ops) = self.swap_ops(topic, partition, old, new);
+        self.kv.txn(compares, ops).await
+    }
+
+    #[instrument(name = "metastore.truncate_log", skip(self, dropped), fields(dropped = dropped.len()))]
+    async fn truncate_log(
+        &self,
+        topic: &str,
+        partition: u32,
+        dropped: &[IndexEntry],
+    ) -> Result<bool> {
+        let Some(last) = dropped.last() else {
+            return Ok(true);
+        };
+        let start_key = self.keys.log_start(topic, partition);
+        let old_start = self.kv.get(&start_key).await?;
+        let (mut compares, mut ops) = self.swap_ops(topic, partition, dropped, &[]);
+        compares.push(Compare::unchanged(&start_key, old_start));
+        ops.push(Op::Put(
+            start_key,
+            (last.last_offset + 1).to_string().into_bytes(),
+        ));
+        self.kv.txn(compares, ops).await
+    }
+
+    fn max_swap_entries(&self) -> usize {
+        // Room for the log start or clean state comparisons beside the entries.
+        (self.kv.max_txn_ops().saturating_sub(2)).clamp(1, 1000)
+    }
+
+    async fn clean_state(&self, topic: &str, partition: u32) -> Result<CleanState> {
+        Ok(self
+            .get_json(&self.keys.clean_state(topic, partition))
+            .await?
+            .unwrap_or_default())
+    }
+
+    #[instrument(name = "metastore.store_clean_state", skip(self, previous), fields(cleaned_to = clean.cleaned_to))]
+    async fn store_clean_state(
+        &self,
+        topic: &str,
+        partition: u32,
+        previous: &CleanState,
+        clean: &CleanState,
+    ) -> Result<bool> {
+        let key = self.keys.clean_state(topic, partition);
+        let stored = self.kv.get(&key).await?;
+        let current: CleanState = match &stored {
+            Some(bytes) => decode_json(&key, bytes)?,
+            None => CleanState::default(),
+        };
+        if current != *previous {
+            return Ok(false);
+        }
+        let guard = Compare::unchanged(&key, stored);
+        self.kv
+            .txn(
+                vec![Compare::Exists(self.keys.topic(topic)), guard],
+                vec![Op::Put(key, encode_json(clean))],
+            )
+            .await
+    }
+
+    #[instrument(name = "metastore.claim_compaction", skip(self))]
+    async fn claim_compaction(
+        &self,
+        job: &str,
+        holder: &str,
+        ttl: Duration,
+    ) -> Result<Option<Box<dyn Liveness>>> {
+        self.kv
+            .create_ephemeral(
+                &self.keys.compaction_claim(job),
+                holder.as_bytes().to_vec(),
+                ttl,
+            )
+            .await
+    }
+
+    async fn compaction_claims(&self) -> Result<Vec<(String, String)>> {
+        let prefix = self.keys.compaction_claims_prefix();
+        self.kv
+            .range(&prefix, &prefix, 0)
+            .await?
+            .into_iter()
+            .map(|(key, value)| {
+                let job = key[prefix.len()..].to_string();
+                String::from_utf8(value)
+                    .map(|holder| (job, holder))
+                    .map_err(|e| Error::Corrupt {
+                        key,
+                        reason: e.to_string(),
+                    })
+            })
+            .collect()
+    }
+
+    #[instrument(name = "metastore.compact_history", skip(self))]
+    async fn compact_history(&self, revision: i64) -> Result<()> {
+        self.kv.compact_history(revision).await
+    }
+
+    async fn history_revision(&self) -> Result<i64> {
+        self.kv.revision().await
     }
 
     #[instrument(name = "metastore.claim_object_store", skip(self))]

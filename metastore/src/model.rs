@@ -55,6 +55,26 @@ pub struct IndexEntry {
     pub max_timestamp_ms: i64,
 }
 
+impl IndexEntry {
+    /// Whether the run holds no record at all: every offset of it was removed by log
+    /// compaction. Such an entry names no object (`byte_len` 0); it keeps the index
+    /// contiguous, so readers can tell "compacted away" from "missing".
+    pub fn is_empty(&self) -> bool {
+        self.byte_len == 0
+    }
+}
+
+/// How far log compaction has cleaned a partition.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CleanState {
+    /// Offsets below this were compacted: at most one record per key remains there.
+    pub cleaned_to: i64,
+    /// Timestamp (ms) of the oldest tombstone kept in the cleaned part, if any: once it is
+    /// older than `delete.retention.ms`, the partition is compacted again to drop it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oldest_tombstone_ms: Option<i64>,
+}
+
 /// One partition's part of a flush: append `entry` under `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionAppend {

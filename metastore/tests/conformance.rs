@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use strata_metastore::{
-    CommittedOffset, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, KvMetastore, Metastore,
-    PartitionAppend, PartitionOwner, Rejection, TopicMeta,
+    CleanState, CommittedOffset, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, KvMetastore,
+    Metastore, PartitionAppend, PartitionOwner, Rejection, TopicMeta,
 };
 
 fn unique_root(test: &str) -> String {
@@ -420,6 +420,125 @@ async fn groups_and_offsets_are_fenced_by_the_coordinator_slot(store: Box<dyn Me
 }
 
 /// Runs every conformance test against a backend made by `$make(test_name)`.
+/// Merges swap runs of entries atomically, retention drops a prefix and moves the log
+/// start, log compaction records its progress, and compactor claims are exclusive.
+async fn compactor_swaps_are_atomic_and_compared(store: Box<dyn Metastore>) {
+    store.create_topic(&topic("t", 1)).await.unwrap();
+    let owner = store
+        .acquire_partition("t", 0, "a")
+        .await
+        .unwrap()
+        .owner
+        .unwrap();
+    for base in 0..6 {
+        store
+            .commit_flush(&[append("t", 0, &owner, base * 10, base * 10 + 9)])
+            .await
+            .unwrap();
+    }
+    let old = store.index_entries("t", 0, 0, 0).await.unwrap();
+    let merged = |base: i64, last: i64| IndexEntry {
+        base_offset: base,
+        last_offset: last,
+        object: format!("segments/merged-{base}.seg"),
+        byte_start: 0,
+        byte_len: 300,
+        max_timestamp_ms: 1_700_000_000_000 + last,
+    };
+    // A replacement must cover exactly the old offsets.
+    assert!(
+        store
+            .replace_index_entries("t", 0, &old[0..3], &[merged(0, 28)])
+            .await
+            .is_err()
+    );
+    // Entries 0..3 become one; the others stay.
+    assert!(
+        store
+            .replace_index_entries("t", 0, &old[0..3], &[merged(0, 29)])
+            .await
+            .unwrap()
+    );
+    let now = store.index_entries("t", 0, 0, 0).await.unwrap();
+    assert_eq!(now.len(), 4);
+    assert_eq!(now[0], merged(0, 29));
+    assert_eq!(&now[1..], &old[3..]);
+    // A swap that compares entries which changed meanwhile changes nothing.
+    assert!(
+        !store
+            .replace_index_entries("t", 0, &old[0..3], &[merged(0, 29)])
+            .await
+            .unwrap()
+    );
+    // Retention: the first two entries go and the log start moves past them.
+    assert!(store.truncate_log("t", 0, &now[0..2]).await.unwrap());
+    let state = store.partition_state("t", 0).await.unwrap();
+    assert_eq!((state.log_start_offset, state.high_watermark), (40, 60));
+    let left = store.index_entries("t", 0, 0, 0).await.unwrap();
+    assert_eq!(left.first().map(|e| e.base_offset), Some(40));
+    assert!(!store.truncate_log("t", 0, &now[0..2]).await.unwrap());
+    // Flushes keep appending after a swap.
+    store
+        .commit_flush(&[append("t", 0, &owner, 60, 69)])
+        .await
+        .unwrap();
+    assert_eq!(store.index_entries("t", 0, 0, 0).await.unwrap().len(), 3);
+
+    // Compaction progress is stored only over what was read.
+    let fresh = store.clean_state("t", 0).await.unwrap();
+    assert_eq!(fresh, CleanState::default());
+    let cleaned = CleanState {
+        cleaned_to: 60,
+        oldest_tombstone_ms: Some(5),
+    };
+    assert!(
+        store
+            .store_clean_state("t", 0, &fresh, &cleaned)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .store_clean_state("t", 0, &fresh, &cleaned)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.clean_state("t", 0).await.unwrap(), cleaned);
+
+    // One compactor per job at a time.
+    let job = strata_metastore::compaction_job("t", 0);
+    let ttl = std::time::Duration::from_secs(5);
+    let claim = store
+        .claim_compaction(&job, "c1", ttl)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        store
+            .claim_compaction(&job, "c2", ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        store.compaction_claims().await.unwrap(),
+        vec![(job.clone(), "c1".to_string())]
+    );
+    claim.release().await.unwrap();
+    assert!(
+        store
+            .claim_compaction(&job, "c2", ttl)
+            .await
+            .unwrap()
+            .is_some()
+    );
+
+    // History compaction never fails on a revision the store has.
+    let revision = store.history_revision().await.unwrap();
+    store.compact_history(revision).await.unwrap();
+    store.compact_history(revision).await.unwrap();
+}
+
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -459,6 +578,11 @@ macro_rules! conformance {
             async fn groups_and_offsets_are_fenced_by_the_coordinator_slot() {
                 super::groups_and_offsets_are_fenced_by_the_coordinator_slot($make("groups").await)
                     .await;
+            }
+
+            #[tokio::test]
+            async fn compactor_swaps_are_atomic_and_compared() {
+                super::compactor_swaps_are_atomic_and_compared($make("compactor").await).await;
             }
 
             #[tokio::test]

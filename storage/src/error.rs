@@ -16,6 +16,10 @@ pub enum Error {
         /// What the store said.
         source: object_store::Error,
     },
+    /// The object does not exist (a compactor deleted it after a merge, or it was never
+    /// written).
+    #[error("object '{0}' does not exist")]
+    NotFound(String),
     /// A create-only PUT found the object already there.
     #[error("object '{0}' already exists")]
     AlreadyExists(String),

@@ -11,6 +11,7 @@
 //! uses, and never changes afterwards; so a cached block never goes stale.
 
 pub mod cache;
+pub mod clock;
 mod error;
 pub mod record;
 pub mod segment;

@@ -208,6 +208,19 @@ mod tests {
     }
 
     #[test]
+    fn offsets_with_gaps_round_trip_in_one_batch() {
+        // What log compaction writes: the records it keeps, at their original offsets.
+        let records: Vec<Record> = sample(50)
+            .into_iter()
+            .filter(|r| r.offset % 7 == 0 || r.offset == 149)
+            .collect();
+        let block = encode_batch(&records, Compression::Zstd).unwrap();
+        let batch_len = i32::from_be_bytes(block[8..12].try_into().unwrap()) as usize;
+        assert_eq!(batch_len + 12, block.len(), "one batch");
+        assert_eq!(decode_block(block, "o", 0, 100..=149).unwrap(), records);
+    }
+
+    #[test]
     fn a_flipped_byte_is_corrupt_not_records() {
         let block = encode_batch(&sample(10), Compression::None).unwrap();
         // Base offset (outside Kafka's CRC), CRC, record bytes, last byte.

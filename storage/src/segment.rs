@@ -98,6 +98,36 @@ impl SegmentBuilder {
         Ok((block, location))
     }
 
+    /// Adds a block of already encoded batches (one partition's, offsets within
+    /// `base_offset..=last_offset`), as a merge copies them, and returns its location.
+    pub fn add_encoded_block(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        block: &[u8],
+        base_offset: i64,
+        last_offset: i64,
+        max_timestamp_ms: i64,
+    ) -> BlockLocation {
+        let location = BlockLocation {
+            topic: topic.to_string(),
+            partition,
+            base_offset,
+            last_offset,
+            byte_start: self.body.len() as u64,
+            byte_len: block.len() as u64,
+            max_timestamp_ms,
+        };
+        self.body.extend_from_slice(block);
+        self.blocks.push(location.clone());
+        location
+    }
+
+    /// Bytes of blocks added so far.
+    pub fn body_len(&self) -> u64 {
+        self.body.len() as u64
+    }
+
     /// Whether no block was added.
     pub fn is_empty(&self) -> bool {
         self.blocks.is_empty()

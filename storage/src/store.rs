@@ -50,6 +50,28 @@ pub struct ObjectStoreConfig {
     pub sign_payload: bool,
 }
 
+/// An object as a listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// Name relative to the store's prefix (e.g. `segments/.../x.seg`).
+    pub name: String,
+    /// When it was written, ms since the Unix epoch.
+    pub last_modified_ms: i64,
+    /// Size in bytes.
+    pub size: u64,
+}
+
+fn read_error(path: &Path, source: object_store::Error) -> Error {
+    match source {
+        object_store::Error::NotFound { .. } => Error::NotFound(path.to_string()),
+        source => Error::ObjectStore {
+            op: "get",
+            path: path.to_string(),
+            source,
+        },
+    }
+}
+
 /// Segment objects in one store, under one prefix.
 #[derive(Debug, Clone)]
 pub struct SegmentStore {
@@ -188,11 +210,7 @@ impl SegmentStore {
         self.store
             .get_range(&path, range)
             .await
-            .map_err(|source| Error::ObjectStore {
-                op: "get",
-                path: path.to_string(),
-                source,
-            })
+            .map_err(|source| read_error(&path, source))
     }
 
     /// Reads all of `name`.
@@ -200,11 +218,52 @@ impl SegmentStore {
     pub async fn get(&self, name: &str) -> Result<Bytes> {
         let path = self.path(name);
         let result = async { self.store.get(&path).await?.bytes().await }.await;
-        result.map_err(|source| Error::ObjectStore {
-            op: "get",
-            path: path.to_string(),
-            source,
-        })
+        result.map_err(|source| read_error(&path, source))
+    }
+
+    /// Every object whose name starts with `prefix` (a folder, e.g. `segments/`), with
+    /// names relative to the store's prefix.
+    #[instrument(name = "storage.list", skip(self))]
+    pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>> {
+        use futures::TryStreamExt;
+        let path = self.path(prefix.trim_end_matches('/'));
+        let skip = if self.prefix.as_ref().is_empty() {
+            0
+        } else {
+            self.prefix.as_ref().len() + 1
+        };
+        let listed: Vec<object_store::ObjectMeta> = self
+            .store
+            .list(Some(&path))
+            .try_collect()
+            .await
+            .map_err(|source| Error::ObjectStore {
+                op: "list",
+                path: path.to_string(),
+                source,
+            })?;
+        Ok(listed
+            .into_iter()
+            .map(|meta| ObjectInfo {
+                name: meta.location.as_ref()[skip..].to_string(),
+                last_modified_ms: meta.last_modified.timestamp_millis(),
+                size: meta.size,
+            })
+            .collect())
+    }
+
+    /// Deletes `name` (no error if it is already gone).
+    #[instrument(name = "storage.delete", skip(self))]
+    pub async fn delete(&self, name: &str) -> Result<()> {
+        let path = self.path(name);
+        match self.store.delete(&path).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(source) => Err(Error::ObjectStore {
+                op: "delete",
+                path: path.to_string(),
+                source,
+            }),
+        }
     }
 
     /// Writes a probe object twice: the second create-only PUT must be refused, or segment

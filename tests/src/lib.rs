@@ -10,6 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+pub mod compactor;
 pub mod etcd;
 pub mod groups;
 pub mod history;
@@ -51,9 +52,18 @@ impl TestEnv {
     /// `strata agent` against this etcd and S3 server, for `cluster`, with segments in
     /// `object_store` (`s3://bucket/prefix`); callers add listen addresses and the rest.
     pub fn agent_command(&self, cluster: &str, object_store: &str) -> Command {
+        self.server_command("agent", cluster, object_store)
+    }
+
+    /// `strata compactor` against this etcd and S3 server, as [`TestEnv::agent_command`].
+    pub fn compactor_command(&self, cluster: &str, object_store: &str) -> Command {
+        self.server_command("compactor", cluster, object_store)
+    }
+
+    fn server_command(&self, role: &str, cluster: &str, object_store: &str) -> Command {
         let mut command = Command::new(strata_bin());
         command
-            .arg("agent")
+            .arg(role)
             .args(["--metastore", &format!("etcd://{}", self.etcd)])
             .args(["--object-store", object_store])
             .args(["--cluster", cluster])

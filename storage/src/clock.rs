@@ -1,5 +1,5 @@
-//! Time as the agent sees it: wall-clock milliseconds for record timestamps come through
-//! [`Clock`] so that tests can drive them.
+//! Time as Strata sees it: wall-clock milliseconds (record timestamps, retention, object
+//! ages) come through [`Clock`] so that tests can drive them.
 
 use std::fmt::Debug;
 

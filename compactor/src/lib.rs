@@ -1,0 +1,345 @@
+//! The compactor: retention, log compaction, segment merges, orphan GC and etcd history
+//! compaction, as a service separate from the agents (`strata compactor`; `strata dev`
+//! runs one in-process).
+//!
+//! One or many compactors share the work through claims in the metastore
+//! ([`Metastore::claim_compaction`], under a lease on etcd): a job on a partition runs
+//! only while its compactor holds the partition's claim, so two compactors never work on
+//! one partition at once, and a compactor that dies frees its claims when its lease ends.
+//!
+//! Invariants:
+//! - every job writes new objects first, then swaps index entries in transactions that
+//!   compare every entry they remove ([`Metastore::replace_index_entries`],
+//!   [`Metastore::truncate_log`]); a job cut short at any point leaves the index whole:
+//!   each transaction replaces a run of entries by entries covering the same offsets, or
+//!   drops a prefix and moves the log start;
+//! - the claim is checked before every swap; a compactor whose claim lapsed stops;
+//! - objects are deleted only by orphan GC, once no index entry names them, they are older
+//!   than `orphan_min_age` and they were seen unreferenced for `gc_grace`: a reader that
+//!   still holds an old entry keeps working through the grace period, and an object whose
+//!   commit is still in flight is never taken for an orphan;
+//! - records keep their offsets: a merge copies batches unchanged, a compaction re-encodes
+//!   the records it keeps with their original offsets and timestamps.
+
+mod error;
+mod gc;
+mod job;
+pub mod plan;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use rand::seq::SliceRandom;
+use strata_metastore::{Liveness, Metastore};
+use strata_storage::SegmentStore;
+use strata_storage::clock::Clock;
+use tokio::sync::watch;
+use tracing::Instrument;
+
+pub use error::{Error, Result};
+pub use gc::Orphan;
+
+/// How a compactor works.
+#[derive(Debug, Clone)]
+pub struct CompactorConfig {
+    /// This compactor's id, as its claims name it.
+    pub compactor_id: String,
+    /// Time between passes over every partition.
+    pub interval: Duration,
+    /// Lifetime of a claim that is no longer renewed (etcd lease TTL).
+    pub claim_ttl: Duration,
+    /// Target size of a merged object (one partition's blocks).
+    pub segment_target_bytes: u64,
+    /// Target size of one merged block: one index entry, the unit a reader fetches.
+    pub block_target_bytes: u64,
+    /// A run of small entries smaller than half a block is merged only once its newest
+    /// record is this old.
+    pub merge_min_age: Duration,
+    /// Objects younger than this are never orphans: their flush commit may be in flight.
+    pub orphan_min_age: Duration,
+    /// An unreferenced object is deleted only after it was seen unreferenced this long,
+    /// so readers holding its old index entries keep working.
+    pub gc_grace: Duration,
+    /// How often etcd's history is compacted (to the revision seen one interval before).
+    pub history_interval: Duration,
+    /// Test hook: the point (`merge-put`, `merge-swap`, `compact-put`, `compact-swap`) at
+    /// which the compactor stops dead, so a test can kill it there.
+    pub failpoint: Option<String>,
+}
+
+impl CompactorConfig {
+    /// The defaults, for compactor `compactor_id`.
+    pub fn new(compactor_id: impl Into<String>) -> Self {
+        Self {
+            compactor_id: compactor_id.into(),
+            interval: Duration::from_secs(30),
+            claim_ttl: Duration::from_secs(10),
+            segment_target_bytes: 64 << 20,
+            block_target_bytes: 4 << 20,
+            merge_min_age: Duration::from_secs(60),
+            orphan_min_age: Duration::from_secs(3600),
+            gc_grace: Duration::from_secs(300),
+            history_interval: Duration::from_secs(600),
+            failpoint: None,
+        }
+    }
+}
+
+/// What one pass did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PassReport {
+    /// Partitions worked on.
+    pub partitions: u64,
+    /// Partitions skipped because another compactor held them.
+    pub busy: u64,
+    /// Index entries retention dropped.
+    pub expired_entries: u64,
+    /// Index entries merges replaced.
+    pub merged_entries: u64,
+    /// Index entries log compaction replaced.
+    pub compacted_entries: u64,
+    /// Records log compaction removed.
+    pub compacted_records: u64,
+    /// Objects written.
+    pub objects_written: u64,
+    /// Orphaned objects deleted.
+    pub orphans_deleted: u64,
+    /// Jobs that failed (logged; retried next pass).
+    pub failures: u64,
+}
+
+impl PassReport {
+    fn did_something(&self) -> bool {
+        self.expired_entries
+            + self.merged_entries
+            + self.compacted_entries
+            + self.objects_written
+            + self.orphans_deleted
+            + self.failures
+            > 0
+    }
+
+    fn add(&mut self, other: &PassReport) {
+        self.partitions += other.partitions;
+        self.busy += other.busy;
+        self.expired_entries += other.expired_entries;
+        self.merged_entries += other.merged_entries;
+        self.compacted_entries += other.compacted_entries;
+        self.compacted_records += other.compacted_records;
+        self.objects_written += other.objects_written;
+        self.orphans_deleted += other.orphans_deleted;
+        self.failures += other.failures;
+    }
+}
+
+/// State shared by the compactor's jobs.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    config: CompactorConfig,
+    metastore: Arc<dyn Metastore>,
+    store: SegmentStore,
+    clock: Arc<dyn Clock>,
+    /// Incarnation number (from the metastore's counter agents use too): object names
+    /// carry it, so they never collide with an agent's or another compactor's.
+    incarnation: u64,
+    sequence: AtomicU64,
+    /// Unreferenced objects, by name, with when this compactor first saw them so.
+    unreferenced: std::sync::Mutex<HashMap<String, i64>>,
+    /// The metastore revision read at the last history compaction, and when.
+    history_mark: std::sync::Mutex<Option<(i64, tokio::time::Instant)>>,
+}
+
+/// A running compactor.
+#[derive(Debug)]
+pub struct Compactor {
+    inner: Arc<Inner>,
+    stop: watch::Sender<bool>,
+    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Compactor {
+    /// Starts a compactor: a pass over every partition now and every `interval`.
+    pub async fn start(
+        config: CompactorConfig,
+        metastore: Arc<dyn Metastore>,
+        store: SegmentStore,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let compactor = Self::new(config, metastore, store, clock).await?;
+        let inner = compactor.inner.clone();
+        let mut stopped = compactor.stop.subscribe();
+        let task = tokio::spawn(async move {
+            loop {
+                inner.run_pass().await;
+                tokio::select! {
+                    _ = tokio::time::sleep(inner.config.interval) => {}
+                    _ = stopped.wait_for(|s| *s) => return,
+                }
+            }
+        });
+        *compactor.task.lock().expect("task lock") = Some(task);
+        Ok(compactor)
+    }
+
+    /// A compactor that runs passes only when asked ([`Compactor::run_pass`]).
+    pub async fn new(
+        config: CompactorConfig,
+        metastore: Arc<dyn Metastore>,
+        store: SegmentStore,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self> {
+        let incarnation = metastore.next_agent_epoch().await?;
+        tracing::info!(
+            compactor = %config.compactor_id,
+            incarnation,
+            interval = ?config.interval,
+            "compactor started"
+        );
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                metastore,
+                store,
+                clock,
+                incarnation,
+                sequence: AtomicU64::new(0),
+                unreferenced: std::sync::Mutex::new(HashMap::new()),
+                history_mark: std::sync::Mutex::new(None),
+            }),
+            stop: watch::Sender::new(false),
+            task: std::sync::Mutex::new(None),
+        })
+    }
+
+    /// One pass over every partition, then orphan GC and history compaction.
+    pub async fn run_pass(&self) -> PassReport {
+        self.inner.run_pass().await
+    }
+
+    /// The objects orphan GC would delete now, without deleting them (grace period
+    /// aside: it is counted from when a running compactor first sees them).
+    pub async fn orphans(&self) -> Result<Vec<Orphan>> {
+        self.inner.orphans().await
+    }
+
+    /// Stops after the job in progress (its claim is released).
+    pub async fn shutdown(&self) {
+        let _ = self.stop.send(true);
+        let task = self.task.lock().expect("task lock").take();
+        if let Some(task) = task {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Inner {
+    async fn run_pass(&self) -> PassReport {
+        let mut report = PassReport::default();
+        let span = tracing::info_span!("compactor.pass", compactor = %self.config.compactor_id);
+        async {
+            let topics = match self.metastore.list_topics().await {
+                Ok(topics) => topics,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot list topics; retrying next pass");
+                    report.failures += 1;
+                    return;
+                }
+            };
+            let mut partitions: Vec<(Arc<strata_metastore::TopicMeta>, u32)> = Vec::new();
+            for topic in topics {
+                let topic = Arc::new(topic);
+                partitions.extend((0..topic.partitions).map(|p| (topic.clone(), p)));
+            }
+            // Several compactors start at different places, so they rarely meet.
+            partitions.shuffle(&mut rand::rng());
+            for (topic, partition) in partitions {
+                match self.partition_job(&topic, partition).await {
+                    Ok(done) => report.add(&done),
+                    Err(e) => {
+                        tracing::warn!(topic = %topic.name, partition, error = %e, "compaction job failed; retrying next pass");
+                        report.failures += 1;
+                    }
+                }
+            }
+            match self.collect_garbage().await {
+                Ok(deleted) => report.orphans_deleted += deleted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "orphan GC failed; retrying next pass");
+                    report.failures += 1;
+                }
+            }
+            if let Err(e) = self.compact_history().await {
+                tracing::warn!(error = %e, "metastore history compaction failed");
+            }
+        }
+        .instrument(span)
+        .await;
+        if report.did_something() {
+            tracing::info!(?report, "compaction pass done");
+        }
+        report
+    }
+
+    /// Claims `job`: `None` if another compactor holds it.
+    async fn claim_job(&self, job: &str) -> Result<Option<Box<dyn Liveness>>> {
+        let claim = self
+            .metastore
+            .claim_compaction(job, &self.config.compactor_id, self.config.claim_ttl)
+            .await?;
+        if claim.is_some() {
+            tracing::info!(job, at_ms = self.clock.now_ms(), "job started");
+        }
+        Ok(claim)
+    }
+
+    /// Ends `job`: releases its claim.
+    async fn finish_job(&self, job: &str, claim: Box<dyn Liveness>, ok: bool) {
+        tracing::info!(job, at_ms = self.clock.now_ms(), ok, "job finished");
+        if let Err(e) = claim.release().await {
+            tracing::warn!(job, error = %e, "cannot release the claim; it expires with its lease");
+        }
+    }
+
+    /// The name of the next object this compactor writes.
+    fn next_object_name(&self) -> String {
+        let sequence = self.sequence.fetch_add(1, Ordering::Relaxed);
+        strata_storage::segment::object_name(self.incarnation, sequence)
+    }
+
+    /// Test hook: stops dead at `point` if the configuration names it.
+    async fn failpoint(&self, point: &str) {
+        if self.config.failpoint.as_deref() == Some(point) {
+            tracing::warn!(point, "failpoint reached; stopping here until killed");
+            std::future::pending::<()>().await;
+        }
+    }
+
+    /// Compacts the metastore's history up to the revision read one interval ago.
+    async fn compact_history(&self) -> Result<()> {
+        let now = tokio::time::Instant::now();
+        let due = {
+            let mark = self.history_mark.lock().expect("history lock");
+            match *mark {
+                Some((_, at)) => now.duration_since(at) >= self.config.history_interval,
+                None => true,
+            }
+        };
+        if !due {
+            return Ok(());
+        }
+        let revision = self.metastore.history_revision().await?;
+        let previous = self
+            .history_mark
+            .lock()
+            .expect("history lock")
+            .replace((revision, now));
+        if let Some((old, _)) = previous {
+            self.metastore.compact_history(old).await?;
+            tracing::info!(revision = old, "metastore history compacted");
+        }
+        Ok(())
+    }
+}

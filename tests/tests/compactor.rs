@@ -1,0 +1,570 @@
+//! The compactor as its own process, against real etcd + s3s-fs and a real agent:
+//! retention, log compaction, merges, kill -9 mid-job, two compactors at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use strata_client::{
+    Admin, Code, Consumer, ConsumerConfig, ConsumerRecord, Producer, ProducerConfig,
+    ProducerRecord, StartOffset,
+};
+use strata_metastore::Metastore;
+use strata_tests::compactor::{CompactorProcess, index, metastore, object_path, stored_bytes};
+use strata_tests::{AgentKind, AgentProcess, TestEnv, report, unique_name};
+
+/// One agent, and the cluster's metastore read directly.
+struct Setup {
+    kind: AgentKind,
+    agent: AgentProcess,
+    metastore: Arc<dyn Metastore>,
+    env: TestEnv,
+    bucket: String,
+}
+
+async fn setup(name: &str, agent_args: &[&str]) -> Setup {
+    let env = TestEnv::from_env();
+    let cluster = unique_name(name);
+    let bucket = unique_name(name);
+    let kind = AgentKind::Agent {
+        env: env.clone(),
+        cluster: cluster.clone(),
+        bucket: bucket.clone(),
+    };
+    let agent = AgentProcess::start(kind.clone(), agent_args);
+    let metastore = metastore(&env, &cluster).await;
+    Setup {
+        kind,
+        agent,
+        metastore,
+        env,
+        bucket,
+    }
+}
+
+async fn create_topic(server: &str, topic: &str, partitions: i32, config: &[(&str, &str)]) {
+    let config: HashMap<String, String> = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Admin::connect(server)
+        .await
+        .unwrap()
+        .create_topic(topic, partitions, config)
+        .await
+        .unwrap();
+}
+
+/// Every record of `topic` from each partition's log start up to its high watermark.
+async fn read_all(server: &str, topic: &str) -> Vec<ConsumerRecord> {
+    let mut consumer = Consumer::connect(server, ConsumerConfig::default())
+        .await
+        .unwrap();
+    consumer
+        .assign(topic, &[], StartOffset::Earliest)
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        records.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+        let done = consumer
+            .high_watermarks()
+            .iter()
+            .all(|(t, p, hwm)| consumer.position(t, *p).is_some_and(|pos| pos >= *hwm));
+        if done {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+    }
+}
+
+/// Waits until `condition` holds (checked every 200 ms); panics with `what` after 120 s.
+async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every index entry of the partition names an object that exists (or none, if empty),
+/// and the entries cover the log from its start to the high watermark without a hole.
+async fn check_index(setup: &Setup, topic: &str, partition: u32) -> usize {
+    let state = setup
+        .metastore
+        .partition_state(topic, partition)
+        .await
+        .unwrap();
+    let entries = index(&setup.metastore, topic, partition).await;
+    let mut next = state.log_start_offset;
+    for entry in &entries {
+        assert_eq!(
+            entry.base_offset, next,
+            "hole or overlap in the index at {entry:?}"
+        );
+        next = entry.last_offset + 1;
+        if !entry.is_empty() {
+            let path = object_path(&setup.env, &setup.bucket, &entry.object);
+            assert!(
+                path.exists(),
+                "index entry {entry:?} names a missing object"
+            );
+        }
+    }
+    assert_eq!(
+        next, state.high_watermark,
+        "the index does not reach the high watermark"
+    );
+    entries.len()
+}
+
+/// Sends `count` records one at a time, each acknowledged before the next: with a zero
+/// linger, each is its own flush (its own index entry).
+async fn produce_one_by_one(server: &str, topic: &str, count: usize) -> Vec<(i64, String)> {
+    let producer = Producer::connect(server, ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut sent = Vec::with_capacity(count);
+    for i in 0..count {
+        let value = format!("record-{i}");
+        let mut record = ProducerRecord::value(value.clone());
+        record.partition = Some(0);
+        let position = producer.send_and_wait(topic, record).await.unwrap();
+        sent.push((position.offset, value));
+    }
+    sent
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn retention_drops_old_segments_and_moves_the_log_start() {
+    let setup = setup("retention", &[]).await;
+    let server = setup.agent.server();
+    let topic = "short-lived";
+    create_topic(&server, topic, 1, &[("retention.ms", "4000")]).await;
+    let old = produce_one_by_one(&server, topic, 20).await;
+    let old_entries = index(&setup.metastore, topic, 0).await;
+    // A consumer from the beginning, positioned before retention runs.
+    let mut early = Consumer::connect(&server, ConsumerConfig::default())
+        .await
+        .unwrap();
+    early
+        .assign(topic, &[0], StartOffset::Offset(0))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let new = produce_one_by_one(&server, topic, 20).await;
+    let new_start = new[0].0;
+    let _compactor = CompactorProcess::start(
+        &setup.kind,
+        &[
+            "--interval",
+            "500ms",
+            "--orphan-min-age",
+            "3s",
+            "--gc-grace",
+            "0s",
+        ],
+    );
+    wait_until("the log start moved", async || {
+        setup
+            .metastore
+            .partition_state(topic, 0)
+            .await
+            .unwrap()
+            .log_start_offset
+            > 0
+    })
+    .await;
+    let state = setup.metastore.partition_state(topic, 0).await.unwrap();
+    // Exactly the old records went: none newer than retention.ms.
+    assert_eq!(state.log_start_offset, new_start);
+    check_index(&setup, topic, 0).await;
+    wait_until("the old segments left the store", async || {
+        old_entries
+            .iter()
+            .all(|e| !object_path(&setup.env, &setup.bucket, &e.object).exists())
+    })
+    .await;
+    // A fetch below the log start says where it is now.
+    let status = strata_client::proto::log_client::LogClient::connect(server.clone())
+        .await
+        .unwrap()
+        .fetch(strata_client::proto::FetchRequest {
+            topic: topic.to_string(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1 << 20,
+            max_wait_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(
+        status
+            .message()
+            .contains(&format!("{new_start} (log start)")),
+        "{status:?}"
+    );
+    // The consumer positioned at 0 resumes from the new start and reads every new record.
+    let mut read = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while read.len() < new.len() {
+        read.extend(early.poll(Duration::from_millis(200)).await.unwrap());
+        assert!(
+            Instant::now() < deadline,
+            "the early consumer did not resume"
+        );
+    }
+    let got: Vec<(i64, String)> = read
+        .iter()
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, new);
+    report(&format!(
+        "COMPACTOR retention: {} old records in {} entries dropped, log start 0 -> {new_start}, {} newer records kept",
+        old.len(),
+        old_entries.len(),
+        new.len()
+    ));
+}
+
+/// The value last written for each key, and its offset; `None` for a tombstone.
+type Latest = BTreeMap<String, (i64, Option<String>)>;
+
+/// Produces `records` updates over `keys` keys (values carry the round), then tombstones
+/// for the first `deleted` keys; returns the newest write of every key.
+async fn produce_updates(
+    server: &str,
+    topic: &str,
+    records: usize,
+    keys: usize,
+    deleted: usize,
+) -> (Latest, usize) {
+    let producer = Producer::connect(server, ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut latest = Latest::new();
+    let mut pending = Vec::new();
+    let send = async |key: String, value: Option<String>| {
+        let record = ProducerRecord {
+            key: Some(Bytes::from(key.clone())),
+            value: value.clone().map(Bytes::from),
+            ..ProducerRecord::value("")
+        };
+        let delivery = producer.send(topic, record).await.unwrap();
+        (key, value, delivery)
+    };
+    for i in 0..records {
+        let key = format!("key-{:04}", i % keys);
+        let value = format!("{key}-round-{}-{}", i / keys, "x".repeat(64));
+        pending.push(send(key, Some(value)).await);
+    }
+    for k in 0..deleted {
+        pending.push(send(format!("key-{k:04}"), None).await);
+    }
+    let total = pending.len();
+    for (key, value, delivery) in pending {
+        let position = delivery.await.unwrap();
+        let newer = latest.get(&key).is_none_or(|(o, _)| *o < position.offset);
+        if newer {
+            latest.insert(key, (position.offset, value));
+        }
+    }
+    (latest, total)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_keeps_the_newest_record_of_every_key() {
+    let setup = setup("compaction", &[]).await;
+    let server = setup.agent.server();
+    let topic = "table";
+    create_topic(
+        &server,
+        topic,
+        1,
+        &[
+            ("cleanup.policy", "compact"),
+            ("delete.retention.ms", "3000"),
+        ],
+    )
+    .await;
+    // Keyless records are refused on a compacted topic.
+    let keyless = Producer::connect(&server, ProducerConfig::default())
+        .await
+        .unwrap()
+        .send_and_wait(topic, ProducerRecord::value("no key"))
+        .await
+        .unwrap_err();
+    assert!(keyless.to_string().contains("has no key"), "{keyless}");
+
+    let (latest, produced) = produce_updates(&server, topic, 100_000, 1_000, 100).await;
+    let bytes_before = stored_bytes(&setup.env, &setup.bucket);
+    let hwm = setup
+        .metastore
+        .partition_state(topic, 0)
+        .await
+        .unwrap()
+        .high_watermark;
+    assert_eq!(hwm as usize, produced);
+    let _compactor = CompactorProcess::start(
+        &setup.kind,
+        &[
+            "--interval",
+            "500ms",
+            "--orphan-min-age",
+            "2s",
+            "--gc-grace",
+            "0s",
+            "--merge-min-age",
+            "0s",
+        ],
+    );
+    // First the log is compacted with its tombstones kept ...
+    wait_until("the partition is compacted", async || {
+        setup
+            .metastore
+            .clean_state(topic, 0)
+            .await
+            .unwrap()
+            .cleaned_to
+            == hwm
+    })
+    .await;
+    check_index(&setup, topic, 0).await;
+    // ... then, past delete.retention.ms, the tombstones go too.
+    wait_until("the tombstones are dropped", async || {
+        setup
+            .metastore
+            .clean_state(topic, 0)
+            .await
+            .unwrap()
+            .oldest_tombstone_ms
+            .is_none()
+    })
+    .await;
+    check_index(&setup, topic, 0).await;
+    // Agents re-read a partition's index within 10 s of a compactor's change to it.
+    let mut records = Vec::new();
+    let mut read: Latest = Latest::new();
+    wait_until("readers see the compacted log", async || {
+        records = read_all(&server, topic).await;
+        read.clear();
+        for r in &records {
+            let key = String::from_utf8(r.key.clone().unwrap().to_vec()).unwrap();
+            let value = r
+                .value
+                .as_ref()
+                .map(|v| String::from_utf8(v.to_vec()).unwrap());
+            read.insert(key, (r.offset, value));
+        }
+        read.len() == records.len() && read.values().all(|(_, v)| v.is_some())
+    })
+    .await;
+    let live: Latest = latest
+        .iter()
+        .filter(|(_, (_, v))| v.is_some())
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    assert_eq!(live.len(), 900);
+    assert_eq!(
+        read, live,
+        "after compaction: the newest value of every live key, at its offset"
+    );
+    wait_until("the replaced segments left the store", async || {
+        stored_bytes(&setup.env, &setup.bucket) < bytes_before / 10
+    })
+    .await;
+    let bytes_after = stored_bytes(&setup.env, &setup.bucket);
+    report(&format!(
+        "COMPACTOR compaction: {produced} records over 1000 keys (100 deleted) -> {} records; store {bytes_before} -> {bytes_after} bytes; index entries {}",
+        records.len(),
+        index(&setup.metastore, topic, 0).await.len()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ten_thousand_flushes_merge_into_a_few_entries() {
+    let setup = setup("merge", &["--linger-ms", "0"]).await;
+    let server = setup.agent.server();
+    let topic = "many-flushes";
+    create_topic(&server, topic, 1, &[]).await;
+    let started = Instant::now();
+    let sent = produce_one_by_one(&server, topic, 10_000).await;
+    let before = index(&setup.metastore, topic, 0).await.len();
+    let produce_secs = started.elapsed().as_secs_f64();
+    let compactor = CompactorProcess::start(
+        &setup.kind,
+        &[
+            "--interval",
+            "500ms",
+            "--merge-min-age",
+            "0s",
+            "--orphan-min-age",
+            "2s",
+            "--gc-grace",
+            "0s",
+        ],
+    );
+    let merging = Instant::now();
+    while index(&setup.metastore, topic, 0).await.len() > 10 {
+        assert!(
+            merging.elapsed() < Duration::from_secs(180),
+            "the index was not merged in 180 s:\n{}",
+            compactor.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let merge_secs = merging.elapsed().as_secs_f64();
+    let after = check_index(&setup, topic, 0).await;
+    let got: Vec<(i64, String)> = read_all(&server, topic)
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, sent, "every record, once, in order, after the merge");
+    assert!(
+        before >= 9_000,
+        "the records were not flushed one by one: {before} entries"
+    );
+    report(&format!(
+        "COMPACTOR merge: {} flushes ({before} index entries, produced in {produce_secs:.0} s) -> {after} index entries after merging ({merge_secs:.0} s, debug build)",
+        sent.len()
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_compactor_killed_mid_job_loses_and_duplicates_nothing() {
+    let setup = setup("kill-compactor", &["--linger-ms", "0"]).await;
+    let server = setup.agent.server();
+    for failpoint in ["merge-put", "merge-swap", "compact-put", "compact-swap"] {
+        // Fresh topics each time, so the compactor has work to be killed in.
+        let (log, table) = (format!("log-{failpoint}"), format!("table-{failpoint}"));
+        create_topic(&server, &log, 1, &[]).await;
+        create_topic(&server, &table, 1, &[("cleanup.policy", "compact")]).await;
+        let sent = produce_one_by_one(&server, &log, 300).await;
+        let (latest, _) = produce_updates(&server, &table, 2_000, 50, 0).await;
+        let mut compactor = CompactorProcess::start(
+            &setup.kind,
+            &[
+                "--interval",
+                "500ms",
+                "--merge-min-age",
+                "0s",
+                "--claim-ttl",
+                "2s",
+                "--failpoint",
+                failpoint,
+            ],
+        );
+        compactor.wait_for_log("failpoint reached", Duration::from_secs(60));
+        compactor.kill();
+        // Nothing lost, nothing duplicated, no entry naming a missing object — right
+        // after the kill, and after another compactor finishes the work.
+        for round in ["killed", "restarted"] {
+            check_index(&setup, &log, 0).await;
+            check_index(&setup, &table, 0).await;
+            let got: Vec<(i64, String)> = read_all(&server, &log)
+                .await
+                .iter()
+                .map(|r| {
+                    (
+                        r.offset,
+                        String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(got, sent, "log after a kill at {failpoint} ({round})");
+            let mut read: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
+            for r in read_all(&server, &table).await {
+                let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+                let value = r.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+                // A key may still appear more than once before compaction; the newest wins.
+                read.insert(key, (r.offset, value));
+            }
+            assert_eq!(read, latest, "table after a kill at {failpoint} ({round})");
+            if round == "killed" {
+                // The claim of the killed compactor expires with its lease; then another
+                // compactor finishes the work.
+                let again = CompactorProcess::start(
+                    &setup.kind,
+                    &[
+                        "--interval",
+                        "500ms",
+                        "--merge-min-age",
+                        "0s",
+                        "--claim-ttl",
+                        "2s",
+                    ],
+                );
+                again.wait_for_log("compaction pass done", Duration::from_secs(60));
+                drop(again);
+            }
+        }
+        report(&format!(
+            "COMPACTOR kill -9 at {failpoint}: 0 lost, 0 duplicated, every index entry names an existing object"
+        ));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_compactors_never_work_on_one_partition() {
+    let setup = setup("two-compactors", &["--linger-ms", "0"]).await;
+    let server = setup.agent.server();
+    let topic = "shared";
+    create_topic(&server, topic, 8, &[]).await;
+    let producer = Producer::connect(&server, ProducerConfig::default())
+        .await
+        .unwrap();
+    let args = ["--interval", "100ms", "--merge-min-age", "0s"];
+    let first = CompactorProcess::start(&setup.kind, &args);
+    let second = CompactorProcess::start(&setup.kind, &args);
+    let until = Instant::now() + Duration::from_secs(8);
+    let mut i = 0u64;
+    while Instant::now() < until {
+        let mut record = ProducerRecord::value(format!("v{i}"));
+        record.partition = Some((i % 8) as u32);
+        producer.send_and_wait(topic, record).await.unwrap();
+        i += 1;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (a, b) = (first.jobs(), second.jobs());
+    assert!(
+        !a.is_empty() && !b.is_empty(),
+        "both compactors ran jobs: {} and {}",
+        a.len(),
+        b.len()
+    );
+    let mut shared = 0;
+    for (job, start, end) in &a {
+        for (other, other_start, other_end) in &b {
+            if job == other {
+                shared += 1;
+                assert!(
+                    end <= other_start || other_end <= start,
+                    "both compactors worked on {job} at once: {start}..{end} and {other_start}..{other_end}"
+                );
+            }
+        }
+    }
+    assert!(shared > 0, "the compactors never took turns on a partition");
+    report(&format!(
+        "COMPACTOR two compactors: {} and {} jobs over {i} produced records, {shared} pairs of jobs on the same partition, none overlapping",
+        a.len(),
+        b.len()
+    ));
+}
