@@ -141,6 +141,17 @@ fn contiguous_entries(
     (entries, missing)
 }
 
+/// The error of a fetch at `offset` outside the committed bounds.
+fn out_of_range(key: &PartitionKey, offset: i64, committed: Committed) -> Error {
+    Error::OffsetOutOfRange {
+        topic: key.0.clone(),
+        partition: key.1,
+        offset,
+        log_start_offset: committed.log_start_offset,
+        high_watermark: committed.high_watermark,
+    }
+}
+
 /// Records read by one fetch.
 #[derive(Debug)]
 pub(crate) struct FetchResult {
@@ -200,13 +211,7 @@ impl Inner {
     ) -> Result<FetchResult> {
         let mut committed = self.refresh_committed(key).await?;
         if offset < committed.log_start_offset || offset > committed.high_watermark {
-            return Err(Error::OffsetOutOfRange {
-                topic: key.0.clone(),
-                partition: key.1,
-                offset,
-                log_start_offset: committed.log_start_offset,
-                high_watermark: committed.high_watermark,
-            });
+            return Err(out_of_range(key, offset, committed));
         }
         if offset == committed.high_watermark && !max_wait.is_zero() {
             committed = self.wait_for_records(key, offset, max_wait).await?;
@@ -230,13 +235,7 @@ impl Inner {
                 self.partition_log(key).forget_index();
                 committed = self.refresh_committed(key).await?;
                 if offset < committed.log_start_offset {
-                    return Err(Error::OffsetOutOfRange {
-                        topic: key.0.clone(),
-                        partition: key.1,
-                        offset,
-                        log_start_offset: committed.log_start_offset,
-                        high_watermark: committed.high_watermark,
-                    });
+                    return Err(out_of_range(key, offset, committed));
                 }
                 self.read_records(key, offset, committed.high_watermark, max_bytes)
                     .await?

@@ -83,6 +83,20 @@ async fn read_all(server: &str, topic: &str) -> Vec<ConsumerRecord> {
     }
 }
 
+/// Every `(offset, value)` of a one-partition topic of plain values.
+async fn read_values(server: &str, topic: &str) -> Vec<(i64, String)> {
+    read_all(server, topic)
+        .await
+        .iter()
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
+            )
+        })
+        .collect()
+}
+
 /// Waits until `condition` holds (checked every 200 ms); panics with `what` after 120 s.
 async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
     let deadline = Instant::now() + Duration::from_secs(120);
@@ -426,16 +440,7 @@ async fn ten_thousand_flushes_merge_into_a_few_entries() {
     }
     let merge_secs = merging.elapsed().as_secs_f64();
     let after = check_index(&setup, topic, 0).await;
-    let got: Vec<(i64, String)> = read_all(&server, topic)
-        .await
-        .iter()
-        .map(|r| {
-            (
-                r.offset,
-                String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
-            )
-        })
-        .collect();
+    let got = read_values(&server, topic).await;
     assert_eq!(got, sent, "every record, once, in order, after the merge");
     assert!(
         before >= 9_000,
@@ -478,16 +483,7 @@ async fn a_compactor_killed_mid_job_loses_and_duplicates_nothing() {
         for round in ["killed", "restarted"] {
             check_index(&setup, &log, 0).await;
             check_index(&setup, &table, 0).await;
-            let got: Vec<(i64, String)> = read_all(&server, &log)
-                .await
-                .iter()
-                .map(|r| {
-                    (
-                        r.offset,
-                        String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
-                    )
-                })
-                .collect();
+            let got = read_values(&server, &log).await;
             assert_eq!(got, sent, "log after a kill at {failpoint} ({round})");
             let mut read: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
             for r in read_all(&server, &table).await {
