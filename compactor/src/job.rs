@@ -142,9 +142,7 @@ impl<'a> Rewriter<'a> {
                     max_timestamp_ms: b.max_timestamp_ms,
                 })
                 .collect();
-            if self.claim.is_lost() {
-                return Err(Error::ClaimLost(compaction_job(self.topic, self.partition)));
-            }
+            ensure_held(self.claim, self.topic, self.partition)?;
             let swapped = self
                 .inner
                 .metastore
@@ -192,39 +190,48 @@ impl Inner {
             ..PassReport::default()
         };
         let policy = TopicPolicy::from_config(&topic.config);
-        self.apply_retention(&topic.name, partition, &policy, claim, &mut report)
-            .await?;
-        if policy.compact {
-            self.compact(topic, partition, &policy, claim, &mut report)
-                .await?;
+        let name = topic.name.as_str();
+        // The index is read once, and again only after a step changed it.
+        let mut entries = self.metastore.index_entries(name, partition, 0, 0).await?;
+        if self
+            .apply_retention(name, partition, &entries, &policy, claim, &mut report)
+            .await?
+        {
+            entries = self.metastore.index_entries(name, partition, 0, 0).await?;
         }
-        self.merge(&topic.name, partition, claim, &mut report)
+        if policy.compact
+            && self
+                .compact(topic, partition, &entries, &policy, claim, &mut report)
+                .await?
+        {
+            entries = self.metastore.index_entries(name, partition, 0, 0).await?;
+        }
+        self.merge(name, partition, &entries, claim, &mut report)
             .await?;
         Ok(report)
     }
 
     /// Drops the entries past `retention.ms` / `retention.bytes` from the start of the
     /// log, moving the log start offset.
-    #[instrument(name = "compactor.retention", skip(self, policy, claim, report))]
+    /// Returns whether the index changed.
+    #[instrument(
+        name = "compactor.retention",
+        skip(self, entries, policy, claim, report)
+    )]
     async fn apply_retention(
         &self,
         topic: &str,
         partition: u32,
+        entries: &[IndexEntry],
         policy: &TopicPolicy,
         claim: &dyn Liveness,
         report: &mut PassReport,
-    ) -> Result<()> {
-        if !policy.delete || (policy.retention_ms.is_none() && policy.retention_bytes.is_none()) {
-            return Ok(());
-        }
-        let entries = self.metastore.index_entries(topic, partition, 0, 0).await?;
-        let expired = expired_prefix(&entries, policy, self.clock.now_ms());
+    ) -> Result<bool> {
+        let expired = expired_prefix(entries, policy, self.clock.now_ms());
         for chunk in entries[..expired].chunks(self.metastore.max_swap_entries()) {
-            if claim.is_lost() {
-                return Err(Error::ClaimLost(compaction_job(topic, partition)));
-            }
+            ensure_held(claim, topic, partition)?;
             if !self.metastore.truncate_log(topic, partition, chunk).await? {
-                return Ok(());
+                return Ok(true);
             }
             report.expired_entries += chunk.len() as u64;
             let start = chunk.last().map_or(0, |e| e.last_offset + 1);
@@ -236,26 +243,26 @@ impl Inner {
                 "retention moved the log start"
             );
         }
-        Ok(())
+        Ok(expired > 0)
     }
 
     /// Merges runs of small entries into per-partition blocks, copying the stored batches
     /// unchanged (after checking them).
-    #[instrument(name = "compactor.merge", skip(self, claim, report))]
+    #[instrument(name = "compactor.merge", skip(self, entries, claim, report))]
     async fn merge(
         &self,
         topic: &str,
         partition: u32,
+        entries: &[IndexEntry],
         claim: &dyn Liveness,
         report: &mut PassReport,
     ) -> Result<()> {
-        let entries = self.metastore.index_entries(topic, partition, 0, 0).await?;
         let limits = MergeLimits {
             block_bytes: self.config.block_target_bytes,
             max_entries: self.metastore.max_swap_entries(),
             min_age_ms: duration_ms(self.config.merge_min_age),
         };
-        let runs = merge_runs(&entries, &limits, self.clock.now_ms());
+        let runs = merge_runs(entries, &limits, self.clock.now_ms());
         if runs.is_empty() {
             return Ok(());
         }
@@ -303,18 +310,19 @@ impl Inner {
     /// Log compaction: in the part of the log older than `min.compaction.lag.ms`, keeps
     /// only the newest record of each key (and its tombstone until `delete.retention.ms`
     /// after it), at its original offset.
-    #[instrument(name = "compactor.compact", skip(self, topic, policy, claim, report), fields(topic = %topic.name))]
+    /// Returns whether the index changed.
+    #[instrument(name = "compactor.compact", skip(self, topic, entries, policy, claim, report), fields(topic = %topic.name))]
     async fn compact(
         &self,
         topic: &TopicMeta,
         partition: u32,
+        entries: &[IndexEntry],
         policy: &TopicPolicy,
         claim: &dyn Liveness,
         report: &mut PassReport,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let name = topic.name.as_str();
         let now = self.clock.now_ms();
-        let entries = self.metastore.index_entries(name, partition, 0, 0).await?;
         let clean = self.metastore.clean_state(name, partition).await?;
         let lag_limit = now.saturating_sub(policy.min_compaction_lag_ms);
         let cleanable_len = entries
@@ -323,7 +331,7 @@ impl Inner {
             .count();
         let cleanable = &entries[..cleanable_len];
         let Some(end) = cleanable.last().map(|e| e.last_offset + 1) else {
-            return Ok(());
+            return Ok(false);
         };
         let tombstone_expired = |ts: i64| {
             policy
@@ -332,7 +340,7 @@ impl Inner {
         };
         let dirty = end > clean.cleaned_to;
         if !dirty && !clean.oldest_tombstone_ms.is_some_and(tombstone_expired) {
-            return Ok(());
+            return Ok(false);
         }
         // Pass 1: the newest offset of every key.
         let mut newest: HashMap<Bytes, i64> = HashMap::new();
@@ -390,11 +398,11 @@ impl Inner {
                 })
                 .await?
             {
-                return Ok(());
+                return Ok(true);
             }
         }
         if !rewriter.flush().await? {
-            return Ok(());
+            return Ok(true);
         }
         report.compacted_entries += rewriter.swapped;
         report.compacted_records += removed;
@@ -403,9 +411,7 @@ impl Inner {
             cleaned_to: end,
             oldest_tombstone_ms: oldest_tombstone,
         };
-        if claim.is_lost() {
-            return Err(Error::ClaimLost(compaction_job(name, partition)));
-        }
+        ensure_held(claim, name, partition)?;
         self.metastore
             .store_clean_state(name, partition, &clean, &cleaned)
             .await?;
@@ -417,7 +423,7 @@ impl Inner {
             keys = newest.len(),
             "log compacted"
         );
-        Ok(())
+        Ok(rewriter.swapped > 0)
     }
 
     /// The blocks replacing `run` with `kept` (its surviving records, in offset order):
@@ -487,6 +493,14 @@ impl Inner {
             entry.base_offset..=entry.last_offset,
         )?)
     }
+}
+
+/// Stops a job whose claim lapsed: another compactor may hold the partition now.
+fn ensure_held(claim: &dyn Liveness, topic: &str, partition: u32) -> Result<()> {
+    if claim.is_lost() {
+        return Err(Error::ClaimLost(compaction_job(topic, partition)));
+    }
+    Ok(())
 }
 
 /// A duration in whole milliseconds, as an i64.

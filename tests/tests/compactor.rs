@@ -255,6 +255,21 @@ async fn retention_drops_old_segments_and_moves_the_log_start() {
 /// The value last written for each key, and its offset; `None` for a tombstone.
 type Latest = BTreeMap<String, (i64, Option<String>)>;
 
+/// The newest record of each key among `records` (in offset order).
+fn newest_by_key(records: &[ConsumerRecord]) -> Latest {
+    records
+        .iter()
+        .map(|r| {
+            let key = String::from_utf8(r.key.clone().unwrap().to_vec()).unwrap();
+            let value = r
+                .value
+                .as_ref()
+                .map(|v| String::from_utf8(v.to_vec()).unwrap());
+            (key, (r.offset, value))
+        })
+        .collect()
+}
+
 /// Produces `records` updates over `keys` keys (values carry the round), then tombstones
 /// for the first `deleted` keys; returns the newest write of every key.
 async fn produce_updates(
@@ -372,15 +387,7 @@ async fn compaction_keeps_the_newest_record_of_every_key() {
     let mut read: Latest = Latest::new();
     wait_until("readers see the compacted log", async || {
         records = read_all(&server, topic).await;
-        read.clear();
-        for r in &records {
-            let key = String::from_utf8(r.key.clone().unwrap().to_vec()).unwrap();
-            let value = r
-                .value
-                .as_ref()
-                .map(|v| String::from_utf8(v.to_vec()).unwrap());
-            read.insert(key, (r.offset, value));
-        }
+        read = newest_by_key(&records);
         read.len() == records.len() && read.values().all(|(_, v)| v.is_some())
     })
     .await;
@@ -485,13 +492,8 @@ async fn a_compactor_killed_mid_job_loses_and_duplicates_nothing() {
             check_index(&setup, &table, 0).await;
             let got = read_values(&server, &log).await;
             assert_eq!(got, sent, "log after a kill at {failpoint} ({round})");
-            let mut read: BTreeMap<String, (i64, Option<String>)> = BTreeMap::new();
-            for r in read_all(&server, &table).await {
-                let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
-                let value = r.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
-                // A key may still appear more than once before compaction; the newest wins.
-                read.insert(key, (r.offset, value));
-            }
+            // A key may still appear more than once before compaction; the newest wins.
+            let read = newest_by_key(&read_all(&server, &table).await);
             assert_eq!(read, latest, "table after a kill at {failpoint} ({round})");
             if round == "killed" {
                 // The claim of the killed compactor expires with its lease; then another
