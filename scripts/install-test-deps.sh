@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need and a fresh machine lacks:
-#   etcd (Debian's etcd-server) and s3s-fs (a real S3 server over a directory, from crates.io).
+#   etcd (Debian's etcd-server), s3s-fs (a real S3 server over a directory, from crates.io),
+#   and pyarrow + DuckDB (PyPI, in a virtual environment) to read the Parquet archive.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -16,4 +17,25 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
   echo "installing s3s-fs 0.14.1 (cargo install; about 2-5 minutes)" >&2
   # 0.14.1 is the newest that builds on our toolchain.
   cargo install s3s-fs@0.14.1 --features binary --locked --quiet
+fi
+
+# pyarrow and DuckDB read the compactor's Parquet archive in the archive tests: real
+# outside readers. A virtual environment of their own, reused between runs.
+venv="${STRATA_TEST_VENV:-$HOME/.cache/strata/test-venv}"
+pyarrow_version=26.0.1
+duckdb_version=1.5.6
+if ! "$venv/bin/python" -c "
+import sys, pyarrow, duckdb
+sys.exit(pyarrow.__version__ != '$pyarrow_version' or duckdb.__version__ != '$duckdb_version')
+" >/dev/null 2>&1; then
+  echo "installing pyarrow $pyarrow_version and duckdb $duckdb_version (PyPI) into $venv" >&2
+  if ! python3 -m venv "$venv" >/dev/null 2>&1; then
+    sudo_cmd=""
+    [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+    $sudo_cmd apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq python3 python3-venv >/dev/null
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/pip" install --quiet --disable-pip-version-check \
+    "pyarrow==$pyarrow_version" "duckdb==$duckdb_version"
 fi

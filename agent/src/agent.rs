@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use strata_metastore::{AgentRecord, Metastore, PartitionState, TopicMeta};
+use strata_metastore::{AgentRecord, ArchiveState, Metastore, PartitionState, TopicMeta};
 use strata_storage::{BlockCache, Record, SegmentStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -148,6 +148,17 @@ pub struct PartitionDescription {
     pub state: PartitionState,
     /// The agent the controller assigned it to: the one to send its records to.
     pub assigned_agent: Option<String>,
+}
+
+/// A topic's Parquet archive, as `DescribeArchive` shows it.
+#[derive(Debug, Clone)]
+pub struct ArchiveDescription {
+    /// The topic's `archive.enabled`.
+    pub enabled: bool,
+    /// The archive's folder and the store it is in.
+    pub location: String,
+    /// Per partition: its committed state and how far it is archived.
+    pub partitions: Vec<(PartitionDescription, ArchiveState)>,
 }
 
 /// The cluster as `Metadata` describes it.
@@ -321,6 +332,17 @@ impl Agent {
             config: topic::resolve_config(config)?,
             created_at_ms: self.inner.clock.now_ms(),
         };
+        let archive = strata_storage::archive::topic_prefix(name);
+        if TopicSettings::from_config(&meta.config).archived
+            && self.inner.store.has_any(&archive).await?
+        {
+            // Archive files outlive their topic; a new topic of the same name would write
+            // over them and mix with them.
+            return Err(Error::FailedPrecondition(format!(
+                "cannot archive topic '{name}': {archive} in the object store holds the archive \
+                 of an earlier topic of that name; move or delete it first, or use another name"
+            )));
+        }
         self.inner.metastore.create_topic(&meta).await?;
         tracing::info!(topic = name, partitions, "created topic");
         self.wait_for_assignment(name).await;
@@ -353,6 +375,27 @@ impl Agent {
         let meta = self.load_topic(name).await?;
         let partitions = self.partition_states(&meta).await?;
         Ok((meta, partitions))
+    }
+
+    /// How far a topic is archived as Parquet.
+    pub async fn describe_archive(&self, name: &str) -> Result<ArchiveDescription> {
+        let meta = self.load_topic(name).await?;
+        let partitions = self.partition_states(&meta).await?;
+        let archived = futures::future::try_join_all((0..meta.partitions).map(|p| {
+            let metastore = self.inner.metastore.clone();
+            let name = meta.name.clone();
+            async move { metastore.archive_state(&name, p).await }
+        }))
+        .await?;
+        Ok(ArchiveDescription {
+            enabled: TopicSettings::from_config(&meta.config).archived,
+            location: format!(
+                "{} in {}",
+                strata_storage::archive::topic_prefix(name),
+                self.inner.store.description()
+            ),
+            partitions: partitions.into_iter().zip(archived).collect(),
+        })
     }
 
     async fn partition_states(&self, meta: &TopicMeta) -> Result<Vec<PartitionDescription>> {

@@ -96,6 +96,10 @@ pub enum Error {
         /// Its members, `member_id` or `member_id (instance)`, comma-separated.
         members: String,
     },
+    /// The request cannot be done in the cluster's present state; the message says what
+    /// to change first.
+    #[error("{0}")]
+    FailedPrecondition(String),
     /// Too much is waiting to be flushed; retry later.
     #[error("agent overloaded: {0}")]
     Overloaded(String),

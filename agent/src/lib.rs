@@ -36,6 +36,9 @@ pub mod topic;
 mod write_path_tests;
 mod writer;
 
-pub use agent::{Agent, AgentConfig, Appended, ClusterMetadata, NewRecord, PartitionDescription};
+pub use agent::{
+    Agent, AgentConfig, Appended, ArchiveDescription, ClusterMetadata, NewRecord,
+    PartitionDescription,
+};
 pub use error::{Error, Result};
 pub use metrics::Metrics;

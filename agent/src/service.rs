@@ -55,7 +55,9 @@ pub fn status(error: Error) -> Status {
             );
             Status::with_metadata(tonic::Code::OutOfRange, message, metadata)
         }
-        Error::NotOwner { .. } => Status::failed_precondition(message),
+        Error::NotOwner { .. } | Error::FailedPrecondition(_) => {
+            Status::failed_precondition(message)
+        }
         Error::GroupNotFound(_) => Status::not_found(message),
         Error::NotCoordinator { .. } => group_error(message, "not-coordinator"),
         Error::UnknownMember { .. } => group_error(message, "unknown-member"),
@@ -381,6 +383,41 @@ impl Admin for AgentService {
         Ok(Response::new(pb::DescribeTopicResponse {
             topic: Some(topic_info(&meta)),
             partitions: partitions.iter().map(partition_info).collect(),
+        }))
+    }
+
+    async fn describe_archive(
+        &self,
+        request: Request<pb::DescribeArchiveRequest>,
+    ) -> Result<Response<pb::DescribeArchiveResponse>, Status> {
+        let topic = request.into_inner().topic;
+        let archive = self.agent.describe_archive(&topic).await.map_err(status)?;
+        let partitions = archive
+            .partitions
+            .iter()
+            .map(|(p, a)| pb::PartitionArchive {
+                partition: p.partition as i32,
+                start_offset: a.start_offset,
+                archived_to: a.archived_to,
+                log_start_offset: p.state.log_start_offset,
+                high_watermark: p.state.high_watermark,
+                files: a.files,
+                records: a.records,
+                bytes: a.bytes,
+                archived_at_ms: a.archived_at_ms,
+                pending_file: a
+                    .pending
+                    .map(|r| {
+                        strata_storage::archive::file_name(&topic, p.partition, r.first, r.last)
+                    })
+                    .unwrap_or_default(),
+            })
+            .collect();
+        Ok(Response::new(pb::DescribeArchiveResponse {
+            topic,
+            enabled: archive.enabled,
+            location: archive.location,
+            partitions,
         }))
     }
 

@@ -11,6 +11,7 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1 << 20;
 
 /// Every config key a topic accepts, with its default.
 pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
+    ("archive.enabled", "false"),
     ("cleanup.policy", "delete"),
     ("compression.type", "none"),
     ("delete.retention.ms", "86400000"),
@@ -52,6 +53,11 @@ pub fn resolve_config(given: &BTreeMap<String, String>) -> Result<BTreeMap<Strin
             ))
         };
         match key.as_str() {
+            "archive.enabled" => {
+                if !matches!(value.as_str(), "true" | "false") {
+                    return Err(bad("true or false"));
+                }
+            }
             "cleanup.policy" => {
                 if !matches!(
                     value.as_str(),
@@ -103,6 +109,8 @@ pub struct TopicSettings {
     pub compression: Compression,
     /// `cleanup.policy` includes `compact`: every record needs a key.
     pub compacted: bool,
+    /// `archive.enabled`: the compactor archives the topic as Parquet.
+    pub archived: bool,
 }
 
 impl TopicSettings {
@@ -120,6 +128,7 @@ impl TopicSettings {
             compacted: config
                 .get("cleanup.policy")
                 .is_some_and(|p| p.split(',').any(|p| p == "compact")),
+            archived: config.get("archive.enabled").is_some_and(|v| v == "true"),
         }
     }
 }
@@ -153,6 +162,7 @@ mod tests {
         for (k, v) in [
             ("compression.type", "brotli"),
             ("max.message.bytes", "0"),
+            ("archive.enabled", "yes"),
             ("nope", "1"),
         ] {
             let given = BTreeMap::from([(k.to_string(), v.to_string())]);

@@ -46,9 +46,19 @@ pub enum Command {
     /// List, describe, reset and delete consumer groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Inspect topics' Parquet archives (topics created with archive.enabled=true).
+    #[command(subcommand)]
+    Archive(ArchiveCommand),
     /// Measure throughput, latency and what they cost in requests.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ArchiveCommand {
+    /// Where a topic's archive is and, per partition, how far it is archived, in how many
+    /// files, and how far it trails the log.
+    Status { topic: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -376,6 +386,17 @@ pub struct CompactorArgs {
     /// How often the metastore's (etcd's) history is compacted [default: 10m].
     #[arg(long, env = "STRATA_HISTORY_INTERVAL", value_parser = humantime::parse_duration)]
     pub history_interval: Option<Duration>,
+    /// The archive of a topic with archive.enabled=true trails its log by at most about
+    /// this long (plus one pass) [default: 60s].
+    #[arg(long, env = "STRATA_ARCHIVE_INTERVAL", value_parser = humantime::parse_duration)]
+    pub archive_interval: Option<Duration>,
+    /// Target size of one archive file, in stored log bytes [default: 134217728].
+    #[arg(long, env = "STRATA_ARCHIVE_FILE_BYTES")]
+    pub archive_file_bytes: Option<u64>,
+    /// Target size of one Parquet row group, encoded bytes: what a query engine reads in
+    /// parallel and skips by its offset/timestamp statistics [default: 33554432].
+    #[arg(long, env = "STRATA_ARCHIVE_ROW_GROUP_BYTES")]
+    pub archive_row_group_bytes: Option<u64>,
     /// Run one pass, print what it did, and exit.
     #[arg(long)]
     pub once: bool,
@@ -384,7 +405,7 @@ pub struct CompactorArgs {
     #[arg(long)]
     pub gc_dry_run: bool,
     /// Test hook: stop dead at this point of a job (merge-put, merge-swap, compact-put,
-    /// compact-swap) so a test can kill the process there.
+    /// compact-swap, archive-put) so a test can kill the process there.
     #[arg(long, env = "STRATA_COMPACTOR_FAILPOINT", hide = true)]
     pub failpoint: Option<String>,
 }
@@ -398,8 +419,8 @@ pub enum TopicCommand {
         #[arg(long, short, default_value_t = 1)]
         partitions: i32,
         /// Topic config as key=value (max.message.bytes, compression.type, retention.ms,
-        /// retention.bytes, cleanup.policy, delete.retention.ms, min.compaction.lag.ms);
-        /// repeatable.
+        /// retention.bytes, cleanup.policy, delete.retention.ms, min.compaction.lag.ms,
+        /// archive.enabled); repeatable.
         #[arg(long = "config", short = 'c', value_name = "KEY=VALUE")]
         config: Vec<String>,
     },

@@ -1,6 +1,7 @@
 //! `strata`: the one binary. Servers (`dev`, `agent`, `compactor`) and user commands (`topic`,
-//! `produce`, `consume`, `group`, `stats`).
+//! `produce`, `consume`, `group`, `archive`, `stats`).
 
+mod archive;
 mod args;
 mod bench;
 mod consume;
@@ -35,6 +36,7 @@ fn main() -> anyhow::Result<()> {
             Command::Stats => topic::stats(&server).await,
             Command::Cluster(command) => topic::cluster(&server, command).await,
             Command::Group(command) => group::run(&server, command).await,
+            Command::Archive(command) => archive::run(&server, command).await,
             Command::Bench(command) => bench::run(&server, command).await,
         }
     })

@@ -50,6 +50,7 @@ struct AgentFile {
     compactor_interval: Option<String>,
     orphan_min_age: Option<String>,
     gc_grace: Option<String>,
+    archive_interval: Option<String>,
 }
 
 fn read_file(path: &Path) -> Result<AgentFile> {
@@ -295,6 +296,16 @@ pub async fn run_compactor(args: CompactorArgs) -> Result<()> {
     config.block_target_bytes = args.merge_block_bytes.unwrap_or(config.block_target_bytes);
     config.merge_min_age = args.merge_min_age.unwrap_or(config.merge_min_age);
     config.history_interval = args.history_interval.unwrap_or(config.history_interval);
+    if let Some(d) = args
+        .archive_interval
+        .or(file_duration(&file.archive_interval, "archive_interval")?)
+    {
+        config.archive_interval = d;
+    }
+    config.archive_file_bytes = args.archive_file_bytes.unwrap_or(config.archive_file_bytes);
+    config.archive_row_group_bytes = args
+        .archive_row_group_bytes
+        .unwrap_or(config.archive_row_group_bytes);
     config.failpoint = args.failpoint.clone();
     anyhow::ensure!(
         config.claim_ttl >= Duration::from_secs(2),
@@ -303,6 +314,10 @@ pub async fn run_compactor(args: CompactorArgs) -> Result<()> {
     anyhow::ensure!(
         config.block_target_bytes > 0 && config.segment_target_bytes > 0,
         "--merge-block-bytes and --merge-segment-bytes must be positive"
+    );
+    anyhow::ensure!(
+        config.archive_file_bytes > 0 && config.archive_row_group_bytes > 0,
+        "--archive-file-bytes and --archive-row-group-bytes must be positive"
     );
     if args.gc_dry_run {
         let compactor = Compactor::new(config, metastore, store, Arc::new(SystemClock)).await?;
@@ -350,6 +365,7 @@ async fn start_dev_compactor(
     config.merge_min_age = Duration::from_secs(10);
     config.orphan_min_age = Duration::from_secs(600);
     config.gc_grace = Duration::from_secs(60);
+    config.archive_interval = Duration::from_secs(10);
     Ok(Compactor::start(config, metastore, store, Arc::new(SystemClock)).await?)
 }
 

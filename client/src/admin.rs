@@ -88,6 +88,18 @@ impl Admin {
         Ok(response.into_inner())
     }
 
+    /// How far a topic is archived as Parquet, per partition.
+    pub async fn describe_archive(&self, topic: &str) -> Result<pb::DescribeArchiveResponse> {
+        let response = self
+            .admin
+            .clone()
+            .describe_archive(pb::DescribeArchiveRequest {
+                topic: topic.to_string(),
+            })
+            .await?;
+        Ok(response.into_inner())
+    }
+
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.admin

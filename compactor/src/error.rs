@@ -13,6 +13,12 @@ pub enum Error {
     /// compactor may be working on the same partition, so this one stops.
     #[error("the claim on job '{0}' was lost; stopping it")]
     ClaimLost(String),
+    /// An archive file could not be built.
+    #[error("cannot write a Parquet archive file: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Records could not be laid out as Arrow columns for the archive.
+    #[error("cannot build the archive's Arrow columns: {0}")]
+    Arrow(#[from] arrow_schema::ArrowError),
 }
 
 /// Result with the compactor's [`Error`].

@@ -1,4 +1,4 @@
-//! One partition's job: retention, then log compaction, then merges.
+//! One partition's job: the archive, then retention, then log compaction, then merges.
 //!
 //! Rewrites (merge and compaction) go through [`Rewriter`]: new blocks are packed into
 //! objects of about `segment_target_bytes`, each object is PUT (create-only, a fresh name)
@@ -15,12 +15,12 @@ use strata_storage::record::{Compression, Record, decode_block, encode_batch};
 use strata_storage::segment::SegmentBuilder;
 use tracing::instrument;
 
-use crate::plan::{MergeLimits, expired_prefix, merge_runs};
+use crate::plan::{MergeLimits, archived_prefix, expired_prefix, merge_runs};
 use crate::policy::TopicPolicy;
 use crate::{Error, Inner, PassReport, Result};
 
 /// Blocks a job reads from the object store at once.
-const READ_AHEAD: usize = 8;
+pub(crate) const READ_AHEAD: usize = 8;
 
 /// One new block: encoded batches (empty: the run holds no record any more) and the
 /// offsets its index entry covers.
@@ -193,15 +193,34 @@ impl Inner {
         let name = topic.name.as_str();
         // The index is read once, and again only after a step changed it.
         let mut entries = self.metastore.index_entries(name, partition, 0, 0).await?;
+        // On an archived topic, retention and compaction stay below what is archived.
+        let archived_to = if policy.archive {
+            Some(
+                self.archive(name, partition, &entries, claim, &mut report)
+                    .await?,
+            )
+        } else {
+            None
+        };
+        let expired = expired_prefix(&entries, &policy, self.clock.now_ms())
+            .min(archived_prefix(&entries, archived_to));
         if self
-            .apply_retention(name, partition, &entries, &policy, claim, &mut report)
+            .apply_retention(name, partition, &entries[..expired], claim, &mut report)
             .await?
         {
             entries = self.metastore.index_entries(name, partition, 0, 0).await?;
         }
+        let settled = archived_prefix(&entries, archived_to);
         if policy.compact
             && self
-                .compact(topic, partition, &entries, &policy, claim, &mut report)
+                .compact(
+                    topic,
+                    partition,
+                    &entries[..settled],
+                    &policy,
+                    claim,
+                    &mut report,
+                )
                 .await?
         {
             entries = self.metastore.index_entries(name, partition, 0, 0).await?;
@@ -211,24 +230,23 @@ impl Inner {
         Ok(report)
     }
 
-    /// Drops the entries past `retention.ms` / `retention.bytes` from the start of the
-    /// log, moving the log start offset.
-    /// Returns whether the index changed.
+    /// Retention: drops `expired`, the first entries of the log (past `retention.ms` /
+    /// `retention.bytes`, and on an archived topic archived), moving the log start
+    /// offset. Returns whether the index changed.
     #[instrument(
         name = "compactor.retention",
-        skip(self, entries, policy, claim, report)
+        skip(self, expired, claim, report),
+        fields(expired = expired.len())
     )]
     async fn apply_retention(
         &self,
         topic: &str,
         partition: u32,
-        entries: &[IndexEntry],
-        policy: &TopicPolicy,
+        expired: &[IndexEntry],
         claim: &dyn Liveness,
         report: &mut PassReport,
     ) -> Result<bool> {
-        let expired = expired_prefix(entries, policy, self.clock.now_ms());
-        for chunk in entries[..expired].chunks(self.metastore.max_swap_entries()) {
+        for chunk in expired.chunks(self.metastore.max_swap_entries()) {
             ensure_held(claim, topic, partition)?;
             if !self.metastore.truncate_log(topic, partition, chunk).await? {
                 return Ok(true);
@@ -243,7 +261,7 @@ impl Inner {
                 "retention moved the log start"
             );
         }
-        Ok(expired > 0)
+        Ok(!expired.is_empty())
     }
 
     /// Merges runs of small entries into per-partition blocks, copying the stored batches
@@ -484,7 +502,7 @@ impl Inner {
     }
 
     /// An entry's records, checked.
-    async fn read_records(&self, entry: &IndexEntry) -> Result<Vec<Record>> {
+    pub(crate) async fn read_records(&self, entry: &IndexEntry) -> Result<Vec<Record>> {
         let block = self.read_block(entry).await?;
         Ok(decode_block(
             block,
@@ -496,7 +514,7 @@ impl Inner {
 }
 
 /// Stops a job whose claim lapsed: another compactor may hold the partition now.
-fn ensure_held(claim: &dyn Liveness, topic: &str, partition: u32) -> Result<()> {
+pub(crate) fn ensure_held(claim: &dyn Liveness, topic: &str, partition: u32) -> Result<()> {
     if claim.is_lost() {
         return Err(Error::ClaimLost(compaction_job(topic, partition)));
     }

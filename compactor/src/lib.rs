@@ -1,6 +1,6 @@
-//! The compactor: retention, log compaction, segment merges, orphan GC and etcd history
-//! compaction, as a service separate from the agents (`strata compactor`; `strata dev`
-//! runs one in-process).
+//! The compactor: retention, log compaction, segment merges, the Parquet archive, orphan
+//! GC and etcd history compaction, as a service separate from the agents
+//! (`strata compactor`; `strata dev` runs one in-process).
 //!
 //! One or many compactors share the work through claims in the metastore
 //! ([`Metastore::claim_compaction`], under a lease on etcd): a job on a partition runs
@@ -21,6 +21,7 @@
 //! - records keep their offsets: a merge copies batches unchanged, a compaction re-encodes
 //!   the records it keeps with their original offsets and timestamps.
 
+pub mod archive;
 mod error;
 mod gc;
 mod job;
@@ -65,8 +66,16 @@ pub struct CompactorConfig {
     pub gc_grace: Duration,
     /// How often etcd's history is compacted (to the revision seen one interval before).
     pub history_interval: Duration,
-    /// Test hook: the point (`merge-put`, `merge-swap`, `compact-put`, `compact-swap`) at
-    /// which the compactor stops dead, so a test can kill it there.
+    /// The archive of a topic with `archive.enabled=true` trails its log by at most about
+    /// this long (plus one pass).
+    pub archive_interval: Duration,
+    /// Target size of one archive file, in stored (log) bytes.
+    pub archive_file_bytes: u64,
+    /// Target size of one Parquet row group (encoded bytes): what a query engine reads
+    /// and skips as one.
+    pub archive_row_group_bytes: u64,
+    /// Test hook: the point (`merge-put`, `merge-swap`, `compact-put`, `compact-swap`,
+    /// `archive-put`) at which the compactor stops dead, so a test can kill it there.
     pub failpoint: Option<String>,
 }
 
@@ -83,6 +92,9 @@ impl CompactorConfig {
             orphan_min_age: Duration::from_secs(3600),
             gc_grace: Duration::from_secs(300),
             history_interval: Duration::from_secs(600),
+            archive_interval: Duration::from_secs(60),
+            archive_file_bytes: 128 << 20,
+            archive_row_group_bytes: 32 << 20,
             failpoint: None,
         }
     }
@@ -107,6 +119,10 @@ pub struct PassReport {
     pub objects_written: u64,
     /// Orphaned objects deleted.
     pub orphans_deleted: u64,
+    /// Archive files written.
+    pub archived_files: u64,
+    /// Records archived.
+    pub archived_records: u64,
     /// Jobs that failed (logged; retried next pass).
     pub failures: u64,
 }
@@ -118,6 +134,7 @@ impl PassReport {
             + self.compacted_entries
             + self.objects_written
             + self.orphans_deleted
+            + self.archived_files
             + self.failures
             > 0
     }
@@ -131,6 +148,8 @@ impl PassReport {
         self.compacted_records += other.compacted_records;
         self.objects_written += other.objects_written;
         self.orphans_deleted += other.orphans_deleted;
+        self.archived_files += other.archived_files;
+        self.archived_records += other.archived_records;
         self.failures += other.failures;
     }
 }

@@ -1,9 +1,10 @@
 //! Pure decisions over a partition's index entries: which prefix retention drops, which
-//! runs a merge rewrites. No I/O, so every rule is unit-tested here.
+//! runs a merge rewrites, what the next archive file covers. No I/O, so every rule is
+//! unit-tested here.
 
 use std::ops::Range;
 
-use strata_metastore::IndexEntry;
+use strata_metastore::{ArchiveRange, IndexEntry};
 
 use crate::policy::TopicPolicy;
 
@@ -84,6 +85,53 @@ pub fn merge_runs(entries: &[IndexEntry], limits: &MergeLimits, now_ms: i64) -> 
     runs
 }
 
+/// How many of the first `entries` lie wholly below `archived_to`: on an archived topic,
+/// retention and log compaction touch only those, so the archive keeps every record.
+/// `None` (no archive) = all of them.
+pub fn archived_prefix(entries: &[IndexEntry], archived_to: Option<i64>) -> usize {
+    match archived_to {
+        None => entries.len(),
+        Some(to) => entries.iter().take_while(|e| e.last_offset < to).count(),
+    }
+}
+
+/// The offsets of the next archive file, from `from` on: whole entries (the first may
+/// start before `from`) until they hold `file_bytes` stored bytes or the log ends. `None`
+/// if no entry reaches `from`.
+pub fn next_archive_range(
+    entries: &[IndexEntry],
+    from: i64,
+    file_bytes: u64,
+) -> Option<ArchiveRange> {
+    let mut bytes = 0u64;
+    let mut last = None;
+    for entry in entries.iter().filter(|e| e.last_offset >= from) {
+        bytes += entry.byte_len;
+        last = Some(entry.last_offset);
+        if bytes >= file_bytes {
+            break;
+        }
+    }
+    last.map(|last| ArchiveRange { first: from, last })
+}
+
+/// Whether to archive now: nothing was archived yet (`last_archived_ms` 0), a whole
+/// file is waiting, or the last file is old enough that
+/// waiting another pass (`pass_ms`) would let the archive trail the log by more than
+/// `interval_ms`.
+pub fn archive_due(
+    unarchived_bytes: u64,
+    file_bytes: u64,
+    last_archived_ms: i64,
+    now_ms: i64,
+    interval_ms: i64,
+    pass_ms: i64,
+) -> bool {
+    last_archived_ms == 0
+        || unarchived_bytes >= file_bytes
+        || now_ms.saturating_sub(last_archived_ms) >= interval_ms.saturating_sub(pass_ms)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -107,6 +155,7 @@ mod tests {
             retention_bytes,
             delete_retention_ms: None,
             min_compaction_lag_ms: 0,
+            archive: false,
         }
     }
 
@@ -140,6 +189,48 @@ mod tests {
         assert_eq!(expired_prefix(&entries, &policy(None, Some(150)), 0), 1);
         assert_eq!(expired_prefix(&entries, &policy(None, Some(100)), 0), 2);
         assert_eq!(expired_prefix(&entries, &policy(None, Some(1_000)), 0), 0);
+    }
+
+    #[test]
+    fn only_archived_entries_may_be_dropped() {
+        let entries = [entry(0, 10, 100, 0), entry(10, 10, 100, 0)];
+        assert_eq!(archived_prefix(&entries, None), 2);
+        assert_eq!(archived_prefix(&entries, Some(0)), 0);
+        // Half of the second entry is archived: it stays whole.
+        assert_eq!(archived_prefix(&entries, Some(15)), 1);
+        assert_eq!(archived_prefix(&entries, Some(20)), 2);
+    }
+
+    #[test]
+    fn archive_files_end_on_entry_boundaries_near_the_target() {
+        let entries: Vec<IndexEntry> = (0..10).map(|i| entry(i * 10, 10, 100, 0)).collect();
+        // From the middle of an entry: that entry counts whole; 300 bytes = 3 entries.
+        assert_eq!(
+            next_archive_range(&entries, 15, 300),
+            Some(ArchiveRange {
+                first: 15,
+                last: 39
+            })
+        );
+        // The rest of the log is smaller than a file: it all goes.
+        assert_eq!(
+            next_archive_range(&entries, 80, 1_000),
+            Some(ArchiveRange {
+                first: 80,
+                last: 99
+            })
+        );
+        assert_eq!(next_archive_range(&entries, 100, 1_000), None);
+    }
+
+    #[test]
+    fn archive_is_due_for_a_full_file_or_before_the_interval_runs_out() {
+        // interval 60 s, passes every 30 s: due once 30 s passed since the last file.
+        assert!(!archive_due(10, 1_000, 100_000, 120_000, 60_000, 30_000));
+        assert!(archive_due(10, 1_000, 100_000, 130_000, 60_000, 30_000));
+        assert!(archive_due(1_000, 1_000, 100_000, 100_001, 60_000, 30_000));
+        // Never archived: due at once.
+        assert!(archive_due(1, 1_000, 0, 5, 60_000, 30_000));
     }
 
     #[test]

@@ -18,6 +18,9 @@ pub struct TopicPolicy {
     pub delete_retention_ms: Option<i64>,
     /// `min.compaction.lag.ms`: records younger than this are never compacted.
     pub min_compaction_lag_ms: i64,
+    /// `archive.enabled`: records are archived as Parquet before retention or log
+    /// compaction removes them.
+    pub archive: bool,
 }
 
 impl TopicPolicy {
@@ -35,6 +38,7 @@ impl TopicPolicy {
             retention_bytes: limit("retention.bytes"),
             delete_retention_ms: limit("delete.retention.ms"),
             min_compaction_lag_ms: limit("min.compaction.lag.ms").unwrap_or(0),
+            archive: config.get("archive.enabled").is_some_and(|v| v == "true"),
         }
     }
 }
@@ -56,12 +60,13 @@ mod tests {
             ("retention.ms", "-1"),
             ("retention.bytes", "1000"),
             ("delete.retention.ms", "5"),
+            ("archive.enabled", "true"),
         ]));
-        assert!(p.delete && p.compact);
+        assert!(p.delete && p.compact && p.archive);
         assert_eq!(p.retention_ms, None);
         assert_eq!(p.retention_bytes, Some(1000));
         assert_eq!(p.delete_retention_ms, Some(5));
         let p = TopicPolicy::from_config(&config(&[]));
-        assert!(p.delete && !p.compact);
+        assert!(p.delete && !p.compact && !p.archive);
     }
 }

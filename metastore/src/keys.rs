@@ -10,6 +10,7 @@
 //! | `{root}/partitions/{topic}/{p}/start` | log start offset, decimal; absent = 0 | retention |
 //! | `{root}/partitions/{topic}/{p}/index/{base:020}` | [`IndexEntry`](crate::IndexEntry), JSON | added by flushes; replaced by merges and log compaction, dropped by retention (compactor) |
 //! | `{root}/partitions/{topic}/{p}/cleaned` | [`CleanState`](crate::CleanState), JSON | by log compaction |
+//! | `{root}/partitions/{topic}/{p}/archived` | [`ArchiveState`](crate::ArchiveState), JSON | by the compactor, before and after each archive file |
 //! | `{root}/compaction/{job}` | the compactor working on a job: `{topic}/{p}` or `orphan-gc` | job start and end (under the compactor's lease on etcd) |
 //! | `{root}/agents/{agent_id}` | [`AgentRecord`](crate::AgentRecord), JSON | agent start (under a lease on etcd) |
 //! | `{root}/coordinators/{slot}` | [`PartitionOwner`](crate::PartitionOwner) of a group coordinator slot, JSON | on every take-over (epoch + 1) |
@@ -88,6 +89,11 @@ impl Keys {
     /// How far log compaction has cleaned a partition.
     pub fn clean_state(&self, topic: &str, partition: u32) -> String {
         format!("{}/cleaned", self.partition(topic, partition))
+    }
+
+    /// How far a partition is archived as Parquet.
+    pub fn archive_state(&self, topic: &str, partition: u32) -> String {
+        format!("{}/archived", self.partition(topic, partition))
     }
 
     /// The claim of the compactor working on `job` (see [`crate::compaction_job`]).

@@ -47,7 +47,7 @@ pub fn compaction_job(topic: &str, partition: u32) -> String {
 /// The compactor job that deletes orphaned objects.
 pub const ORPHAN_GC_JOB: &str = "orphan-gc";
 pub use model::{
-    AgentRecord, Assignment, CleanState, CommitReport, CommittedOffset, Coordinatorship,
-    GroupRecord, IndexEntry, MemberRecord, PartitionAppend, PartitionOwner, PartitionState,
-    Rejection, TopicMeta, TopicPartition,
+    AgentRecord, ArchiveRange, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
+    Coordinatorship, GroupRecord, IndexEntry, MemberRecord, PartitionAppend, PartitionOwner,
+    PartitionState, Rejection, TopicMeta, TopicPartition,
 };

@@ -11,9 +11,9 @@ use tracing::instrument;
 use crate::keys::Keys;
 use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
-    AgentRecord, Assignment, CleanState, CommitReport, CommittedOffset, Coordinatorship,
-    EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, PartitionAppend, PartitionOwner,
-    PartitionState, Rejection, Result, TopicMeta,
+    AgentRecord, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
+    Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, PartitionAppend,
+    PartitionOwner, PartitionState, Rejection, Result, TopicMeta,
 };
 
 /// What agents and the compactor know about the cluster's durable state.
@@ -101,6 +101,19 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
         partition: u32,
         previous: &CleanState,
         clean: &CleanState,
+    ) -> Result<bool>;
+
+    /// How far a partition is archived as Parquet (the default state if never).
+    async fn archive_state(&self, topic: &str, partition: u32) -> Result<ArchiveState>;
+
+    /// Records a partition's archive state, if the stored one is still `previous`; returns
+    /// whether it did.
+    async fn store_archive_state(
+        &self,
+        topic: &str,
+        partition: u32,
+        previous: &ArchiveState,
+        state: &ArchiveState,
     ) -> Result<bool>;
 
     /// Claims a compactor job for `holder`: `None` if another compactor holds it. A job is
@@ -257,6 +270,35 @@ impl<B: KvBackend> KvMetastore<B> {
             Some(bytes) => decode_json(key, &bytes).map(Some),
             None => Ok(None),
         }
+    }
+
+    /// Replaces the JSON value at `key`, a key of one of `topic`'s partitions, by `new`
+    /// if it still reads as `previous` (absent = the default value) and the topic exists.
+    async fn replace_partition_json<T>(
+        &self,
+        topic: &str,
+        key: String,
+        previous: &T,
+        new: &T,
+    ) -> Result<bool>
+    where
+        T: DeserializeOwned + Serialize + Default + PartialEq,
+    {
+        let stored = self.kv.get(&key).await?;
+        let current: T = match &stored {
+            Some(bytes) => decode_json(&key, bytes)?,
+            None => T::default(),
+        };
+        if current != *previous {
+            return Ok(false);
+        }
+        let guard = Compare::unchanged(&key, stored);
+        self.kv
+            .txn(
+                vec![Compare::Exists(self.keys.topic(topic)), guard],
+                vec![Op::Put(key, encode_json(new))],
+            )
+            .await
     }
 
     /// Every JSON value under `prefix`, in key order.
@@ -644,20 +686,27 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         clean: &CleanState,
     ) -> Result<bool> {
         let key = self.keys.clean_state(topic, partition);
-        let stored = self.kv.get(&key).await?;
-        let current: CleanState = match &stored {
-            Some(bytes) => decode_json(&key, bytes)?,
-            None => CleanState::default(),
-        };
-        if current != *previous {
-            return Ok(false);
-        }
-        let guard = Compare::unchanged(&key, stored);
-        self.kv
-            .txn(
-                vec![Compare::Exists(self.keys.topic(topic)), guard],
-                vec![Op::Put(key, encode_json(clean))],
-            )
+        self.replace_partition_json(topic, key, previous, clean)
+            .await
+    }
+
+    async fn archive_state(&self, topic: &str, partition: u32) -> Result<ArchiveState> {
+        Ok(self
+            .get_json(&self.keys.archive_state(topic, partition))
+            .await?
+            .unwrap_or_default())
+    }
+
+    #[instrument(name = "metastore.store_archive_state", skip(self, previous), fields(archived_to = state.archived_to, pending = ?state.pending))]
+    async fn store_archive_state(
+        &self,
+        topic: &str,
+        partition: u32,
+        previous: &ArchiveState,
+        state: &ArchiveState,
+    ) -> Result<bool> {
+        let key = self.keys.archive_state(topic, partition);
+        self.replace_partition_json(topic, key, previous, state)
             .await
     }
 

@@ -75,6 +75,41 @@ pub struct CleanState {
     pub oldest_tombstone_ms: Option<i64>,
 }
 
+/// How far a partition's records are archived as Parquet (topics with
+/// `archive.enabled=true`), and the file being written.
+///
+/// A file's offset range is recorded here (`pending`) before the file is written, and
+/// whoever works on the partition next writes exactly that range again before deciding
+/// another: so every archive file in the store is a committed one or the pending one,
+/// and a compactor killed (or fenced) mid-write leaves no stray file that overlaps another.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveState {
+    /// Records below this offset are in committed archive files; the next file starts here.
+    pub archived_to: i64,
+    /// The first offset the archive holds (the log start when archiving began).
+    pub start_offset: i64,
+    /// The file being written, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<ArchiveRange>,
+    /// Committed files.
+    pub files: u64,
+    /// Records in committed files.
+    pub records: u64,
+    /// Bytes of committed files.
+    pub bytes: u64,
+    /// When the last file was committed, ms since the Unix epoch; 0 = never.
+    pub archived_at_ms: i64,
+}
+
+/// The offsets one archive file covers, `first..=last`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArchiveRange {
+    /// First offset.
+    pub first: i64,
+    /// Last offset.
+    pub last: i64,
+}
+
 /// One partition's part of a flush: append `entry` under `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionAppend {

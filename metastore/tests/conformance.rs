@@ -7,8 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use strata_metastore::{
-    CleanState, CommittedOffset, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, KvMetastore,
-    Metastore, PartitionAppend, PartitionOwner, Rejection, TopicMeta,
+    ArchiveRange, ArchiveState, CleanState, CommittedOffset, EmbeddedKv, Error, EtcdKv,
+    GroupRecord, IndexEntry, KvMetastore, Metastore, PartitionAppend, PartitionOwner, Rejection,
+    TopicMeta,
 };
 
 fn unique_root(test: &str) -> String {
@@ -504,6 +505,43 @@ async fn compactor_swaps_are_atomic_and_compared(store: Box<dyn Metastore>) {
             .unwrap()
     );
     assert_eq!(store.clean_state("t", 0).await.unwrap(), cleaned);
+
+    // Archive progress too: a pending file, then its commit, each over what was read.
+    let fresh = store.archive_state("t", 0).await.unwrap();
+    assert_eq!(fresh, ArchiveState::default());
+    let pending = ArchiveState {
+        pending: Some(ArchiveRange { first: 0, last: 39 }),
+        ..fresh.clone()
+    };
+    assert!(
+        store
+            .store_archive_state("t", 0, &fresh, &pending)
+            .await
+            .unwrap()
+    );
+    let committed = ArchiveState {
+        archived_to: 40,
+        pending: None,
+        files: 1,
+        records: 40,
+        bytes: 1000,
+        archived_at_ms: 7,
+        ..pending.clone()
+    };
+    // A second writer that read the fresh state cannot decide another file.
+    assert!(
+        !store
+            .store_archive_state("t", 0, &fresh, &committed)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .store_archive_state("t", 0, &pending, &committed)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.archive_state("t", 0).await.unwrap(), committed);
 
     // One compactor per job at a time.
     let job = strata_metastore::compaction_job("t", 0);

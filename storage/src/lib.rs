@@ -5,11 +5,13 @@
 //! - [`segment`]: the segment object — blocks of many partitions plus a footer;
 //! - [`store`]: object stores by URL (`s3://`, `file://`, `memory://`) with create-only
 //!   PUTs and ranged GETs, and the S3 start-up checks made with `aws-sdk-s3`;
-//! - [`cache`]: the foyer hybrid (memory + disk) cache of partition blocks.
+//! - [`cache`]: the foyer hybrid (memory + disk) cache of partition blocks;
+//! - [`archive`]: where the compactor's Parquet archive files live.
 //!
 //! Invariant: a segment object is written once, create-only, under a name no other writer
 //! uses, and never changes afterwards; so a cached block never goes stale.
 
+pub mod archive;
 pub mod cache;
 pub mod clock;
 mod error;

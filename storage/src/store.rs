@@ -203,6 +203,23 @@ impl SegmentStore {
         }
     }
 
+    /// Writes `name`, replacing it if it exists. Only for objects whose every writer
+    /// writes the same contents under one name (archive files); segments use
+    /// [`SegmentStore::put_create_only`].
+    #[instrument(name = "storage.put", skip(self, bytes), fields(bytes = bytes.len()))]
+    pub async fn put(&self, name: &str, bytes: Bytes) -> Result<()> {
+        let path = self.path(name);
+        self.store
+            .put(&path, PutPayload::from_bytes(bytes))
+            .await
+            .map(|_| ())
+            .map_err(|source| Error::ObjectStore {
+                op: "put",
+                path: path.to_string(),
+                source,
+            })
+    }
+
     /// Reads `range` of `name`: one ranged GET.
     #[instrument(name = "storage.get_range", skip(self))]
     pub async fn get_range(&self, name: &str, range: Range<u64>) -> Result<Bytes> {
@@ -250,6 +267,22 @@ impl SegmentStore {
                 size: meta.size,
             })
             .collect())
+    }
+
+    /// Whether any object's name starts with `prefix` (a folder): one listing request.
+    #[instrument(name = "storage.has_any", skip(self))]
+    pub async fn has_any(&self, prefix: &str) -> Result<bool> {
+        use futures::StreamExt;
+        let path = self.path(prefix.trim_end_matches('/'));
+        match self.store.list(Some(&path)).next().await {
+            None => Ok(false),
+            Some(Ok(_)) => Ok(true),
+            Some(Err(source)) => Err(Error::ObjectStore {
+                op: "list",
+                path: path.to_string(),
+                source,
+            }),
+        }
     }
 
     /// Deletes `name` (no error if it is already gone).

@@ -6,9 +6,12 @@ use std::process::{Child, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use strata_client::{Admin, Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
 use strata_metastore::{IndexEntry, Metastore};
 
-use crate::{AgentKind, TestEnv, unique_name};
+use crate::{AgentKind, AgentProcess, TestEnv, unique_name};
 
 /// A running `strata compactor`; SIGKILLed when dropped.
 #[derive(Debug)]
@@ -153,4 +156,114 @@ pub fn stored_bytes(env: &TestEnv, bucket: &str) -> u64 {
             .join("segments-test")
             .join("segments"),
     )
+}
+
+/// One agent, and the cluster's metastore read directly.
+#[derive(Debug)]
+pub struct Setup {
+    pub kind: AgentKind,
+    pub agent: AgentProcess,
+    pub metastore: Arc<dyn Metastore>,
+    pub env: TestEnv,
+    pub bucket: String,
+}
+
+pub async fn setup(name: &str, agent_args: &[&str]) -> Setup {
+    let env = TestEnv::from_env();
+    let cluster = unique_name(name);
+    let bucket = unique_name(name);
+    let kind = AgentKind::Agent {
+        env: env.clone(),
+        cluster: cluster.clone(),
+        bucket: bucket.clone(),
+    };
+    let agent = AgentProcess::start(kind.clone(), agent_args);
+    let metastore = metastore(&env, &cluster).await;
+    Setup {
+        kind,
+        agent,
+        metastore,
+        env,
+        bucket,
+    }
+}
+
+pub async fn create_topic(server: &str, topic: &str, partitions: i32, config: &[(&str, &str)]) {
+    let config: HashMap<String, String> = config
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    Admin::connect(server)
+        .await
+        .unwrap()
+        .create_topic(topic, partitions, config)
+        .await
+        .unwrap();
+}
+
+/// Every record of `topic` from each partition's log start up to its high watermark.
+pub async fn read_all(server: &str, topic: &str) -> Vec<ConsumerRecord> {
+    let mut consumer = Consumer::connect(server, ConsumerConfig::default())
+        .await
+        .unwrap();
+    consumer
+        .assign(topic, &[], StartOffset::Earliest)
+        .await
+        .unwrap();
+    let mut records = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        records.extend(consumer.poll(Duration::from_millis(200)).await.unwrap());
+        let done = consumer
+            .high_watermarks()
+            .iter()
+            .all(|(t, p, hwm)| consumer.position(t, *p).is_some_and(|pos| pos >= *hwm));
+        if done {
+            return records;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "could not read {topic} to its end"
+        );
+    }
+}
+
+/// Waits until `condition` holds (checked every 200 ms); panics with `what` after 120 s.
+pub async fn wait_until<F: AsyncFnMut() -> bool>(what: &str, mut condition: F) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while !condition().await {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every index entry of the partition names an object that exists (or none, if empty),
+/// and the entries cover the log from its start to the high watermark without a hole.
+pub async fn check_index(setup: &Setup, topic: &str, partition: u32) -> usize {
+    let state = setup
+        .metastore
+        .partition_state(topic, partition)
+        .await
+        .unwrap();
+    let entries = index(&setup.metastore, topic, partition).await;
+    let mut next = state.log_start_offset;
+    for entry in &entries {
+        assert_eq!(
+            entry.base_offset, next,
+            "hole or overlap in the index at {entry:?}"
+        );
+        next = entry.last_offset + 1;
+        if !entry.is_empty() {
+            let path = object_path(&setup.env, &setup.bucket, &entry.object);
+            assert!(
+                path.exists(),
+                "index entry {entry:?} names a missing object"
+            );
+        }
+    }
+    assert_eq!(
+        next, state.high_watermark,
+        "the index does not reach the high watermark"
+    );
+    entries.len()
 }

@@ -28,6 +28,8 @@ pub struct TestEnv {
     pub s3_secret_key: String,
     /// The directory the S3 server serves; bucket = subdirectory.
     pub s3_dir: PathBuf,
+    /// A Python with pyarrow and duckdb.
+    pub python: PathBuf,
 }
 
 impl TestEnv {
@@ -44,6 +46,7 @@ impl TestEnv {
             s3_access_key: var("STRATA_TEST_S3_ACCESS_KEY"),
             s3_secret_key: var("STRATA_TEST_S3_SECRET_KEY"),
             s3_dir: PathBuf::from(var("STRATA_TEST_S3_DIR")),
+            python: PathBuf::from(var("STRATA_TEST_PYTHON")),
         }
     }
 }
