@@ -336,6 +336,9 @@ impl Agent {
         if TopicSettings::from_config(&meta.config).archived
             && self.inner.store.has_any(&archive).await?
         {
+            if self.inner.metastore.get_topic(name).await?.is_some() {
+                return Err(Error::TopicExists(name.to_string()));
+            }
             // Archive files outlive their topic; a new topic of the same name would write
             // over them and mix with them.
             return Err(Error::FailedPrecondition(format!(

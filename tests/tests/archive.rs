@@ -413,12 +413,17 @@ async fn archive_survives_retention_and_a_compactor_killed_mid_file() {
     assert!(consumed_rows(&server, topic).is_empty());
 
     // The archive outlives its topic: a new topic of that name cannot archive over it.
-    admin.delete_topic(topic).await.unwrap();
     let config = |archive: &str| {
         [("archive.enabled".to_string(), archive.to_string())]
             .into_iter()
             .collect()
     };
+    let exists = admin
+        .create_topic(topic, 1, config("true"))
+        .await
+        .unwrap_err();
+    assert_eq!(exists.code(), Some(Code::AlreadyExists), "{exists}");
+    admin.delete_topic(topic).await.unwrap();
     let refused = admin
         .create_topic(topic, 1, config("true"))
         .await
