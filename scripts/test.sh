@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The one test command. On a machine with only the Rust toolchain it installs what the
-# tests need (etcd from Debian, s3s-fs from crates.io), starts etcd and s3s-fs on free
-# loopback ports with their own data directories, checks formatting and lints, builds,
-# runs every test of the workspace against them, and stops them at the end.
+# tests need (etcd from Debian, s3s-fs from crates.io, Python packages from PyPI), starts
+# etcd and s3s-fs on free loopback ports with their own data directories, checks
+# formatting and lints, builds, checks the deployment files, runs every test of the
+# workspace against them, and stops them at the end.
 #
 # Set CARGO_TARGET_DIR to reuse a build between clones (.ci/run does).
 set -euo pipefail
@@ -15,6 +16,8 @@ source scripts/test-env.sh
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --bins --locked
+# The Dockerfile, compose file and monitoring files against the binary's own flags.
+"$STRATA_TEST_PYTHON" scripts/check_deploy.py "${CARGO_TARGET_DIR:-target}/debug/strata"
 log=$(mktemp)
 # Tests append their figures here (the fault tests: records acknowledged, lost,
 # duplicated; seconds of unavailability); printed after the run, summarized in
