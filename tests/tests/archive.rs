@@ -92,6 +92,31 @@ async fn wait_until_archived(
     archive.unwrap()
 }
 
+/// A row from JSON fields (base64 strings or null; headers an object of base64 strings).
+fn row(
+    partition: &Value,
+    offset: &Value,
+    timestamp: &Value,
+    key: &Value,
+    value: &Value,
+    headers: &Value,
+) -> Row {
+    let text = |v: &Value| v.as_str().map(str::to_string);
+    (
+        partition.as_u64().unwrap() as u32,
+        offset.as_i64().unwrap(),
+        timestamp.as_i64().unwrap(),
+        text(key),
+        text(value),
+        headers
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
+            .collect(),
+    )
+}
+
 /// What `strata consume --from-beginning` returns, as rows.
 fn consumed_rows(server: &str, topic: &str) -> Vec<Row> {
     let out = cli_ok(
@@ -103,20 +128,13 @@ fn consumed_rows(server: &str, topic: &str) -> Vec<Row> {
         .lines()
         .map(|line| {
             let v: Value = serde_json::from_str(line).unwrap();
-            let text = |field: &str| v[field].as_str().map(str::to_string);
-            let headers = v["headers"]
-                .as_object()
-                .unwrap()
-                .iter()
-                .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                .collect();
-            (
-                v["partition"].as_u64().unwrap() as u32,
-                v["offset"].as_i64().unwrap(),
-                v["timestamp"].as_i64().unwrap(),
-                text("key"),
-                text("value"),
-                headers,
+            row(
+                &v["partition"],
+                &v["offset"],
+                &v["timestamp"],
+                &v["key"],
+                &v["value"],
+                &v["headers"],
             )
         })
         .collect();
@@ -150,23 +168,7 @@ fn read_archive(setup: &Setup, topic: &str) -> ArchiveRead {
             .as_array()
             .unwrap()
             .iter()
-            .map(|r| {
-                let text = |i: usize| r[i].as_str().map(str::to_string);
-                let headers = r[5]
-                    .as_object()
-                    .unwrap()
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.as_str().unwrap().to_string()))
-                    .collect();
-                (
-                    r[0].as_u64().unwrap() as u32,
-                    r[1].as_i64().unwrap(),
-                    r[2].as_i64().unwrap(),
-                    text(3),
-                    text(4),
-                    headers,
-                )
-            })
+            .map(|r| row(&r[0], &r[1], &r[2], &r[3], &r[4], &r[5]))
             .collect()
     };
     ArchiveRead {
@@ -192,19 +194,20 @@ fn file_ranges(setup: &Setup, topic: &str, partition: u32) -> Vec<ArchiveRange> 
         })
         .unwrap_or_default();
     names.sort();
-    names
-        .iter()
-        .map(|name| {
-            let (first, last) = name
-                .strip_suffix(".parquet")
-                .and_then(|n| n.split_once('-'))
-                .unwrap_or_else(|| panic!("unexpected archive file {name}"));
-            ArchiveRange {
-                first: first.parse().unwrap(),
-                last: last.parse().unwrap(),
-            }
-        })
-        .collect()
+    names.iter().map(|name| file_range(name)).collect()
+}
+
+/// The offsets an archive file's name (`[…/]<first>-<last>.parquet`) says it holds.
+fn file_range(name: &str) -> ArchiveRange {
+    let file = name.rsplit_once('/').map_or(name, |(_, file)| file);
+    let (first, last) = file
+        .strip_suffix(".parquet")
+        .and_then(|n| n.split_once('-'))
+        .unwrap_or_else(|| panic!("unexpected archive file {name}"));
+    ArchiveRange {
+        first: first.parse().unwrap(),
+        last: last.parse().unwrap(),
+    }
 }
 
 /// A partition's archive files follow each other from `start` to `end` (exclusive),
@@ -287,24 +290,9 @@ async fn pyarrow_and_duckdb_read_what_consume_returns() {
     }
     for file in &read.files {
         let name = file["name"].as_str().unwrap();
-        let (first, last) = name
-            .rsplit_once('/')
-            .unwrap()
-            .1
-            .strip_suffix(".parquet")
-            .unwrap()
-            .split_once('-')
-            .unwrap();
-        assert_eq!(
-            file["offset_min"].as_i64(),
-            first.parse::<i64>().ok(),
-            "{file}"
-        );
-        assert_eq!(
-            file["offset_max"].as_i64(),
-            last.parse::<i64>().ok(),
-            "{file}"
-        );
+        let range = file_range(name);
+        assert_eq!(file["offset_min"].as_i64(), Some(range.first), "{file}");
+        assert_eq!(file["offset_max"].as_i64(), Some(range.last), "{file}");
         assert_eq!(file["codecs"], serde_json::json!(["ZSTD"]), "{file}");
         assert_eq!(file["timestamp_stats"], Value::Bool(true), "{file}");
         assert_eq!(
