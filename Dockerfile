@@ -28,9 +28,10 @@ USER 10001:10001
 WORKDIR /var/lib/strata
 # gRPC and Prometheus metrics.
 EXPOSE 7070 9090
-# The agent answers AgentStats over gRPC once it serves; compose and orchestrators can
-# override this for the compactor, which has no listener.
+# The agent's standard gRPC health service, which needs no token (with TLS, override it:
+# strata --server https://localhost:7070 --tls-ca CA health). Compose and orchestrators
+# disable it for the compactor, which has no listener.
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
-  CMD ["strata", "--server", "http://127.0.0.1:7070", "stats"]
+  CMD ["strata", "--server", "http://127.0.0.1:7070", "health"]
 ENTRYPOINT ["strata"]
 CMD ["--help"]

@@ -38,7 +38,7 @@ def check(ok, what):
 def strata_help(binary, command):
     out = subprocess.run([binary, command, "--help"], capture_output=True, text=True, check=True)
     flags = set(re.findall(r"(--[a-z0-9-]+)", out.stdout))
-    envs = set(re.findall(r"env: (STRATA_[A-Z0-9_]+)=", out.stdout))
+    envs = set(re.findall(r"env: (STRATA_[A-Z0-9_]+)", out.stdout))
     return flags, envs
 
 
@@ -53,7 +53,13 @@ def named_metrics(text):
     return {re.sub(r"_(bucket|sum|count)$", "", n) for n in names}
 
 
-def check_dockerfile():
+def check_strata_probe(binary, where, args):
+    """A health check's strata command exists and takes the flags it is given."""
+    probe = subprocess.run([binary, *args, "--help"], capture_output=True, text=True)
+    check(probe.returncode == 0, f"{where}: health check {args} is not a strata command: {probe.stderr}")
+
+
+def check_dockerfile(binary):
     path = ROOT / "Dockerfile"
     text = path.read_text()
     hadolint = shutil.which("hadolint") or str(pathlib.Path(sys.executable).parent / "hadolint")
@@ -63,6 +69,12 @@ def check_dockerfile():
     check(len(stages) >= 2, "Dockerfile is not multi-stage")
     users = re.findall(r"(?m)^USER (\S+)", stages[-1]) if stages else []
     check(bool(users) and users[-1].split(":")[0] not in ("root", "0"), "the runtime stage does not run as a non-root USER")
+    health = re.search(r"(?m)^\s*CMD (\[.*\])\s*$", text.split("HEALTHCHECK", 1)[-1])
+    check(health is not None, "the Dockerfile has no HEALTHCHECK CMD [...]")
+    if health:
+        command = json.loads(health.group(1))
+        check(command[0] == "strata", f"the HEALTHCHECK does not run strata: {command}")
+        check_strata_probe(binary, "Dockerfile", command[1:])
 
 
 def check_compose(binary):
@@ -80,6 +92,9 @@ def check_compose(binary):
         health = service.get("healthcheck", {})
         check(bool(health.get("test")) or health.get("disable") is True,
               f"service {name} has no health check")
+        test = [str(arg) for arg in health.get("test") or []]
+        if test[:2] == ["CMD", "strata"]:
+            check_strata_probe(binary, f"service {name}", test[2:])
         for dependency in service.get("depends_on", {}) or {}:
             check(dependency in services, f"service {name} depends on unknown {dependency}")
         command = service.get("command", [])
@@ -116,7 +131,7 @@ def check_monitoring():
 
 def main():
     binary = sys.argv[1]
-    check_dockerfile()
+    check_dockerfile(binary)
     check_compose(binary)
     check_monitoring()
     for failure in failures:

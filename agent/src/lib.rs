@@ -10,6 +10,7 @@
 //! - [`writer`]: the write path (ownership, offsets, the open segment, the flusher);
 //! - [`reader`]: the read path (committed offsets, index cache, block reads, long-poll);
 //! - [`service`]: the gRPC services and the one place errors become status codes;
+//! - [`security`]: TLS on the listener and bearer-token authentication;
 //! - `cluster`: membership (the registration lease), the controller role, following the
 //!   controller's assignment; `controller`: the assignment it computes (partitions and
 //!   group coordinator slots);
@@ -30,6 +31,7 @@ mod error;
 mod group;
 pub mod metrics;
 mod reader;
+pub mod security;
 pub mod service;
 pub mod topic;
 #[cfg(test)]

@@ -65,6 +65,8 @@ pub struct Metrics {
     pub high_watermark: IntGaugeVec,
     /// Produce requests forwarded to the partition's owner.
     pub produce_forwarded: IntCounter,
+    /// Requests refused for a missing or wrong bearer token.
+    pub auth_refused: IntCounter,
     /// Partitions this agent took (epoch bumps).
     pub partitions_taken: IntCounter,
     /// Partitions this agent gave up (reassigned, fenced, or its lease lost).
@@ -131,6 +133,11 @@ impl Metrics {
                 &r,
                 "strata_produce_forwarded_total",
                 "Produce requests forwarded to the partition's owner",
+            ),
+            auth_refused: counter(
+                &r,
+                "strata_auth_refused_total",
+                "Requests refused with UNAUTHENTICATED (missing or wrong bearer token)",
             ),
             partitions_taken: counter(
                 &r,

@@ -1,5 +1,8 @@
 //! The gRPC services of `strata.v1`, server reflection and health, and the one place where
 //! agent errors become gRPC status codes ([`status`]).
+//!
+//! Every service but health sits behind the [`Authenticate`] interceptor; with TLS the
+//! listener serves only TLS (see [`crate::security`]).
 
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -18,11 +21,13 @@ use strata_proto::v1::log_server::{Log, LogServer};
 use strata_storage::Record;
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
-use tonic::metadata::MetadataMap;
-use tonic::transport::Channel;
+use tonic::metadata::{AsciiMetadataValue, MetadataMap};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::agent::{Appended, NewRecord, PartitionDescription};
+use crate::security::{Authenticate, Security, caller_authorization};
 use crate::{Agent, Error};
 
 /// Largest gRPC message accepted or sent: room for a few max-size records.
@@ -79,11 +84,13 @@ fn group_error(message: String, kind: &'static str) -> Status {
     Status::with_metadata(tonic::Code::FailedPrecondition, message, metadata)
 }
 
-/// Serves the agent on `listener` until `shutdown` completes: the Admin, Log and Cluster
-/// services, the standard health service and server reflection.
+/// Serves the agent on `listener` until `shutdown` completes: the Admin, Log, Cluster and
+/// Groups services and server reflection, authenticated as `security` says, and the
+/// standard health service.
 pub async fn serve(
     agent: Agent,
     listener: TcpListener,
+    security: &Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
@@ -110,30 +117,45 @@ pub async fn serve(
         shutdown.await;
         let _ = stop.send(true);
     };
+    let authenticate = Authenticate::new(
+        security.tokens.clone(),
+        agent.metrics().auth_refused.clone(),
+    );
     let service = AgentService {
         agent,
         stopping,
         peers: Arc::default(),
+        peer_tls: security.tls.as_ref().map(|tls| tls.peer_config()),
     };
-    tonic::transport::Server::builder()
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &security.tls {
+        server = server.tls_config(tls.server_config())?;
+    }
+    server
         .add_service(health_service)
-        .add_service(reflection)
-        .add_service(
+        .add_service(InterceptedService::new(reflection, authenticate.clone()))
+        .add_service(InterceptedService::new(
             AdminServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
             LogServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
             ClusterServer::new(service.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
-        )
-        .add_service(GroupsServer::new(service))
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            GroupsServer::new(service),
+            authenticate,
+        ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }
@@ -145,16 +167,24 @@ pub struct AgentService {
     stopping: tokio::sync::watch::Receiver<bool>,
     /// Channels to other agents, by address, for forwarded produce requests.
     peers: Arc<Mutex<HashMap<String, Channel>>>,
+    /// TLS to other agents, when this agent serves TLS.
+    peer_tls: Option<ClientTlsConfig>,
 }
 
 /// Marks a request forwarded by another agent; it is never forwarded again.
 const FORWARDED: &str = "strata-forwarded";
 
-fn forwarded<T>(message: T) -> Request<T> {
+/// `message` as a request forwarded on behalf of a caller that sent `authorization`.
+fn forwarded<T>(message: T, authorization: Option<AsciiMetadataValue>) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
         .insert(FORWARDED, "1".parse().expect("ascii"));
+    if let Some(authorization) = authorization {
+        request
+            .metadata_mut()
+            .insert(crate::security::AUTHORIZATION, authorization);
+    }
     request
 }
 
@@ -255,27 +285,40 @@ impl AgentService {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let endpoint = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| Status::unavailable(format!("agent address '{address}' is invalid: {e}")))?
+        let invalid = |e: tonic::transport::Error| {
+            Status::unavailable(format!("agent address '{address}' is invalid: {e}"))
+        };
+        let scheme = if self.peer_tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
+            .map_err(invalid)?
             .connect_timeout(Duration::from_secs(2));
+        if let Some(tls) = &self.peer_tls {
+            endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;
+        }
         let channel = endpoint.connect_lazy();
         channels.insert(address.to_string(), channel.clone());
         Ok(channel)
     }
 
     /// Sends a produce request this agent cannot serve to the agent that owns its
-    /// partition, marked so that it is not forwarded again.
+    /// partition, with the caller's `authorization`, marked so that it is not forwarded
+    /// again.
     async fn forward(
         &self,
         address: &str,
         request: pb::ProduceRequest,
+        authorization: Option<AsciiMetadataValue>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let channel = self.peer(address)?;
         self.agent.metrics().produce_forwarded.inc();
         LogClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
-            .produce(forwarded(request))
+            .produce(forwarded(request, authorization))
             .await
     }
 
@@ -293,6 +336,7 @@ impl AgentService {
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let was_forwarded = request.metadata().contains_key(FORWARDED);
+        let authorization = caller_authorization(request.metadata());
         let request = request.into_inner();
         let group = group_id(&request);
         match local(request.clone()).await {
@@ -300,7 +344,8 @@ impl AgentService {
             Err(Error::NotCoordinator { .. })
                 if !was_forwarded && let Some(address) = self.agent.coordinator_address(&group) =>
             {
-                remote(GroupsClient::new(self.peer(&address)?), forwarded(request)).await
+                let client = GroupsClient::new(self.peer(&address)?);
+                remote(client, forwarded(request, authorization)).await
             }
             Err(e) => Err(status(e)),
         }
@@ -441,6 +486,7 @@ impl Log for AgentService {
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let timer = self.agent.metrics().produce_latency.start_timer();
         let forwarded = request.metadata().contains_key(FORWARDED);
+        let authorization = caller_authorization(request.metadata());
         let request = request.into_inner();
         let appended = match self.append_records(request.clone()).await {
             Ok(appended) => appended,
@@ -448,7 +494,7 @@ impl Log for AgentService {
             Err(Error::NotOwner {
                 topic, partition, ..
             }) if !forwarded && let Some(owner) = self.agent.owner_address(&topic, partition) => {
-                return self.forward(&owner, request).await;
+                return self.forward(&owner, request, authorization).await;
             }
             Err(e) => return Err(status(e)),
         };

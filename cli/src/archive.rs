@@ -4,9 +4,10 @@ use anyhow::Result;
 use strata_client::Admin;
 
 use crate::args::ArchiveCommand;
+use crate::target::Target;
 
-pub async fn run(server: &str, command: ArchiveCommand) -> Result<()> {
-    let admin = Admin::connect(server).await?;
+pub async fn run(server: &Target, command: ArchiveCommand) -> Result<()> {
+    let admin = server.admin().await?;
     match command {
         ArchiveCommand::Status { topic } => status(&admin, &topic).await,
     }

@@ -14,12 +14,69 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     about = "Strata: an event log on object storage"
 )]
 pub struct Cli {
-    /// Agent to talk to (user commands).
-    #[arg(long, global = true, env = "STRATA_SERVER", default_value = strata_client::DEFAULT_SERVER)]
-    pub server: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
 
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// How this process reaches agents, and (for an agent) the certificate it serves.
+#[derive(Debug, Args, Clone)]
+pub struct ClientArgs {
+    /// Agent to talk to (user commands): host:port, http://host:port, or https://host:port
+    /// for TLS.
+    #[arg(long, global = true, env = "STRATA_SERVER", default_value = strata_client::DEFAULT_SERVER)]
+    pub server: String,
+    /// CA certificate (PEM) trusted for agents' TLS certificates; turns TLS on for user
+    /// commands, and is what an agent trusts for other agents [default: the system's
+    /// roots].
+    #[arg(long, global = true, env = "STRATA_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// This process's TLS certificate (PEM): an agent serves it (and presents it to other
+    /// agents); a user command presents it to agents that require client certificates.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_TLS_CERT",
+        value_name = "PEM",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(
+        long,
+        global = true,
+        env = "STRATA_TLS_KEY",
+        value_name = "PEM",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// Bearer token sent with every request, for agents that require one.
+    #[arg(long, global = true, env = "STRATA_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+}
+
+/// Who may talk to an agent: TLS (with --tls-cert and --tls-key) and bearer tokens.
+#[derive(Debug, Args, Default)]
+pub struct SecurityArgs {
+    /// Require clients to present a certificate signed by this CA (PEM): mutual TLS.
+    /// Needs --tls-cert.
+    #[arg(long, env = "STRATA_TLS_CLIENT_CA", value_name = "PEM")]
+    pub tls_client_ca: Option<PathBuf>,
+    /// Require a bearer token on every request: one of the tokens in this file (one per
+    /// line, `#` comments; at least 16 characters each). The health service stays open.
+    #[arg(long, env = "STRATA_AUTH_TOKENS_FILE", value_name = "PATH")]
+    pub auth_tokens_file: Option<PathBuf>,
+    /// Like --auth-tokens-file, the tokens themselves, comma-separated (prefer the file:
+    /// the environment of a process is easier to read than a file).
+    #[arg(
+        long,
+        env = "STRATA_AUTH_TOKENS",
+        hide_env_values = true,
+        value_name = "TOKENS"
+    )]
+    pub auth_tokens: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -40,6 +97,10 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Show the agent's counters: segment PUTs, GETs, metastore commits.
     Stats,
+    /// Whether the agent serves (the standard gRPC health check, which needs no token):
+    /// prints SERVING and exits 0, or says why not and exits 1. For container health
+    /// checks and load balancers.
+    Health,
     /// Show the cluster: live agents, the controller, partitions per agent.
     #[command(subcommand)]
     Cluster(ClusterCommand),
@@ -247,6 +308,8 @@ pub struct DevArgs {
     #[arg(long, env = "STRATA_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
     pub metrics_listen: String,
     #[command(flatten)]
+    pub security: SecurityArgs,
+    #[command(flatten)]
     pub tuning: Tuning,
 }
 
@@ -347,6 +410,8 @@ pub struct AgentArgs {
     /// dies (or loses etcd) its partitions move to other agents.
     #[arg(long, env = "STRATA_LEASE_TTL_SECS")]
     pub lease_ttl_secs: Option<u64>,
+    #[command(flatten)]
+    pub security: SecurityArgs,
     #[command(flatten)]
     pub tuning: Tuning,
 }

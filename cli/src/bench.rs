@@ -29,10 +29,11 @@ use crate::args::{
     AcksArg, BenchCommand, BenchConsumeArgs, BenchE2eArgs, BenchLength, BenchObjectStoreArgs,
     BenchOutput, BenchProduceArgs, KeyDistribution,
 };
+use crate::target::Target;
 
 const DEFAULT_SECONDS: f64 = 10.0;
 
-pub async fn run(server: &str, command: BenchCommand) -> Result<()> {
+pub async fn run(server: &Target, command: BenchCommand) -> Result<()> {
     match command {
         BenchCommand::Produce(args) => {
             let output = args.output.clone();
@@ -273,7 +274,7 @@ struct Produced {
 /// acknowledgements. With `stamp_values` each value starts with its send time (µs since
 /// the epoch) for e2e latency; otherwise all values share one buffer (no copy per record).
 async fn run_producers(
-    server: &str,
+    server: &Target,
     args: &BenchProduceArgs,
     stamp_values: bool,
     budget: Arc<Budget>,
@@ -283,8 +284,8 @@ async fn run_producers(
     let acked = Arc::new(AtomicU64::new(0));
     let per_task_rate = args.rate as f64 / args.producers as f64;
     for _ in 0..args.producers {
-        let producer = Producer::connect(
-            server,
+        let producer = Producer::open(
+            server.connect().await?,
             ProducerConfig {
                 acks: match args.acks {
                     AcksArg::All => Acks::All,
@@ -293,7 +294,7 @@ async fn run_producers(
                 ..Default::default()
             },
         )
-        .await?;
+        .await;
         let (topic, size, keys) = (args.topic.clone(), args.record_size.max(8), args.keys);
         let in_flight_bytes = args.in_flight_bytes.max(size);
         let (budget, acked, bar) = (budget.clone(), acked.clone(), bar.clone());
@@ -413,8 +414,8 @@ async fn run_producers(
     Ok(total)
 }
 
-async fn produce(server: &str, args: BenchProduceArgs) -> Result<Report> {
-    let admin = Admin::connect(server).await?;
+async fn produce(server: &Target, args: BenchProduceArgs) -> Result<Report> {
+    let admin = server.admin().await?;
     ensure_topic(&admin, &args.topic, args.partitions).await?;
     let before = admin.agent_stats().await?;
     let budget = Budget::new(&args.length);
@@ -443,19 +444,19 @@ struct Consumed {
 /// the log start (catch-up: up to the high watermark seen at the start) or from the tail
 /// (until `stop`).
 async fn run_consumers(
-    server: &str,
+    server: &Target,
     topic: &str,
     tail: bool,
     max_bytes: i32,
     budget: Arc<Budget>,
     bar: ProgressBar,
 ) -> Result<Consumed> {
-    let channel = strata_client::connect(server).await?;
+    let channel = server.connect().await?;
     let described = Admin::new(channel.clone()).describe_topic(topic).await?;
     let read = Arc::new(AtomicU64::new(0));
     let mut tasks = Vec::new();
     for p in described.partitions {
-        let mut log = LogClient::new(channel.clone()).max_decoding_message_size(64 << 20);
+        let mut log = LogClient::new(channel.transport()).max_decoding_message_size(64 << 20);
         let (topic, budget, bar, read) =
             (topic.to_string(), budget.clone(), bar.clone(), read.clone());
         let (mut offset, end) = if tail {
@@ -533,8 +534,8 @@ async fn run_consumers(
     Ok(total)
 }
 
-async fn consume(server: &str, args: BenchConsumeArgs) -> Result<Report> {
-    let admin = Admin::connect(server).await?;
+async fn consume(server: &Target, args: BenchConsumeArgs) -> Result<Report> {
+    let admin = server.admin().await?;
     let before = admin.agent_stats().await?;
     let budget = Budget::new(&args.length);
     let bar = progress(&args.output, &args.length);
@@ -559,9 +560,9 @@ async fn consume(server: &str, args: BenchConsumeArgs) -> Result<Report> {
     Ok(report)
 }
 
-async fn e2e(server: &str, args: BenchE2eArgs) -> Result<Report> {
+async fn e2e(server: &Target, args: BenchE2eArgs) -> Result<Report> {
     let produce_args = args.produce;
-    let admin = Admin::connect(server).await?;
+    let admin = server.admin().await?;
     ensure_topic(&admin, &produce_args.topic, produce_args.partitions).await?;
     let before = admin.agent_stats().await?;
     // The consumers run until told to stop (after the producers), at most an hour.
@@ -572,7 +573,7 @@ async fn e2e(server: &str, args: BenchE2eArgs) -> Result<Report> {
     });
     let consumers = {
         let (server, topic, budget) = (
-            server.to_string(),
+            server.clone(),
             produce_args.topic.clone(),
             consumer_budget.clone(),
         );

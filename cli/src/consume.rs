@@ -11,12 +11,13 @@ use strata_client::{
 };
 
 use crate::args::{CommitMode, ConsumeArgs};
+use crate::target::Target;
 
-pub async fn run(server: &str, args: ConsumeArgs) -> Result<()> {
+pub async fn run(server: &Target, args: ConsumeArgs) -> Result<()> {
     if let Some(group) = args.group.clone() {
         return run_group(server, &group, args).await;
     }
-    let mut consumer = Consumer::connect(server, ConsumerConfig::default()).await?;
+    let mut consumer = Consumer::new(server.connect().await?, ConsumerConfig::default());
     let start = match (args.offset, args.from_beginning) {
         (Some(offset), _) => StartOffset::Offset(offset),
         (None, true) => StartOffset::Earliest,
@@ -68,8 +69,8 @@ pub async fn run(server: &str, args: ConsumeArgs) -> Result<()> {
 }
 
 /// Reads as a group member until interrupted or --max-messages, then leaves the group.
-async fn run_group(server: &str, group: &str, args: ConsumeArgs) -> Result<()> {
-    let mut consumer = Consumer::connect(server, ConsumerConfig::default()).await?;
+async fn run_group(server: &Target, group: &str, args: ConsumeArgs) -> Result<()> {
+    let mut consumer = Consumer::new(server.connect().await?, ConsumerConfig::default());
     let mut config = GroupConfig::new(group);
     config.instance_id = args.instance_id.clone();
     config.assignor = args.assignor.clone();

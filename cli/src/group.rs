@@ -1,9 +1,10 @@
 //! `strata group ...`: list, describe, reset offsets, delete.
 
 use anyhow::{Context, Result};
-use strata_client::{Admin, ResetTo};
+use strata_client::ResetTo;
 
 use crate::args::GroupCommand;
+use crate::target::Target;
 
 /// Milliseconds since the Unix epoch, from RFC 3339 or a number of ms.
 fn parse_time(text: &str) -> Result<i64> {
@@ -19,8 +20,8 @@ fn parse_time(text: &str) -> Result<i64> {
         .as_millis() as i64)
 }
 
-pub async fn run(server: &str, command: GroupCommand) -> Result<()> {
-    let admin = Admin::connect(server).await?;
+pub async fn run(server: &Target, command: GroupCommand) -> Result<()> {
+    let admin = server.admin().await?;
     match command {
         GroupCommand::List => {
             println!("GROUP\tSTATE\tMEMBERS\tCOORDINATOR");

@@ -8,6 +8,7 @@ mod consume;
 mod group;
 mod produce;
 mod server;
+mod target;
 mod topic;
 
 use clap::Parser;
@@ -24,16 +25,25 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let server = cli.server.clone();
+    let client = cli.client.clone();
     runtime.block_on(async move {
+        if let Command::Dev(args) = cli.command {
+            return server::run_dev(args, &client).await;
+        }
+        if let Command::Agent(args) = cli.command {
+            return server::run_agent(*args, &client).await;
+        }
+        if let Command::Compactor(args) = cli.command {
+            return server::run_compactor(*args).await;
+        }
+        let server = target::Target::new(&client)?;
         match cli.command {
-            Command::Dev(args) => server::run_dev(args).await,
-            Command::Agent(args) => server::run_agent(*args).await,
-            Command::Compactor(args) => server::run_compactor(*args).await,
+            Command::Dev(_) | Command::Agent(_) | Command::Compactor(_) => unreachable!(),
             Command::Topic(command) => topic::run(&server, command).await,
             Command::Produce(args) => produce::run(&server, args).await,
             Command::Consume(args) => consume::run(&server, args).await,
             Command::Stats => topic::stats(&server).await,
+            Command::Health => topic::health(&server).await,
             Command::Cluster(command) => topic::cluster(&server, command).await,
             Command::Group(command) => group::run(&server, command).await,
             Command::Archive(command) => archive::run(&server, command).await,

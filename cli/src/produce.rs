@@ -8,11 +8,12 @@ use strata_client::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord};
 use tokio::io::AsyncBufReadExt;
 
 use crate::args::{AcksArg, ProduceArgs};
+use crate::target::Target;
 
 /// Deliveries awaited at most at once; beyond it the oldest is awaited first.
 const MAX_OUTSTANDING: usize = 200_000;
 
-pub async fn run(server: &str, args: ProduceArgs) -> Result<()> {
+pub async fn run(server: &Target, args: ProduceArgs) -> Result<()> {
     let headers: Vec<(String, Bytes)> = args
         .headers
         .iter()
@@ -30,7 +31,7 @@ pub async fn run(server: &str, args: ProduceArgs) -> Result<()> {
         },
         ..Default::default()
     };
-    let producer = Producer::connect(server, config).await?;
+    let producer = Producer::open(server.connect().await?, config).await;
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut outstanding: VecDeque<Delivery> = VecDeque::new();
     let mut sent = 0u64;

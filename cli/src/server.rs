@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 use strata_agent::clock::SystemClock;
+use strata_agent::security::{BearerTokens, Security, ServerTls};
 use strata_agent::{Agent, AgentConfig};
 use strata_compactor::{Compactor, CompactorConfig};
 use strata_metastore::{EtcdKv, KvMetastore, Metastore};
@@ -15,7 +16,8 @@ use strata_storage::cache::CacheConfig;
 use strata_storage::{BlockCache, ObjectStoreConfig, SegmentStore};
 use tokio::net::TcpListener;
 
-use crate::args::{AgentArgs, CompactorArgs, DevArgs, StoreArgs, Tuning};
+use crate::args::{AgentArgs, ClientArgs, CompactorArgs, DevArgs, SecurityArgs, StoreArgs, Tuning};
+use crate::target::read_pem;
 
 /// `strata agent` and `strata compactor` options as a TOML file may give them.
 #[derive(Debug, Default, Deserialize)]
@@ -51,6 +53,70 @@ struct AgentFile {
     orphan_min_age: Option<String>,
     gc_grace: Option<String>,
     archive_interval: Option<String>,
+    tls_ca: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    auth_tokens_file: Option<PathBuf>,
+}
+
+/// Who may talk to the agent, from the flags (or the file): files are read and checked
+/// here, so that a bad one stops the agent before it serves.
+fn security(client: &ClientArgs, args: &SecurityArgs, file: &AgentFile) -> Result<Security> {
+    let cert = client.tls_cert.clone().or(file.tls_cert.clone());
+    let key = client.tls_key.clone().or(file.tls_key.clone());
+    let client_ca = args.tls_client_ca.clone().or(file.tls_client_ca.clone());
+    let tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(ServerTls {
+            cert_pem: read_pem(&cert, "--tls-cert")?,
+            key_pem: read_pem(&key, "--tls-key")?,
+            client_ca_pem: client_ca
+                .map(|ca| read_pem(&ca, "--tls-client-ca"))
+                .transpose()?,
+            peer_ca_pem: client
+                .tls_ca
+                .clone()
+                .or(file.tls_ca.clone())
+                .map(|ca| read_pem(&ca, "--tls-ca"))
+                .transpose()?,
+        }),
+        (None, None) => {
+            anyhow::ensure!(
+                client_ca.is_none(),
+                "--tls-client-ca needs TLS: give --tls-cert and --tls-key too"
+            );
+            None
+        }
+        _ => anyhow::bail!("TLS needs both --tls-cert and --tls-key"),
+    };
+    let tokens_file = args
+        .auth_tokens_file
+        .clone()
+        .or(file.auth_tokens_file.clone());
+    let tokens = match (tokens_file, &args.auth_tokens) {
+        (Some(_), Some(_)) => {
+            anyhow::bail!("give the tokens in --auth-tokens-file or STRATA_AUTH_TOKENS, not both")
+        }
+        (Some(path), None) => {
+            let text = std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read --auth-tokens-file {}", path.display()))?;
+            Some(
+                BearerTokens::parse(&text)
+                    .map_err(|e| anyhow::anyhow!("--auth-tokens-file {}: {e}", path.display()))?,
+            )
+        }
+        (None, Some(tokens)) => Some(
+            BearerTokens::parse(tokens).map_err(|e| anyhow::anyhow!("STRATA_AUTH_TOKENS: {e}"))?,
+        ),
+        (None, None) => None,
+    };
+    if tokens.is_some() && tls.is_none() {
+        tracing::warn!(
+            "bearer tokens without TLS: tokens cross the network in the clear; give \
+             --tls-cert and --tls-key"
+        );
+    }
+    Ok(Security { tls, tokens })
 }
 
 fn read_file(path: &Path) -> Result<AgentFile> {
@@ -121,7 +187,7 @@ fn cache_config(tuning: &Tuning, file: &AgentFile, disk_dir: Option<PathBuf>) ->
 }
 
 /// `strata dev`.
-pub async fn run_dev(args: DevArgs) -> Result<()> {
+pub async fn run_dev(args: DevArgs, client: &ClientArgs) -> Result<()> {
     let data_dir = std::path::absolute(&args.data_dir)
         .with_context(|| format!("bad data dir {}", args.data_dir.display()))?;
     std::fs::create_dir_all(&data_dir)
@@ -134,6 +200,7 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     })
     .await?;
     let file = AgentFile::default();
+    let security = security(client, &args.security, &file)?;
     let cache = BlockCache::new(&cache_config(
         &args.tuning,
         &file,
@@ -143,15 +210,12 @@ pub async fn run_dev(args: DevArgs) -> Result<()> {
     let config = agent_config("dev".to_string(), args.listen.clone(), &args.tuning, &file)?;
     tracing::info!(data_dir = %data_dir.display(), "strata dev: embedded metastore, local object store, compactor");
     let compactor = start_dev_compactor(metastore.clone(), store.clone()).await?;
-    let served = serve(
-        config,
-        &args.listen,
-        &args.metrics_listen,
-        metastore,
-        store,
-        cache,
-    )
-    .await;
+    let listen = Listen {
+        grpc: &args.listen,
+        metrics: &args.metrics_listen,
+        security: &security,
+    };
+    let served = serve(config, listen, metastore, store, cache).await;
     compactor.shutdown().await;
     served
 }
@@ -212,11 +276,12 @@ async fn open_cluster(
 }
 
 /// `strata agent`.
-pub async fn run_agent(args: AgentArgs) -> Result<()> {
+pub async fn run_agent(args: AgentArgs, client: &ClientArgs) -> Result<()> {
     let file = match &args.store.config {
         Some(path) => read_file(path)?,
         None => AgentFile::default(),
     };
+    let security = security(client, &args.security, &file)?;
     let (metastore, store) = open_cluster(&args.store, &file).await?;
     let listen = args
         .listen
@@ -249,7 +314,12 @@ pub async fn run_agent(args: AgentArgs) -> Result<()> {
         .clone()
         .or(file.metrics_listen.clone())
         .unwrap_or_else(|| "0.0.0.0:9090".to_string());
-    serve(config, &listen, &metrics_listen, metastore, store, cache).await
+    let listen = Listen {
+        grpc: &listen,
+        metrics: &metrics_listen,
+        security: &security,
+    };
+    serve(config, listen, metastore, store, cache).await
 }
 
 /// `strata compactor`.
@@ -376,24 +446,33 @@ fn rand_id() -> u32 {
     (nanos as u32) ^ std::process::id().rotate_left(16)
 }
 
+/// Where and how an agent serves.
+struct Listen<'a> {
+    grpc: &'a str,
+    metrics: &'a str,
+    security: &'a Security,
+}
+
 async fn serve(
     config: AgentConfig,
-    listen: &str,
-    metrics_listen: &str,
+    listen: Listen<'_>,
     metastore: Arc<dyn Metastore>,
     store: SegmentStore,
     cache: BlockCache,
 ) -> Result<()> {
-    let listener = TcpListener::bind(listen)
+    let listener = TcpListener::bind(listen.grpc)
         .await
-        .with_context(|| format!("cannot listen on {listen}"))?;
-    let metrics_listener = TcpListener::bind(metrics_listen)
+        .with_context(|| format!("cannot listen on {}", listen.grpc))?;
+    let metrics_listener = TcpListener::bind(listen.metrics)
         .await
-        .with_context(|| format!("cannot listen on {metrics_listen} for metrics"))?;
+        .with_context(|| format!("cannot listen on {} for metrics", listen.metrics))?;
     let agent = Agent::start(config, metastore, store, cache, Arc::new(SystemClock)).await?;
     tracing::info!(
         address = %listener.local_addr()?,
         metrics = %metrics_listener.local_addr()?,
+        tls = listen.security.tls.is_some(),
+        mutual_tls = listen.security.tls.as_ref().is_some_and(|t| t.client_ca_pem.is_some()),
+        tokens = listen.security.tokens.is_some(),
         "serving gRPC, and metrics at /metrics"
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
@@ -408,7 +487,7 @@ async fn serve(
     // On SIGTERM the agent hands off while still answering (produce requests get
     // UNAVAILABLE, so clients move on): it flushes, commits and deregisters; only then
     // does the server stop.
-    let serving = strata_agent::service::serve(agent.clone(), listener, {
+    let serving = strata_agent::service::serve(agent.clone(), listener, listen.security, {
         let agent = agent.clone();
         async move {
             shutdown_signal().await;

@@ -3,9 +3,9 @@
 use std::collections::HashMap;
 
 use anyhow::{Context, Result};
-use strata_client::Admin;
 
 use crate::args::{ClusterCommand, TopicCommand};
+use crate::target::Target;
 
 fn parse_config(pairs: &[String]) -> Result<HashMap<String, String>> {
     pairs
@@ -19,8 +19,8 @@ fn parse_config(pairs: &[String]) -> Result<HashMap<String, String>> {
         .collect()
 }
 
-pub async fn run(server: &str, command: TopicCommand) -> Result<()> {
-    let admin = Admin::connect(server).await?;
+pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
+    let admin = server.admin().await?;
     match command {
         TopicCommand::Create {
             name,
@@ -73,8 +73,8 @@ pub async fn run(server: &str, command: TopicCommand) -> Result<()> {
     Ok(())
 }
 
-pub async fn stats(server: &str) -> Result<()> {
-    let stats = Admin::connect(server).await?.agent_stats().await?;
+pub async fn stats(server: &Target) -> Result<()> {
+    let stats = server.admin().await?.agent_stats().await?;
     println!("agent_id\t{}", stats.agent_id);
     println!("flushes\t{}", stats.flushes);
     println!("segment_puts\t{}", stats.segment_puts);
@@ -87,11 +87,29 @@ pub async fn stats(server: &str) -> Result<()> {
     Ok(())
 }
 
+/// `strata health`: the gRPC health service's answer for the whole agent.
+pub async fn health(server: &Target) -> Result<()> {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
+    let mut health = HealthClient::new(server.connect().await?.transport());
+    let status = health
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .map_err(|status| anyhow::anyhow!("health check failed: {status}"))?
+        .into_inner()
+        .status();
+    anyhow::ensure!(status == ServingStatus::Serving, "agent is {status:?}");
+    println!("SERVING");
+    Ok(())
+}
+
 /// `strata cluster status`.
-pub async fn cluster(server: &str, command: ClusterCommand) -> Result<()> {
+pub async fn cluster(server: &Target, command: ClusterCommand) -> Result<()> {
     match command {
         ClusterCommand::Status => {
-            let metadata = Admin::connect(server).await?.metadata(Vec::new()).await?;
+            let metadata = server.admin().await?.metadata(Vec::new()).await?;
             let mut partitions: std::collections::BTreeMap<&str, usize> = Default::default();
             let mut unassigned = 0;
             for topic in &metadata.topics {

@@ -2,20 +2,20 @@
 
 use std::collections::HashMap;
 
+use crate::{Connection, Transport};
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::cluster_client::ClusterClient;
 use strata_proto::v1::groups_client::GroupsClient;
-use tonic::transport::Channel;
 
 use crate::{MAX_MESSAGE_BYTES, Result};
 
 /// Admin operations against one agent.
 #[derive(Debug, Clone)]
 pub struct Admin {
-    admin: AdminClient<Channel>,
-    cluster: ClusterClient<Channel>,
-    groups: GroupsClient<Channel>,
+    admin: AdminClient<Transport>,
+    cluster: ClusterClient<Transport>,
+    groups: GroupsClient<Transport>,
 }
 
 /// Where [`Admin::reset_offsets`] moves a group's offsets.
@@ -32,8 +32,9 @@ pub enum ResetTo {
 }
 
 impl Admin {
-    /// Admin over an open channel.
-    pub fn new(channel: Channel) -> Self {
+    /// Admin over an open connection.
+    pub fn new(connection: Connection) -> Self {
+        let channel = connection.transport();
         Self {
             admin: AdminClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
             cluster: ClusterClient::new(channel.clone())

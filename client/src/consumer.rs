@@ -13,13 +13,13 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::{Connection, Transport};
 use bytes::Bytes;
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, StreamExt};
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::log_client::LogClient;
-use tonic::transport::Channel;
 
 use crate::group::{
     GroupConfig, Membership, OffsetReset, RebalanceEvent, RebalanceKind, TopicPartition,
@@ -88,7 +88,7 @@ pub struct Consumer {
     router: Arc<Router>,
     /// A refresh of the metadata is due before the next poll.
     stale: bool,
-    admin: AdminClient<Channel>,
+    admin: AdminClient<Transport>,
     config: ConsumerConfig,
     assignments: Vec<Assignment>,
     group: Option<GroupMode>,
@@ -137,12 +137,12 @@ impl Drop for Consumer {
 }
 
 impl Consumer {
-    /// A consumer over an open channel.
-    pub fn new(channel: Channel, config: ConsumerConfig) -> Self {
+    /// A consumer over an open connection.
+    pub fn new(connection: Connection, config: ConsumerConfig) -> Self {
         Self {
-            router: Arc::new(Router::new(channel.clone())),
+            admin: AdminClient::new(connection.transport()),
+            router: Arc::new(Router::new(connection)),
             stale: true,
-            admin: AdminClient::new(channel),
             config,
             assignments: Vec::new(),
             group: None,

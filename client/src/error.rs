@@ -6,8 +6,10 @@ pub enum Error {
     /// The agent could not be reached.
     #[error("{0}")]
     Connect(String),
-    /// The agent answered with an error status; its code and message say what happened.
-    #[error("{}: {}", .0.code(), .0.message())]
+    /// The agent answered with an error status; its code and message say what happened
+    /// (and, for a failed connection, the innermost cause: a TLS alert, a refused
+    /// connection).
+    #[error("{}: {}{}", .0.code(), .0.message(), root_cause(.0))]
     Status(tonic::Status),
     /// The call was malformed before it was sent.
     #[error("{0}")]
@@ -15,6 +17,18 @@ pub enum Error {
     /// The producer or consumer was closed.
     #[error("closed")]
     Closed,
+}
+
+/// ` (cause)`: the innermost source of `error` (for a status, the transport error it
+/// wraps, such as a TLS alert), or nothing when it has none.
+pub(crate) fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = error.source();
+    let mut innermost = None;
+    while let Some(error) = cause {
+        innermost = Some(error);
+        cause = error.source();
+    }
+    innermost.map_or_else(String::new, |e| format!(" ({e})"))
 }
 
 impl From<tonic::Status> for Error {

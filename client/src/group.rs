@@ -11,12 +11,12 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::Transport;
 use strata_proto::v1 as pb;
 use strata_proto::v1::groups_client::GroupsClient;
 use tokio::sync::{Notify, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tonic::transport::Channel;
 
 use crate::router::{Router, is_retriable};
 use crate::{Error, Result};
@@ -125,7 +125,7 @@ pub(crate) struct Membership {
     topics: Vec<String>,
     topic_regex: String,
     router: Arc<Router>,
-    coordinator: Mutex<Option<Channel>>,
+    coordinator: Mutex<Option<Transport>>,
     pub state: Mutex<MemberState>,
     /// Wakes the heartbeat task (ownership changed).
     pub wake: Notify,
@@ -169,7 +169,7 @@ impl Membership {
     }
 
     /// A client of the group's coordinator, found through any agent.
-    async fn coordinator(&self) -> Result<GroupsClient<Channel>> {
+    async fn coordinator(&self) -> Result<GroupsClient<Transport>> {
         if let Some(channel) = self.coordinator.lock().expect("membership lock").clone() {
             return Ok(GroupsClient::new(channel));
         }

@@ -10,6 +10,7 @@
 //! It speaks only the public gRPC API (`strata-proto`).
 
 mod admin;
+mod connect;
 mod consumer;
 mod error;
 mod group;
@@ -18,6 +19,7 @@ mod router;
 mod session;
 
 pub use admin::{Admin, ResetTo};
+pub use connect::{Connection, Connector, Credentials, Transport};
 pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
 pub use error::{Error, Result};
 pub use group::{GroupConfig, OffsetReset, RebalanceEvent, RebalanceKind, TopicPartition};
@@ -25,26 +27,14 @@ pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord, Rec
 pub use strata_proto::v1 as proto;
 pub use tonic::Code;
 
-use tonic::transport::{Channel, Endpoint};
-
 /// The address clients use when none is given: the local `strata dev` agent.
 pub const DEFAULT_SERVER: &str = "http://127.0.0.1:7070";
 
-/// Opens a gRPC channel to an agent (`host:port` or `http://host:port`).
-pub async fn connect(server: &str) -> Result<Channel> {
-    let url = if server.contains("://") {
-        server.to_string()
-    } else {
-        format!("http://{server}")
-    };
-    let endpoint = Endpoint::from_shared(url.clone())
-        .map_err(|e| Error::InvalidArgument(format!("invalid server address '{server}': {e}")))?
-        .connect_timeout(std::time::Duration::from_secs(5))
-        .tcp_nodelay(true);
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| Error::Connect(format!("cannot reach {url}: {e}")))
+/// Connects to an agent (`host:port`, `http://host:port`, or `https://host:port` for TLS
+/// with the system's roots) without a token. [`Connector`] sets a CA, a client
+/// certificate and a bearer token.
+pub async fn connect(server: &str) -> Result<Connection> {
+    Connector::new().connect(server).await
 }
 
 /// The largest gRPC message the SDK sends or accepts.

@@ -27,13 +27,13 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::{Connection, Transport};
 use bytes::Bytes;
 use futures::StreamExt;
 use futures::stream::FuturesOrdered;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use tokio::sync::{mpsc, oneshot};
-use tonic::transport::Channel;
 
 use crate::router::{Router, is_retriable};
 use crate::{Error, Result};
@@ -174,31 +174,37 @@ struct Partitioning {
 #[derive(Debug, Clone)]
 pub struct Producer {
     router: Arc<Router>,
-    admin: AdminClient<Channel>,
+    admin: AdminClient<Transport>,
     config: Arc<ProducerConfig>,
     lanes: Arc<Mutex<Lanes>>,
     partitioning: Arc<Mutex<Partitioning>>,
 }
 
 impl Producer {
-    /// A producer over an open channel to any agent of the cluster; it learns the others
-    /// from that agent's metadata.
-    pub fn new(channel: Channel, config: ProducerConfig) -> Self {
+    /// A producer over an open connection to any agent of the cluster; it learns the
+    /// others from that agent's metadata and reaches them the same way.
+    pub fn new(connection: Connection, config: ProducerConfig) -> Self {
         Self {
-            router: Arc::new(Router::new(channel.clone())),
-            admin: AdminClient::new(channel),
+            admin: AdminClient::new(connection.transport()),
+            router: Arc::new(Router::new(connection)),
             config: Arc::new(config),
             lanes: Arc::default(),
             partitioning: Arc::default(),
         }
     }
 
-    /// Connects to `server` and returns a producer with `config`.
+    /// Connects to `server` (plaintext, no token) and returns a producer with `config`.
     pub async fn connect(server: &str, config: ProducerConfig) -> Result<Self> {
-        let producer = Self::new(crate::connect(server).await?, config);
+        Ok(Self::open(crate::connect(server).await?, config).await)
+    }
+
+    /// A producer over `connection` that has read the cluster's metadata, so that its
+    /// first records go straight to their partitions' owners.
+    pub async fn open(connection: Connection, config: ProducerConfig) -> Self {
+        let producer = Self::new(connection, config);
         // Routing starts from the bootstrap agent if the metadata cannot be read now.
         let _ = producer.router.refresh().await;
-        Ok(producer)
+        producer
     }
 
     async fn partition_count(&self, topic: &str) -> Result<u32> {

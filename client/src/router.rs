@@ -15,10 +15,9 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::cluster_client::ClusterClient;
 use strata_proto::v1::log_client::LogClient;
 use tokio::time::Instant;
-use tonic::transport::{Channel, Endpoint};
 
 use crate::session::Session;
-use crate::{Error, MAX_MESSAGE_BYTES, Result};
+use crate::{Connection, Error, MAX_MESSAGE_BYTES, Result, Transport};
 
 /// Refreshes closer together than this are served by the last one.
 const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
@@ -26,8 +25,9 @@ const MIN_REFRESH_INTERVAL: Duration = Duration::from_millis(100);
 /// The producer's view of the cluster.
 #[derive(Debug)]
 pub(crate) struct Router {
-    /// The agent the producer was pointed at.
-    bootstrap: Channel,
+    /// The agent the producer was pointed at, and how to reach the others.
+    connection: Connection,
+    bootstrap: Transport,
     bootstrap_session: Arc<Session>,
     state: Mutex<RouterState>,
     refreshing: tokio::sync::Mutex<()>,
@@ -40,37 +40,25 @@ struct RouterState {
     /// Owner agent id of each partition.
     owners: HashMap<(String, u32), String>,
     /// One channel per agent address.
-    channels: HashMap<String, Channel>,
+    channels: HashMap<String, Transport>,
     /// One session per agent address.
     sessions: HashMap<String, Arc<Session>>,
     refreshed_at: Option<Instant>,
 }
 
-fn log_client(channel: Channel) -> LogClient<Channel> {
+fn log_client(channel: Transport) -> LogClient<Transport> {
     LogClient::new(channel)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
 }
 
-fn lazy_channel(address: &str) -> Option<Channel> {
-    let url = if address.contains("://") {
-        address.to_string()
-    } else {
-        format!("http://{address}")
-    };
-    Endpoint::from_shared(url).ok().map(|endpoint| {
-        endpoint
-            .connect_timeout(Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .connect_lazy()
-    })
-}
-
 impl Router {
-    pub(crate) fn new(bootstrap: Channel) -> Self {
+    pub(crate) fn new(connection: Connection) -> Self {
+        let bootstrap = connection.transport();
         Self {
             bootstrap_session: Arc::new(Session::new(log_client(bootstrap.clone()))),
             bootstrap,
+            connection,
             state: Mutex::default(),
             refreshing: tokio::sync::Mutex::new(()),
         }
@@ -91,19 +79,20 @@ impl Router {
 
     /// A channel to the agent that owns `topic`/`partition` (reads: any agent serves
     /// them, the owner from its cache), or to the bootstrap agent.
-    pub(crate) fn channel_for(&self, topic: &str, partition: u32) -> Channel {
+    pub(crate) fn channel_for(&self, topic: &str, partition: u32) -> Transport {
         let mut state = self.state.lock().expect("router lock");
         let Some(address) = Self::owner_address(&state, topic, partition) else {
             return self.bootstrap.clone();
         };
-        Self::channel(&mut state, &address).unwrap_or_else(|| self.bootstrap.clone())
+        self.channel(&mut state, &address)
+            .unwrap_or_else(|| self.bootstrap.clone())
     }
 
-    fn channel(state: &mut RouterState, address: &str) -> Option<Channel> {
+    fn channel(&self, state: &mut RouterState, address: &str) -> Option<Transport> {
         if let Some(channel) = state.channels.get(address) {
             return Some(channel.clone());
         }
-        let channel = lazy_channel(address)?;
+        let channel = self.connection.lazy(address)?;
         state.channels.insert(address.to_string(), channel.clone());
         Some(channel)
     }
@@ -118,7 +107,7 @@ impl Router {
         if let Some(session) = state.sessions.get(&address) {
             return session.clone();
         }
-        let Some(channel) = Self::channel(&mut state, &address) else {
+        let Some(channel) = self.channel(&mut state, &address) else {
             return self.bootstrap_session.clone();
         };
         let session = Arc::new(Session::new(log_client(channel)));
@@ -128,26 +117,27 @@ impl Router {
 
     /// Channels to try for a request any agent can answer: the bootstrap agent first, then
     /// every other agent known.
-    pub(crate) fn candidates(&self) -> Vec<Channel> {
+    pub(crate) fn candidates(&self) -> Vec<Transport> {
         let mut state = self.state.lock().expect("router lock");
         let addresses: Vec<String> = state.agents.values().cloned().collect();
         let mut channels = vec![self.bootstrap.clone()];
         channels.extend(
             addresses
                 .iter()
-                .filter_map(|address| Self::channel(&mut state, address)),
+                .filter_map(|address| self.channel(&mut state, address)),
         );
         channels
     }
 
     /// A channel to the agent at `address`, or to the bootstrap agent when it is the only
     /// agent known (its advertised address may not be reachable from here).
-    pub(crate) fn channel_to(&self, address: &str) -> Channel {
+    pub(crate) fn channel_to(&self, address: &str) -> Transport {
         let mut state = self.state.lock().expect("router lock");
         if state.agents.len() <= 1 {
             return self.bootstrap.clone();
         }
-        Self::channel(&mut state, address).unwrap_or_else(|| self.bootstrap.clone())
+        self.channel(&mut state, address)
+            .unwrap_or_else(|| self.bootstrap.clone())
     }
 
     /// Re-reads the metadata of every topic, unless it was read moments ago.
@@ -171,7 +161,7 @@ impl Router {
             .cloned()
             .collect();
         let mut candidates = vec![self.bootstrap.clone()];
-        candidates.extend(known.iter().filter_map(|a| lazy_channel(a)));
+        candidates.extend(known.iter().filter_map(|a| self.connection.lazy(a)));
         let mut last_error = Error::Closed;
         for channel in candidates {
             let mut client =

@@ -10,11 +10,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::Transport;
 use strata_proto::v1 as pb;
 use strata_proto::v1::log_client::LogClient;
 use tokio::sync::{mpsc, oneshot};
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use tonic::transport::Channel;
 
 use crate::{Error, Result};
 
@@ -23,7 +23,7 @@ type Reply = oneshot::Sender<Result<pb::ProduceResponse>>;
 /// The producer's session, reopened as needed.
 #[derive(Debug)]
 pub(crate) struct Session {
-    log: LogClient<Channel>,
+    log: LogClient<Transport>,
     open: Mutex<Option<Arc<OpenSession>>>,
 }
 
@@ -53,7 +53,7 @@ impl OpenSession {
 }
 
 impl Session {
-    pub(crate) fn new(log: LogClient<Channel>) -> Self {
+    pub(crate) fn new(log: LogClient<Transport>) -> Self {
         Self {
             log,
             open: Mutex::new(None),
@@ -120,7 +120,7 @@ impl Session {
 }
 
 async fn run_session(
-    mut log: LogClient<Channel>,
+    mut log: LogClient<Transport>,
     session: Arc<OpenSession>,
     requests: UnboundedReceiverStream<pb::ProduceSessionRequest>,
 ) {

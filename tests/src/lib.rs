@@ -14,6 +14,7 @@ pub mod compactor;
 pub mod etcd;
 pub mod groups;
 pub mod history;
+pub mod pki;
 
 /// Where the test etcd and S3 server are.
 #[derive(Debug, Clone)]

@@ -28,7 +28,7 @@ async fn health_reflection_and_metadata() {
     let channel = strata_client::connect(&agent.server()).await.unwrap();
 
     use tonic_health::pb::health_check_response::ServingStatus;
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.transport());
     for service in ["", "strata.v1.Log", "strata.v1.Admin", "strata.v1.Cluster"] {
         let response = health
             .check(tonic_health::pb::HealthCheckRequest {
@@ -48,7 +48,7 @@ async fn health_reflection_and_metadata() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = ServerReflectionClient::new(channel.clone())
+    let mut responses = ServerReflectionClient::new(channel.transport())
         .server_reflection_info(tokio_stream::once(request))
         .await
         .unwrap()
@@ -154,7 +154,7 @@ async fn subscribe_follows_the_tail() {
             .await
             .unwrap();
     }
-    let mut stream = LogClient::new(channel)
+    let mut stream = LogClient::new(channel.transport())
         .subscribe(proto::SubscribeRequest {
             topic: "tail".into(),
             partition: 0,

@@ -5,10 +5,9 @@ use std::time::Duration;
 
 use strata_client::proto::admin_client::AdminClient;
 use strata_client::proto::log_client::LogClient;
-use strata_client::{Admin, Producer, ProducerConfig, ProducerRecord, proto};
+use strata_client::{Admin, Producer, ProducerConfig, ProducerRecord, Transport, proto};
 use strata_tests::{AgentKind, AgentProcess, TestEnv, unique_name};
 use tonic::Code;
-use tonic::transport::Channel;
 
 fn start_agent(prefix: &str) -> (AgentProcess, TestEnv, String) {
     let env = TestEnv::from_env();
@@ -71,15 +70,15 @@ fn assert_status<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Cod
 }
 
 struct Clients {
-    admin: AdminClient<Channel>,
-    log: LogClient<Channel>,
+    admin: AdminClient<Transport>,
+    log: LogClient<Transport>,
 }
 
 async fn clients(server: &str) -> Clients {
     let channel = strata_client::connect(server).await.unwrap();
     Clients {
-        admin: AdminClient::new(channel.clone()),
-        log: LogClient::new(channel).max_encoding_message_size(64 << 20),
+        admin: AdminClient::new(channel.transport()),
+        log: LogClient::new(channel.transport()).max_encoding_message_size(64 << 20),
     }
 }
 

@@ -44,7 +44,7 @@ async fn one_put_and_one_commit_per_flush_of_eight_partitions() {
         .collect();
 
     let before = admin.agent_stats().await.unwrap();
-    let response = proto::log_client::LogClient::new(channel)
+    let response = proto::log_client::LogClient::new(channel.transport())
         .produce(proto::ProduceRequest {
             topic: "costs".into(),
             partition: None,
