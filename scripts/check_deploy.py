@@ -214,7 +214,7 @@ def check_terraform(binary):
     for directory in sorted(p for p in tf_root.glob("modules/*") if p.is_dir()):
         parsed, text = load_terraform_dir(directory)
         variables = check_terraform_dir(directory, parsed, text)
-        modules[directory.resolve()] = (parsed, variables)
+        modules[directory.resolve()] = (parsed, variables, text)
         readme = (directory / "README.md").read_text() if (directory / "README.md").exists() else ""
         for name in variables:
             check(f"`{name}`" in readme, f"{directory.relative_to(ROOT)}/README.md does not document variable {name}")
@@ -222,15 +222,19 @@ def check_terraform(binary):
     for directory in sorted(p for p in tf_root.glob("examples/*") if p.is_dir()):
         parsed, text = load_terraform_dir(directory)
         check_terraform_dir(directory, parsed, text)
-        where = directory.relative_to(ROOT)
-        calls = blocks(parsed, "module")
-        check(len(calls) > 0, f"{where}: calls no module")
-        for call, arguments in calls.items():
+        check(len(blocks(parsed, "module")) > 0, f"{directory.relative_to(ROOT)}: calls no module")
+        examples[directory] = (parsed, text)
+    check(len(examples) >= 2, f"expected an aws and a local example, found {len(examples)}")
+    callers = dict(examples)
+    callers.update({directory: (parsed, text) for directory, (parsed, _, text) in modules.items()})
+    for directory, (parsed, text) in callers.items():
+        where = pathlib.Path(directory).relative_to(ROOT)
+        for call, arguments in blocks(parsed, "module").items():
             source = (directory / unquote(arguments.get("source", ""))).resolve()
             check(source in modules, f"{where}: module {call} source {arguments.get('source')} is not one of terraform/modules")
             if source not in modules:
                 continue
-            module_parsed, module_variables = modules[source]
+            module_parsed, module_variables, _ = modules[source]
             given = {k for k in arguments if k not in MODULE_META_ARGS and not k.startswith("__")}
             for argument in given:
                 check(argument in module_variables, f"{where}: module {call} has no variable {argument}")
@@ -238,10 +242,8 @@ def check_terraform(binary):
                 if "default" not in body:
                     check(name in given, f"{where}: module {call} needs variable {name}")
             module_outputs = blocks(module_parsed, "output")
-            for output in set(re.findall(rf"\bmodule\.{call}\.([a-z0-9_]+)", text)):
+            for output in set(re.findall(rf"\bmodule\.{call}(?:\[\d+\])?\.([a-z0-9_]+)", text)):
                 check(output in module_outputs, f"{where}: module {call} has no output {output}")
-        examples[directory] = parsed
-    check(len(examples) >= 2, f"expected an aws and a local example, found {len(examples)}")
     check_checkov(tf_root / "modules")
     check_local_stack(binary, modules)
     # Every STRATA_* setting a module gives the binary is one it reads.
@@ -298,7 +300,7 @@ def check_local_stack(binary, modules):
     if local_dir not in modules:
         check(False, "terraform/modules/strata-local is missing")
         return
-    parsed, variables = modules[local_dir]
+    parsed, variables, _ = modules[local_dir]
     defaults = {name: unquote(body.get("default")) for name, body in variables.items()}
 
     def resolve(value):
@@ -321,7 +323,9 @@ def check_local_stack(binary, modules):
         check(images.get(name) == services[name]["image"],
               f"{name} image differs: compose {services[name]['image']} vs local module {images.get(name)}")
     local_text = (local_dir / "main.tf").read_text()
-    local_env = set(re.findall(r"\b(STRATA_[A-Z0-9_]+)\s*=", local_text)) - {"STRATA_AUTH_TOKENS"}
+    # TLS and tokens (the module's `secure`, off in compose) aside.
+    local_env = {name for name in re.findall(r"\b(STRATA_[A-Z0-9_]+)\s*=", local_text)
+                 if not name.startswith(("STRATA_TLS_", "STRATA_AUTH_"))}
     compose_env = set(services["agent-1"]["environment"])
     check(local_env == compose_env, f"STRATA_* settings differ: compose {sorted(compose_env)} vs local module {sorted(local_env)}")
     local_flags = {resolve(a) for a in containers.get("agent", {}).get("command", []) if resolve(a).startswith("--")}

@@ -166,6 +166,25 @@ pub struct AgentProcess {
 }
 
 impl AgentProcess {
+    /// Starts `count` agents of a new cluster (its own etcd root and bucket, named after
+    /// `prefix`) on the test etcd and S3 server, each with `extra_args`.
+    pub fn start_cluster(count: usize, prefix: &str, extra_args: &[&str]) -> Vec<Self> {
+        let env = TestEnv::from_env();
+        let (cluster, bucket) = (unique_name(prefix), unique_name(prefix));
+        (0..count)
+            .map(|_| {
+                Self::start(
+                    AgentKind::Agent {
+                        env: env.clone(),
+                        cluster: cluster.clone(),
+                        bucket: bucket.clone(),
+                    },
+                    extra_args,
+                )
+            })
+            .collect()
+    }
+
     /// Starts an agent on a free port and waits until it answers.
     pub fn start(kind: AgentKind, extra_args: &[&str]) -> Self {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("strata-agent")));

@@ -14,7 +14,7 @@ use std::time::Duration;
 use strata_client::{Admin, Code, Consumer, ConsumerConfig, GroupConfig, OffsetReset, ResetTo};
 use strata_tests::groups::{Member, now_ms, overlaps};
 use strata_tests::history::Load;
-use strata_tests::{AgentKind, AgentProcess, TestEnv, cli, report, unique_name};
+use strata_tests::{AgentProcess, cli, report, unique_name};
 
 const PARTITIONS: i32 = 12;
 const LEASE_TTL_SECS: &str = "4";
@@ -22,20 +22,7 @@ const LEASE_TTL_SECS: &str = "4";
 static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 fn start_agents() -> Vec<AgentProcess> {
-    let env = TestEnv::from_env();
-    let (cluster, bucket) = (unique_name("groups"), unique_name("groups"));
-    (0..3)
-        .map(|_| {
-            AgentProcess::start(
-                AgentKind::Agent {
-                    env: env.clone(),
-                    cluster: cluster.clone(),
-                    bucket: bucket.clone(),
-                },
-                &["--lease-ttl-secs", LEASE_TTL_SECS],
-            )
-        })
-        .collect()
+    AgentProcess::start_cluster(3, "groups", &["--lease-ttl-secs", LEASE_TTL_SECS])
 }
 
 async fn create_topic(server: &str, topic: &str) {

@@ -22,7 +22,7 @@ use strata_client::{
     ProducerRecord, StartOffset, proto,
 };
 use strata_tests::pki::Pki;
-use strata_tests::{AgentKind, AgentProcess, TestEnv, http_get, report, strata_bin, unique_name};
+use strata_tests::{AgentKind, AgentProcess, http_get, report, strata_bin};
 
 const GOOD_TOKEN: &str = "good-token-0123456789abcdef";
 const SECOND_TOKEN: &str = "second-token-fedcba9876543210";
@@ -118,20 +118,7 @@ async fn tls_and_tokens_guard_a_cluster() {
         "--auth-tokens-file",
         path(&tokens),
     ];
-    let env = TestEnv::from_env();
-    let (cluster, bucket) = (unique_name("tls"), unique_name("tls"));
-    let agents: Vec<AgentProcess> = (0..2)
-        .map(|_| {
-            AgentProcess::start(
-                AgentKind::Agent {
-                    env: env.clone(),
-                    cluster: cluster.clone(),
-                    bucket: bucket.clone(),
-                },
-                &args,
-            )
-        })
-        .collect();
+    let agents = AgentProcess::start_cluster(2, "tls", &args);
 
     // A plaintext client gets nothing from a TLS agent.
     let plaintext = match strata_client::connect(&agents[0].server()).await {

@@ -6,56 +6,18 @@ locals {
   # What agents advertise (their private DNS name) ends in this.
   private_dns_suffix = local.region == "us-east-1" ? "ec2.internal" : "${local.region}.compute.internal"
   generate_tls       = var.tls_certificate_pem == ""
-  ca_certificate_pem = local.generate_tls ? tls_self_signed_cert.ca[0].cert_pem : var.tls_ca_certificate_pem
-  agent_cert_pem     = local.generate_tls ? tls_locally_signed_cert.agent[0].cert_pem : var.tls_certificate_pem
-  agent_key_pem      = local.generate_tls ? tls_private_key.agent[0].private_key_pem : var.tls_private_key_pem
+  ca_certificate_pem = local.generate_tls ? module.tls[0].ca_certificate_pem : var.tls_ca_certificate_pem
+  agent_cert_pem     = local.generate_tls ? module.tls[0].certificate_pem : var.tls_certificate_pem
+  agent_key_pem      = local.generate_tls ? module.tls[0].private_key_pem : var.tls_private_key_pem
   auth_tokens        = length(var.auth_tokens) > 0 ? var.auth_tokens : [random_password.token[0].result]
 }
 
-resource "tls_private_key" "ca" {
-  count       = local.generate_tls ? 1 : 0
-  algorithm   = "ECDSA"
-  ecdsa_curve = "P256"
-}
-
-resource "tls_self_signed_cert" "ca" {
-  count                 = local.generate_tls ? 1 : 0
-  private_key_pem       = tls_private_key.ca[0].private_key_pem
-  is_ca_certificate     = true
-  validity_period_hours = 87600
-  allowed_uses          = ["cert_signing", "crl_signing", "digital_signature"]
-  subject {
-    common_name  = "Strata ${var.name} CA"
-    organization = "Strata"
-  }
-}
-
-resource "tls_private_key" "agent" {
-  count       = local.generate_tls ? 1 : 0
-  algorithm   = "ECDSA"
-  ecdsa_curve = "P256"
-}
-
-resource "tls_cert_request" "agent" {
-  count           = local.generate_tls ? 1 : 0
-  private_key_pem = tls_private_key.agent[0].private_key_pem
-  dns_names       = [aws_lb.agents.dns_name, "*.${local.private_dns_suffix}", "localhost"]
-  ip_addresses    = ["127.0.0.1"]
-  subject {
-    common_name  = "strata-${var.name}-agent"
-    organization = "Strata"
-  }
-}
-
-resource "tls_locally_signed_cert" "agent" {
-  count                 = local.generate_tls ? 1 : 0
-  cert_request_pem      = tls_cert_request.agent[0].cert_request_pem
-  ca_private_key_pem    = tls_private_key.ca[0].private_key_pem
-  ca_cert_pem           = tls_self_signed_cert.ca[0].cert_pem
-  validity_period_hours = 17520
-  early_renewal_hours   = 720
-  # Agents present this certificate to each other too (mutual TLS), hence client_auth.
-  allowed_uses = ["digital_signature", "key_encipherment", "server_auth", "client_auth"]
+module "tls" {
+  count        = local.generate_tls ? 1 : 0
+  source       = "../strata-tls"
+  name         = var.name
+  dns_names    = [aws_lb.agents.dns_name, "*.${local.private_dns_suffix}", "localhost"]
+  ip_addresses = ["127.0.0.1"]
 }
 
 resource "random_password" "token" {

@@ -6,10 +6,6 @@ terraform {
       source  = "hashicorp/aws"
       version = ">= 5.40, < 7.0"
     }
-    tls = {
-      source  = "hashicorp/tls"
-      version = ">= 4.0, < 5.0"
-    }
     random = {
       source  = "hashicorp/random"
       version = ">= 3.5, < 4.0"

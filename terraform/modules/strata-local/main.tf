@@ -1,7 +1,8 @@
 # A local Strata cluster with the docker provider: etcd, MinIO, N agents and a compactor —
 # the same stack as deploy/docker-compose.yml and the integration tests (which start etcd
 # and an S3 server on 127.0.0.1). Host networking, as there: an agent advertises the
-# address clients reach it on, the same inside and outside the containers.
+# address clients reach it on, the same inside and outside the containers. With `secure`
+# (the default) the agents serve TLS and require a token, as the AWS module's do.
 
 locals {
   strata_environment = merge(
@@ -16,10 +17,40 @@ locals {
       STRATA_S3_ACCESS_KEY    = var.minio_root_user
       STRATA_S3_SECRET_KEY    = var.minio_root_password
     },
-    length(var.auth_tokens) > 0 ? { STRATA_AUTH_TOKENS = join(",", var.auth_tokens) } : {},
   )
   strata_env = [for key, value in local.strata_environment : "${key}=${value}"]
   agents     = { for i in range(1, var.agent_count + 1) : "agent-${i}" => i }
+  scheme     = var.secure ? "https" : "http"
+
+  # What secure agents get: files uploaded into their containers, and the settings naming
+  # them.
+  tokens = var.secure ? (length(var.auth_tokens) > 0 ? var.auth_tokens : [random_password.token[0].result]) : []
+  security_files = var.secure ? {
+    "/etc/strata/ca.pem"        = module.tls[0].ca_certificate_pem
+    "/etc/strata/agent.pem"     = module.tls[0].certificate_pem
+    "/etc/strata/agent-key.pem" = module.tls[0].private_key_pem
+    "/etc/strata/tokens"        = join("\n", local.tokens)
+  } : {}
+  security_env = var.secure ? [
+    "STRATA_TLS_CERT=/etc/strata/agent.pem",
+    "STRATA_TLS_KEY=/etc/strata/agent-key.pem",
+    "STRATA_TLS_CA=/etc/strata/ca.pem",
+    "STRATA_AUTH_TOKENS_FILE=/etc/strata/tokens",
+  ] : []
+}
+
+module "tls" {
+  count        = var.secure ? 1 : 0
+  source       = "../strata-tls"
+  name         = var.cluster
+  dns_names    = ["localhost"]
+  ip_addresses = ["127.0.0.1"]
+}
+
+resource "random_password" "token" {
+  count   = var.secure && length(var.auth_tokens) == 0 ? 1 : 0
+  length  = 48
+  special = false
 }
 
 resource "docker_image" "strata" {
@@ -130,7 +161,7 @@ resource "docker_container" "agent" {
   image        = docker_image.strata.image_id
   network_mode = "host"
   restart      = "unless-stopped"
-  env          = local.strata_env
+  env          = concat(local.strata_env, local.security_env)
   command = [
     "agent",
     "--agent-id", each.key,
@@ -146,8 +177,17 @@ resource "docker_container" "agent" {
     container_path = "/var/lib/strata/cache"
   }
 
+  dynamic "upload" {
+    for_each = local.security_files
+    content {
+      file    = upload.key
+      content = upload.value
+    }
+  }
+
+  # The health service needs no token; with TLS the client trusts STRATA_TLS_CA.
   healthcheck {
-    test     = ["CMD", "strata", "--server", "http://127.0.0.1:${7070 + each.value}", "health"]
+    test     = ["CMD", "strata", "--server", "${local.scheme}://127.0.0.1:${7070 + each.value}", "health"]
     interval = "5s"
     timeout  = "3s"
     retries  = 20

@@ -1,6 +1,17 @@
 output "server" {
   description = "gRPC address of the first agent: export STRATA_SERVER=<this> for the CLI (any agent serves every request)."
-  value       = "http://127.0.0.1:7071"
+  value       = "${local.scheme}://127.0.0.1:7071"
+}
+
+output "ca_certificate_pem" {
+  description = "CA certificate the clients trust (--tls-ca, STRATA_TLS_CA); null when not secure."
+  value       = var.secure ? module.tls[0].ca_certificate_pem : null
+}
+
+output "client_token" {
+  description = "A bearer token the agents accept (--token, STRATA_TOKEN); null when not secure."
+  value       = var.secure ? local.tokens[0] : null
+  sensitive   = true
 }
 
 output "agent_addresses" {

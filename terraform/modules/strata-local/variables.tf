@@ -69,8 +69,14 @@ variable "minio_root_password" {
   }
 }
 
+variable "secure" {
+  description = "TLS and bearer tokens on, as in the cloud: the module makes a CA, a certificate for 127.0.0.1/localhost and a token (outputs ca_certificate_pem, client_token). False: plaintext without tokens, exactly deploy/docker-compose.yml."
+  type        = bool
+  default     = true
+}
+
 variable "auth_tokens" {
-  description = "Bearer tokens the agents require (at least 16 characters each). Empty: no authentication, as on a laptop."
+  description = "Bearer tokens the agents require when secure (at least 16 characters each). Empty: one is generated."
   type        = list(string)
   default     = []
   sensitive   = true

@@ -6,5 +6,9 @@ terraform {
       source  = "kreuzwerker/docker"
       version = ">= 3.0, < 4.0"
     }
+    random = {
+      source  = "hashicorp/random"
+      version = ">= 3.5, < 4.0"
+    }
   }
 }
