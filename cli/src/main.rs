@@ -14,6 +14,7 @@ mod topic;
 use clap::Parser;
 
 use crate::args::{Cli, Command};
+use crate::target::Target;
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -25,31 +26,33 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let client = cli.client.clone();
+    let client = cli.client;
     runtime.block_on(async move {
-        if let Command::Dev(args) = cli.command {
-            return server::run_dev(args, &client).await;
-        }
-        if let Command::Agent(args) = cli.command {
-            return server::run_agent(*args, &client).await;
-        }
-        if let Command::Compactor(args) = cli.command {
-            return server::run_compactor(*args).await;
-        }
-        let server = target::Target::new(&client)?;
         match cli.command {
-            Command::Dev(_) | Command::Agent(_) | Command::Compactor(_) => unreachable!(),
-            Command::Topic(command) => topic::run(&server, command).await,
-            Command::Produce(args) => produce::run(&server, args).await,
-            Command::Consume(args) => consume::run(&server, args).await,
-            Command::Stats => topic::stats(&server).await,
-            Command::Health => topic::health(&server).await,
-            Command::Cluster(command) => topic::cluster(&server, command).await,
-            Command::Group(command) => group::run(&server, command).await,
-            Command::Archive(command) => archive::run(&server, command).await,
-            Command::Bench(command) => bench::run(&server, command).await,
+            Command::Dev(args) => server::run_dev(args, &client).await,
+            Command::Agent(args) => server::run_agent(*args, &client).await,
+            Command::Compactor(args) => server::run_compactor(*args).await,
+            user => run_user_command(user, &Target::new(&client)?).await,
         }
     })
+}
+
+/// A user command, against the agent `server` names.
+async fn run_user_command(command: Command, server: &Target) -> anyhow::Result<()> {
+    match command {
+        Command::Topic(command) => topic::run(server, command).await,
+        Command::Produce(args) => produce::run(server, args).await,
+        Command::Consume(args) => consume::run(server, args).await,
+        Command::Stats => topic::stats(server).await,
+        Command::Health => topic::health(server).await,
+        Command::Cluster(command) => topic::cluster(server, command).await,
+        Command::Group(command) => group::run(server, command).await,
+        Command::Archive(command) => archive::run(server, command).await,
+        Command::Bench(command) => bench::run(server, command).await,
+        Command::Dev(_) | Command::Agent(_) | Command::Compactor(_) => {
+            unreachable!("main runs the server commands")
+        }
+    }
 }
 
 fn init_tracing(default_level: &str) {

@@ -89,11 +89,6 @@ impl Connector {
         Ok(self)
     }
 
-    /// Whether channels speak TLS.
-    pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
-    }
-
     /// Connects to `server` (`host:port`, `http://host:port` or `https://host:port`).
     pub async fn connect(&self, server: &str) -> Result<Connection> {
         let connector = match (&self.tls, server.starts_with("https://")) {

@@ -152,18 +152,10 @@ impl Router {
         if fresh {
             return Ok(());
         }
-        let known: Vec<String> = self
-            .state
-            .lock()
-            .expect("router lock")
-            .agents
-            .values()
-            .cloned()
-            .collect();
-        let mut candidates = vec![self.bootstrap.clone()];
-        candidates.extend(known.iter().filter_map(|a| self.connection.lazy(a)));
+        // The cached channels: a refresh opens no new connection (nor TLS handshake) to
+        // an agent it already reaches.
         let mut last_error = Error::Closed;
-        for channel in candidates {
+        for channel in self.candidates() {
             let mut client =
                 ClusterClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
             let request = client.metadata(pb::MetadataRequest { topics: Vec::new() });

@@ -15,6 +15,17 @@ use strata_tests::compactor::{
 };
 use strata_tests::report;
 
+/// A compactor that passes every 500 ms, merges at once, and whose claims outlive it by
+/// 2 s (the kill test starts two in a row).
+const FAST: [&str; 6] = [
+    "--interval",
+    "500ms",
+    "--merge-min-age",
+    "0s",
+    "--claim-ttl",
+    "2s",
+];
+
 /// Every `(offset, value)` of a one-partition topic of plain values.
 async fn read_values(server: &str, topic: &str) -> Vec<(i64, String)> {
     read_all(server, topic)
@@ -364,16 +375,7 @@ async fn a_compactor_killed_mid_job_loses_and_duplicates_nothing() {
         let (latest, _) = produce_updates(&server, &table, 2_000, 50, 0).await;
         let mut compactor = CompactorProcess::start(
             &setup.kind,
-            &[
-                "--interval",
-                "500ms",
-                "--merge-min-age",
-                "0s",
-                "--claim-ttl",
-                "2s",
-                "--failpoint",
-                failpoint,
-            ],
+            &[&FAST[..], &["--failpoint", failpoint]].concat(),
         );
         compactor.wait_for_log("failpoint reached", Duration::from_secs(60));
         compactor.kill();
@@ -390,17 +392,7 @@ async fn a_compactor_killed_mid_job_loses_and_duplicates_nothing() {
             if round == "killed" {
                 // The claim of the killed compactor expires with its lease; then another
                 // compactor finishes the work.
-                let again = CompactorProcess::start(
-                    &setup.kind,
-                    &[
-                        "--interval",
-                        "500ms",
-                        "--merge-min-age",
-                        "0s",
-                        "--claim-ttl",
-                        "2s",
-                    ],
-                );
+                let again = CompactorProcess::start(&setup.kind, &FAST);
                 again.wait_for_log("compaction pass done", Duration::from_secs(60));
                 drop(again);
             }
