@@ -14,6 +14,7 @@ use tokio::task::JoinHandle;
 use crate::clock::Clock;
 use crate::cluster::ClusterView;
 use crate::coordinator::Coordinator;
+use crate::limits::{Limits, full, over};
 use crate::metrics::Metrics;
 use crate::reader::{FetchResult, PartitionLog};
 use crate::topic::{self, TopicSettings};
@@ -44,6 +45,8 @@ pub struct AgentConfig {
     /// TTL of the agent's registration lease: how long after it dies (or loses etcd) the
     /// agent stops being listed as live.
     pub lease_ttl: Duration,
+    /// Bounds on what clients send.
+    pub limits: Limits,
 }
 
 impl Default for AgentConfig {
@@ -57,6 +60,7 @@ impl Default for AgentConfig {
             max_pending_bytes: 64 << 20,
             max_inflight_flushes: 4,
             lease_ttl: Duration::from_secs(10),
+            limits: Limits::default(),
         }
     }
 }
@@ -105,6 +109,9 @@ pub(crate) struct Inner {
     pub cluster: ClusterView,
     pub coordinator: Coordinator,
     sticky_partition: AtomicU32,
+    /// Set when a background part of the agent failed (panicked): the agent stops
+    /// writing, reports NOT_SERVING and exits, so that a supervisor restarts it.
+    failure: watch::Sender<Option<String>>,
 }
 
 /// A record as a producer hands it over.
@@ -170,9 +177,50 @@ pub struct ClusterMetadata {
     pub controller: Option<String>,
     /// The topics asked for, with their partitions.
     pub topics: Vec<(TopicMeta, Vec<PartitionDescription>)>,
+    /// Stored records the metastore skipped (unreadable, or over the limits): key, reason.
+    pub unreadable: Vec<(String, String)>,
 }
 
 impl Inner {
+    /// A background part failed: stop accepting writes and fail every produce waiting on
+    /// this agent (never an ack), and say so once. The process is expected to exit.
+    pub(crate) fn fail(&self, part: &str, reason: &str) {
+        let failure = format!("{part} failed: {reason}");
+        let first = self.failure.send_if_modified(|current| {
+            current.is_none() && {
+                *current = Some(failure.clone());
+                true
+            }
+        });
+        if first {
+            tracing::error!(
+                part,
+                reason,
+                "agent part failed; refusing writes, reporting NOT_SERVING, exiting"
+            );
+            self.close_writer();
+            self.disown_all(&format!("this agent failed ({failure}) and is restarting"));
+        }
+    }
+
+    /// Runs `task` as the agent's part `part`: a panic fails the agent (see
+    /// [`Inner::fail`]) instead of leaving it serving without that part.
+    pub(crate) fn spawn_part(
+        self: &Arc<Self>,
+        part: &'static str,
+        task: impl Future<Output = ()> + Send + 'static,
+    ) -> JoinHandle<()> {
+        let handle = tokio::spawn(task);
+        let inner = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle.await
+                && e.is_panic()
+            {
+                inner.fail(part, &panic_message(e));
+            }
+        })
+    }
+
     pub(crate) fn partition_log(&self, key: &PartitionKey) -> Arc<PartitionLog> {
         self.partitions
             .lock()
@@ -209,6 +257,7 @@ impl Agent {
             cluster: ClusterView::default(),
             coordinator: Coordinator::default(),
             sticky_partition: AtomicU32::new(rand::random()),
+            failure: watch::Sender::new(None),
         });
         let registration = inner
             .metastore
@@ -222,15 +271,21 @@ impl Agent {
         if let Err(e) = inner.control_step(&mut role).await {
             tracing::warn!(error = %e, "first control step failed; the control loop retries");
         }
-        let flusher = tokio::spawn({
-            let inner = inner.clone();
-            async move { inner.run_flusher().await }
-        });
+        let flusher = inner.spawn_part("flusher", inner.clone().run_flusher());
         let (stop_control, stopping) = watch::channel(false);
-        let sweeper = tokio::spawn(inner.clone().run_group_sweeper(stopping.clone()));
-        let control = tokio::spawn(inner.clone().run_control_loop(role, stopping));
+        let sweeper = inner.spawn_part(
+            "group sweeper",
+            inner.clone().run_group_sweeper(stopping.clone()),
+        );
+        let control = inner.spawn_part(
+            "control loop",
+            inner.clone().run_control_loop(role, stopping),
+        );
         let (stop_membership, stopping) = watch::channel(false);
-        let membership = tokio::spawn(inner.clone().run_membership(registration, stopping));
+        let membership = inner.spawn_part(
+            "membership (lease renewal)",
+            inner.clone().run_membership(registration, stopping),
+        );
         Ok(Self {
             inner,
             tasks: Arc::new(tokio::sync::Mutex::new(Some(Tasks {
@@ -262,6 +317,11 @@ impl Agent {
         tracing::info!("agent stopped: flushed, committed and deregistered");
     }
 
+    /// Why the agent failed, once a background part of it has (see [`Inner::fail`]).
+    pub fn failed(&self) -> watch::Receiver<Option<String>> {
+        self.inner.failure.subscribe()
+    }
+
     /// This agent's configuration.
     pub fn config(&self) -> &AgentConfig {
         &self.inner.config
@@ -274,6 +334,7 @@ impl Agent {
 
     /// A topic's definition, read from the metastore.
     async fn load_topic(&self, name: &str) -> Result<TopicMeta> {
+        topic::validate_name(name)?;
         self.inner
             .metastore
             .get_topic(name)
@@ -321,10 +382,20 @@ impl Agent {
         config: &BTreeMap<String, String>,
     ) -> Result<TopicMeta> {
         topic::validate_name(name)?;
+        let limits = &self.inner.config.limits;
         if partitions < 1 {
             return Err(Error::InvalidArgument(format!(
                 "partition count {partitions} is invalid: a topic needs at least 1 partition"
             )));
+        }
+        let max = limits.max_partitions_per_topic;
+        if partitions as u32 > max {
+            return Err(over(
+                format!(
+                    "partition count {partitions} is over the limit of {max} partitions per topic"
+                ),
+                "max_partitions_per_topic",
+            ));
         }
         let meta = TopicMeta {
             name: name.to_string(),
@@ -332,6 +403,29 @@ impl Agent {
             config: topic::resolve_config(config)?,
             created_at_ms: self.inner.clock.now_ms(),
         };
+        // The cluster's capacity (two creates at once may both pass: the limits bound
+        // memory, they are not exact quotas).
+        let topics = self.inner.metastore.list_topics().await?;
+        if topics.iter().any(|t| t.name == name) {
+            return Err(Error::TopicExists(name.to_string()));
+        }
+        if topics.len() >= limits.max_topics as usize {
+            return Err(full(
+                format!("the cluster has {} topics, its limit", topics.len()),
+                "max_topics",
+            ));
+        }
+        let total: u64 = topics.iter().map(|t| u64::from(t.partitions)).sum();
+        if total + partitions as u64 > limits.max_partitions {
+            return Err(full(
+                format!(
+                    "the cluster has {total} partitions; {partitions} more would pass its \
+                     limit of {}",
+                    limits.max_partitions
+                ),
+                "max_partitions",
+            ));
+        }
         let archive = strata_storage::archive::topic_prefix(name);
         if TopicSettings::from_config(&meta.config).archived
             && self.inner.store.has_any(&archive).await?
@@ -463,6 +557,17 @@ impl Agent {
         records: Vec<NewRecord>,
         wait_for_commit: bool,
     ) -> Result<Appended> {
+        let limits = &self.inner.config.limits;
+        if records.len() > limits.max_request_records {
+            return Err(over(
+                format!(
+                    "the request holds {} records, over the limit of {} per request",
+                    records.len(),
+                    limits.max_request_records
+                ),
+                "max_request_records",
+            ));
+        }
         let handle = self.topic(topic).await?;
         let explicit = partition
             .map(|p| Self::check_partition(&handle, p))
@@ -481,19 +586,50 @@ impl Agent {
         let mut groups: BTreeMap<u32, (Vec<Record>, Vec<usize>)> = BTreeMap::new();
         let mut request_bytes = 0;
         for (i, r) in records.into_iter().enumerate() {
+            if r.headers.len() > limits.max_headers_per_record {
+                return Err(over(
+                    format!(
+                        "record {i} has {} headers, over the limit of {}",
+                        r.headers.len(),
+                        limits.max_headers_per_record
+                    ),
+                    "max_headers_per_record",
+                ));
+            }
+            if let Some((key, _)) = r
+                .headers
+                .iter()
+                .find(|(k, _)| k.len() > limits.max_header_key_bytes)
+            {
+                return Err(over(
+                    format!(
+                        "record {i} has a header key of {} bytes ('{}'), over the limit of {}",
+                        key.len(),
+                        crate::limits::shown(key),
+                        limits.max_header_key_bytes
+                    ),
+                    "max_header_key_bytes",
+                ));
+            }
             let record = Record {
                 offset: -1,
-                timestamp_ms: if r.timestamp_ms > 0 {
-                    r.timestamp_ms
-                } else {
-                    now
-                },
+                timestamp_ms: handle.settings.record_timestamp(i, r.timestamp_ms, now)?,
                 key: r.key,
                 value: r.value,
                 headers: r.headers,
             };
             let size = record.payload_size();
             request_bytes += size;
+            if request_bytes > limits.max_request_bytes {
+                return Err(over(
+                    format!(
+                        "the request holds more than {} bytes of keys, values and headers; \
+                         send fewer records at a time",
+                        limits.max_request_bytes
+                    ),
+                    "max_request_bytes",
+                ));
+            }
             if size > max {
                 return Err(Error::InvalidArgument(format!(
                     "record {i} is {size} bytes (key + value + headers), over the topic's \
@@ -574,6 +710,13 @@ impl Agent {
         let metas = if topics.is_empty() {
             self.inner.metastore.list_topics().await?
         } else {
+            let max = self.inner.config.limits.max_topics as usize;
+            if topics.len() > max {
+                return Err(over(
+                    format!("the request names {} topics, more than {max}", topics.len()),
+                    "max_topics",
+                ));
+            }
             let mut metas = Vec::with_capacity(topics.len());
             for name in topics {
                 metas.push(self.topic(name).await?.meta.clone());
@@ -589,6 +732,7 @@ impl Agent {
             agents,
             controller: controller.map(|c| crate::cluster::controller_agent_id(&c).to_string()),
             topics: described,
+            unreadable: self.inner.metastore.unreadable_records(),
         })
     }
 
@@ -603,5 +747,17 @@ impl Agent {
         self.inner
             .cluster
             .owner_address(&(topic.to_string(), partition), &self.inner.config.agent_id)
+    }
+}
+
+/// What a panicked task said.
+pub(crate) fn panic_message(error: tokio::task::JoinError) -> String {
+    match error.try_into_panic() {
+        Ok(payload) => payload
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| payload.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".to_string()),
+        Err(e) => e.to_string(),
     }
 }

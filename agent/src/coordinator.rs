@@ -208,37 +208,39 @@ impl Inner {
         Ok(topics)
     }
 
-    /// The loaded group, loaded from the metastore if needed; with `create`, a group that
-    /// does not exist is created empty (stored by the first [`Inner::save_group`]).
-    async fn loaded_group<'a>(
+    /// A copy of the group to work on: the one held in memory, else the stored one; with
+    /// `create`, a group that does not exist is created empty. Nothing is kept in memory
+    /// until [`Inner::save_group`] stores it.
+    async fn loaded_group(
         &self,
-        groups: &'a mut HashMap<String, Group>,
+        groups: &HashMap<String, Group>,
         group_id: &str,
         create: bool,
-    ) -> Result<&'a mut Group> {
-        if !groups.contains_key(group_id) {
-            let group = match self.metastore.group(group_id).await? {
-                Some(record) => Group::new(record, Instant::now()),
-                None if create => {
-                    let record = GroupRecord {
-                        group_id: group_id.to_string(),
-                        assignor: "uniform".to_string(),
-                        ..Default::default()
-                    };
-                    let mut group = Group::new(record, Instant::now());
-                    group.stored = false;
-                    group
-                }
-                None => return Err(Error::GroupNotFound(group_id.to_string())),
-            };
-            groups.insert(group_id.to_string(), group);
+    ) -> Result<Group> {
+        if let Some(group) = groups.get(group_id) {
+            return Ok(group.clone());
         }
-        Ok(groups.get_mut(group_id).expect("loaded above"))
+        match self.metastore.group(group_id).await? {
+            Some(record) => Ok(Group::new(record, Instant::now())),
+            None if create => {
+                let record = GroupRecord {
+                    group_id: group_id.to_string(),
+                    assignor: "uniform".to_string(),
+                    ..Default::default()
+                };
+                let mut group = Group::new(record, Instant::now());
+                group.stored = false;
+                Ok(group)
+            }
+            None => Err(Error::GroupNotFound(group_id.to_string())),
+        }
     }
 
     /// Makes `changed` the group's state: stores it first if its record changed (or was
     /// never stored). On a refused write the slot is dropped; on an unknown outcome the
-    /// group is reloaded from the metastore at its next use.
+    /// group is reloaded from the metastore at its next use. Only groups with members
+    /// stay in memory (their members' deadlines live there); an empty one is read from
+    /// the metastore when it is next used.
     async fn save_group(
         &self,
         slot: &Slot,
@@ -246,10 +248,22 @@ impl Inner {
         mut changed: Group,
     ) -> Result<()> {
         let group_id = changed.record.group_id.clone();
-        let unchanged = groups
-            .get(&group_id)
-            .is_some_and(|g| g.stored && g.record == changed.record);
+        let unchanged = changed.stored
+            && groups
+                .get(&group_id)
+                .is_none_or(|g| g.record == changed.record);
         if !unchanged {
+            let limit = self.config.limits.max_group_state_bytes;
+            let size = serde_json::to_vec(&changed.record).map_or(usize::MAX, |v| v.len());
+            if size > limit {
+                return Err(crate::limits::full(
+                    format!(
+                        "group '{group_id}' would take {size} bytes of stored state, over the \
+                         limit of {limit}: fewer members, or fewer subscribed partitions"
+                    ),
+                    "max_group_state_bytes",
+                ));
+            }
             match self
                 .metastore
                 .store_group(&slot.lease, &changed.record)
@@ -263,7 +277,11 @@ impl Inner {
                 }
             }
         }
-        groups.insert(group_id, changed);
+        if changed.is_empty() {
+            groups.remove(&group_id);
+        } else {
+            groups.insert(group_id, changed);
+        }
         Ok(())
     }
 
@@ -383,12 +401,45 @@ impl Agent {
     #[tracing::instrument(name = "group.heartbeat", skip_all, fields(group = %r.group_id, epoch = r.member_epoch))]
     pub async fn group_heartbeat(&self, r: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
         validate_group_id(&r.group_id)?;
+        self.check_heartbeat(&r)?;
         let inner = &self.inner;
         let topics = inner.topic_counts().await?;
         let slot = inner.slot_for(&r.group_id).await?;
         let mut groups = slot.groups.lock().await;
-        let group = inner.loaded_group(&mut groups, &r.group_id, true).await?;
-        let mut work = group.clone();
+        let leaving = matches!(
+            r.member_epoch,
+            crate::group::LEAVE | crate::group::STATIC_LEAVE
+        );
+        let mut work = match inner.loaded_group(&groups, &r.group_id, !leaving).await {
+            // A leave of a group nobody knows: nothing to do, nothing stored.
+            Err(Error::GroupNotFound(_)) if leaving => {
+                return Ok(pb::HeartbeatResponse {
+                    member_epoch: crate::group::LEAVE,
+                    ..Default::default()
+                });
+            }
+            other => other?,
+        };
+        let max_size = inner.config.limits.group_max_size;
+        let replaces_static = !r.instance_id.is_empty()
+            && work
+                .record
+                .members
+                .values()
+                .any(|m| m.instance_id == r.instance_id);
+        if r.member_epoch == crate::group::JOIN
+            && !replaces_static
+            && work.record.members.len() >= max_size
+        {
+            return Err(crate::limits::full(
+                format!(
+                    "group '{}' has {} members, its limit",
+                    r.group_id,
+                    work.record.members.len()
+                ),
+                "group_max_size",
+            ));
+        }
         let heartbeat = Heartbeat {
             member_id: r.member_id,
             member_epoch: r.member_epoch,
@@ -424,14 +475,66 @@ impl Agent {
         })
     }
 
+    /// Checks a heartbeat's sizes before anything is loaded or kept for it.
+    fn check_heartbeat(&self, r: &pb::HeartbeatRequest) -> Result<()> {
+        let limits = &self.inner.config.limits;
+        crate::limits::check_member_id(&r.member_id)?;
+        if !r.instance_id.is_empty() {
+            crate::topic::validate_key_part("group.instance.id", &r.instance_id)?;
+        }
+        let subscription = r.topics.iter().map(String::len).sum::<usize>() + r.topic_regex.len();
+        if subscription > limits.max_subscription_bytes {
+            return Err(crate::limits::over(
+                format!(
+                    "the subscription (topic names and regex) takes {subscription} bytes, over \
+                     the limit of {}",
+                    limits.max_subscription_bytes
+                ),
+                "max_subscription_bytes",
+            ));
+        }
+        let owned: usize = r.owned.iter().map(|o| o.partitions.len()).sum();
+        if owned as u64 > limits.max_partitions {
+            return Err(crate::limits::over(
+                format!(
+                    "the heartbeat reports {owned} owned partitions, more than the cluster has"
+                ),
+                "max_partitions",
+            ));
+        }
+        Ok(())
+    }
+
     /// Checks and decodes offsets to commit.
     async fn offsets_to_commit(
         &self,
         offsets: &[pb::PartitionOffset],
     ) -> Result<Vec<(String, u32, CommittedOffset)>> {
+        let limits = &self.inner.config.limits;
+        if offsets.len() as u64 > limits.max_partitions {
+            return Err(crate::limits::over(
+                format!(
+                    "the commit names {} partitions, more than the cluster has",
+                    offsets.len()
+                ),
+                "max_partitions",
+            ));
+        }
         let now = self.inner.clock.now_ms();
         let mut decoded = Vec::with_capacity(offsets.len());
         for o in offsets {
+            if o.metadata.len() > limits.offset_metadata_max_bytes {
+                return Err(crate::limits::over(
+                    format!(
+                        "the metadata of the offset for {}/{} is {} bytes, over the limit of {}",
+                        crate::limits::shown(&o.topic),
+                        o.partition,
+                        o.metadata.len(),
+                        limits.offset_metadata_max_bytes
+                    ),
+                    "offset_metadata_max_bytes",
+                ));
+            }
             let handle = self.topic(&o.topic).await?;
             let partition = Self::check_partition(&handle, o.partition)?;
             if o.offset < 0 {
@@ -457,13 +560,14 @@ impl Agent {
     #[tracing::instrument(name = "group.commit", skip_all, fields(group = %r.group_id, partitions = r.offsets.len()))]
     pub async fn commit_offsets(&self, r: pb::CommitOffsetsRequest) -> Result<()> {
         validate_group_id(&r.group_id)?;
+        crate::limits::check_member_id(&r.member_id)?;
         let offsets = self.offsets_to_commit(&r.offsets).await?;
         let inner = &self.inner;
         let slot = inner.slot_for(&r.group_id).await?;
         let mut groups = slot.groups.lock().await;
         let standalone = r.member_id.is_empty();
         let group = inner
-            .loaded_group(&mut groups, &r.group_id, standalone)
+            .loaded_group(&groups, &r.group_id, standalone)
             .await
             .map_err(|e| match e {
                 Error::GroupNotFound(_) => Error::UnknownMember {
@@ -476,11 +580,10 @@ impl Agent {
             if !group.is_empty() {
                 return Err(Error::GroupNotEmpty {
                     group: r.group_id.clone(),
-                    members: members_list(group),
+                    members: members_list(&group),
                 });
             }
             // A group known only by its offsets is listed all the same.
-            let group = group.clone();
             inner.save_group(&slot, &mut groups, group).await?;
         } else {
             let partitions: Vec<TopicPartition> =
@@ -496,6 +599,19 @@ impl Agent {
         r: pb::FetchOffsetsRequest,
     ) -> Result<pb::FetchOffsetsResponse> {
         validate_group_id(&r.group_id)?;
+        let max = self.inner.config.limits.max_topics as usize;
+        if r.topics.len() > max {
+            return Err(crate::limits::over(
+                format!(
+                    "the request names {} topics, more than {max}",
+                    r.topics.len()
+                ),
+                "max_topics",
+            ));
+        }
+        for topic in &r.topics {
+            crate::topic::validate_name(topic)?;
+        }
         let topics = if r.topics.is_empty() {
             self.list_topics()
                 .await?
@@ -679,11 +795,11 @@ impl Agent {
         let inner = &self.inner;
         let slot = inner.slot_for(&r.group_id).await?;
         let mut groups = slot.groups.lock().await;
-        let group = inner.loaded_group(&mut groups, &r.group_id, true).await?;
+        let group = inner.loaded_group(&groups, &r.group_id, true).await?;
         if !group.is_empty() {
             return Err(Error::GroupNotEmpty {
                 group: r.group_id.clone(),
-                members: members_list(group),
+                members: members_list(&group),
             });
         }
         let now = inner.clock.now_ms();
@@ -706,7 +822,6 @@ impl Agent {
                 },
             ));
         }
-        let group = group.clone();
         inner.save_group(&slot, &mut groups, group).await?;
         inner.store_offsets(&slot, &r.group_id, &offsets).await?;
         tracing::info!(group = %r.group_id, topic = %r.topic, "reset committed offsets");
@@ -730,11 +845,11 @@ impl Agent {
         let inner = &self.inner;
         let slot = inner.slot_for(group_id).await?;
         let mut groups = slot.groups.lock().await;
-        let group = inner.loaded_group(&mut groups, group_id, false).await?;
+        let group = inner.loaded_group(&groups, group_id, false).await?;
         if !group.is_empty() {
             return Err(Error::GroupNotEmpty {
                 group: group_id.to_string(),
-                members: members_list(group),
+                members: members_list(&group),
             });
         }
         let deleted = inner.metastore.delete_group(&slot.lease, group_id).await;

@@ -121,6 +121,9 @@ impl From<strata_metastore::Error> for Error {
         match e {
             strata_metastore::Error::TopicNotFound(t) => Self::TopicNotFound(t),
             strata_metastore::Error::TopicExists(t) => Self::TopicExists(t),
+            e @ strata_metastore::Error::Corrupt { .. } => Self::DataLoss(format!(
+                "{e}; fix or delete that record (strata cluster status lists such records)"
+            )),
             other => Self::Unavailable(other.to_string()),
         }
     }

@@ -7,6 +7,7 @@
 //! It serves reads of any partition from the index, through the block cache.
 //!
 //! - [`topic`]: topic names and configuration, validated once;
+//! - [`limits`]: the bound on every size a client controls;
 //! - [`writer`]: the write path (ownership, offsets, the open segment, the flusher);
 //! - [`reader`]: the read path (committed offsets, index cache, block reads, long-poll);
 //! - [`service`]: the gRPC services and the one place errors become status codes;
@@ -28,7 +29,9 @@ mod cluster;
 mod controller;
 mod coordinator;
 mod error;
+mod failpoint;
 mod group;
+pub mod limits;
 pub mod metrics;
 mod reader;
 pub mod security;
@@ -43,4 +46,5 @@ pub use agent::{
     PartitionDescription,
 };
 pub use error::{Error, Result};
+pub use limits::Limits;
 pub use metrics::Metrics;

@@ -4,8 +4,9 @@
 //! - only committed records (below the high watermark) are ever returned;
 //! - a block that fails its checksum or offset checks is reported as data loss for its
 //!   byte range, never returned as records, and never cached;
-//! - `max_bytes` bounds the records returned, except that one record is always returned
-//!   when one is available, so a consumer never stalls;
+//! - `max_bytes` bounds the records returned (keys, values, headers and
+//!   [`RECORD_FRAMING`] bytes each), except that one record is always returned when one is
+//!   available, so a consumer never stalls;
 //! - a fetch's next offset moves past offsets log compaction removed (an index entry may
 //!   hold fewer records than offsets, or none), so a consumer never stalls on a gap;
 //! - cached index entries may name objects a compactor has since replaced and deleted
@@ -20,7 +21,7 @@ use futures::StreamExt;
 use strata_metastore::IndexEntry;
 use strata_storage::Record;
 use strata_storage::cache::CacheTier;
-use strata_storage::record::decode_block;
+use strata_storage::record::decode_block_off_async;
 use tokio::sync::watch;
 use tracing::instrument;
 
@@ -159,6 +160,10 @@ pub(crate) struct FetchResult {
     pub committed: Committed,
     pub next_offset: i64,
 }
+
+/// Bytes each record adds to a response besides its key, value and headers (offset,
+/// timestamp, field tags): counted against `max_bytes`.
+const RECORD_FRAMING: usize = 24;
 
 /// Blocks one fetch reads from the object store at once.
 const READ_AHEAD: usize = 8;
@@ -404,12 +409,13 @@ impl Inner {
         let mut next_offset = offset;
         while let Some((entry, block)) = blocks.next().await {
             let (block, cached) = block?;
-            let records = decode_block(
+            let records = decode_block_off_async(
                 block.clone(),
                 &entry.object,
                 entry.byte_start,
                 entry.base_offset..=entry.last_offset,
-            )?;
+            )
+            .await?;
             if !cached {
                 self.cache.insert(&entry.object, entry.byte_start, block);
             }
@@ -417,7 +423,9 @@ impl Inner {
                 if record.offset < offset || record.offset >= high_watermark {
                     continue;
                 }
-                let size = record.payload_size();
+                // Framing counts too, so that many tiny records cannot make a response
+                // many times larger than `max_bytes`.
+                let size = record.payload_size() + RECORD_FRAMING;
                 if !out.is_empty() && bytes + size > max_bytes {
                     return Ok((out, next_offset));
                 }
@@ -446,6 +454,7 @@ mod tests {
             byte_start: 0,
             byte_len: 1,
             max_timestamp_ms: 0,
+            appended_at_ms: 0,
         }
     }
 

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use strata_metastore::TopicMeta;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_server::{Admin, AdminServer};
@@ -30,6 +30,10 @@ use crate::agent::{Appended, NewRecord, PartitionDescription};
 use crate::security::{Authenticate, Security, caller_authorization};
 use crate::{Agent, Error};
 
+/// How long a failed agent keeps answering (NOT_SERVING health, UNAVAILABLE writes)
+/// before it stops serving and exits.
+const FAILED_EXIT_DELAY: Duration = Duration::from_secs(2);
+
 /// Largest gRPC message accepted or sent: room for a few max-size records.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
 /// `max_bytes` of a fetch that does not set it.
@@ -37,9 +41,21 @@ const DEFAULT_FETCH_MAX_BYTES: usize = 1 << 20;
 /// Longest long-poll a fetch may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
+/// Longest status message sent: a status travels in HTTP/2 trailers, which clients
+/// bound; a longer message (say, one quoting a huge argument) is cut.
+const MAX_STATUS_MESSAGE: usize = 4096;
+
 /// Maps an agent error to the gRPC status clients see.
 pub fn status(error: Error) -> Status {
-    let message = error.to_string();
+    let mut message = error.to_string();
+    if message.len() > MAX_STATUS_MESSAGE {
+        let mut end = MAX_STATUS_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
     match error {
         Error::TopicNotFound(_) => Status::not_found(message),
         Error::TopicExists(_) => Status::already_exists(message),
@@ -111,10 +127,34 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor sets are valid");
+    // A failed agent reports NOT_SERVING at once, and stops serving (the process then
+    // exits non-zero) after FAILED_EXIT_DELAY, so that health checks see why.
+    let mut failed = agent.failed();
+    let failing = async move {
+        if failed.wait_for(Option::is_some).await.is_ok() {
+            for service in [
+                "",
+                "strata.v1.Admin",
+                "strata.v1.Log",
+                "strata.v1.Cluster",
+                "strata.v1.Groups",
+            ] {
+                health_reporter
+                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
+                    .await;
+            }
+            tokio::time::sleep(FAILED_EXIT_DELAY).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
     // Streams and long-polls end when shutdown begins, so that the server can drain.
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let shutdown = async move {
-        shutdown.await;
+        tokio::select! {
+            () = shutdown => {}
+            () = failing => {}
+        }
         let _ = stop.send(true);
     };
     let authenticate = Authenticate::new(
@@ -127,7 +167,8 @@ pub async fn serve(
         peers: Arc::default(),
         peer_tls: security.tls.as_ref().map(|tls| tls.peer_config()),
     };
-    let mut server = tonic::transport::Server::builder();
+    let mut server = tonic::transport::Server::builder()
+        .max_concurrent_streams(service.agent.config().limits.max_streams_per_connection);
     if let Some(tls) = &security.tls {
         server = server.tls_config(tls.server_config())?;
     }
@@ -226,11 +267,36 @@ fn stored_record(r: Record) -> pb::StoredRecord {
     }
 }
 
-fn fetch_max_bytes(max_bytes: i32) -> usize {
+/// A fetch's `max_bytes`: the default when unset, capped at `limit` (Kafka's broker caps
+/// `fetch.max.bytes` the same way rather than refusing it).
+fn fetch_max_bytes(max_bytes: i32, limit: usize) -> usize {
     if max_bytes <= 0 {
-        DEFAULT_FETCH_MAX_BYTES
+        DEFAULT_FETCH_MAX_BYTES.min(limit)
     } else {
-        max_bytes as usize
+        (max_bytes as usize).min(limit)
+    }
+}
+
+/// Responses of a produce session ready to be sent but not yet read by the client.
+const SESSION_RESPONSES: usize = 64;
+
+/// A produce session's answer to request `sequence`.
+fn session_response(
+    sequence: u64,
+    result: Result<pb::ProduceResponse, Status>,
+) -> pb::ProduceSessionResponse {
+    match result {
+        Ok(response) => pb::ProduceSessionResponse {
+            sequence,
+            response: Some(response),
+            ..Default::default()
+        },
+        Err(status) => pb::ProduceSessionResponse {
+            sequence,
+            error_code: status.code() as i32,
+            error_message: status.message().to_string(),
+            ..Default::default()
+        },
     }
 }
 
@@ -366,7 +432,7 @@ impl AgentService {
             &topic,
             partition,
             offset,
-            fetch_max_bytes(max_bytes),
+            fetch_max_bytes(max_bytes, self.agent.config().limits.max_fetch_bytes),
             max_wait,
         );
         let result = tokio::select! {
@@ -511,49 +577,54 @@ impl Log for AgentService {
         request: Request<Streaming<pb::ProduceSessionRequest>>,
     ) -> Result<Response<Self::ProduceSessionStream>, Status> {
         let mut inbound = request.into_inner();
-        let (tx, rx) = tokio::sync::mpsc::channel(1024);
+        let max_inflight = self.agent.config().limits.max_session_inflight;
+        let (tx, rx) = tokio::sync::mpsc::channel(SESSION_RESPONSES);
         let service = self.clone();
         tokio::spawn(async move {
             // Appends happen here, one request after the other: that is the session's
-            // ordering guarantee. Commits are awaited concurrently. The session ends when
-            // the client closes it or the agent starts shutting down.
+            // ordering guarantee. Commits are awaited concurrently, at most
+            // `max_session_inflight` of them; while that many wait, or while the client
+            // does not read its responses, the stream is not read (HTTP/2 flow control
+            // then holds the client back). The session ends when the client closes it
+            // (once every request is answered) or the agent starts shutting down.
             let mut stopping = service.stopping.clone();
-            loop {
-                let message = tokio::select! {
-                    message = inbound.message() => message,
-                    _ = stopping.wait_for(|stop| *stop) => break,
-                };
-                let Ok(Some(message)) = message else { break };
-                let sequence = message.sequence;
-                let timer = service.agent.metrics().produce_latency.start_timer();
-                let appended = match message.request {
-                    Some(request) => service.append(request).await,
-                    None => Err(Status::invalid_argument(
-                        "a session request needs a request",
-                    )),
-                };
-                let tx = tx.clone();
-                tokio::spawn(async move {
-                    let result = match appended {
-                        Ok(appended) => committed_response(appended).await,
-                        Err(status) => Err(status),
-                    };
-                    timer.observe_duration();
-                    let response = match result {
-                        Ok(response) => pb::ProduceSessionResponse {
-                            sequence,
-                            response: Some(response),
-                            ..Default::default()
-                        },
-                        Err(status) => pb::ProduceSessionResponse {
-                            sequence,
-                            error_code: status.code() as i32,
-                            error_message: status.message().to_string(),
-                            ..Default::default()
-                        },
-                    };
-                    let _ = tx.send(Ok(response)).await;
-                });
+            let stop = async move {
+                let _ = stopping.wait_for(|stop| *stop).await;
+            };
+            tokio::pin!(stop);
+            let mut inflight = futures::stream::FuturesUnordered::new();
+            let mut reading = true;
+            while reading || !inflight.is_empty() {
+                tokio::select! {
+                    message = inbound.message(), if reading && inflight.len() < max_inflight => {
+                        let Ok(Some(message)) = message else {
+                            reading = false;
+                            continue;
+                        };
+                        let sequence = message.sequence;
+                        let timer = service.agent.metrics().produce_latency.start_timer();
+                        let appended = match message.request {
+                            Some(request) => service.append(request).await,
+                            None => Err(Status::invalid_argument(
+                                "a session request needs a request",
+                            )),
+                        };
+                        inflight.push(async move {
+                            let result = match appended {
+                                Ok(appended) => committed_response(appended).await,
+                                Err(status) => Err(status),
+                            };
+                            timer.observe_duration();
+                            session_response(sequence, result)
+                        });
+                    }
+                    Some(response) = inflight.next(), if !inflight.is_empty() => {
+                        if tx.send(Ok(response)).await.is_err() {
+                            break;
+                        }
+                    }
+                    () = &mut stop => break,
+                }
             }
         });
         Ok(Response::new(Box::pin(
@@ -641,6 +712,11 @@ impl Cluster for AgentService {
                 })
                 .collect(),
             controller_agent_id: metadata.controller.unwrap_or_default(),
+            unreadable: metadata
+                .unreadable
+                .into_iter()
+                .map(|(key, reason)| pb::UnreadableRecord { key, reason })
+                .collect(),
             topics: metadata
                 .topics
                 .iter()

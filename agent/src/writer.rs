@@ -326,7 +326,16 @@ impl Inner {
             let inner = self.clone();
             async move {
                 while let Some((put, slot)) = sealed.recv().await {
-                    let put = put.await.expect("segment PUT task panicked");
+                    let put = match put.await {
+                        Ok(put) => put,
+                        Err(e) => {
+                            // Its records' offsets are lost with it, so no later segment
+                            // may commit either: the agent fails (and restarts), its
+                            // waiters get errors as the segments are dropped.
+                            inner.fail("segment write", &crate::agent::panic_message(e));
+                            return;
+                        }
+                    };
                     let span = info_span!("agent.commit", sequence = put.sequence);
                     inner.commit_segment(put).instrument(span).await;
                     drop(slot);
@@ -400,23 +409,34 @@ impl Inner {
             bytes: pending_bytes,
             ..
         } = segment;
-        let mut failed: HashMap<PartitionKey, Error> = HashMap::new();
-        let mut builder = SegmentBuilder::new();
-        let mut written = Vec::with_capacity(blocks.len());
+        if crate::failpoint::hit("put-panic") {
+            panic!("failpoint put-panic: the segment PUT task panics");
+        }
         let owners: HashMap<PartitionKey, PartitionOwner> = blocks
             .iter()
             .map(|(key, block)| (key.clone(), block.owner.clone()))
             .collect();
         let object = object_name(self.agent_epoch, sequence);
-        for (key, block) in blocks {
-            match builder.add_block(&key.0, key.1, &block.records, block.compression) {
-                Ok((bytes, location)) => written.push((key, block.records.len(), bytes, location)),
-                Err(e) => {
-                    failed.insert(key, Error::Unavailable(e.to_string()));
+        // Encoding and compression are CPU work: off the async workers, so a large
+        // segment never delays heartbeats and lease renewals.
+        let (bytes, mut written, mut failed) = tokio::task::spawn_blocking(move || {
+            let mut failed: HashMap<PartitionKey, Error> = HashMap::new();
+            let mut builder = SegmentBuilder::new();
+            let mut written = Vec::with_capacity(blocks.len());
+            for (key, block) in blocks {
+                match builder.add_block(&key.0, key.1, &block.records, block.compression) {
+                    Ok((bytes, location)) => {
+                        written.push((key, block.records.len(), bytes, location));
+                    }
+                    Err(e) => {
+                        failed.insert(key, Error::Unavailable(e.to_string()));
+                    }
                 }
             }
-        }
-        let bytes = builder.finish();
+            (builder.finish(), written, failed)
+        })
+        .await
+        .expect("segment encoding panicked");
         let size = bytes.len() as u64;
         let timer = self.metrics.put_latency.start_timer();
         let put = self.put_object(&object, bytes).await;
@@ -471,6 +491,7 @@ impl Inner {
         } = put;
         let mut committed = Vec::new();
         if !written.is_empty() {
+            let appended_at_ms = self.clock.now_ms();
             let appends: Vec<PartitionAppend> = written
                 .iter()
                 .map(|(key, _, location)| PartitionAppend {
@@ -484,6 +505,7 @@ impl Inner {
                         byte_start: location.byte_start,
                         byte_len: location.byte_len,
                         max_timestamp_ms: location.max_timestamp_ms,
+                        appended_at_ms,
                     },
                 })
                 .collect();

@@ -83,7 +83,7 @@ pub struct SecurityArgs {
 pub enum Command {
     /// Run an agent with the embedded metastore and a local-directory object store: nothing
     /// to install.
-    Dev(DevArgs),
+    Dev(Box<DevArgs>),
     /// Run an agent against a real metastore (etcd) and object store (S3).
     Agent(Box<AgentArgs>),
     /// Run a compactor: retention, log compaction, segment merges, orphan GC.
@@ -311,9 +311,11 @@ pub struct DevArgs {
     pub security: SecurityArgs,
     #[command(flatten)]
     pub tuning: Tuning,
+    #[command(flatten)]
+    pub stored_limits: StoredLimitArgs,
 }
 
-/// Write-path tuning shared by `dev` and `agent`.
+/// Write-path tuning and request limits shared by `dev` and `agent`.
 #[derive(Debug, Args, Default)]
 pub struct Tuning {
     /// Flush a segment at the latest this many milliseconds after its first record
@@ -336,6 +338,43 @@ pub struct Tuning {
     /// Disk for the block cache, bytes [default: 1073741824].
     #[arg(long, env = "STRATA_CACHE_DISK_BYTES")]
     pub cache_disk_bytes: Option<usize>,
+    /// Bytes of keys, values and headers in one produce request [default: 33554432].
+    #[arg(long, env = "STRATA_MAX_REQUEST_BYTES")]
+    pub max_request_bytes: Option<usize>,
+    /// Records in one produce request [default: 100000].
+    #[arg(long, env = "STRATA_MAX_REQUEST_RECORDS")]
+    pub max_request_records: Option<usize>,
+    /// Most bytes one fetch returns; a larger max_bytes is capped to it [default: 52428800].
+    #[arg(long, env = "STRATA_MAX_FETCH_BYTES")]
+    pub max_fetch_bytes: Option<usize>,
+    /// Headers of one record [default: 1000].
+    #[arg(long, env = "STRATA_MAX_HEADERS_PER_RECORD")]
+    pub max_headers_per_record: Option<usize>,
+    /// Bytes of one header key [default: 1024].
+    #[arg(long, env = "STRATA_MAX_HEADER_KEY_BYTES")]
+    pub max_header_key_bytes: Option<usize>,
+    /// Bytes of a group member's subscription, topic names and regex [default: 65536].
+    #[arg(long, env = "STRATA_MAX_SUBSCRIPTION_BYTES")]
+    pub max_subscription_bytes: Option<usize>,
+    /// Members of one consumer group (Kafka's group.max.size) [default: 1000].
+    #[arg(long, env = "STRATA_GROUP_MAX_SIZE")]
+    pub group_max_size: Option<usize>,
+    /// Bytes of a committed offset's metadata (Kafka's offset.metadata.max.bytes)
+    /// [default: 4096].
+    #[arg(long, env = "STRATA_OFFSET_METADATA_MAX_BYTES")]
+    pub offset_metadata_max_bytes: Option<usize>,
+    /// Bytes of one group's stored state; keep it well under etcd's request limit (1.5 MiB
+    /// by default) [default: 1048576].
+    #[arg(long, env = "STRATA_MAX_GROUP_STATE_BYTES")]
+    pub max_group_state_bytes: Option<usize>,
+    /// Requests of one ProduceSession stream in flight; the stream is not read further
+    /// until one completes [default: 1024].
+    #[arg(long, env = "STRATA_MAX_SESSION_INFLIGHT")]
+    pub max_session_inflight: Option<usize>,
+    /// Concurrent streams (calls, Subscribe streams included) on one client connection
+    /// [default: 1024].
+    #[arg(long, env = "STRATA_MAX_STREAMS_PER_CONNECTION")]
+    pub max_streams_per_connection: Option<u32>,
 }
 
 /// Where a cluster's state lives: shared by `agent` and `compactor`.
@@ -382,6 +421,23 @@ pub struct StoreArgs {
     /// etcd's --max-txn-ops, if it is not 128.
     #[arg(long, env = "STRATA_ETCD_MAX_TXN_OPS")]
     pub etcd_max_txn_ops: Option<usize>,
+    #[command(flatten)]
+    pub stored_limits: StoredLimitArgs,
+}
+
+/// Limits stored state is checked against: agents and compactors of a cluster must be
+/// given the same (a topic over them is skipped, not served).
+#[derive(Debug, Args, Default, Clone)]
+pub struct StoredLimitArgs {
+    /// Most partitions of one topic [default: 10000].
+    #[arg(long, env = "STRATA_MAX_PARTITIONS_PER_TOPIC")]
+    pub max_partitions_per_topic: Option<u32>,
+    /// Most partitions of all topics together [default: 100000].
+    #[arg(long, env = "STRATA_MAX_PARTITIONS")]
+    pub max_partitions: Option<u64>,
+    /// Most topics [default: 10000].
+    #[arg(long, env = "STRATA_MAX_TOPICS")]
+    pub max_topics: Option<u32>,
 }
 
 #[derive(Debug, Args)]

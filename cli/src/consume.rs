@@ -172,10 +172,11 @@ fn text(bytes: Option<&bytes::Bytes>, base64: bool) -> Option<String> {
 
 fn print_record(out: &mut impl Write, args: &ConsumeArgs, r: &ConsumerRecord) -> Result<()> {
     if args.json {
-        let headers: serde_json::Map<String, serde_json::Value> = r
+        // A list, not an object: a key may repeat, and order is kept.
+        let headers: Vec<serde_json::Value> = r
             .headers
             .iter()
-            .map(|(k, v)| (k.clone(), text(Some(v), args.base64).into()))
+            .map(|(k, v)| serde_json::json!({"key": k, "value": text(Some(v), args.base64)}))
             .collect();
         let object = serde_json::json!({
             "topic": r.topic,

@@ -29,7 +29,7 @@ fn main() -> anyhow::Result<()> {
     let client = cli.client;
     runtime.block_on(async move {
         match cli.command {
-            Command::Dev(args) => server::run_dev(args, &client).await,
+            Command::Dev(args) => server::run_dev(*args, &client).await,
             Command::Agent(args) => server::run_agent(*args, &client).await,
             Command::Compactor(args) => server::run_compactor(*args).await,
             user => run_user_command(user, &Target::new(&client)?).await,

@@ -9,14 +9,16 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 use strata_agent::clock::SystemClock;
 use strata_agent::security::{BearerTokens, Security, ServerTls};
-use strata_agent::{Agent, AgentConfig};
+use strata_agent::{Agent, AgentConfig, Limits};
 use strata_compactor::{Compactor, CompactorConfig};
-use strata_metastore::{EtcdKv, KvMetastore, Metastore};
+use strata_metastore::Metastore;
 use strata_storage::cache::CacheConfig;
 use strata_storage::{BlockCache, ObjectStoreConfig, SegmentStore};
 use tokio::net::TcpListener;
 
-use crate::args::{AgentArgs, ClientArgs, CompactorArgs, DevArgs, SecurityArgs, StoreArgs, Tuning};
+use crate::args::{
+    AgentArgs, ClientArgs, CompactorArgs, DevArgs, SecurityArgs, StoreArgs, StoredLimitArgs, Tuning,
+};
 use crate::target::read_pem;
 
 /// `strata agent` and `strata compactor` options as a TOML file may give them.
@@ -58,6 +60,85 @@ struct AgentFile {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     auth_tokens_file: Option<PathBuf>,
+    max_partitions_per_topic: Option<u32>,
+    max_partitions: Option<u64>,
+    max_topics: Option<u32>,
+    max_request_bytes: Option<usize>,
+    max_request_records: Option<usize>,
+    max_fetch_bytes: Option<usize>,
+    max_headers_per_record: Option<usize>,
+    max_header_key_bytes: Option<usize>,
+    max_subscription_bytes: Option<usize>,
+    group_max_size: Option<usize>,
+    offset_metadata_max_bytes: Option<usize>,
+    max_group_state_bytes: Option<usize>,
+    max_session_inflight: Option<usize>,
+    max_streams_per_connection: Option<u32>,
+}
+
+/// The limits the flags (or the environment, or the file) set, over the defaults.
+fn limits(tuning: &Tuning, stored: &StoredLimitArgs, file: &AgentFile) -> Result<Limits> {
+    let d = Limits::default();
+    let limits = Limits {
+        max_partitions_per_topic: stored
+            .max_partitions_per_topic
+            .or(file.max_partitions_per_topic)
+            .unwrap_or(d.max_partitions_per_topic),
+        max_partitions: stored
+            .max_partitions
+            .or(file.max_partitions)
+            .unwrap_or(d.max_partitions),
+        max_topics: stored
+            .max_topics
+            .or(file.max_topics)
+            .unwrap_or(d.max_topics),
+        max_request_bytes: tuning
+            .max_request_bytes
+            .or(file.max_request_bytes)
+            .unwrap_or(d.max_request_bytes),
+        max_request_records: tuning
+            .max_request_records
+            .or(file.max_request_records)
+            .unwrap_or(d.max_request_records),
+        max_fetch_bytes: tuning
+            .max_fetch_bytes
+            .or(file.max_fetch_bytes)
+            .unwrap_or(d.max_fetch_bytes),
+        max_headers_per_record: tuning
+            .max_headers_per_record
+            .or(file.max_headers_per_record)
+            .unwrap_or(d.max_headers_per_record),
+        max_header_key_bytes: tuning
+            .max_header_key_bytes
+            .or(file.max_header_key_bytes)
+            .unwrap_or(d.max_header_key_bytes),
+        max_subscription_bytes: tuning
+            .max_subscription_bytes
+            .or(file.max_subscription_bytes)
+            .unwrap_or(d.max_subscription_bytes),
+        group_max_size: tuning
+            .group_max_size
+            .or(file.group_max_size)
+            .unwrap_or(d.group_max_size),
+        offset_metadata_max_bytes: tuning
+            .offset_metadata_max_bytes
+            .or(file.offset_metadata_max_bytes)
+            .unwrap_or(d.offset_metadata_max_bytes),
+        max_group_state_bytes: tuning
+            .max_group_state_bytes
+            .or(file.max_group_state_bytes)
+            .unwrap_or(d.max_group_state_bytes),
+        max_session_inflight: tuning
+            .max_session_inflight
+            .or(file.max_session_inflight)
+            .unwrap_or(d.max_session_inflight),
+        max_streams_per_connection: tuning
+            .max_streams_per_connection
+            .or(file.max_streams_per_connection)
+            .unwrap_or(d.max_streams_per_connection),
+    };
+    limits.validate().map_err(anyhow::Error::msg)?;
+    Ok(limits)
 }
 
 /// Who may talk to the agent, from the flags (or the file): files are read and checked
@@ -129,10 +210,12 @@ fn agent_config(
     agent_id: String,
     advertise: String,
     tuning: &Tuning,
+    limits: Limits,
     file: &AgentFile,
 ) -> Result<AgentConfig> {
     let defaults = AgentConfig::default();
     let config = AgentConfig {
+        limits,
         agent_id,
         advertised_address: advertise,
         segment_max_bytes: tuning
@@ -193,13 +276,15 @@ pub async fn run_dev(args: DevArgs, client: &ClientArgs) -> Result<()> {
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("cannot create data dir {}", data_dir.display()))?;
     let metastore_url = format!("file://{}", data_dir.join("metastore").display());
-    let metastore = strata_metastore::open(&metastore_url, "dev").await?;
+    let file = AgentFile::default();
+    let limits = limits(&args.tuning, &args.stored_limits, &file)?;
+    let metastore =
+        strata_metastore::open_with(&metastore_url, "dev", limits.stored(), None).await?;
     let store = SegmentStore::open(&ObjectStoreConfig {
         url: format!("file://{}", data_dir.join("objects").display()),
         ..Default::default()
     })
     .await?;
-    let file = AgentFile::default();
     let security = security(client, &args.security, &file)?;
     let cache = BlockCache::new(&cache_config(
         &args.tuning,
@@ -207,7 +292,13 @@ pub async fn run_dev(args: DevArgs, client: &ClientArgs) -> Result<()> {
         Some(data_dir.join("cache")),
     ))
     .await?;
-    let config = agent_config("dev".to_string(), args.listen.clone(), &args.tuning, &file)?;
+    let config = agent_config(
+        "dev".to_string(),
+        args.listen.clone(),
+        &args.tuning,
+        limits,
+        &file,
+    )?;
     tracing::info!(data_dir = %data_dir.display(), "strata dev: embedded metastore, local object store, compactor");
     let compactor = start_dev_compactor(metastore.clone(), store.clone()).await?;
     let listen = Listen {
@@ -224,6 +315,7 @@ pub async fn run_dev(args: DevArgs, client: &ClientArgs) -> Result<()> {
 async fn open_cluster(
     args: &StoreArgs,
     file: &AgentFile,
+    stored_limits: &Limits,
 ) -> Result<(Arc<dyn Metastore>, SegmentStore)> {
     let metastore_url = args
         .metastore
@@ -243,15 +335,13 @@ async fn open_cluster(
         .or(file.cluster.clone())
         .unwrap_or_else(|| "default".to_string());
     let etcd_max_txn_ops = args.etcd_max_txn_ops.or(file.etcd_max_txn_ops);
-    let metastore: Arc<dyn Metastore> =
-        match (metastore_url.strip_prefix("etcd://"), etcd_max_txn_ops) {
-            (Some(endpoints), Some(max_ops)) => {
-                let endpoints: Vec<String> = endpoints.split(',').map(str::to_string).collect();
-                let kv = EtcdKv::connect(&endpoints).await?.with_max_txn_ops(max_ops);
-                Arc::new(KvMetastore::new(kv, format!("/strata/{cluster}")))
-            }
-            _ => strata_metastore::open(&metastore_url, &cluster).await?,
-        };
+    let metastore = strata_metastore::open_with(
+        &metastore_url,
+        &cluster,
+        stored_limits.stored(),
+        etcd_max_txn_ops,
+    )
+    .await?;
     let store = SegmentStore::open(&ObjectStoreConfig {
         url: object_store,
         endpoint: args.s3_endpoint.clone().or(file.s3_endpoint.clone()),
@@ -282,7 +372,8 @@ pub async fn run_agent(args: AgentArgs, client: &ClientArgs) -> Result<()> {
         None => AgentFile::default(),
     };
     let security = security(client, &args.security, &file)?;
-    let (metastore, store) = open_cluster(&args.store, &file).await?;
+    let limits = limits(&args.tuning, &args.store.stored_limits, &file)?;
+    let (metastore, store) = open_cluster(&args.store, &file, &limits).await?;
     let listen = args
         .listen
         .clone()
@@ -300,7 +391,7 @@ pub async fn run_agent(args: AgentArgs, client: &ClientArgs) -> Result<()> {
         .unwrap_or_else(|| format!("agent-{:08x}", rand_id()));
     let cache_dir = args.cache_dir.clone().or(file.cache_dir.clone());
     let cache = BlockCache::new(&cache_config(&args.tuning, &file, cache_dir)).await?;
-    let mut config = agent_config(agent_id, advertise, &args.tuning, &file)?;
+    let mut config = agent_config(agent_id, advertise, &args.tuning, limits, &file)?;
     config.zone = args.zone.clone().or(file.zone.clone()).unwrap_or_default();
     if let Some(secs) = args.lease_ttl_secs.or(file.lease_ttl_secs) {
         anyhow::ensure!(
@@ -328,7 +419,8 @@ pub async fn run_compactor(args: CompactorArgs) -> Result<()> {
         Some(path) => read_file(path)?,
         None => AgentFile::default(),
     };
-    let (metastore, store) = open_cluster(&args.store, &file).await?;
+    let limits = limits(&Tuning::default(), &args.store.stored_limits, &file)?;
+    let (metastore, store) = open_cluster(&args.store, &file, &limits).await?;
     let file_duration = |value: &Option<String>, name: &str| -> Result<Option<Duration>> {
         value
             .as_deref()
@@ -500,6 +592,9 @@ async fn serve(
     serving?;
     let _ = stop.send(true);
     let _ = metrics.await;
+    if let Some(failure) = agent.failed().borrow().clone() {
+        anyhow::bail!("agent {failure}; exiting so that a supervisor restarts it");
+    }
     Ok(())
 }
 

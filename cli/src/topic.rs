@@ -149,6 +149,9 @@ pub async fn cluster(server: &Target, command: ClusterCommand) -> Result<()> {
                     }
                 );
             }
+            for record in &metadata.unreadable {
+                println!("unreadable\t{}\t{}", record.key, record.reason);
+            }
             println!(
                 "topics\t{}\tpartitions\t{}\tunassigned\t{unassigned}",
                 metadata.topics.len(),

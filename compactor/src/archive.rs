@@ -37,6 +37,7 @@ use strata_metastore::{ArchiveRange, ArchiveState, IndexEntry, Liveness};
 use strata_storage::Record;
 use tracing::instrument;
 
+use crate::error::off_async;
 use crate::job::{READ_AHEAD, duration_ms, ensure_held};
 use crate::plan::{archive_due, next_archive_range};
 use crate::{Inner, PassReport, Result};
@@ -333,15 +334,22 @@ impl Inner {
         let reads: Vec<_> = sources.iter().map(|e| self.read_records(e)).collect();
         let mut blocks = futures::stream::iter(reads).buffered(READ_AHEAD);
         while let Some(records) = blocks.next().await {
-            for record in records? {
-                if (range.first..=range.last).contains(&record.offset) {
+            let records: Vec<Record> = records?
+                .into_iter()
+                .filter(|r| (range.first..=range.last).contains(&r.offset))
+                .collect();
+            // Parquet encoding and zstd are CPU work: off the async workers.
+            writer = off_async(move || {
+                for record in records {
                     writer.push(record)?;
                 }
-            }
+                Ok(writer)
+            })
+            .await?;
         }
         drop(blocks);
         let rows = writer.rows();
-        let bytes = writer.finish()?;
+        let bytes = off_async(move || writer.finish()).await?;
         let size = bytes.len() as u64;
         self.store.put(&name, bytes).await?;
         self.failpoint("archive-put").await;

@@ -19,6 +19,18 @@ pub enum Error {
     /// Records could not be laid out as Arrow columns for the archive.
     #[error("cannot build the archive's Arrow columns: {0}")]
     Arrow(#[from] arrow_schema::ArrowError),
+    /// CPU work moved to a blocking thread failed (it panicked).
+    #[error("{0}")]
+    Task(String),
+}
+
+/// Runs CPU work (encoding, compression) on a blocking thread, off the async workers.
+pub(crate) async fn off_async<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| Error::Task(format!("blocking work failed: {e}")))?
 }
 
 /// Result with the compactor's [`Error`].

@@ -11,10 +11,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use strata_metastore::{CleanState, IndexEntry, Liveness, TopicMeta, compaction_job};
-use strata_storage::record::{Compression, Record, decode_block, encode_batch};
+use strata_storage::record::{Compression, Record, decode_block_off_async, encode_batch};
 use strata_storage::segment::SegmentBuilder;
 use tracing::instrument;
 
+use crate::error::off_async;
 use crate::plan::{MergeLimits, archived_prefix, expired_prefix, merge_runs};
 use crate::policy::TopicPolicy;
 use crate::{Error, Inner, PassReport, Result};
@@ -30,6 +31,8 @@ struct NewBlock {
     base_offset: i64,
     last_offset: i64,
     max_timestamp_ms: i64,
+    /// The latest `appended_at_ms` of the entries it replaces.
+    appended_at_ms: i64,
 }
 
 /// A run of old entries and the blocks that replace it, covering the same offsets.
@@ -140,6 +143,7 @@ impl<'a> Rewriter<'a> {
                     byte_start: if b.bytes.is_empty() { 0 } else { start },
                     byte_len: b.bytes.len() as u64,
                     max_timestamp_ms: b.max_timestamp_ms,
+                    appended_at_ms: b.appended_at_ms,
                 })
                 .collect();
             ensure_held(self.claim, self.topic, self.partition)?;
@@ -294,12 +298,13 @@ impl Inner {
                 let block = blocks.next().await.expect("one block per entry")?;
                 // Checked (CRC, offsets) before it is copied: a merge never spreads
                 // corruption into a new object.
-                decode_block(
+                decode_block_off_async(
                     block.clone(),
                     &entry.object,
                     entry.byte_start,
                     entry.base_offset..=entry.last_offset,
-                )?;
+                )
+                .await?;
                 bytes.extend_from_slice(&block);
             }
             drop(blocks);
@@ -308,6 +313,7 @@ impl Inner {
                 base_offset: old[0].base_offset,
                 last_offset: old[old.len() - 1].last_offset,
                 max_timestamp_ms: old.iter().map(|e| e.max_timestamp_ms).max().unwrap_or(0),
+                appended_at_ms: appended_at(&old),
             };
             if !rewriter
                 .add(Replacement {
@@ -345,7 +351,7 @@ impl Inner {
         let lag_limit = now.saturating_sub(policy.min_compaction_lag_ms);
         let cleanable_len = entries
             .iter()
-            .take_while(|e| e.max_timestamp_ms <= lag_limit)
+            .take_while(|e| e.time_ms() <= lag_limit)
             .count();
         let cleanable = &entries[..cleanable_len];
         let Some(end) = cleanable.last().map(|e| e.last_offset + 1) else {
@@ -382,22 +388,22 @@ impl Inner {
             let mut total = 0usize;
             let mut kept: Vec<Record> = Vec::new();
             for entry in run {
+                // A tombstone's age is its timestamp's, but never later than its entry
+                // was appended (a future-dated tombstone still expires).
+                let appended = Some(entry.appended_at_ms).filter(|t| *t > 0);
                 for record in self.read_records(entry).await? {
                     total += 1;
+                    let time = appended.map_or(record.timestamp_ms, |t| t.min(record.timestamp_ms));
                     let stays = match &record.key {
                         None => true,
                         Some(key) => {
                             newest.get(key) == Some(&record.offset)
-                                && !(record.value.is_none()
-                                    && tombstone_expired(record.timestamp_ms))
+                                && !(record.value.is_none() && tombstone_expired(time))
                         }
                     };
                     if stays {
                         if record.value.is_none() {
-                            oldest_tombstone = Some(
-                                oldest_tombstone
-                                    .map_or(record.timestamp_ms, |t| t.min(record.timestamp_ms)),
-                            );
+                            oldest_tombstone = Some(oldest_tombstone.map_or(time, |t| t.min(time)));
                         }
                         kept.push(record);
                     }
@@ -408,7 +414,10 @@ impl Inner {
                 // Nothing to drop here: leave the run as it is (merges handle its size).
                 continue;
             }
-            let blocks = self.encode_blocks(run, kept, compression)?;
+            let blocks = {
+                let (run, block_bytes) = (run.to_vec(), self.config.block_target_bytes);
+                off_async(move || encode_blocks(&run, kept, compression, block_bytes)).await?
+            };
             if !rewriter
                 .add(Replacement {
                     old: run.to_vec(),
@@ -444,54 +453,6 @@ impl Inner {
         Ok(rewriter.swapped > 0)
     }
 
-    /// The blocks replacing `run` with `kept` (its surviving records, in offset order):
-    /// about `block_target_bytes` each, together covering exactly the run's offsets.
-    fn encode_blocks(
-        &self,
-        run: &[IndexEntry],
-        kept: Vec<Record>,
-        compression: Compression,
-    ) -> Result<Vec<NewBlock>> {
-        let base = run[0].base_offset;
-        let last = run[run.len() - 1].last_offset;
-        let run_max_ts = run.iter().map(|e| e.max_timestamp_ms).max().unwrap_or(0);
-        let mut chunks: Vec<Vec<Record>> = Vec::new();
-        let mut size = 0usize;
-        for record in kept {
-            if chunks.is_empty() || size >= self.config.block_target_bytes as usize {
-                chunks.push(Vec::new());
-                size = 0;
-            }
-            size += record.payload_size();
-            chunks.last_mut().expect("pushed above").push(record);
-        }
-        if chunks.is_empty() {
-            return Ok(vec![NewBlock {
-                bytes: Bytes::new(),
-                base_offset: base,
-                last_offset: last,
-                max_timestamp_ms: run_max_ts,
-            }]);
-        }
-        let starts: Vec<i64> = chunks
-            .iter()
-            .enumerate()
-            .map(|(i, c)| if i == 0 { base } else { c[0].offset })
-            .collect();
-        chunks
-            .iter()
-            .enumerate()
-            .map(|(i, records)| {
-                Ok(NewBlock {
-                    bytes: encode_batch(records, compression)?,
-                    base_offset: starts[i],
-                    last_offset: starts.get(i + 1).map_or(last, |next| next - 1),
-                    max_timestamp_ms: records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0),
-                })
-            })
-            .collect()
-    }
-
     /// An entry's stored bytes (none for an entry compaction emptied).
     async fn read_block(&self, entry: &IndexEntry) -> Result<Bytes> {
         if entry.is_empty() {
@@ -504,13 +465,74 @@ impl Inner {
     /// An entry's records, checked.
     pub(crate) async fn read_records(&self, entry: &IndexEntry) -> Result<Vec<Record>> {
         let block = self.read_block(entry).await?;
-        Ok(decode_block(
+        Ok(decode_block_off_async(
             block,
             &entry.object,
             entry.byte_start,
             entry.base_offset..=entry.last_offset,
-        )?)
+        )
+        .await?)
     }
+}
+
+/// The blocks replacing `run` with `kept` (its surviving records, in offset order):
+/// about `block_bytes` each, together covering exactly the run's offsets.
+fn encode_blocks(
+    run: &[IndexEntry],
+    kept: Vec<Record>,
+    compression: Compression,
+    block_bytes: u64,
+) -> Result<Vec<NewBlock>> {
+    let base = run[0].base_offset;
+    let last = run[run.len() - 1].last_offset;
+    let run_max_ts = run.iter().map(|e| e.max_timestamp_ms).max().unwrap_or(0);
+    let appended_at_ms = appended_at(run);
+    let mut chunks: Vec<Vec<Record>> = Vec::new();
+    let mut size = 0usize;
+    for record in kept {
+        if chunks.is_empty() || size >= block_bytes as usize {
+            chunks.push(Vec::new());
+            size = 0;
+        }
+        size += record.payload_size();
+        chunks.last_mut().expect("pushed above").push(record);
+    }
+    if chunks.is_empty() {
+        return Ok(vec![NewBlock {
+            bytes: Bytes::new(),
+            base_offset: base,
+            last_offset: last,
+            max_timestamp_ms: run_max_ts,
+            appended_at_ms,
+        }]);
+    }
+    let starts: Vec<i64> = chunks
+        .iter()
+        .enumerate()
+        .map(|(i, c)| if i == 0 { base } else { c[0].offset })
+        .collect();
+    chunks
+        .iter()
+        .enumerate()
+        .map(|(i, records)| {
+            Ok(NewBlock {
+                bytes: encode_batch(records, compression)?,
+                base_offset: starts[i],
+                last_offset: starts.get(i + 1).map_or(last, |next| next - 1),
+                max_timestamp_ms: records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0),
+                appended_at_ms,
+            })
+        })
+        .collect()
+}
+
+/// The `appended_at_ms` of a rewrite of `entries`: the latest of theirs (0, unknown, if
+/// any of them has none, so that its records' own timestamps count).
+fn appended_at(entries: &[IndexEntry]) -> i64 {
+    if entries.iter().any(|e| e.appended_at_ms == 0) {
+        return 0;
+    }
+    entries.iter().map(|e| e.appended_at_ms).max().unwrap_or(0)
 }
 
 /// Stops a job whose claim lapsed: another compactor may hold the partition now.

@@ -21,7 +21,7 @@ pub fn expired_prefix(entries: &[IndexEntry], policy: &TopicPolicy, now_ms: i64)
     for entry in entries {
         let too_old = policy
             .retention_ms
-            .is_some_and(|ms| entry.max_timestamp_ms < now_ms.saturating_sub(ms));
+            .is_some_and(|ms| entry.time_ms() < now_ms.saturating_sub(ms));
         let too_big = policy
             .retention_bytes
             .is_some_and(|bytes| remaining - entry.byte_len as i64 >= bytes);
@@ -54,7 +54,7 @@ pub fn merge_runs(entries: &[IndexEntry], limits: &MergeLimits, now_ms: i64) -> 
     let small = |e: &IndexEntry| e.byte_len < limits.block_bytes / 2;
     let worth_it = |run: &[IndexEntry]| {
         let bytes: u64 = run.iter().map(|e| e.byte_len).sum();
-        let newest = run.iter().map(|e| e.max_timestamp_ms).max().unwrap_or(0);
+        let newest = run.iter().map(IndexEntry::time_ms).max().unwrap_or(0);
         run.len() >= 2
             && (bytes >= limits.block_bytes / 2
                 || run.len() >= limits.max_entries
@@ -144,6 +144,7 @@ mod tests {
             byte_start: 0,
             byte_len: bytes,
             max_timestamp_ms: ts,
+            appended_at_ms: 0,
         }
     }
 
@@ -176,6 +177,24 @@ mod tests {
         let mut compact_only = policy(Some(1_000), None);
         compact_only.delete = false;
         assert_eq!(expired_prefix(&entries, &compact_only, 10_000), 0);
+    }
+
+    #[test]
+    fn a_future_dated_record_ages_from_when_it_was_appended() {
+        // A record dated 2099 in an entry appended at 5_000: it expires like its
+        // neighbours, and does not hold back the entries after it.
+        let mut future = entry(10, 10, 100, 4_102_444_800_000);
+        future.appended_at_ms = 5_000;
+        let entries = [entry(0, 10, 100, 1_000), future, entry(20, 10, 100, 6_000)];
+        assert_eq!(entries[1].time_ms(), 5_000);
+        assert_eq!(
+            expired_prefix(&entries, &policy(Some(1_000), None), 10_000),
+            3
+        );
+        // Entries from before the append time was recorded go by their records.
+        let mut old = entry(0, 10, 100, 4_102_444_800_000);
+        old.appended_at_ms = 0;
+        assert_eq!(old.time_ms(), 4_102_444_800_000);
     }
 
     #[test]

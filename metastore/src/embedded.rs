@@ -10,8 +10,18 @@
 //! - a transaction is acknowledged only after its record is written and `fdatasync`ed;
 //! - replay stops at the first torn or corrupt record (a crash mid-append) and truncates
 //!   it away: such a transaction was never acknowledged;
+//! - an append that fails (a short write, a full disk, a failed `fdatasync`) is cut back to
+//!   the last whole record before the transaction reports its error, so no later
+//!   transaction is ever written after a torn record (replay would stop there and lose
+//!   it); if the cut itself fails, the store refuses every later write until reopened;
+//! - writes and their `fdatasync` run on a blocking thread, one transaction at a time
+//!   (the writer lock); the map is locked only to check and to apply, so reads never wait
+//!   for a disk;
 //! - on open, a log much larger than the live data is rewritten as one snapshot record,
 //!   through a temporary file and an atomic rename.
+//!
+//! Test hook: `STRATA_FAILPOINT=metastore-torn-append:N` makes the Nth logged append
+//! after open write half its record and fail, as a full disk would.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -32,25 +42,84 @@ const TAG_DELETE_PREFIX: u8 = 3;
 /// The embedded key-value store.
 #[derive(Debug)]
 pub struct EmbeddedKv {
-    state: Arc<Mutex<State>>,
+    map: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    /// Held by one write at a time, on a blocking thread, from its check to its apply.
+    writer: Arc<Mutex<Writer>>,
     /// An exclusive lock on `dir/LOCK` while the store is open: one process per directory.
     _lock: Option<File>,
 }
 
 #[derive(Debug)]
-struct State {
-    map: BTreeMap<String, Vec<u8>>,
-    log: Option<File>,
+struct Writer {
+    log: Option<Log>,
+}
+
+/// The append-only log file.
+#[derive(Debug)]
+struct Log {
+    file: File,
+    /// Bytes of whole records: where the next one starts.
+    len: u64,
+    /// Set when a failed append could not be cut back: nothing more may be written.
+    broken: Option<String>,
+    appends: u64,
+    /// Test hook: the append (1-based) that is torn.
+    tear_at: Option<u64>,
+}
+
+impl Log {
+    /// Appends one record and syncs it, or leaves the file as it was before.
+    fn append(&mut self, record: &[u8]) -> std::io::Result<()> {
+        if let Some(why) = &self.broken {
+            return Err(std::io::Error::other(format!(
+                "an earlier append could not be undone ({why}); restart to recover"
+            )));
+        }
+        self.appends += 1;
+        let written = if self.tear_at == Some(self.appends) {
+            self.file
+                .write_all(&record[..record.len() / 2])
+                .and_then(|()| Err(std::io::Error::other("failpoint: torn append")))
+        } else {
+            self.file
+                .write_all(record)
+                .and_then(|()| self.file.sync_data())
+        };
+        match written {
+            Ok(()) => {
+                self.len += record.len() as u64;
+                Ok(())
+            }
+            Err(e) => {
+                // Cut the torn bytes away before anything else is appended.
+                if let Err(cut) = self
+                    .file
+                    .set_len(self.len)
+                    .and_then(|()| self.file.sync_data())
+                {
+                    self.broken = Some(cut.to_string());
+                }
+                tracing::warn!(error = %e, "metastore append failed; cut back to the last whole record");
+                Err(e)
+            }
+        }
+    }
+}
+
+/// The append the `STRATA_FAILPOINT` test hook tears, if it names one.
+fn torn_append_failpoint() -> Option<u64> {
+    std::env::var("STRATA_FAILPOINT")
+        .ok()?
+        .split(',')
+        .find_map(|f| f.strip_prefix("metastore-torn-append:")?.parse().ok())
 }
 
 impl EmbeddedKv {
     /// A store that lives only in memory (tests).
     pub fn in_memory() -> Self {
         Self {
-            state: Arc::new(Mutex::new(State {
-                map: BTreeMap::new(),
-                log: None,
-            })),
+            map: Arc::default(),
+            writer: Arc::new(Mutex::new(Writer { log: None })),
             _lock: None,
         }
     }
@@ -92,19 +161,49 @@ impl EmbeddedKv {
         if valid_len < log_len || valid_len > 2 * live + (1 << 20) {
             rewrite(&path, &map)?;
         }
-        let log = OpenOptions::new()
+        let file = OpenOptions::new()
             .create(true)
             .append(true)
             .open(&path)
             .map_err(|e| io_error("open", &path, e))?;
+        let len = file
+            .metadata()
+            .map_err(|e| io_error("stat", &path, e))?
+            .len();
         Ok(Self {
-            state: Arc::new(Mutex::new(State {
-                map,
-                log: Some(log),
+            map: Arc::new(Mutex::new(map)),
+            writer: Arc::new(Mutex::new(Writer {
+                log: Some(Log {
+                    file,
+                    len,
+                    broken: None,
+                    appends: 0,
+                    tear_at: torn_append_failpoint(),
+                }),
             })),
             _lock: Some(lock),
         })
     }
+
+    /// Runs `write` under the writer lock on a blocking thread: it may wait for the disk.
+    async fn write<T: Send + 'static>(
+        &self,
+        write: impl FnOnce(&mut Writer, &Mutex<BTreeMap<String, Vec<u8>>>) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let (writer, map) = (self.writer.clone(), self.map.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut writer = writer.lock().expect("embedded metastore writer lock");
+            write(&mut writer, &map)
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("embedded metastore write failed: {e}")))?
+    }
+}
+
+fn lock_map(
+    map: &Mutex<BTreeMap<String, Vec<u8>>>,
+) -> std::sync::MutexGuard<'_, BTreeMap<String, Vec<u8>>> {
+    map.lock().expect("embedded metastore lock poisoned")
 }
 
 fn io_error(what: &str, path: &Path, e: std::io::Error) -> Error {
@@ -233,8 +332,7 @@ fn apply(map: &mut BTreeMap<String, Vec<u8>>, ops: Vec<Op>) {
 #[async_trait]
 impl KvBackend for EmbeddedKv {
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>> {
-        let state = self.state.lock().expect("embedded metastore lock poisoned");
-        Ok(state.map.get(key).cloned())
+        Ok(lock_map(&self.map).get(key).cloned())
     }
 
     async fn range(
@@ -243,10 +341,9 @@ impl KvBackend for EmbeddedKv {
         from: &str,
         limit: usize,
     ) -> Result<Vec<(String, Vec<u8>)>> {
-        let state = self.state.lock().expect("embedded metastore lock poisoned");
+        let map = lock_map(&self.map);
         let limit = if limit == 0 { usize::MAX } else { limit };
-        Ok(state
-            .map
+        Ok(map
             .range(from.to_string()..)
             .take_while(|(key, _)| key.starts_with(prefix))
             .take(limit)
@@ -255,23 +352,28 @@ impl KvBackend for EmbeddedKv {
     }
 
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool> {
-        let mut state = self.state.lock().expect("embedded metastore lock poisoned");
-        let holds = compares.iter().all(|c| match c {
-            Compare::ValueEquals(key, value) => state.map.get(key) == Some(value),
-            Compare::Absent(key) => !state.map.contains_key(key),
-            Compare::Exists(key) => state.map.contains_key(key),
-        });
-        if !holds {
-            return Ok(false);
-        }
-        if let Some(log) = state.log.as_mut() {
-            let record = encode_ops(&ops);
-            log.write_all(&record)
-                .and_then(|()| log.sync_data())
-                .map_err(|e| Error::Unavailable(format!("embedded metastore: append: {e}")))?;
-        }
-        apply(&mut state.map, ops);
-        Ok(true)
+        self.write(move |writer, map| {
+            // Only writers change the map, and this one holds the writer lock: what is
+            // checked here still holds when it is applied below.
+            let holds = {
+                let map = lock_map(map);
+                compares.iter().all(|c| match c {
+                    Compare::ValueEquals(key, value) => map.get(key) == Some(value),
+                    Compare::Absent(key) => !map.contains_key(key),
+                    Compare::Exists(key) => map.contains_key(key),
+                })
+            };
+            if !holds {
+                return Ok(false);
+            }
+            if let Some(log) = writer.log.as_mut() {
+                log.append(&encode_ops(&ops))
+                    .map_err(|e| Error::Unavailable(format!("embedded metastore: append: {e}")))?;
+            }
+            apply(&mut lock_map(map), ops);
+            Ok(true)
+        })
+        .await
     }
 
     fn max_txn_ops(&self) -> usize {
@@ -294,10 +396,15 @@ impl KvBackend for EmbeddedKv {
         _ttl: Duration,
     ) -> Result<Box<dyn Liveness>> {
         // Never logged: the store lives in this process, so the key dies with it.
-        let mut state = self.state.lock().expect("embedded metastore lock poisoned");
-        state.map.insert(key.to_string(), value);
+        let owned = key.to_string();
+        self.write(move |_, map| {
+            lock_map(map).insert(owned, value);
+            Ok(())
+        })
+        .await?;
         Ok(Box::new(EphemeralKey {
-            state: self.state.clone(),
+            map: self.map.clone(),
+            writer: self.writer.clone(),
             key: key.to_string(),
         }))
     }
@@ -308,31 +415,45 @@ impl KvBackend for EmbeddedKv {
         value: Vec<u8>,
         _ttl: Duration,
     ) -> Result<Option<Box<dyn Liveness>>> {
-        let mut state = self.state.lock().expect("embedded metastore lock poisoned");
-        if state.map.contains_key(key) {
-            return Ok(None);
-        }
-        state.map.insert(key.to_string(), value);
-        Ok(Some(Box::new(EphemeralKey {
-            state: self.state.clone(),
-            key: key.to_string(),
-        })))
+        let owned = key.to_string();
+        let created = self
+            .write(move |_, map| {
+                let mut map = lock_map(map);
+                if map.contains_key(&owned) {
+                    return Ok(false);
+                }
+                map.insert(owned, value);
+                Ok(true)
+            })
+            .await?;
+        Ok(created.then(|| {
+            Box::new(EphemeralKey {
+                map: self.map.clone(),
+                writer: self.writer.clone(),
+                key: key.to_string(),
+            }) as Box<dyn Liveness>
+        }))
     }
 }
 
 /// An ephemeral key of the embedded store.
 #[derive(Debug)]
 struct EphemeralKey {
-    state: Arc<Mutex<State>>,
+    map: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    writer: Arc<Mutex<Writer>>,
     key: String,
 }
 
 #[async_trait]
 impl Liveness for EphemeralKey {
     async fn release(self: Box<Self>) -> Result<()> {
-        let mut state = self.state.lock().expect("embedded metastore lock poisoned");
-        state.map.remove(&self.key);
-        Ok(())
+        let Self { map, writer, key } = *self;
+        tokio::task::spawn_blocking(move || {
+            let _writer = writer.lock().expect("embedded metastore writer lock");
+            lock_map(&map).remove(&key);
+        })
+        .await
+        .map_err(|e| Error::Unavailable(format!("embedded metastore write failed: {e}")))
     }
 
     fn is_lost(&self) -> bool {
@@ -398,5 +519,25 @@ mod tests {
         drop(kv);
         let kv = EmbeddedKv::open(dir.path()).unwrap();
         assert_eq!(kv.get("d").await.unwrap(), Some(b"4".to_vec()));
+    }
+
+    #[tokio::test]
+    async fn a_failed_append_is_cut_back_so_later_commits_survive() {
+        let dir = tempfile::tempdir().unwrap();
+        let put = |k: &str| vec![Op::Put(k.to_string(), k.as_bytes().to_vec())];
+        {
+            let kv = EmbeddedKv::open(dir.path()).unwrap();
+            kv.writer.lock().unwrap().log.as_mut().unwrap().tear_at = Some(2);
+            assert!(kv.txn(vec![], put("a")).await.unwrap());
+            let torn = kv.txn(vec![], put("b")).await.unwrap_err();
+            assert!(torn.to_string().contains("torn append"), "{torn}");
+            assert_eq!(kv.get("b").await.unwrap(), None, "not applied");
+            assert!(kv.txn(vec![], put("c")).await.unwrap());
+            assert!(kv.txn(vec![], put("d")).await.unwrap());
+        }
+        let kv = EmbeddedKv::open(dir.path()).unwrap();
+        for (key, there) in [("a", true), ("b", false), ("c", true), ("d", true)] {
+            assert_eq!(kv.get(key).await.unwrap().is_some(), there, "{key}");
+        }
     }
 }

@@ -37,7 +37,7 @@ pub use embedded::EmbeddedKv;
 pub use error::{Error, Result};
 pub use etcd::EtcdKv;
 pub use kv::Liveness;
-pub use metastore::{KvMetastore, Metastore, open};
+pub use metastore::{KvMetastore, Metastore, open, open_with};
 
 /// The compactor job of one partition, as [`Metastore::claim_compaction`] names it.
 pub fn compaction_job(topic: &str, partition: u32) -> String {
@@ -49,5 +49,5 @@ pub const ORPHAN_GC_JOB: &str = "orphan-gc";
 pub use model::{
     AgentRecord, ArchiveRange, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
     Coordinatorship, GroupRecord, IndexEntry, MemberRecord, PartitionAppend, PartitionOwner,
-    PartitionState, Rejection, TopicMeta, TopicPartition,
+    PartitionState, Rejection, StoredLimits, TopicMeta, TopicPartition,
 };

@@ -1,6 +1,7 @@
 //! The [`Metastore`] trait and its one implementation over a [`KvBackend`].
 
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -13,7 +14,7 @@ use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
     AgentRecord, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
     Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, PartitionAppend,
-    PartitionOwner, PartitionState, Rejection, Result, TopicMeta,
+    PartitionOwner, PartitionState, Rejection, Result, StoredLimits, TopicMeta,
 };
 
 /// What agents and the compactor know about the cluster's durable state.
@@ -206,6 +207,11 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
         group_id: &str,
         topic: &str,
     ) -> Result<Vec<(u32, CommittedOffset)>>;
+
+    /// The stored records this metastore skipped when it last listed them, `(key,
+    /// reason)`: values that do not decode (an older version or a foreign writer wrote
+    /// them) or that are over the [`StoredLimits`]. Everything else keeps being served.
+    fn unreadable_records(&self) -> Vec<(String, String)>;
 }
 
 /// Opens the metastore a URL names, under the cluster root `/strata/<cluster>`:
@@ -213,6 +219,17 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
 /// - `file:///path/to/dir` (or a bare path): the embedded store persisted in that directory;
 /// - `memory://`: the embedded store, in memory only.
 pub async fn open(url: &str, cluster: &str) -> Result<Arc<dyn Metastore>> {
+    open_with(url, cluster, StoredLimits::default(), None).await
+}
+
+/// [`open`] with the limits stored values are checked against, and etcd's
+/// `--max-txn-ops` if it is not etcd's default.
+pub async fn open_with(
+    url: &str,
+    cluster: &str,
+    limits: StoredLimits,
+    etcd_max_txn_ops: Option<usize>,
+) -> Result<Arc<dyn Metastore>> {
     let root = format!("/strata/{cluster}");
     if let Some(endpoints) = url.strip_prefix("etcd://") {
         let endpoints: Vec<String> = endpoints
@@ -226,17 +243,22 @@ pub async fn open(url: &str, cluster: &str) -> Result<Arc<dyn Metastore>> {
                 "'{url}' names no endpoint; use etcd://host:port[,host:port]"
             )));
         }
-        let kv = EtcdKv::connect(&endpoints).await?;
-        Ok(Arc::new(KvMetastore::new(kv, root)))
+        let mut kv = EtcdKv::connect(&endpoints).await?;
+        if let Some(max_ops) = etcd_max_txn_ops {
+            kv = kv.with_max_txn_ops(max_ops);
+        }
+        Ok(Arc::new(KvMetastore::new(kv, root).with_limits(limits)))
     } else if url == "memory://" {
-        Ok(Arc::new(KvMetastore::new(EmbeddedKv::in_memory(), root)))
+        Ok(Arc::new(
+            KvMetastore::new(EmbeddedKv::in_memory(), root).with_limits(limits),
+        ))
     } else if let Some(path) = url
         .strip_prefix("file://")
         .or(Some(url))
         .filter(|p| !p.contains("://"))
     {
         let kv = EmbeddedKv::open(std::path::Path::new(path))?;
-        Ok(Arc::new(KvMetastore::new(kv, root)))
+        Ok(Arc::new(KvMetastore::new(kv, root).with_limits(limits)))
     } else {
         Err(Error::Config(format!(
             "unsupported metastore URL '{url}'; use etcd://host:port, file:///dir or memory://"
@@ -245,19 +267,102 @@ pub async fn open(url: &str, cluster: &str) -> Result<Arc<dyn Metastore>> {
 }
 
 /// The [`Metastore`] over any [`KvBackend`].
+///
+/// Every value it returns was decoded and checked: a topic's partition count is within
+/// [`StoredLimits`], so no caller allocates in proportion to a stored number nobody
+/// checked. Listings skip the values that fail (logged once each, kept for
+/// [`Metastore::unreadable_records`]); reading one such value by its key is
+/// [`Error::Corrupt`].
 #[derive(Debug)]
 pub struct KvMetastore<B> {
     kv: B,
     keys: Keys,
+    limits: StoredLimits,
+    /// Skipped stored records: key, reason.
+    unreadable: Mutex<BTreeMap<String, String>>,
 }
 
 impl<B: KvBackend> KvMetastore<B> {
-    /// A metastore keeping its keys under `root` in `kv`.
+    /// A metastore keeping its keys under `root` in `kv`, with the default limits.
     pub fn new(kv: B, root: impl Into<String>) -> Self {
         Self {
             kv,
             keys: Keys::new(root),
+            limits: StoredLimits::default(),
+            unreadable: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// The same, checking stored values against `limits`.
+    pub fn with_limits(mut self, limits: StoredLimits) -> Self {
+        self.limits = limits;
+        self
+    }
+
+    /// Records that `key` was skipped for `reason` (logged the first time).
+    fn skip(&self, key: &str, reason: String) {
+        let mut unreadable = self.unreadable.lock().expect("unreadable lock");
+        if unreadable.get(key) != Some(&reason) {
+            tracing::error!(
+                key,
+                %reason,
+                "stored record skipped: it is unreadable or over the limits; everything else \
+                 is served (strata cluster status lists it; fix or delete the key)"
+            );
+            unreadable.insert(key.to_string(), reason);
+        }
+    }
+
+    /// After a listing of `prefix`: forgets skipped keys under it that were not skipped
+    /// again (deleted or fixed since).
+    fn forget_skipped(&self, prefix: &str, skipped_now: &BTreeSet<String>) {
+        self.unreadable
+            .lock()
+            .expect("unreadable lock")
+            .retain(|key, _| !key.starts_with(prefix) || skipped_now.contains(key));
+    }
+
+    /// Decodes a stored topic and checks it: its name is the key's and has no `/`, and
+    /// its partition count is 1 to `max_partitions_per_topic`.
+    fn check_topic(&self, key: &str, bytes: &[u8]) -> std::result::Result<TopicMeta, String> {
+        let meta: TopicMeta = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
+        let keyed = key.strip_prefix(&self.keys.topics_prefix()).unwrap_or(key);
+        if meta.name != keyed || meta.name.contains('/') {
+            return Err(format!(
+                "it names topic '{}' under the key of '{keyed}'",
+                meta.name
+            ));
+        }
+        let max = self.limits.max_partitions_per_topic;
+        if meta.partitions == 0 || meta.partitions > max {
+            return Err(format!(
+                "it has {} partitions; a topic has 1 to {max} (max_partitions_per_topic)",
+                meta.partitions
+            ));
+        }
+        Ok(meta)
+    }
+
+    /// Every value under `prefix` that decodes, in key order, at most `limit` of them
+    /// (0 = all); the others are skipped.
+    async fn list_checked<T: DeserializeOwned>(
+        &self,
+        prefix: &str,
+        limit: usize,
+    ) -> Result<Vec<T>> {
+        let mut skipped = BTreeSet::new();
+        let mut values = Vec::new();
+        for (key, value) in self.kv.range(prefix, prefix, limit).await? {
+            match serde_json::from_slice(&value) {
+                Ok(decoded) => values.push(decoded),
+                Err(e) => {
+                    self.skip(&key, e.to_string());
+                    skipped.insert(key);
+                }
+            }
+        }
+        self.forget_skipped(prefix, &skipped);
+        Ok(values)
     }
 
     /// The key schema in use.
@@ -299,16 +404,6 @@ impl<B: KvBackend> KvMetastore<B> {
                 vec![Op::Put(key, encode_json(new))],
             )
             .await
-    }
-
-    /// Every JSON value under `prefix`, in key order.
-    async fn list_json<T: DeserializeOwned>(&self, prefix: &str) -> Result<Vec<T>> {
-        self.kv
-            .range(prefix, prefix, 0)
-            .await?
-            .into_iter()
-            .map(|(key, value)| decode_json(&key, &value))
-            .collect()
     }
 
     async fn get_offset(&self, key: &str) -> Result<i64> {
@@ -476,6 +571,9 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     #[instrument(name = "metastore.create_topic", skip_all, fields(topic = %topic.name))]
     async fn create_topic(&self, topic: &TopicMeta) -> Result<()> {
         let key = self.keys.topic(&topic.name);
+        // Nothing is stored that a reader would have to skip.
+        self.check_topic(&key, &encode_json(topic))
+            .map_err(Error::Invalid)?;
         let created = self
             .kv
             .txn(
@@ -496,12 +594,62 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     }
 
     async fn get_topic(&self, name: &str) -> Result<Option<TopicMeta>> {
-        self.get_json(&self.keys.topic(name)).await
+        let key = self.keys.topic(name);
+        let Some(bytes) = self.kv.get(&key).await? else {
+            return Ok(None);
+        };
+        match self.check_topic(&key, &bytes) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(reason) => {
+                self.skip(&key, reason.clone());
+                Err(Error::Corrupt { key, reason })
+            }
+        }
     }
 
     #[instrument(name = "metastore.list_topics", skip_all)]
     async fn list_topics(&self) -> Result<Vec<TopicMeta>> {
-        self.list_json(&self.keys.topics_prefix()).await
+        let prefix = self.keys.topics_prefix();
+        let limits = &self.limits;
+        // One more than the limit, to see that there are more.
+        let stored = self
+            .kv
+            .range(&prefix, &prefix, limits.max_topics as usize + 1)
+            .await?;
+        let mut skipped = BTreeSet::new();
+        let mut topics = Vec::with_capacity(stored.len());
+        let mut partitions = 0u64;
+        for (i, (key, value)) in stored.into_iter().enumerate() {
+            let checked = self.check_topic(&key, &value).and_then(|meta| {
+                if i >= limits.max_topics as usize {
+                    Err(format!(
+                        "more than {} topic records are stored (max_topics): this one and \
+                         those after it are not served",
+                        limits.max_topics
+                    ))
+                } else if partitions + u64::from(meta.partitions) > limits.max_partitions {
+                    Err(format!(
+                        "its {} partitions would take the cluster past {} partitions \
+                         (max_partitions)",
+                        meta.partitions, limits.max_partitions
+                    ))
+                } else {
+                    Ok(meta)
+                }
+            });
+            match checked {
+                Ok(meta) => {
+                    partitions += u64::from(meta.partitions);
+                    topics.push(meta);
+                }
+                Err(reason) => {
+                    self.skip(&key, reason);
+                    skipped.insert(key);
+                }
+            }
+        }
+        self.forget_skipped(&prefix, &skipped);
+        Ok(topics)
     }
 
     #[instrument(name = "metastore.delete_topic", skip(self))]
@@ -808,7 +956,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     }
 
     async fn list_agents(&self) -> Result<Vec<AgentRecord>> {
-        self.list_json(&self.keys.agents_prefix()).await
+        self.list_checked(&self.keys.agents_prefix(), 0).await
     }
 
     #[instrument(name = "metastore.campaign_controller", skip(self))]
@@ -836,7 +984,15 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     }
 
     async fn assignment(&self) -> Result<Option<Assignment>> {
-        self.get_json(&self.keys.assignment()).await
+        // An unreadable assignment is as good as none: the controller stores a new one.
+        let key = self.keys.assignment();
+        match self.get_json(&key).await {
+            Err(Error::Corrupt { reason, .. }) => {
+                self.skip(&key, reason);
+                Ok(None)
+            }
+            other => other,
+        }
     }
 
     #[instrument(name = "metastore.store_assignment", skip(self, assignment), fields(generation = assignment.generation))]
@@ -864,7 +1020,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
 
     #[instrument(name = "metastore.groups", skip(self))]
     async fn groups(&self) -> Result<Vec<GroupRecord>> {
-        self.list_json(&self.keys.groups_prefix()).await
+        self.list_checked(&self.keys.groups_prefix(), 0).await
     }
 
     #[instrument(name = "metastore.group", skip(self))]
@@ -959,5 +1115,95 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
             .collect::<Result<Vec<(u32, CommittedOffset)>>>()?;
         offsets.sort_by_key(|(p, _)| *p);
         Ok(offsets)
+    }
+
+    fn unreadable_records(&self) -> Vec<(String, String)> {
+        self.unreadable
+            .lock()
+            .expect("unreadable lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, partitions: u32) -> TopicMeta {
+        TopicMeta {
+            name: name.to_string(),
+            partitions,
+            config: BTreeMap::new(),
+            created_at_ms: 0,
+        }
+    }
+
+    #[tokio::test]
+    async fn stored_records_over_the_limits_or_unreadable_are_skipped_and_listed() {
+        let store = KvMetastore::new(EmbeddedKv::in_memory(), "/t").with_limits(StoredLimits {
+            max_partitions_per_topic: 100,
+            max_partitions: 150,
+            max_topics: 6,
+        });
+        store.create_topic(&topic("a", 10)).await.unwrap();
+        assert!(matches!(
+            store.create_topic(&topic("huge", 101)).await,
+            Err(Error::Invalid(_))
+        ));
+        // Written straight into the store, as an older version or a hand could.
+        let raw = |name: &str, value: Vec<u8>| Op::Put(store.keys.topic(name), value);
+        store
+            .kv
+            .txn(
+                vec![],
+                vec![
+                    raw("b", encode_json(&topic("b", u32::MAX))),
+                    raw("c", b"{not json".to_vec()),
+                    raw("d", encode_json(&topic("other-name", 1))),
+                    raw("e", encode_json(&topic("e", 100))),
+                    raw("f", encode_json(&topic("f", 50))),
+                    raw("g", encode_json(&topic("g", 1))),
+                    raw("h", encode_json(&topic("h", 1))),
+                ],
+            )
+            .await
+            .unwrap();
+        let names: Vec<String> = store
+            .list_topics()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|t| t.name)
+            .collect();
+        // a (10) and e (100) fit; f would pass 150 partitions; g is the seventh record,
+        // past max_topics (and h is not even read).
+        assert_eq!(names, ["a", "e"]);
+        let skipped: BTreeMap<String, String> = store.unreadable_records().into_iter().collect();
+        let reason = |name: &str| skipped[&store.keys.topic(name)].clone();
+        assert!(
+            reason("b").contains("max_partitions_per_topic"),
+            "{skipped:?}"
+        );
+        assert!(reason("c").contains("line 1"), "{skipped:?}");
+        assert!(reason("d").contains("other-name"), "{skipped:?}");
+        assert!(reason("f").contains("max_partitions"), "{skipped:?}");
+        assert!(reason("g").contains("max_topics"), "{skipped:?}");
+        assert!(matches!(
+            store.get_topic("b").await,
+            Err(Error::Corrupt { .. })
+        ));
+        assert_eq!(store.get_topic("e").await.unwrap().unwrap().partitions, 100);
+        // Deleting the bad ones works and clears them from the list.
+        for name in ["b", "c", "d", "f", "g", "h"] {
+            store.delete_topic(name).await.unwrap();
+        }
+        store.list_topics().await.unwrap();
+        assert!(
+            store.unreadable_records().is_empty(),
+            "{:?}",
+            store.unreadable_records()
+        );
     }
 }

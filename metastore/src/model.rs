@@ -53,9 +53,29 @@ pub struct IndexEntry {
     pub byte_len: u64,
     /// Largest record timestamp in the run (ms), for time-based retention.
     pub max_timestamp_ms: i64,
+    /// When the run was committed (ms, the writer's clock); 0 for entries written before
+    /// this was recorded. A rewrite keeps the latest of the runs it replaces.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub appended_at_ms: i64,
+}
+
+fn is_zero(n: &i64) -> bool {
+    *n == 0
 }
 
 impl IndexEntry {
+    /// The time retention, the compaction lag and merges go by: the newest record's
+    /// timestamp, but never later than when the run was appended. So a record dated in
+    /// the future (a topic with a permissive `message.timestamp.after.max.ms` accepted
+    /// it) ages like the records appended with it and cannot hold its run forever.
+    pub fn time_ms(&self) -> i64 {
+        if self.appended_at_ms > 0 {
+            self.max_timestamp_ms.min(self.appended_at_ms)
+        } else {
+            self.max_timestamp_ms
+        }
+    }
+
     /// Whether the run holds no record at all: every offset of it was removed by log
     /// compaction. Such an entry names no object (`byte_len` 0); it keeps the index
     /// contiguous, so readers can tell "compacted away" from "missing".
@@ -291,4 +311,28 @@ pub struct CommittedOffset {
     pub metadata: String,
     /// When it was committed, ms since the Unix epoch.
     pub committed_at_ms: i64,
+}
+
+/// Bounds every stored value is checked against before a process acts on it, so that no
+/// stored number (written by an older version, by hand, or corrupted) can make an agent,
+/// controller or compactor allocate without a bound. The agent refuses requests beyond
+/// the same limits before it stores anything.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredLimits {
+    /// Most partitions of one topic.
+    pub max_partitions_per_topic: u32,
+    /// Most partitions of all topics together.
+    pub max_partitions: u64,
+    /// Most topics.
+    pub max_topics: u32,
+}
+
+impl Default for StoredLimits {
+    fn default() -> Self {
+        Self {
+            max_partitions_per_topic: 10_000,
+            max_partitions: 100_000,
+            max_topics: 10_000,
+        }
+    }
 }

@@ -68,6 +68,7 @@ fn append(
             byte_start: 100 * partition as u64,
             byte_len: 100,
             max_timestamp_ms: 1_700_000_000_000 + last,
+            appended_at_ms: 0,
         },
     }
 }
@@ -445,6 +446,7 @@ async fn compactor_swaps_are_atomic_and_compared(store: Box<dyn Metastore>) {
         byte_start: 0,
         byte_len: 300,
         max_timestamp_ms: 1_700_000_000_000 + last,
+        appended_at_ms: 1_700_000_000_000,
     };
     // A replacement must cover exactly the old offsets.
     assert!(

@@ -1,22 +1,27 @@
-//! Records and their stored encoding: one Kafka RecordBatch v2 per partition block.
+//! Records and their stored encoding: Kafka's RecordBatch v2, one batch per partition
+//! block (a merged block is several batches back to back).
 //!
-//! Encoding and decoding are `kafka-protocol`'s, so stored bytes are exactly what a Kafka
-//! broker would store and serve. The decoder checks the batch CRC32C; a mismatch is
-//! [`Error::Corrupt`](crate::Error::Corrupt), never records.
+//! The bytes are exactly what a Kafka broker stores and serves (the interoperability
+//! tests decode ours with `kafka-protocol` and theirs with ours). The codec is our own
+//! because `kafka-protocol`'s record type keeps headers in a map, so a record with two
+//! headers of one key would lose one; Kafka keeps every header, in order, and so do we.
+//! It is also where every size read from stored bytes is bounded before it is used:
 //!
-//! Headers are kept in order; Kafka allows a header key to repeat, but the encoder's header
-//! map keeps one value per key (the last).
+//! - every batch's CRC32C (attributes to the end) is checked; a mismatch, a length past
+//!   the block, a varint that does not end, or any other malformed field is
+//!   [`Error::Corrupt`](crate::Error::Corrupt), never records and never a panic;
+//! - decompression stops at [`MAX_BATCH_BYTES`]: a small compressed batch cannot make a
+//!   reader allocate gigabytes;
+//! - a record count is trusted only as far as the bytes that hold the records: nothing is
+//!   allocated in proportion to a count that the data cannot back.
+//!
+//! Compression: none, lz4 (LZ4 frames, as Kafka's clients write them) and zstd, with the
+//! `lz4` and `zstd` crates.
 
+use std::io::Read;
 use std::ops::RangeInclusive;
 
-use bytes::{Bytes, BytesMut};
-use kafka_protocol::indexmap::IndexMap;
-use kafka_protocol::protocol::StrBytes;
-use kafka_protocol::records::{
-    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
-    Record as KafkaRecord, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType,
-};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use crate::{Error, Result};
 
@@ -31,7 +36,7 @@ pub struct Record {
     pub key: Option<Bytes>,
     /// `None` = tombstone.
     pub value: Option<Bytes>,
-    /// Headers, in order.
+    /// Headers, in order; a key may repeat.
     pub headers: Vec<(String, Bytes)>,
 }
 
@@ -71,53 +76,219 @@ impl Compression {
         }
     }
 
-    fn kafka(self) -> kafka_protocol::records::Compression {
+    /// The codec id in a batch's attributes (bits 0-2).
+    fn id(self) -> i16 {
         match self {
-            Self::None => kafka_protocol::records::Compression::None,
-            Self::Lz4 => kafka_protocol::records::Compression::Lz4,
-            Self::Zstd => kafka_protocol::records::Compression::Zstd,
+            Self::None => 0,
+            Self::Lz4 => 3,
+            Self::Zstd => 4,
         }
     }
 }
 
-/// Encodes `records` (with consecutive offsets) as one RecordBatch v2.
+/// Most bytes one batch's records may take once decompressed. Larger than anything an
+/// agent or compactor writes (a flush's block of one partition is bounded by the agent's
+/// pending bytes); a batch claiming more is corrupt.
+pub const MAX_BATCH_BYTES: usize = 256 << 20;
+
+/// Bytes of a batch header: base offset to record count.
+const BATCH_HEADER_LEN: usize = 61;
+/// Where the CRC'd part starts (the attributes), from the batch start.
+const CRC_START: usize = 21;
+/// `producerId`, `producerEpoch`, `baseSequence` of a batch from a producer that is not
+/// idempotent.
+const NO_PRODUCER_ID: i64 = -1;
+const NO_PRODUCER_EPOCH: i16 = -1;
+const NO_SEQUENCE: i32 = -1;
+/// Smallest encoded record: length, attributes, timestamp delta, offset delta, key
+/// length, value length, header count (one byte each).
+const MIN_RECORD_LEN: usize = 7;
+/// zstd level: Kafka's default (3).
+const ZSTD_LEVEL: i32 = 3;
+
+/// Encodes `records` (in offset order, gaps allowed) as one RecordBatch v2.
 pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
-    let first_offset = records.first().map_or(0, |r| r.offset);
-    let kafka: Vec<KafkaRecord> = records
-        .iter()
-        .map(|r| KafkaRecord {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-            producer_id: NO_PRODUCER_ID,
-            producer_epoch: NO_PRODUCER_EPOCH,
-            timestamp_type: TimestampType::Creation,
-            offset: r.offset,
-            // The encoder starts a new batch wherever `offset - sequence` changes; keeping it
-            // constant (base sequence -1, as for a non-idempotent producer) makes one batch.
-            sequence: NO_SEQUENCE.wrapping_add((r.offset - first_offset) as i32),
-            timestamp: r.timestamp_ms,
-            key: r.key.clone(),
-            value: r.value.clone(),
-            headers: r
-                .headers
-                .iter()
-                .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
-                .collect::<IndexMap<_, _>>(),
-        })
-        .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        &kafka,
-        &RecordEncodeOptions {
-            version: 2,
-            compression: compression.kafka(),
-        },
-    )
-    .map_err(|e| Error::Encode(e.to_string()))?;
-    Ok(buf.freeze())
+    let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        return Err(Error::Encode(
+            "a batch needs at least one record".to_string(),
+        ));
+    };
+    let base_offset = first.offset;
+    let base_timestamp = first.timestamp_ms;
+    let last_offset_delta = i32::try_from(last.offset - base_offset)
+        .map_err(|_| Error::Encode("a batch spans more than 2^31 offsets".to_string()))?;
+    let count = i32::try_from(records.len())
+        .map_err(|_| Error::Encode("a batch holds more than 2^31 records".to_string()))?;
+    let mut body = BytesMut::new();
+    for record in records {
+        let offset_delta = record.offset - base_offset;
+        if !(0..=i64::from(last_offset_delta)).contains(&offset_delta) {
+            return Err(Error::Encode(format!(
+                "record offsets must increase: {} after base {base_offset}",
+                record.offset
+            )));
+        }
+        encode_record(
+            &mut body,
+            record,
+            record.timestamp_ms.wrapping_sub(base_timestamp),
+            offset_delta,
+        )?;
+    }
+    let body = compress(body.freeze(), compression)?;
+    let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
+    let mut batch = BytesMut::with_capacity(BATCH_HEADER_LEN + body.len());
+    batch.put_i64(base_offset);
+    let batch_len = i32::try_from(BATCH_HEADER_LEN - 12 + body.len())
+        .map_err(|_| Error::Encode("a batch of more than 2 GiB".to_string()))?;
+    batch.put_i32(batch_len);
+    batch.put_i32(-1); // partition leader epoch: none
+    batch.put_i8(2); // magic
+    batch.put_u32(0); // CRC, set below
+    batch.put_i16(compression.id());
+    batch.put_i32(last_offset_delta);
+    batch.put_i64(base_timestamp);
+    batch.put_i64(max_timestamp);
+    batch.put_i64(NO_PRODUCER_ID);
+    batch.put_i16(NO_PRODUCER_EPOCH);
+    batch.put_i32(NO_SEQUENCE);
+    batch.put_i32(count);
+    batch.put_slice(&body);
+    let crc = crc32c::crc32c(&batch[CRC_START..]);
+    batch[17..21].copy_from_slice(&crc.to_be_bytes());
+    Ok(batch.freeze())
+}
+
+fn encode_record(
+    out: &mut BytesMut,
+    record: &Record,
+    timestamp_delta: i64,
+    offset_delta: i64,
+) -> Result<()> {
+    let mut inner = BytesMut::new();
+    inner.put_i8(0); // attributes: unused
+    put_varlong(&mut inner, timestamp_delta);
+    put_varlong(&mut inner, offset_delta);
+    put_nullable_bytes(&mut inner, record.key.as_deref())?;
+    put_nullable_bytes(&mut inner, record.value.as_deref())?;
+    put_varlong(&mut inner, record.headers.len() as i64);
+    for (key, value) in &record.headers {
+        put_nullable_bytes(&mut inner, Some(key.as_bytes()))?;
+        put_nullable_bytes(&mut inner, Some(value))?;
+    }
+    put_varlong(out, inner.len() as i64);
+    out.put_slice(&inner);
+    Ok(())
+}
+
+fn put_nullable_bytes(out: &mut BytesMut, bytes: Option<&[u8]>) -> Result<()> {
+    match bytes {
+        None => put_varlong(out, -1),
+        Some(bytes) => {
+            let len = i32::try_from(bytes.len())
+                .map_err(|_| Error::Encode("a field of more than 2 GiB".to_string()))?;
+            put_varlong(out, i64::from(len));
+            out.put_slice(bytes);
+        }
+    }
+    Ok(())
+}
+
+/// A zigzag varint, as Kafka writes record fields (varint and varlong share the form).
+fn put_varlong(out: &mut BytesMut, value: i64) {
+    let mut zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    while zigzag >= 0x80 {
+        out.put_u8((zigzag as u8) | 0x80);
+        zigzag >>= 7;
+    }
+    out.put_u8(zigzag as u8);
+}
+
+fn compress(body: Bytes, compression: Compression) -> Result<Bytes> {
+    let failed = |e: std::io::Error| Error::Encode(format!("{compression:?} compression: {e}"));
+    match compression {
+        Compression::None => Ok(body),
+        Compression::Zstd => zstd::bulk::compress(&body, ZSTD_LEVEL)
+            .map(Bytes::from)
+            .map_err(failed),
+        Compression::Lz4 => {
+            let mut encoder = lz4::EncoderBuilder::new()
+                .level(4)
+                .block_mode(lz4::BlockMode::Independent)
+                .build(Vec::with_capacity(body.len() / 2))
+                .map_err(failed)?;
+            std::io::copy(&mut body.reader(), &mut encoder).map_err(failed)?;
+            let (out, finished) = encoder.finish();
+            finished.map_err(failed)?;
+            Ok(Bytes::from(out))
+        }
+    }
+}
+
+/// Decompresses at most [`MAX_BATCH_BYTES`]; more is an error, not an allocation.
+fn decompress(body: Bytes, codec: i16) -> std::result::Result<Bytes, String> {
+    let mut out = Vec::new();
+    let limit = MAX_BATCH_BYTES as u64 + 1;
+    let read = match codec {
+        0 => return Ok(body),
+        3 => lz4::Decoder::new(body.reader())
+            .and_then(|decoder| decoder.take(limit).read_to_end(&mut out)),
+        4 => zstd::stream::read::Decoder::new(body.reader())
+            .and_then(|decoder| decoder.take(limit).read_to_end(&mut out)),
+        1 => return Err("gzip batches are not supported".to_string()),
+        2 => return Err("snappy batches are not supported".to_string()),
+        other => return Err(format!("unknown compression codec {other}")),
+    };
+    read.map_err(|e| format!("cannot decompress: {e}"))?;
+    if out.len() > MAX_BATCH_BYTES {
+        return Err(format!(
+            "batch decompresses to more than {MAX_BATCH_BYTES} bytes"
+        ));
+    }
+    Ok(Bytes::from(out))
+}
+
+/// Reads fields of stored bytes; every read is checked against what is left.
+struct Reader {
+    buf: Bytes,
+}
+
+impl Reader {
+    fn need(&self, n: usize, what: &str) -> std::result::Result<(), String> {
+        if self.buf.remaining() < n {
+            return Err(format!("{what} runs past the end"));
+        }
+        Ok(())
+    }
+
+    fn varlong(&mut self, what: &str) -> std::result::Result<i64, String> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            self.need(1, what)?;
+            let byte = self.buf.get_u8();
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(((value >> 1) as i64) ^ -((value & 1) as i64));
+            }
+        }
+        Err(format!("{what}: varint longer than 10 bytes"))
+    }
+
+    fn varint(&mut self, what: &str) -> std::result::Result<i32, String> {
+        i32::try_from(self.varlong(what)?).map_err(|_| format!("{what} out of range"))
+    }
+
+    /// Bytes of a varint length (-1 = null).
+    fn nullable_bytes(&mut self, what: &str) -> std::result::Result<Option<Bytes>, String> {
+        match self.varint(what)? {
+            -1 => Ok(None),
+            len if len < 0 => Err(format!("{what} has length {len}")),
+            len => {
+                self.need(len as usize, what)?;
+                Ok(Some(self.buf.split_to(len as usize)))
+            }
+        }
+    }
 }
 
 /// Decodes every batch in `block`, checking each CRC, and that the offsets are increasing
@@ -136,39 +307,165 @@ pub fn decode_block(
         end,
         reason,
     };
-    let mut buf = block;
-    // The decoder panics on some malformed input instead of failing; treat that as corrupt.
-    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-        RecordBatchDecoder::decode_all(&mut buf)
-    }))
-    .map_err(|_| corrupt("malformed record batch".to_string()))?
-    .map_err(|e| corrupt(e.to_string()))?;
+    let mut rest = block;
     let mut records: Vec<Record> = Vec::new();
-    for set in decoded {
-        for r in set.records {
-            let in_order = records.last().is_none_or(|prev| prev.offset < r.offset);
-            if !in_order || !expected.contains(&r.offset) {
-                return Err(corrupt(format!(
-                    "offset {} outside the expected {}..={} or out of order",
-                    r.offset,
-                    expected.start(),
-                    expected.end()
-                )));
-            }
-            records.push(Record {
-                offset: r.offset,
-                timestamp_ms: r.timestamp,
-                key: r.key,
-                value: r.value,
-                headers: r
-                    .headers
-                    .into_iter()
-                    .map(|(k, v)| (k.to_string(), v.unwrap_or_default()))
-                    .collect(),
-            });
+    while rest.has_remaining() {
+        let batch = split_batch(&mut rest).map_err(&corrupt)?;
+        decode_batch(batch, &mut records).map_err(&corrupt)?;
+    }
+    for (i, r) in records.iter().enumerate() {
+        let in_order = i == 0 || records[i - 1].offset < r.offset;
+        if !in_order || !expected.contains(&r.offset) {
+            return Err(corrupt(format!(
+                "offset {} outside the expected {}..={} or out of order",
+                r.offset,
+                expected.start(),
+                expected.end()
+            )));
         }
     }
     Ok(records)
+}
+
+/// Blocks at least this big are decoded on a blocking thread by [`decode_block_off_async`].
+const DECODE_INLINE_MAX: usize = 64 << 10;
+
+/// [`decode_block`] for async callers: a large block (decompression, CRC) is decoded on a
+/// blocking thread, so that it never holds up an async worker (heartbeats, lease renewals).
+pub async fn decode_block_off_async(
+    block: Bytes,
+    object: &str,
+    start: u64,
+    expected: RangeInclusive<i64>,
+) -> Result<Vec<Record>> {
+    if block.len() < DECODE_INLINE_MAX {
+        return decode_block(block, object, start, expected);
+    }
+    let name = object.to_string();
+    tokio::task::spawn_blocking(move || decode_block(block, &name, start, expected))
+        .await
+        .map_err(|e| Error::Corrupt {
+            object: object.to_string(),
+            start,
+            end: start,
+            reason: format!("decoding failed: {e}"),
+        })?
+}
+
+/// Splits the next whole batch off `rest`.
+fn split_batch(rest: &mut Bytes) -> std::result::Result<Bytes, String> {
+    if rest.remaining() < 12 {
+        return Err("a batch header runs past the end of the block".to_string());
+    }
+    let length = i32::from_be_bytes(rest[8..12].try_into().expect("4 bytes"));
+    let total = usize::try_from(length)
+        .ok()
+        .filter(|len| *len >= BATCH_HEADER_LEN - 12)
+        .map(|len| len + 12)
+        .ok_or_else(|| format!("batch length {length} is invalid"))?;
+    if total > rest.remaining() {
+        return Err(format!(
+            "batch of {total} bytes runs past the end of the block ({} left)",
+            rest.remaining()
+        ));
+    }
+    Ok(rest.split_to(total))
+}
+
+/// Decodes one whole batch (header and records) and appends its records to `out`.
+fn decode_batch(batch: Bytes, out: &mut Vec<Record>) -> std::result::Result<(), String> {
+    let magic = batch[16] as i8;
+    if magic != 2 {
+        return Err(format!("record batch magic {magic}: only v2 is supported"));
+    }
+    let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&batch[CRC_START..]) != crc {
+        return Err("batch checksum mismatch".to_string());
+    }
+    let mut header = &batch[..BATCH_HEADER_LEN];
+    let base_offset = header.get_i64();
+    header.advance(4 + 4 + 1 + 4); // length, leader epoch, magic, crc
+    let attributes = header.get_i16();
+    let last_offset_delta = header.get_i32();
+    let base_timestamp = header.get_i64();
+    let max_timestamp = header.get_i64();
+    header.advance(8 + 2 + 4); // producer id, epoch, base sequence
+    let count = header.get_i32();
+    if count < 0 || last_offset_delta < 0 {
+        return Err(format!(
+            "batch header is invalid: {count} records, last offset delta {last_offset_delta}"
+        ));
+    }
+    let log_append_time = attributes & 0x08 != 0;
+    let body = decompress(batch.slice(BATCH_HEADER_LEN..), attributes & 0x07)?;
+    // A count the bytes cannot hold is corrupt; so it never sizes an allocation alone.
+    if count as usize > body.len() / MIN_RECORD_LEN {
+        return Err(format!(
+            "batch claims {count} records in {} bytes",
+            body.len()
+        ));
+    }
+    out.reserve(count as usize);
+    let mut reader = Reader { buf: body };
+    for _ in 0..count {
+        let len = reader.varint("record length")?;
+        let len = usize::try_from(len).map_err(|_| format!("record length {len}"))?;
+        reader.need(len, "record")?;
+        let mut record = Reader {
+            buf: reader.buf.split_to(len),
+        };
+        record.need(1, "record attributes")?;
+        record.buf.advance(1);
+        let timestamp_delta = record.varlong("timestamp delta")?;
+        let offset_delta = record.varint("offset delta")?;
+        if !(0..=last_offset_delta).contains(&offset_delta) {
+            return Err(format!(
+                "offset delta {offset_delta} outside the batch's 0..={last_offset_delta}"
+            ));
+        }
+        let key = record.nullable_bytes("key")?;
+        let value = record.nullable_bytes("value")?;
+        let header_count = record.varint("header count")?;
+        let header_count = usize::try_from(header_count)
+            .ok()
+            .filter(|n| *n <= record.buf.remaining() / 2)
+            .ok_or_else(|| format!("header count {header_count} is invalid"))?;
+        let mut headers = Vec::with_capacity(header_count);
+        for _ in 0..header_count {
+            let key = record
+                .nullable_bytes("header key")?
+                .ok_or("a header key is null")?;
+            let key = String::from_utf8(key.to_vec()).map_err(|_| "a header key is not UTF-8")?;
+            let value = record.nullable_bytes("header value")?.unwrap_or_default();
+            headers.push((key, value));
+        }
+        if record.buf.has_remaining() {
+            return Err(format!(
+                "record has {} bytes past its last header",
+                record.buf.remaining()
+            ));
+        }
+        out.push(Record {
+            offset: base_offset
+                .checked_add(i64::from(offset_delta))
+                .ok_or("offset overflows")?,
+            timestamp_ms: if log_append_time {
+                max_timestamp
+            } else {
+                base_timestamp.wrapping_add(timestamp_delta)
+            },
+            key,
+            value,
+            headers,
+        });
+    }
+    if reader.buf.has_remaining() {
+        return Err(format!(
+            "batch has {} bytes past its last record",
+            reader.buf.remaining()
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -208,6 +505,20 @@ mod tests {
     }
 
     #[test]
+    fn repeated_header_keys_are_kept_in_order() {
+        let mut records = sample(2);
+        records[1].headers = ["a", "b", "c"]
+            .iter()
+            .map(|v| ("k".to_string(), Bytes::from(v.to_string())))
+            .collect();
+        records[1].headers.push(("other".to_string(), Bytes::new()));
+        for compression in [Compression::None, Compression::Lz4, Compression::Zstd] {
+            let block = encode_batch(&records, compression).unwrap();
+            assert_eq!(decode_block(block, "o", 0, 100..=101).unwrap(), records);
+        }
+    }
+
+    #[test]
     fn offsets_with_gaps_round_trip_in_one_batch() {
         // What log compaction writes: the records it keeps, at their original offsets.
         let records: Vec<Record> = sample(50)
@@ -231,6 +542,119 @@ mod tests {
             assert!(
                 matches!(err, Error::Corrupt { ref object, start: 7, .. } if object == "seg"),
                 "{err}"
+            );
+        }
+    }
+
+    /// A batch with a valid CRC over `body` (uncompressed records, or compressed with
+    /// `codec`) claiming `count` records.
+    fn forged_batch(body: &[u8], codec: i16, count: i32) -> Bytes {
+        let mut batch = BytesMut::new();
+        batch.put_i64(0);
+        batch.put_i32((BATCH_HEADER_LEN - 12 + body.len()) as i32);
+        batch.put_i32(-1);
+        batch.put_i8(2);
+        batch.put_u32(0);
+        batch.put_i16(codec);
+        batch.put_i32(0);
+        batch.put_i64(0);
+        batch.put_i64(0);
+        batch.put_i64(-1);
+        batch.put_i16(-1);
+        batch.put_i32(-1);
+        batch.put_i32(count);
+        batch.put_slice(body);
+        let crc = crc32c::crc32c(&batch[CRC_START..]);
+        batch[17..21].copy_from_slice(&crc.to_be_bytes());
+        batch.freeze()
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused_not_inflated() {
+        // 512 MiB of zeros compress to well under a MiB.
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+        let chunk = vec![0u8; 1 << 20];
+        for _ in 0..512 {
+            std::io::Write::write_all(&mut encoder, &chunk).unwrap();
+        }
+        let compressed = encoder.finish().unwrap();
+        assert!(compressed.len() < 1 << 20);
+        let err = decode_block(forged_batch(&compressed, 4, 1), "o", 0, 0..=0).unwrap_err();
+        assert!(err.to_string().contains("more than"), "{err}");
+    }
+
+    #[test]
+    fn a_huge_record_count_allocates_nothing() {
+        let err = decode_block(forged_batch(&[], 0, i32::MAX), "o", 0, 0..=0).unwrap_err();
+        assert!(err.to_string().contains("claims"), "{err}");
+    }
+
+    /// Kafka's own bytes: `kafka-protocol` (what a Kafka client or broker writes) and our
+    /// codec read each other's batches.
+    #[test]
+    fn interoperates_with_kafka_protocol() {
+        use kafka_protocol::indexmap::IndexMap;
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::{
+            Compression as KafkaCompression, Record as KafkaRecord, RecordBatchDecoder,
+            RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let records = sample(20);
+        let to_kafka = |r: &Record| KafkaRecord {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: -1,
+            producer_epoch: -1,
+            timestamp_type: TimestampType::Creation,
+            offset: r.offset,
+            sequence: -1i32.wrapping_add((r.offset - 100) as i32),
+            timestamp: r.timestamp_ms,
+            key: r.key.clone(),
+            value: r.value.clone(),
+            headers: r
+                .headers
+                .iter()
+                .map(|(k, v)| (StrBytes::from_string(k.clone()), Some(v.clone())))
+                .collect::<IndexMap<_, _>>(),
+        };
+        for (ours, theirs) in [
+            (Compression::None, KafkaCompression::None),
+            (Compression::Lz4, KafkaCompression::Lz4),
+            (Compression::Zstd, KafkaCompression::Zstd),
+        ] {
+            let kafka: Vec<KafkaRecord> = records.iter().map(to_kafka).collect();
+            let mut buf = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut buf,
+                &kafka,
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: theirs,
+                },
+            )
+            .unwrap();
+            assert_eq!(
+                decode_block(buf.freeze(), "o", 0, 100..=119).unwrap(),
+                records,
+                "{ours:?}"
+            );
+            let mut block = encode_batch(&records, ours).unwrap();
+            let decoded = RecordBatchDecoder::decode_all(&mut block).unwrap();
+            // (Its decoder derives per-record sequences of a batch without one its own
+            // way; the batch's base sequence is -1 either way.)
+            let without_sequence = |records: Vec<KafkaRecord>| -> Vec<KafkaRecord> {
+                records
+                    .into_iter()
+                    .map(|r| KafkaRecord { sequence: 0, ..r })
+                    .collect()
+            };
+            let decoded = decoded.into_iter().flat_map(|set| set.records).collect();
+            assert_eq!(
+                without_sequence(decoded),
+                without_sequence(kafka),
+                "{ours:?}"
             );
         }
     }

@@ -7,7 +7,7 @@ Usage: read_archive.py TOPIC_DIR      (the archive/topic=<t>/ folder)
 Prints one JSON object:
   {"pyarrow": [row, ...], "duckdb": [row, ...], "files": [file, ...]}
   row  = [partition, offset, timestamp_ms, key (base64) or null, value (base64) or null,
-          {header key: header value (base64)}], sorted by (partition, offset)
+          [[header key, header value (base64)], ...] in order], sorted by (partition, offset)
   file = what the file's Parquet metadata says: its name, rows, row groups, codecs,
          min/max offset and timestamp from the row-group statistics, sorting columns
 """
@@ -34,7 +34,7 @@ def row(partition, offset, timestamp_ms, key, value, headers):
         timestamp_ms,
         b64(key),
         b64(value),
-        {h["key"]: b64(h["value"]) for h in headers},
+        [[h["key"], b64(h["value"])] for h in headers],
     ]
 
 

@@ -161,6 +161,8 @@ pub struct AgentProcess {
     port: u16,
     metrics_port: u16,
     extra_args: Vec<String>,
+    /// Environment variables set for the process (test hooks: `STRATA_FAILPOINT`).
+    env: Vec<(String, String)>,
     child: Option<Child>,
     log: PathBuf,
 }
@@ -187,17 +189,53 @@ impl AgentProcess {
 
     /// Starts an agent on a free port and waits until it answers.
     pub fn start(kind: AgentKind, extra_args: &[&str]) -> Self {
+        Self::start_with_env(kind, extra_args, &[])
+    }
+
+    /// [`AgentProcess::start`] with environment variables (kept for restarts until
+    /// [`AgentProcess::set_env`] changes them).
+    pub fn start_with_env(kind: AgentKind, extra_args: &[&str], env: &[(&str, &str)]) -> Self {
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("strata-agent")));
         let mut process = Self {
             kind,
             port: free_port(),
             metrics_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             child: None,
             log,
         };
         process.spawn();
         process
+    }
+
+    /// The environment of the next start.
+    pub fn set_env(&mut self, env: &[(&str, &str)]) {
+        self.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+    }
+
+    /// The process id, while it runs.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Waits up to `timeout` for the process to exit on its own; its exit status.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.as_mut()?.try_wait().unwrap() {
+                self.child = None;
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// The agent's address, `http://127.0.0.1:port`.
@@ -249,6 +287,7 @@ impl AgentProcess {
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
             .args(&self.extra_args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);

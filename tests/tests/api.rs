@@ -329,7 +329,8 @@ fn consume_options_of_the_cli() {
     assert_eq!(v["offset"], 2);
     assert_eq!(v["key"], "Yw==");
     assert_eq!(v["value"], "w6k=");
-    assert_eq!(v["headers"]["app"], "dGVzdA==");
+    assert_eq!(v["headers"][0]["key"], "app");
+    assert_eq!(v["headers"][0]["value"], "dGVzdA==");
 
     let limited = cli_ok(
         &server,

@@ -1,0 +1,418 @@
+//! Every size a client controls has a limit, refused before anything is stored with a
+//! status naming the limit and its setting; stored state over the limits (written straight
+//! into etcd) is skipped, listed by `strata cluster status`, and never stops the agents,
+//! the controller or the compactor (real etcd + s3s-fs).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use strata_client::proto::admin_client::AdminClient;
+use strata_client::proto::groups_client::GroupsClient;
+use strata_client::proto::log_client::LogClient;
+use strata_client::{Transport, proto};
+use strata_tests::compactor::CompactorProcess;
+use strata_tests::{AgentKind, AgentProcess, TestEnv, cli, cli_ok, unique_name};
+use tonic::Code;
+
+fn create(name: &str, partitions: i32) -> proto::CreateTopicRequest {
+    proto::CreateTopicRequest {
+        name: name.to_string(),
+        partitions,
+        config: HashMap::new(),
+    }
+}
+
+fn record(value: &[u8], headers: &[(&str, &[u8])]) -> proto::Record {
+    proto::Record {
+        key: None,
+        value: Some(value.to_vec().into()),
+        timestamp_ms: 0,
+        headers: headers
+            .iter()
+            .map(|(k, v)| proto::Header {
+                key: k.to_string(),
+                value: v.to_vec().into(),
+            })
+            .collect(),
+    }
+}
+
+fn produce(topic: &str, records: Vec<proto::Record>) -> proto::ProduceRequest {
+    proto::ProduceRequest {
+        topic: topic.to_string(),
+        partition: Some(0),
+        records,
+        acks: proto::Acks::All as i32,
+    }
+}
+
+/// The call fails with `code`, and its message names `setting` and how to change it.
+fn assert_limit<T: std::fmt::Debug>(result: Result<T, tonic::Status>, code: Code, setting: &str) {
+    let status = result.expect_err("over a limit: the call must fail");
+    assert_eq!(status.code(), code, "{status:?}");
+    let flag = format!("--{}", setting.replace('_', "-"));
+    for needle in [setting, flag.as_str()] {
+        assert!(
+            status.message().contains(needle),
+            "message {:?} should name {needle}",
+            status.message()
+        );
+    }
+}
+
+struct Clients {
+    admin: AdminClient<Transport>,
+    log: LogClient<Transport>,
+    groups: GroupsClient<Transport>,
+}
+
+async fn clients(server: &str) -> Clients {
+    let channel = strata_client::connect(server).await.unwrap();
+    Clients {
+        admin: AdminClient::new(channel.transport()),
+        log: LogClient::new(channel.transport()).max_encoding_message_size(64 << 20),
+        groups: GroupsClient::new(channel.transport()),
+    }
+}
+
+fn heartbeat(group: &str, topics: &[&str]) -> proto::HeartbeatRequest {
+    proto::HeartbeatRequest {
+        group_id: group.to_string(),
+        topics: topics.iter().map(|t| t.to_string()).collect(),
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_limit_is_refused_naming_its_setting_and_nothing_is_stored() {
+    let env = TestEnv::from_env();
+    let kind = AgentKind::Agent {
+        env,
+        cluster: unique_name("limits"),
+        bucket: unique_name("limits"),
+    };
+    let mut agent = AgentProcess::start(
+        kind,
+        &[
+            "--max-partitions-per-topic",
+            "50",
+            "--max-partitions",
+            "60",
+            "--max-topics",
+            "4",
+            "--max-request-records",
+            "100",
+            "--max-request-bytes",
+            "10000",
+            "--max-headers-per-record",
+            "3",
+            "--max-header-key-bytes",
+            "10",
+            "--max-fetch-bytes",
+            "5000",
+            "--max-subscription-bytes",
+            "100",
+            "--group-max-size",
+            "2",
+            "--max-group-state-bytes",
+            "900",
+        ],
+    );
+    let Clients {
+        mut admin,
+        mut log,
+        mut groups,
+    } = clients(&agent.server()).await;
+
+    // Partitions per topic, per cluster, topics per cluster.
+    assert_limit(
+        admin.create_topic(create("huge", i32::MAX)).await,
+        Code::InvalidArgument,
+        "max_partitions_per_topic",
+    );
+    assert_limit(
+        admin.create_topic(create("huge", 51)).await,
+        Code::InvalidArgument,
+        "max_partitions_per_topic",
+    );
+    for (name, partitions) in [("big", 50), ("t1", 1), ("t2", 1)] {
+        admin.create_topic(create(name, partitions)).await.unwrap();
+    }
+    assert_limit(
+        admin.create_topic(create("t3", 9)).await,
+        Code::ResourceExhausted,
+        "max_partitions",
+    );
+    admin.create_topic(create("t3", 1)).await.unwrap();
+    assert_limit(
+        admin.create_topic(create("t4", 1)).await,
+        Code::ResourceExhausted,
+        "max_topics",
+    );
+
+    // Produce: records per request, bytes per request, headers per record, header keys.
+    let many = (0..101).map(|_| record(b"x", &[])).collect();
+    assert_limit(
+        log.produce(produce("t1", many)).await,
+        Code::InvalidArgument,
+        "max_request_records",
+    );
+    let heavy = (0..11).map(|_| record(&[7u8; 1000], &[])).collect();
+    assert_limit(
+        log.produce(produce("t1", heavy)).await,
+        Code::InvalidArgument,
+        "max_request_bytes",
+    );
+    let headers: [(&str, &[u8]); 4] = [("a", b""), ("a", b""), ("b", b""), ("c", b"")];
+    assert_limit(
+        log.produce(produce("t1", vec![record(b"x", &headers)]))
+            .await,
+        Code::InvalidArgument,
+        "max_headers_per_record",
+    );
+    assert_limit(
+        log.produce(produce(
+            "t1",
+            vec![record(b"x", &[("k".repeat(11).as_str(), b"v")])],
+        ))
+        .await,
+        Code::InvalidArgument,
+        "max_header_key_bytes",
+    );
+    let described = admin
+        .describe_topic(proto::DescribeTopicRequest { name: "t1".into() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        described.partitions[0].high_watermark, 0,
+        "nothing refused was stored"
+    );
+
+    // Fetch max_bytes is capped, not refused: 2^31-1 returns about max_fetch_bytes.
+    for _ in 0..2 {
+        let batch = (0..9).map(|_| record(&[1u8; 1000], &[])).collect();
+        log.produce(produce("t1", batch)).await.unwrap();
+    }
+    let fetched = log
+        .fetch(proto::FetchRequest {
+            topic: "t1".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: i32::MAX,
+            max_wait_ms: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let bytes: usize = fetched
+        .records
+        .iter()
+        .map(|r| r.value.as_ref().map_or(0, |v| v.len()))
+        .sum();
+    assert!(
+        !fetched.records.is_empty() && bytes <= 5000,
+        "{} records, {bytes} bytes for max_bytes 2^31-1 capped at 5000",
+        fetched.records.len()
+    );
+
+    // Groups: subscription size, member and instance ids, members per group, group state,
+    // offset metadata.
+    let long_topics: Vec<String> = (0..20).map(|i| format!("topic-{i:04}")).collect();
+    let long_topics: Vec<&str> = long_topics.iter().map(String::as_str).collect();
+    assert_limit(
+        groups.heartbeat(heartbeat("g", &long_topics)).await,
+        Code::InvalidArgument,
+        "max_subscription_bytes",
+    );
+    let mut bad_member = heartbeat("g", &["t1"]);
+    bad_member.member_id = "m".repeat(300);
+    bad_member.member_epoch = 1;
+    let status = groups.heartbeat(bad_member).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let mut bad_instance = heartbeat("g", &["t1"]);
+    bad_instance.instance_id = "no spaces".into();
+    let status = groups.heartbeat(bad_instance).await.unwrap_err();
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    for _ in 0..2 {
+        groups.heartbeat(heartbeat("g", &["t1"])).await.unwrap();
+    }
+    assert_limit(
+        groups.heartbeat(heartbeat("g", &["t1"])).await,
+        Code::ResourceExhausted,
+        "group_max_size",
+    );
+    // One member of 50 partitions: its assignment does not fit 900 bytes of state (two
+    // members of one partition take about 700).
+    assert_limit(
+        groups.heartbeat(heartbeat("wide", &["big"])).await,
+        Code::ResourceExhausted,
+        "max_group_state_bytes",
+    );
+    let commit = |metadata: usize| proto::CommitOffsetsRequest {
+        group_id: "standalone".into(),
+        offsets: vec![proto::PartitionOffset {
+            topic: "t1".into(),
+            partition: 0,
+            offset: 1,
+            metadata: "m".repeat(metadata),
+        }],
+        ..Default::default()
+    };
+    assert_limit(
+        groups.commit_offsets(commit(4097)).await,
+        Code::InvalidArgument,
+        "offset_metadata_max_bytes",
+    );
+    groups.commit_offsets(commit(4096)).await.unwrap();
+    // Refused groups were never stored; a leave of an unknown group stores nothing.
+    let mut leave = heartbeat("never-joined", &[]);
+    leave.member_id = "nobody".into();
+    leave.member_epoch = -1;
+    groups.heartbeat(leave).await.unwrap();
+    let listed: Vec<String> = groups
+        .list_groups(proto::ListGroupsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .groups
+        .into_iter()
+        .map(|g| g.group_id)
+        .collect();
+    assert_eq!(
+        listed,
+        ["g", "standalone"],
+        "only the groups that were valid"
+    );
+
+    // The agent is up, and after a restart serves every topic it had.
+    assert!(agent.is_running());
+    agent.restart();
+    let Clients { mut admin, .. } = clients(&agent.server()).await;
+    let topics: Vec<String> = admin
+        .list_topics(proto::ListTopicsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .topics
+        .into_iter()
+        .map(|t| t.name)
+        .collect();
+    assert_eq!(topics, ["big", "t1", "t2", "t3"]);
+}
+
+/// `etcdctl put` against the test etcd.
+fn etcd_put(env: &TestEnv, key: &str, value: &str) {
+    let status = std::process::Command::new("etcdctl")
+        .env("ETCDCTL_API", "3")
+        .args(["--endpoints", &env.etcd, "put", key, value])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run etcdctl");
+    assert!(status.success(), "etcdctl put {key} failed");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_absurd_stored_topic_never_takes_the_cluster_down() {
+    let env = TestEnv::from_env();
+    let (cluster, bucket) = (unique_name("absurd"), unique_name("absurd"));
+    let kind = AgentKind::Agent {
+        env: env.clone(),
+        cluster: cluster.clone(),
+        bucket,
+    };
+    let mut agents: Vec<AgentProcess> = (0..3)
+        .map(|_| AgentProcess::start(kind.clone(), &[]))
+        .collect();
+    let server = agents[0].server();
+    let Clients {
+        mut admin, mut log, ..
+    } = clients(&server).await;
+
+    // Refused, naming the limit; nothing stored.
+    assert_limit(
+        admin.create_topic(create("huge", i32::MAX)).await,
+        Code::InvalidArgument,
+        "max_partitions_per_topic",
+    );
+    admin.create_topic(create("orders", 6)).await.unwrap();
+    for p in 0..6 {
+        let mut request = produce(
+            "orders",
+            vec![record(format!("before-{p}").as_bytes(), &[])],
+        );
+        request.partition = Some(p);
+        log.produce(request).await.unwrap();
+    }
+
+    // Written straight into etcd: what once took a cluster down for good.
+    let topic_key = |name: &str| format!("/strata/{cluster}/topics/{name}");
+    etcd_put(
+        &env,
+        &topic_key("absurd"),
+        r#"{"name":"absurd","partitions":4294967295,"config":{},"created_at_ms":0}"#,
+    );
+    etcd_put(&env, &topic_key("garbage"), "{not json");
+
+    // Every agent restarted (the controller with them), and a compactor pass.
+    for agent in &mut agents {
+        agent.restart();
+    }
+    let compactor = CompactorProcess::start(&kind, &["--interval", "500ms"]);
+    compactor.wait_for_log("stored record skipped", Duration::from_secs(30));
+    for agent in &mut agents {
+        assert!(agent.is_running(), "{}", agent.log_text());
+    }
+
+    // Every other topic is served, through every agent.
+    for agent in &agents {
+        let out = cli_ok(
+            &agent.server(),
+            &["consume", "orders", "--from-beginning", "--format", "%v"],
+            b"",
+        );
+        let mut values: Vec<&str> = out.lines().collect();
+        values.sort_unstable();
+        let expected: Vec<String> = (0..6).map(|p| format!("before-{p}")).collect();
+        assert_eq!(values, expected);
+    }
+    cli_ok(
+        &server,
+        &["produce", "orders", "--partition", "3"],
+        b"after-restart\n",
+    );
+
+    // The bad records are listed, with why; reading one by name says what to do.
+    let status = cli_ok(&server, &["cluster", "status"], b"");
+    assert!(
+        status.contains(&format!("unreadable\t{}", topic_key("absurd")))
+            && status.contains("max_partitions_per_topic"),
+        "{status}"
+    );
+    assert!(
+        status.contains(&format!("unreadable\t{}", topic_key("garbage"))),
+        "{status}"
+    );
+    let described = cli(&server, &["topic", "describe", "absurd"], b"");
+    let stderr = String::from_utf8_lossy(&described.stderr);
+    assert!(
+        !described.status.success() && stderr.contains("4294967295"),
+        "{stderr}"
+    );
+    // Logged once per process run (the controller lists topics every 200 ms), not once
+    // per listing.
+    let mut logged = 0;
+    for agent in &agents {
+        let count = agent.log_text().matches("stored record skipped").count();
+        assert!(count <= 8, "logged {count} times:\n{}", agent.log_text());
+        logged += count;
+    }
+    assert!(logged >= 2, "the controller logged both records");
+
+    // Deleting the bad topics clears them.
+    cli_ok(&server, &["topic", "delete", "absurd"], b"");
+    cli_ok(&server, &["topic", "delete", "garbage"], b"");
+    let status = cli_ok(&server, &["cluster", "status"], b"");
+    assert!(!status.contains("unreadable"), "{status}");
+    drop(compactor);
+}

@@ -1,0 +1,271 @@
+//! No silent wedge and no unbounded connection: a panicking segment PUT fails the agent
+//! (NOT_SERVING, producers refused, exit, restart, nothing acknowledged lost); a torn
+//! embedded-metastore append loses nothing acknowledged across a SIGKILL; a ProduceSession
+//! that never reads its responses is held back and costs the agent bounded memory (real
+//! etcd + s3s-fs; `strata dev` for the embedded metastore).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use strata_client::proto;
+use strata_client::proto::log_client::LogClient;
+use strata_tests::history::{Load, check};
+use strata_tests::{AgentKind, AgentProcess, TestEnv, cli_ok, report, unique_name};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+fn agent_kind(prefix: &str) -> AgentKind {
+    AgentKind::Agent {
+        env: TestEnv::from_env(),
+        cluster: unique_name(prefix),
+        bucket: unique_name(prefix),
+    }
+}
+
+/// The agent's overall health status, if it answers.
+async fn health(server: &str) -> Option<ServingStatus> {
+    let channel = tonic::transport::Endpoint::from_shared(server.to_string())
+        .ok()?
+        .connect_timeout(Duration::from_millis(200))
+        .connect()
+        .await
+        .ok()?;
+    let response = HealthClient::new(channel)
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(response.into_inner().status).ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_panicking_segment_put_fails_the_agent_and_loses_nothing() {
+    let mut agent = AgentProcess::start_with_env(
+        agent_kind("putpanic"),
+        &[],
+        &[("STRATA_FAILPOINT", "put-panic:60")],
+    );
+    let server = agent.server();
+    cli_ok(
+        &server,
+        &["topic", "create", "events", "--partitions", "4"],
+        b"",
+    );
+    assert_eq!(health(&server).await, Some(ServingStatus::Serving));
+    let load = Load::start(std::slice::from_ref(&server), "events", 2).await;
+
+    // The 60th segment's PUT task panics: the agent must say so within a second.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut failed_at = None;
+    let not_serving_at = loop {
+        assert!(Instant::now() < deadline, "the failpoint never fired");
+        if failed_at.is_none() && agent.log_text().contains("agent part failed") {
+            failed_at = Some(Instant::now());
+        }
+        if health(&server).await == Some(ServingStatus::NotServing) {
+            break Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let failed_at = failed_at.unwrap_or(not_serving_at);
+    let to_not_serving = not_serving_at.saturating_duration_since(failed_at);
+    assert!(
+        to_not_serving < Duration::from_secs(1),
+        "NOT_SERVING {to_not_serving:?} after the failure"
+    );
+    // It exits non-zero, and its supervisor (this test) starts it again.
+    let status = agent
+        .wait_exit(Duration::from_secs(30))
+        .expect("a failed agent exits");
+    assert!(!status.success(), "{status}");
+    assert!(agent.log_text().contains("segment write failed"));
+    agent.set_env(&[]);
+    agent.start_again();
+    let acked_before = load.history().acked();
+    let resumed = Instant::now() + Duration::from_secs(60);
+    while load.history().acked() < acked_before + 500 {
+        assert!(Instant::now() < resumed, "producers did not resume");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let history = load.stop().await;
+    let found = check(&history, &server, "events").await;
+    report(&format!(
+        "WEDGE put-panic: NOT_SERVING {} ms after the failure, exit {status}; {found}",
+        to_not_serving.as_millis()
+    ));
+    assert_eq!(found.lost, 0, "{found}");
+    assert!(found.acked > 500, "{found}");
+}
+
+/// One record per request, acknowledged or not: `(value, offset)` of those acknowledged.
+async fn produce_one_by_one(
+    server: &str,
+    topic: &str,
+    count: usize,
+) -> (Vec<(String, i64)>, usize) {
+    let channel = strata_client::connect(server).await.unwrap();
+    let mut log = LogClient::new(channel.transport());
+    let mut acked = Vec::new();
+    let mut failed = 0;
+    for i in 0..count {
+        let value = format!("r{i}");
+        let request = proto::ProduceRequest {
+            topic: topic.to_string(),
+            partition: Some(0),
+            records: vec![proto::Record {
+                value: Some(Bytes::from(value.clone())),
+                ..Default::default()
+            }],
+            acks: proto::Acks::All as i32,
+        };
+        match log.produce(request).await {
+            Ok(response) => acked.push((value, response.into_inner().positions[0].offset)),
+            Err(_) => failed += 1,
+        }
+    }
+    (acked, failed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_torn_metastore_append_loses_no_acknowledged_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = AgentProcess::start_with_env(
+        AgentKind::Dev {
+            data_dir: dir.path().to_path_buf(),
+        },
+        &["--linger-ms", "0"],
+        &[("STRATA_FAILPOINT", "metastore-torn-append:40")],
+    );
+    let server = dev.server();
+    cli_ok(
+        &server,
+        &["topic", "create", "torn", "--partitions", "1"],
+        b"",
+    );
+    let (acked, failed) = produce_one_by_one(&server, "torn", 120).await;
+    assert!(
+        dev.log_text().contains("metastore append failed"),
+        "the failpoint fired:\n{}",
+        dev.log_text()
+    );
+    dev.kill();
+    dev.set_env(&[]);
+    dev.start_again();
+    let out = cli_ok(
+        &server,
+        &["consume", "torn", "--from-beginning", "--format", "%o %v"],
+        b"",
+    );
+    let stored: BTreeMap<i64, String> = out
+        .lines()
+        .map(|line| {
+            let (offset, value) = line.split_once(' ').unwrap();
+            (offset.parse().unwrap(), value.to_string())
+        })
+        .collect();
+    let lost: Vec<&(String, i64)> = acked
+        .iter()
+        .filter(|(value, offset)| stored.get(offset) != Some(value))
+        .collect();
+    report(&format!(
+        "WEDGE torn metastore append: {} acknowledged, {failed} refused, {} stored after \
+         SIGKILL and restart, {} lost",
+        acked.len(),
+        stored.len(),
+        lost.len()
+    ));
+    assert!(failed >= 1, "the torn append failed its request");
+    assert!(acked.len() >= 100, "later appends were acknowledged");
+    assert!(lost.is_empty(), "lost: {lost:?}");
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_session_that_never_reads_is_held_back() {
+    // A small block cache, so that what the agent holds for the session shows.
+    let agent = AgentProcess::start(
+        agent_kind("flood"),
+        &["--cache-memory-bytes", &(16 << 20).to_string()],
+    );
+    let server = agent.server();
+    cli_ok(
+        &server,
+        &["topic", "create", "flood", "--partitions", "1"],
+        b"",
+    );
+    cli_ok(
+        &server,
+        &["topic", "create", "other", "--partitions", "1"],
+        b"",
+    );
+    let pid = agent.pid().unwrap();
+    let rss_before = rss_kib(pid);
+
+    // 100,000 requests of 10 KiB (1 GiB), made as the transport asks for them; the
+    // responses are never read.
+    const REQUESTS: u64 = 100_000;
+    let pulled = Arc::new(AtomicU64::new(0));
+    let value = Bytes::from(vec![b'x'; 10 << 10]);
+    let requests = futures::stream::iter(0..REQUESTS).map({
+        let pulled = pulled.clone();
+        move |sequence| {
+            pulled.fetch_add(1, Ordering::Relaxed);
+            proto::ProduceSessionRequest {
+                sequence,
+                request: Some(proto::ProduceRequest {
+                    topic: "flood".into(),
+                    partition: Some(0),
+                    records: vec![proto::Record {
+                        value: Some(value.clone()),
+                        ..Default::default()
+                    }],
+                    acks: proto::Acks::All as i32,
+                }),
+            }
+        }
+    });
+    let channel = strata_client::connect(&server).await.unwrap();
+    let mut flood = LogClient::new(channel.transport());
+    let _unread = flood.produce_session(requests).await.unwrap();
+
+    // Meanwhile another client produces, each request acknowledged.
+    let (acked, failed) = produce_one_by_one(&server, "other", 50).await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let rss_after = rss_kib(pid);
+    let sent = pulled.load(Ordering::Relaxed);
+    report(&format!(
+        "FLOOD produce session: {sent} of {REQUESTS} requests taken by the transport; agent \
+         RSS {} MiB before, {} MiB after; other client: {} acknowledged, {failed} failed",
+        rss_before / 1024,
+        rss_after / 1024,
+        acked.len()
+    ));
+    assert_eq!((acked.len(), failed), (50, 0), "the other client is served");
+    // The agent reads on while its answers fit the client's receive window (refusals
+    // once 64 MiB wait for the store are small and quick), then stops reading.
+    assert!(
+        sent < REQUESTS / 2,
+        "{sent} requests taken: the session is not held back"
+    );
+    // Pending bytes (64 MiB), the cache (16 MiB) and buffers: bounded, not 1 GiB.
+    assert!(
+        rss_after < rss_before + 256 * 1024,
+        "agent RSS grew from {} to {} MiB",
+        rss_before / 1024,
+        rss_after / 1024
+    );
+}
