@@ -12,6 +12,7 @@
 //! - [`reader`]: the read path (committed offsets, index cache, block reads, long-poll);
 //! - [`service`]: the gRPC services and the one place errors become status codes;
 //! - [`security`]: TLS on the listener and bearer-token authentication;
+//! - [`health`]: the standard gRPC health service, following the agent's failure state;
 //! - `cluster`: membership (the registration lease), the controller role, following the
 //!   controller's assignment; `controller`: the assignment it computes (partitions and
 //!   group coordinator slots);
@@ -31,6 +32,7 @@ mod coordinator;
 mod error;
 mod failpoint;
 mod group;
+pub mod health;
 pub mod limits;
 pub mod metrics;
 mod reader;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use futures::{Stream, StreamExt};
 use strata_metastore::TopicMeta;
+use strata_proto::health::health_server::HealthServer;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_server::{Admin, AdminServer};
 use strata_proto::v1::cluster_server::{Cluster, ClusterServer};
@@ -27,6 +28,7 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::agent::{Appended, NewRecord, PartitionDescription};
+use crate::health::AgentHealth;
 use crate::security::{Authenticate, Security, caller_authorization};
 use crate::{Agent, Error};
 
@@ -109,40 +111,16 @@ pub async fn serve(
     security: &Security,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), tonic::transport::Error> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_serving::<AdminServer<AgentService>>()
-        .await;
-    health_reporter
-        .set_serving::<LogServer<AgentService>>()
-        .await;
-    health_reporter
-        .set_serving::<ClusterServer<AgentService>>()
-        .await;
-    health_reporter
-        .set_serving::<GroupsServer<AgentService>>()
-        .await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
         .build_v1()
         .expect("the embedded descriptor sets are valid");
-    // A failed agent reports NOT_SERVING at once, and stops serving (the process then
-    // exits non-zero) after FAILED_EXIT_DELAY, so that health checks see why.
+    // A failed agent reports NOT_SERVING at once (the health service follows its failure
+    // state), and stops serving (the process then exits non-zero) after
+    // FAILED_EXIT_DELAY, so that health checks see why.
     let mut failed = agent.failed();
     let failing = async move {
         if failed.wait_for(Option::is_some).await.is_ok() {
-            for service in [
-                "",
-                "strata.v1.Admin",
-                "strata.v1.Log",
-                "strata.v1.Cluster",
-                "strata.v1.Groups",
-            ] {
-                health_reporter
-                    .set_service_status(service, tonic_health::ServingStatus::NotServing)
-                    .await;
-            }
             tokio::time::sleep(FAILED_EXIT_DELAY).await;
         } else {
             std::future::pending::<()>().await;
@@ -150,6 +128,7 @@ pub async fn serve(
     };
     // Streams and long-polls end when shutdown begins, so that the server can drain.
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let health = HealthServer::new(AgentHealth::new(agent.failed(), stopping.clone()));
     let shutdown = async move {
         tokio::select! {
             () = shutdown => {}
@@ -173,7 +152,7 @@ pub async fn serve(
         server = server.tls_config(tls.server_config())?;
     }
     server
-        .add_service(health_service)
+        .add_service(health)
         .add_service(InterceptedService::new(reflection, authenticate.clone()))
         .add_service(InterceptedService::new(
             AdminServer::new(service.clone())

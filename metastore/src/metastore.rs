@@ -1206,4 +1206,146 @@ mod tests {
             store.unreadable_records()
         );
     }
+
+    /// Fuzzing of every value the metastore reads: any bytes under any key (random, or a
+    /// valid value damaged) make its readers return a value or `Corrupt`, never panic,
+    /// and never a topic over the limits. `PROPTEST_CASES` sets how many cases.
+    mod fuzz {
+        use proptest::prelude::*;
+
+        use super::*;
+
+        /// Valid values of every kind the metastore stores, as JSON.
+        fn valid_values() -> Vec<Vec<u8>> {
+            let owner = PartitionOwner {
+                epoch: 3,
+                agent_id: "a".into(),
+            };
+            let entry = IndexEntry {
+                base_offset: 10,
+                last_offset: 19,
+                object: "segments/o.seg".into(),
+                byte_start: 0,
+                byte_len: 100,
+                max_timestamp_ms: 5,
+                appended_at_ms: 6,
+            };
+            let mut group = GroupRecord {
+                group_id: "g".into(),
+                ..Default::default()
+            };
+            group.members.insert(
+                "m".into(),
+                crate::MemberRecord {
+                    member_id: "m".into(),
+                    assigned: [("t".to_string(), 0)].into_iter().collect(),
+                    ..Default::default()
+                },
+            );
+            vec![
+                encode_json(&topic("t", 3)),
+                encode_json(&owner),
+                encode_json(&entry),
+                encode_json(&CleanState {
+                    cleaned_to: 4,
+                    oldest_tombstone_ms: Some(1),
+                }),
+                encode_json(&ArchiveState::default()),
+                encode_json(&AgentRecord {
+                    agent_id: "a".into(),
+                    address: "h:1".into(),
+                    zone: String::new(),
+                }),
+                encode_json(&Assignment::default()),
+                encode_json(&group),
+                encode_json(&CommittedOffset {
+                    offset: 1,
+                    metadata: "m".into(),
+                    committed_at_ms: 2,
+                }),
+                b"42".to_vec(),
+            ]
+        }
+
+        /// Stored bytes: random, or a valid value with bytes flipped, cut or inserted.
+        fn stored_bytes() -> impl Strategy<Value = Vec<u8>> {
+            let damaged = (0..valid_values().len(), any::<usize>(), any::<u8>(), 0u8..3).prop_map(
+                |(which, at, byte, how)| {
+                    let mut value = valid_values()[which].clone();
+                    let at = at % value.len();
+                    match how {
+                        0 => value[at] ^= byte | 1,
+                        1 => value.truncate(at),
+                        _ => value.insert(at, byte),
+                    }
+                    value
+                },
+            );
+            prop_oneof![
+                proptest::collection::vec(any::<u8>(), 0..200),
+                damaged,
+                (0..valid_values().len()).prop_map(|i| valid_values()[i].clone()),
+            ]
+        }
+
+        fn cases() -> u32 {
+            std::env::var("PROPTEST_CASES")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(400)
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+            #[test]
+            fn every_reader_survives_any_stored_bytes(
+                values in proptest::collection::vec(stored_bytes(), 11),
+                partitions in prop_oneof![Just(0u32), Just(1), Just(u32::MAX)],
+            ) {
+                let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+                runtime.block_on(async {
+                    let store = KvMetastore::new(EmbeddedKv::in_memory(), "/f");
+                    let keys = &store.keys;
+                    let mut values = values.into_iter();
+                    let mut next = || values.next().unwrap();
+                    let ops = vec![
+                        Op::Put(keys.topic("t"), next()),
+                        Op::Put(keys.topic("u"), encode_json(&topic("u", partitions))),
+                        Op::Put(keys.owner("t", 0), next()),
+                        Op::Put(keys.high_watermark("t", 0), next()),
+                        Op::Put(keys.log_start("t", 0), next()),
+                        Op::Put(keys.index_entry("t", 0, 0), next()),
+                        Op::Put(keys.clean_state("t", 0), next()),
+                        Op::Put(keys.archive_state("t", 0), next()),
+                        Op::Put(keys.agent("a"), next()),
+                        Op::Put(keys.assignment(), next()),
+                        Op::Put(keys.group("g"), next()),
+                        Op::Put(keys.committed_offset("t", "g", 0), next()),
+                    ];
+                    store.kv.txn(vec![], ops).await.unwrap();
+                    let ok_or_corrupt = |what: &str, result: Result<()>| match result {
+                        Ok(()) | Err(Error::Corrupt { .. }) => {}
+                        Err(e) => panic!("{what}: {e}"),
+                    };
+                    for topic in store.list_topics().await.unwrap() {
+                        assert!(topic.partitions >= 1);
+                        assert!(topic.partitions <= store.limits.max_partitions_per_topic);
+                    }
+                    ok_or_corrupt("get_topic", store.get_topic("t").await.map(drop));
+                    ok_or_corrupt("partition_state", store.partition_state("t", 0).await.map(drop));
+                    ok_or_corrupt("index_entries", store.index_entries("t", 0, 0, 0).await.map(drop));
+                    ok_or_corrupt("clean_state", store.clean_state("t", 0).await.map(drop));
+                    ok_or_corrupt("archive_state", store.archive_state("t", 0).await.map(drop));
+                    ok_or_corrupt("committed_offsets", store.committed_offsets("g", "t").await.map(drop));
+                    ok_or_corrupt("group", store.group("g").await.map(drop));
+                    // Listings skip what does not decode; the assignment is replaced.
+                    store.list_agents().await.unwrap();
+                    store.groups().await.unwrap();
+                    store.assignment().await.unwrap();
+                    ok_or_corrupt("acquire_partition", store.acquire_partition("t", 0, "b").await.map(drop));
+                });
+            }
+        }
+    }
 }

@@ -5,14 +5,23 @@
 //! clients put it), and how partition sets are written in the groups API
 //! ([`topic_partition_lists`], [`topic_partition_pairs`]).
 
+pub mod codec;
+
 /// Generated messages and services of `strata.v1`.
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
 pub mod v1 {
     tonic::include_proto!("strata.v1");
 
-    /// The encoded file descriptor set of `strata.v1`, for gRPC server reflection.
+    /// The encoded file descriptor set of `strata.v1` and `grpc.health.v1`, for gRPC
+    /// server reflection.
     pub const FILE_DESCRIPTOR_SET: &[u8] =
         include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
+}
+
+/// The standard gRPC health protocol, `grpc.health.v1`, generated with Strata's codec.
+#[allow(missing_docs, clippy::all, missing_debug_implementations)]
+pub mod health {
+    tonic::include_proto!("grpc.health.v1");
 }
 
 /// `(topic, partition)` pairs, in order, as the `TopicPartitions` lists of the groups
