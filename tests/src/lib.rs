@@ -154,6 +154,18 @@ pub enum AgentKind {
     },
 }
 
+impl AgentKind {
+    /// `strata agent` of a new cluster (its own etcd root and bucket, named after
+    /// `prefix`) on the test etcd and S3 server.
+    pub fn new_cluster(prefix: &str) -> Self {
+        Self::Agent {
+            env: TestEnv::from_env(),
+            cluster: unique_name(prefix),
+            bucket: unique_name(prefix),
+        }
+    }
+}
+
 /// A running `strata dev` or `strata agent`; SIGKILLed when dropped.
 #[derive(Debug)]
 pub struct AgentProcess {
@@ -171,19 +183,9 @@ impl AgentProcess {
     /// Starts `count` agents of a new cluster (its own etcd root and bucket, named after
     /// `prefix`) on the test etcd and S3 server, each with `extra_args`.
     pub fn start_cluster(count: usize, prefix: &str, extra_args: &[&str]) -> Vec<Self> {
-        let env = TestEnv::from_env();
-        let (cluster, bucket) = (unique_name(prefix), unique_name(prefix));
+        let kind = AgentKind::new_cluster(prefix);
         (0..count)
-            .map(|_| {
-                Self::start(
-                    AgentKind::Agent {
-                        env: env.clone(),
-                        cluster: cluster.clone(),
-                        bucket: bucket.clone(),
-                    },
-                    extra_args,
-                )
-            })
+            .map(|_| Self::start(kind.clone(), extra_args))
             .collect()
     }
 

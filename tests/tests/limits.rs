@@ -11,7 +11,7 @@ use strata_client::proto::groups_client::GroupsClient;
 use strata_client::proto::log_client::LogClient;
 use strata_client::{Transport, proto};
 use strata_tests::compactor::CompactorProcess;
-use strata_tests::{AgentKind, AgentProcess, TestEnv, cli, cli_ok, unique_name};
+use strata_tests::{AgentKind, AgentProcess, TestEnv, cli, cli_ok};
 use tonic::Code;
 
 fn create(name: &str, partitions: i32) -> proto::CreateTopicRequest {
@@ -85,14 +85,8 @@ fn heartbeat(group: &str, topics: &[&str]) -> proto::HeartbeatRequest {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn each_limit_is_refused_naming_its_setting_and_nothing_is_stored() {
-    let env = TestEnv::from_env();
-    let kind = AgentKind::Agent {
-        env,
-        cluster: unique_name("limits"),
-        bucket: unique_name("limits"),
-    };
     let mut agent = AgentProcess::start(
-        kind,
+        AgentKind::new_cluster("limits"),
         &[
             "--max-partitions-per-topic",
             "50",
@@ -314,12 +308,9 @@ fn etcd_put(env: &TestEnv, key: &str, value: &str) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn an_absurd_stored_topic_never_takes_the_cluster_down() {
-    let env = TestEnv::from_env();
-    let (cluster, bucket) = (unique_name("absurd"), unique_name("absurd"));
-    let kind = AgentKind::Agent {
-        env: env.clone(),
-        cluster: cluster.clone(),
-        bucket,
+    let kind = AgentKind::new_cluster("absurd");
+    let AgentKind::Agent { env, cluster, .. } = kind.clone() else {
+        unreachable!("new_cluster is an agent cluster")
     };
     let mut agents: Vec<AgentProcess> = (0..3)
         .map(|_| AgentProcess::start(kind.clone(), &[]))
@@ -415,4 +406,55 @@ async fn an_absurd_stored_topic_never_takes_the_cluster_down() {
     let status = cli_ok(&server, &["cluster", "status"], b"");
     assert!(!status.contains("unreadable"), "{status}");
     drop(compactor);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn streams_per_connection_are_bounded() {
+    let agent = AgentProcess::start(
+        AgentKind::new_cluster("streams"),
+        &["--max-streams-per-connection", "2"],
+    );
+    let server = agent.server();
+    cli_ok(
+        &server,
+        &["topic", "create", "tail", "--partitions", "1"],
+        b"",
+    );
+    let subscribe = proto::SubscribeRequest {
+        topic: "tail".into(),
+        partition: 0,
+        offset: 0,
+        max_bytes: 0,
+    };
+    // Two Subscribe streams that follow the tail take the connection's two streams.
+    let Clients {
+        mut admin, mut log, ..
+    } = clients(&server).await;
+    let first = log.subscribe(subscribe.clone()).await.unwrap();
+    let second = log.subscribe(subscribe).await.unwrap();
+    // A third call on the same connection waits for one of them to end...
+    let third = tokio::spawn(async move {
+        admin
+            .list_topics(proto::ListTopicsRequest {})
+            .await
+            .map(|r| r.into_inner().topics.len())
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!third.is_finished(), "a third stream was opened");
+    // ...while another connection is served at once.
+    let Clients {
+        admin: mut other, ..
+    } = clients(&server).await;
+    other
+        .list_topics(proto::ListTopicsRequest {})
+        .await
+        .unwrap();
+    drop(first);
+    let topics = tokio::time::timeout(Duration::from_secs(10), third)
+        .await
+        .expect("the third call runs once a stream ends")
+        .unwrap()
+        .unwrap();
+    assert_eq!(topics, 1);
+    drop(second);
 }

@@ -20,7 +20,7 @@ use prost_reflect::{
 use strata_client::proto;
 use strata_client::proto::admin_client::AdminClient;
 use strata_client::proto::log_client::LogClient;
-use strata_tests::{AgentKind, AgentProcess, TestEnv, cli_ok, report, unique_name};
+use strata_tests::{AgentKind, AgentProcess, cli_ok, report};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
 
@@ -406,13 +406,7 @@ async fn call(
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_rpc_answers_bad_input_with_a_specific_status() {
-    let env = TestEnv::from_env();
-    let kind = AgentKind::Agent {
-        env,
-        cluster: unique_name("sweep"),
-        bucket: unique_name("sweep"),
-    };
-    let mut agent = AgentProcess::start(kind, &[]);
+    let mut agent = AgentProcess::start(AgentKind::new_cluster("sweep"), &[]);
     let server = agent.server();
     cli_ok(
         &server,

@@ -14,17 +14,9 @@ use futures::StreamExt;
 use strata_client::proto;
 use strata_client::proto::log_client::LogClient;
 use strata_tests::history::{Load, check};
-use strata_tests::{AgentKind, AgentProcess, TestEnv, cli_ok, report, unique_name};
+use strata_tests::{AgentKind, AgentProcess, cli_ok, report};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-
-fn agent_kind(prefix: &str) -> AgentKind {
-    AgentKind::Agent {
-        env: TestEnv::from_env(),
-        cluster: unique_name(prefix),
-        bucket: unique_name(prefix),
-    }
-}
 
 /// The agent's overall health status, if it answers.
 async fn health(server: &str) -> Option<ServingStatus> {
@@ -46,7 +38,7 @@ async fn health(server: &str) -> Option<ServingStatus> {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_panicking_segment_put_fails_the_agent_and_loses_nothing() {
     let mut agent = AgentProcess::start_with_env(
-        agent_kind("putpanic"),
+        AgentKind::new_cluster("putpanic"),
         &[],
         &[("STRATA_FAILPOINT", "put-panic:60")],
     );
@@ -198,7 +190,7 @@ fn rss_kib(pid: u32) -> u64 {
 async fn a_session_that_never_reads_is_held_back() {
     // A small block cache, so that what the agent holds for the session shows.
     let agent = AgentProcess::start(
-        agent_kind("flood"),
+        AgentKind::new_cluster("flood"),
         &["--cache-memory-bytes", &(16 << 20).to_string()],
     );
     let server = agent.server();
