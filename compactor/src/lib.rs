@@ -192,7 +192,15 @@ impl Compactor {
         let mut stopped = compactor.stop.subscribe();
         let task = tokio::spawn(async move {
             loop {
-                inner.run_pass().await;
+                // A pass that panics (a bug, or stored state no check foresaw) is logged
+                // and the next pass runs: the compactor never stops silently.
+                let pass = tokio::spawn({
+                    let inner = inner.clone();
+                    async move { inner.run_pass().await }
+                });
+                if let Err(e) = pass.await {
+                    tracing::error!(error = %e, "compaction pass failed; the next pass runs on schedule");
+                }
                 tokio::select! {
                     _ = tokio::time::sleep(inner.config.interval) => {}
                     _ = stopped.wait_for(|s| *s) => return,

@@ -545,6 +545,25 @@ fn check_same_span(old: &[IndexEntry], new: &[IndexEntry]) -> Result<()> {
     }
 }
 
+/// Checks a stored index entry's numbers, so that no reader's arithmetic on them can
+/// overflow: offsets in `0..i64::MAX`, in order, the byte range within `u64`.
+fn check_entry(key: &str, entry: &IndexEntry) -> Result<()> {
+    let sane = (0..=entry.last_offset).contains(&entry.base_offset)
+        && entry.last_offset < i64::MAX
+        && entry.byte_start.checked_add(entry.byte_len).is_some();
+    if sane {
+        Ok(())
+    } else {
+        Err(Error::Corrupt {
+            key: key.to_string(),
+            reason: format!(
+                "index entry offsets {}..={} or bytes {}+{} are invalid",
+                entry.base_offset, entry.last_offset, entry.byte_start, entry.byte_len
+            ),
+        })
+    }
+}
+
 fn encode_json<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("metastore values always serialize")
 }
@@ -775,7 +794,11 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
             .range(&prefix, &from, limit)
             .await?
             .into_iter()
-            .map(|(key, value)| decode_json(&key, &value))
+            .map(|(key, value)| {
+                let entry: IndexEntry = decode_json(&key, &value)?;
+                check_entry(&key, &entry)?;
+                Ok(entry)
+            })
             .collect()
     }
 
