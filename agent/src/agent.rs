@@ -130,6 +130,8 @@ pub struct NewRecord {
 /// Records whose offsets are assigned; [`Appended::committed`] waits for their commit.
 #[derive(Debug)]
 pub struct Appended {
+    /// The incarnation of the topic they were appended to.
+    pub topic_id: String,
     positions: Vec<(u32, i64)>,
     commit: Option<tokio::sync::oneshot::Receiver<Result<()>>>,
 }
@@ -219,6 +221,63 @@ impl Inner {
                 inner.fail(part, &panic_message(e));
             }
         })
+    }
+
+    /// A topic's definition, read from the metastore.
+    pub(crate) async fn load_topic(&self, name: &str) -> Result<TopicMeta> {
+        topic::validate_name(name)?;
+        self.metastore
+            .get_topic(name)
+            .await?
+            .ok_or_else(|| Error::TopicNotFound(name.to_string()))
+    }
+
+    /// A topic, from the cache or the metastore.
+    pub(crate) async fn topic(&self, name: &str) -> Result<Arc<TopicHandle>> {
+        if let Some(handle) = self.topics.lock().expect("topics lock").get(name) {
+            return Ok(handle.clone());
+        }
+        let meta = self.load_topic(name).await?;
+        let handle = Arc::new(TopicHandle {
+            settings: TopicSettings::from_config(&meta.config),
+            meta,
+        });
+        self.topics
+            .lock()
+            .expect("topics lock")
+            .insert(name.to_string(), handle.clone());
+        Ok(handle)
+    }
+
+    /// Forgets all this agent holds of `topic`: its cached definition, its partitions'
+    /// ownership (their unflushed records fail) and their cached logs.
+    pub(crate) fn forget_topic_state(&self, topic: &str) {
+        self.topics.lock().expect("topics lock").remove(topic);
+        self.forget_topic(topic);
+        self.partitions
+            .lock()
+            .expect("partitions lock")
+            .retain(|k, _| k.0 != topic);
+    }
+
+    /// The topic is no longer incarnation `topic_id` (deleted and created again, or its
+    /// partition count changed): forget the incarnation, if it is still the cached one,
+    /// and return the retriable error that says so.
+    pub(crate) fn topic_changed(&self, topic: &str, topic_id: &str, reason: String) -> Error {
+        let cached = self
+            .topics
+            .lock()
+            .expect("topics lock")
+            .get(topic)
+            .is_some_and(|h| h.meta.topic_id == topic_id);
+        if cached {
+            tracing::info!(topic, %reason, "topic changed; forgetting the incarnation this agent held");
+            self.forget_topic_state(topic);
+        }
+        Error::TopicChanged {
+            topic: topic.to_string(),
+            reason,
+        }
     }
 
     pub(crate) fn partition_log(&self, key: &PartitionKey) -> Arc<PartitionLog> {
@@ -334,30 +393,40 @@ impl Agent {
 
     /// A topic's definition, read from the metastore.
     async fn load_topic(&self, name: &str) -> Result<TopicMeta> {
-        topic::validate_name(name)?;
-        self.inner
-            .metastore
-            .get_topic(name)
-            .await?
-            .ok_or_else(|| Error::TopicNotFound(name.to_string()))
+        self.inner.load_topic(name).await
     }
 
     /// A topic, from the cache or the metastore.
     pub(crate) async fn topic(&self, name: &str) -> Result<Arc<TopicHandle>> {
-        if let Some(handle) = self.inner.topics.lock().expect("topics lock").get(name) {
-            return Ok(handle.clone());
+        self.inner.topic(name).await
+    }
+
+    /// A topic as a request names it: by name, and by id if the request gives one (empty:
+    /// whatever incarnation is current). A request for another incarnation than the
+    /// current one is refused with the retriable [`Error::TopicChanged`].
+    pub(crate) async fn resolve_topic(
+        &self,
+        name: &str,
+        topic_id: &str,
+    ) -> Result<Arc<TopicHandle>> {
+        let handle = self.topic(name).await?;
+        if topic_id.is_empty() || handle.meta.topic_id == topic_id {
+            return Ok(handle);
         }
-        let meta = self.load_topic(name).await?;
-        let handle = Arc::new(TopicHandle {
-            settings: TopicSettings::from_config(&meta.config),
-            meta,
-        });
-        self.inner
-            .topics
-            .lock()
-            .expect("topics lock")
-            .insert(name.to_string(), handle.clone());
-        Ok(handle)
+        // The client may know a newer incarnation than this agent's cache.
+        self.inner.forget_topic_state(name);
+        let handle = self.topic(name).await?;
+        if handle.meta.topic_id == topic_id {
+            return Ok(handle);
+        }
+        Err(Error::TopicChanged {
+            topic: name.to_string(),
+            reason: format!(
+                "the request is for id {} but the topic is {}",
+                crate::limits::shown(topic_id),
+                handle.meta.topic_id
+            ),
+        })
     }
 
     pub(crate) fn check_partition(handle: &TopicHandle, partition: i32) -> Result<u32> {
@@ -399,6 +468,7 @@ impl Agent {
         }
         let meta = TopicMeta {
             name: name.to_string(),
+            topic_id: uuid::Uuid::new_v4().to_string(),
             partitions: partitions as u32,
             config: topic::resolve_config(config)?,
             created_at_ms: self.inner.clock.now_ms(),
@@ -519,13 +589,7 @@ impl Agent {
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.inner.metastore.delete_topic(name).await?;
-        self.inner.topics.lock().expect("topics lock").remove(name);
-        self.inner.forget_topic(name);
-        self.inner
-            .partitions
-            .lock()
-            .expect("partitions lock")
-            .retain(|k, _| k.0 != name);
+        self.inner.forget_topic_state(name);
         self.inner.cluster.wake();
         tracing::info!(topic = name, "deleted topic");
         Ok(())
@@ -540,7 +604,7 @@ impl Agent {
         records: Vec<NewRecord>,
         wait_for_commit: bool,
     ) -> Result<Vec<(u32, i64)>> {
-        self.append(topic, partition, records, wait_for_commit)
+        self.append(topic, "", partition, records, wait_for_commit)
             .await?
             .committed()
             .await
@@ -553,6 +617,7 @@ impl Agent {
     pub async fn append(
         &self,
         topic: &str,
+        topic_id: &str,
         partition: Option<i32>,
         records: Vec<NewRecord>,
         wait_for_commit: bool,
@@ -568,12 +633,13 @@ impl Agent {
                 "max_request_records",
             ));
         }
-        let handle = self.topic(topic).await?;
+        let handle = self.resolve_topic(topic, topic_id).await?;
         let explicit = partition
             .map(|p| Self::check_partition(&handle, p))
             .transpose()?;
         if records.is_empty() {
             return Ok(Appended {
+                topic_id: handle.meta.topic_id.clone(),
                 positions: Vec::new(),
                 commit: None,
             });
@@ -673,14 +739,21 @@ impl Agent {
                 }
             })
             .collect();
-        let (first_offsets, commit) = self.inner.append(topic, batches, wait_for_commit).await?;
+        let (first_offsets, commit) = self
+            .inner
+            .append(topic, &handle.meta.topic_id, batches, wait_for_commit)
+            .await?;
         let mut positions = vec![(0u32, 0i64); total];
         for ((partition, indexes), first) in places.into_iter().zip(first_offsets) {
             for (j, i) in indexes.into_iter().enumerate() {
                 positions[i] = (partition, first + j as i64);
             }
         }
-        Ok(Appended { positions, commit })
+        Ok(Appended {
+            topic_id: handle.meta.topic_id.clone(),
+            positions,
+            commit,
+        })
     }
 
     /// Reads committed records of a partition from `offset`; at the high watermark waits
@@ -688,15 +761,22 @@ impl Agent {
     pub(crate) async fn fetch(
         &self,
         topic: &str,
+        topic_id: &str,
         partition: i32,
         offset: i64,
         max_bytes: usize,
         max_wait: Duration,
     ) -> Result<FetchResult> {
-        let handle = self.topic(topic).await?;
+        let handle = self.resolve_topic(topic, topic_id).await?;
         let partition = Self::check_partition(&handle, partition)?;
         self.inner
-            .fetch(&(topic.to_string(), partition), offset, max_bytes, max_wait)
+            .fetch(
+                &(topic.to_string(), partition),
+                &handle.meta.topic_id,
+                offset,
+                max_bytes,
+                max_wait,
+            )
             .await
     }
 

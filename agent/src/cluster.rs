@@ -309,7 +309,13 @@ impl Inner {
             .collect();
         self.reconcile_slots().await;
         let mut takes = futures::stream::iter(wanted)
-            .map(|key| async move { (self.ensure_owned(&key).await, key) })
+            .map(|key| async move {
+                let owned = match self.topic(&key.0).await {
+                    Ok(handle) => self.ensure_owned(&key, &handle.meta.topic_id).await,
+                    Err(e) => Err(e),
+                };
+                (owned, key)
+            })
             .buffer_unordered(ACQUIRE_CONCURRENCY);
         while let Some((result, key)) = takes.next().await {
             if let Err(e) = result {

@@ -36,6 +36,7 @@ pub(crate) fn assign_coordinators(previous: &Assignment, live: &[String]) -> Vec
     };
     let slots = TopicMeta {
         name: SLOTS.to_string(),
+        topic_id: String::new(),
         partitions: COORDINATOR_SLOTS,
         config: BTreeMap::new(),
         created_at_ms: 0,
@@ -129,6 +130,7 @@ mod tests {
     fn topic(name: &str, partitions: u32) -> TopicMeta {
         TopicMeta {
             name: name.into(),
+            topic_id: String::new(),
             partitions,
             config: Default::default(),
             created_at_ms: 0,

@@ -761,7 +761,7 @@ impl Agent {
         let mut offset = entry.base_offset.max(state.log_start_offset);
         while offset <= entry.last_offset {
             let fetched = self
-                .fetch(topic, partition as i32, offset, 1 << 20, Duration::ZERO)
+                .fetch(topic, "", partition as i32, offset, 1 << 20, Duration::ZERO)
                 .await?;
             if let Some(record) = fetched
                 .records

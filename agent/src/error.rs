@@ -9,6 +9,15 @@ pub enum Error {
     /// A topic of that name exists.
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    /// The request was resolved against another incarnation of the topic (it was deleted
+    /// and created again, or no longer has the partition); retry with fresh metadata.
+    #[error("topic '{topic}' changed: {reason}; refresh its metadata and retry")]
+    TopicChanged {
+        /// The topic.
+        topic: String,
+        /// What changed.
+        reason: String,
+    },
     /// The request is malformed; the message says what to fix.
     #[error("{0}")]
     InvalidArgument(String),
@@ -121,6 +130,9 @@ impl From<strata_metastore::Error> for Error {
         match e {
             strata_metastore::Error::TopicNotFound(t) => Self::TopicNotFound(t),
             strata_metastore::Error::TopicExists(t) => Self::TopicExists(t),
+            strata_metastore::Error::TopicChanged { topic, reason } => {
+                Self::TopicChanged { topic, reason }
+            }
             e @ strata_metastore::Error::Corrupt { .. } => Self::DataLoss(format!(
                 "{e}; fix or delete that record (strata cluster status lists such records)"
             )),

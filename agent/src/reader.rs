@@ -156,6 +156,7 @@ fn out_of_range(key: &PartitionKey, offset: i64, committed: Committed) -> Error 
 /// Records read by one fetch.
 #[derive(Debug)]
 pub(crate) struct FetchResult {
+    pub topic_id: String,
     pub records: Vec<Record>,
     pub committed: Committed,
     pub next_offset: i64,
@@ -182,10 +183,21 @@ const LOG_START_CHECK: Duration = Duration::from_secs(1);
 const INDEX_RECHECK: Duration = Duration::from_secs(10);
 
 impl Inner {
-    async fn refresh_committed(&self, key: &PartitionKey) -> Result<Committed> {
+    async fn refresh_committed(&self, key: &PartitionKey, topic_id: &str) -> Result<Committed> {
         let log = self.partition_log(key);
-        if !self.owns(key) {
+        if !self.owns_incarnation(key, topic_id) {
             let state = self.metastore.partition_state(&key.0, key.1).await?;
+            // Committed by another incarnation of the topic than the one this agent
+            // holds: never served as this one's.
+            if let Some(owner) = &state.owner
+                && owner.topic_id != topic_id
+            {
+                return Err(self.topic_changed(
+                    &key.0,
+                    topic_id,
+                    "it was deleted and created again".to_string(),
+                ));
+            }
             log.set_committed(state.log_start_offset, state.high_watermark);
             log.set_log_start(state.log_start_offset);
         } else {
@@ -210,19 +222,23 @@ impl Inner {
     pub(crate) async fn fetch(
         &self,
         key: &PartitionKey,
+        topic_id: &str,
         offset: i64,
         max_bytes: usize,
         max_wait: Duration,
     ) -> Result<FetchResult> {
-        let mut committed = self.refresh_committed(key).await?;
+        let mut committed = self.refresh_committed(key, topic_id).await?;
         if offset < committed.log_start_offset || offset > committed.high_watermark {
             return Err(out_of_range(key, offset, committed));
         }
         if offset == committed.high_watermark && !max_wait.is_zero() {
-            committed = self.wait_for_records(key, offset, max_wait).await?;
+            committed = self
+                .wait_for_records(key, topic_id, offset, max_wait)
+                .await?;
         }
         if offset >= committed.high_watermark {
             return Ok(FetchResult {
+                topic_id: topic_id.to_string(),
                 records: Vec::new(),
                 committed,
                 next_offset: offset,
@@ -238,7 +254,7 @@ impl Inner {
                 // its grace period: read the index and log start again.
                 tracing::debug!(%object, "cached index entry names a deleted object; reloading");
                 self.partition_log(key).forget_index();
-                committed = self.refresh_committed(key).await?;
+                committed = self.refresh_committed(key, topic_id).await?;
                 if offset < committed.log_start_offset {
                     return Err(out_of_range(key, offset, committed));
                 }
@@ -248,6 +264,7 @@ impl Inner {
             other => other?,
         };
         Ok(FetchResult {
+            topic_id: topic_id.to_string(),
             records,
             committed,
             next_offset,
@@ -258,13 +275,14 @@ impl Inner {
     async fn wait_for_records(
         &self,
         key: &PartitionKey,
+        topic_id: &str,
         offset: i64,
         max_wait: Duration,
     ) -> Result<Committed> {
         let deadline = tokio::time::Instant::now() + max_wait;
         let log = self.partition_log(key);
         loop {
-            if self.owns(key) {
+            if self.owns_incarnation(key, topic_id) {
                 let mut changes = log.committed.subscribe();
                 let _ = tokio::time::timeout_at(
                     deadline,
@@ -273,7 +291,7 @@ impl Inner {
                 .await;
                 return Ok(*log.committed.borrow());
             }
-            let committed = self.refresh_committed(key).await?;
+            let committed = self.refresh_committed(key, topic_id).await?;
             if committed.high_watermark > offset || tokio::time::Instant::now() >= deadline {
                 return Ok(committed);
             }

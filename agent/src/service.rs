@@ -61,6 +61,7 @@ pub fn status(error: Error) -> Status {
     match error {
         Error::TopicNotFound(_) => Status::not_found(message),
         Error::TopicExists(_) => Status::already_exists(message),
+        Error::TopicChanged { .. } => Status::aborted(message),
         Error::InvalidArgument(_) => Status::invalid_argument(message),
         Error::OffsetOutOfRange {
             log_start_offset,
@@ -211,6 +212,7 @@ fn forwarded<T>(message: T, authorization: Option<AsciiMetadataValue>) -> Reques
 fn topic_info(meta: &TopicMeta) -> pb::TopicInfo {
     pb::TopicInfo {
         name: meta.name.clone(),
+        topic_id: meta.topic_id.clone(),
         partitions: meta.partitions as i32,
         config: meta.config.clone().into_iter().collect(),
         created_at_ms: meta.created_at_ms,
@@ -281,8 +283,10 @@ fn session_response(
 
 /// The answer to an appended request, once it is committed.
 async fn committed_response(appended: Appended) -> Result<pb::ProduceResponse, Status> {
+    let topic_id = appended.topic_id.clone();
     let positions = appended.committed().await.map_err(status)?;
     Ok(pb::ProduceResponse {
+        topic_id,
         positions: positions
             .into_iter()
             .map(|(partition, offset)| pb::RecordPosition {
@@ -318,7 +322,7 @@ impl AgentService {
             .collect();
         let appended = self
             .agent
-            .append(&r.topic, r.partition, records, wait)
+            .append(&r.topic, &r.topic_id, r.partition, records, wait)
             .await?;
         self.agent.metrics().produce_requests.inc();
         Ok(appended)
@@ -396,22 +400,22 @@ impl AgentService {
         }
     }
 
+    /// Answers a fetch (`r.max_wait_ms` aside: `max_wait` is the long-poll, already
+    /// bounded).
     async fn fetch_response(
         &self,
-        topic: String,
-        partition: i32,
-        offset: i64,
-        max_bytes: i32,
+        r: &pb::FetchRequest,
         max_wait: Duration,
     ) -> Result<pb::FetchResponse, Status> {
         let metrics = self.agent.metrics();
         let timer = metrics.fetch_latency.start_timer();
         let mut stopping = self.stopping.clone();
         let fetch = self.agent.fetch(
-            &topic,
-            partition,
-            offset,
-            fetch_max_bytes(max_bytes, self.agent.config().limits.max_fetch_bytes),
+            &r.topic,
+            &r.topic_id,
+            r.partition,
+            r.offset,
+            fetch_max_bytes(r.max_bytes, self.agent.config().limits.max_fetch_bytes),
             max_wait,
         );
         let result = tokio::select! {
@@ -426,12 +430,13 @@ impl AgentService {
         metrics.fetch_bytes.inc_by(bytes as u64);
         timer.observe_duration();
         Ok(pb::FetchResponse {
-            topic,
-            partition,
+            topic: r.topic.clone(),
+            partition: r.partition,
             records: result.records.into_iter().map(stored_record).collect(),
             high_watermark: result.committed.high_watermark,
             log_start_offset: result.committed.log_start_offset,
             next_offset: result.next_offset,
+            topic_id: result.topic_id,
         })
     }
 }
@@ -617,9 +622,7 @@ impl Log for AgentService {
     ) -> Result<Response<pb::FetchResponse>, Status> {
         let r = request.into_inner();
         let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT);
-        let response = self
-            .fetch_response(r.topic, r.partition, r.offset, r.max_bytes, max_wait)
-            .await?;
+        let response = self.fetch_response(&r, max_wait).await?;
         Ok(Response::new(response))
     }
 
@@ -631,15 +634,15 @@ impl Log for AgentService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         let r = request.into_inner();
         // Check the request once up front so that a bad one fails the call itself.
-        let first = self
-            .fetch_response(
-                r.topic.clone(),
-                r.partition,
-                r.offset,
-                r.max_bytes,
-                Duration::ZERO,
-            )
-            .await?;
+        let mut fetch = pb::FetchRequest {
+            topic: r.topic,
+            topic_id: r.topic_id,
+            partition: r.partition,
+            offset: r.offset,
+            max_bytes: r.max_bytes,
+            max_wait_ms: 0,
+        };
+        let first = self.fetch_response(&fetch, Duration::ZERO).await?;
         let service = self.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(async move {
@@ -648,9 +651,8 @@ impl Log for AgentService {
                 return;
             }
             loop {
-                let response = service
-                    .fetch_response(r.topic.clone(), r.partition, next, r.max_bytes, MAX_WAIT)
-                    .await;
+                fetch.offset = next;
+                let response = service.fetch_response(&fetch, MAX_WAIT).await;
                 let stop = response.is_err();
                 if let Ok(response) = &response {
                     next = response.next_offset;
@@ -701,6 +703,7 @@ impl Cluster for AgentService {
                 .iter()
                 .map(|(meta, partitions)| pb::TopicMetadata {
                     name: meta.name.clone(),
+                    topic_id: meta.topic_id.clone(),
                     partitions: partitions.iter().map(partition_info).collect(),
                 })
                 .collect(),

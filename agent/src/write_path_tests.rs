@@ -141,7 +141,7 @@ async fn read_partition(agent: &Agent) -> Vec<String> {
     let mut values = Vec::new();
     loop {
         let fetched = agent
-            .fetch("t", 0, offset, 1 << 20, Duration::ZERO)
+            .fetch("t", "", 0, offset, 1 << 20, Duration::ZERO)
             .await
             .unwrap();
         for r in &fetched.records {

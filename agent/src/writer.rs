@@ -145,11 +145,32 @@ impl Inner {
         self.disown(&keys, reason);
     }
 
-    /// Takes the partition through the metastore unless this agent already owns it. Only
-    /// a registered agent takes partitions, and only those assigned to it (or not assigned
-    /// yet: a topic created moments ago).
-    pub(crate) async fn ensure_owned(&self, key: &PartitionKey) -> Result<()> {
-        if self.owns(key) {
+    /// Whether this agent owns the partition in topic incarnation `topic_id`. An
+    /// ownership of another incarnation (the topic was deleted and created again) is
+    /// given up here.
+    pub(crate) fn owns_incarnation(&self, key: &PartitionKey, topic_id: &str) -> bool {
+        let held = self
+            .writer
+            .state
+            .lock()
+            .expect("writer lock")
+            .owned
+            .get(key)
+            .map(|o| o.owner.topic_id == topic_id);
+        if held == Some(false) {
+            self.disown(
+                std::slice::from_ref(key),
+                "the topic was deleted and created again",
+            );
+        }
+        held == Some(true)
+    }
+
+    /// Takes the partition (of topic incarnation `topic_id`) through the metastore unless
+    /// this agent already owns it. Only a registered agent takes partitions, and only
+    /// those assigned to it (or not assigned yet: a topic created moments ago).
+    pub(crate) async fn ensure_owned(&self, key: &PartitionKey, topic_id: &str) -> Result<()> {
+        if self.owns_incarnation(key, topic_id) {
             return Ok(());
         }
         if !self.cluster.registered() {
@@ -176,13 +197,19 @@ impl Inner {
             .or_default()
             .clone();
         let _serial = lock.lock().await;
-        if self.owns(key) {
+        if self.owns_incarnation(key, topic_id) {
             return Ok(());
         }
-        let state = self
+        let state = match self
             .metastore
-            .acquire_partition(&key.0, key.1, &self.config.agent_id)
-            .await?;
+            .acquire_partition(&key.0, key.1, &self.config.agent_id, topic_id)
+            .await
+        {
+            Err(strata_metastore::Error::TopicChanged { reason, .. }) => {
+                return Err(self.topic_changed(&key.0, topic_id, reason));
+            }
+            other => other?,
+        };
         let owner = state
             .owner
             .expect("acquire_partition returns the new owner");
@@ -230,11 +257,12 @@ impl Inner {
     pub(crate) async fn append(
         &self,
         topic: &str,
+        topic_id: &str,
         mut batches: Vec<PartitionRecords>,
         wait_for_commit: bool,
     ) -> Result<(Vec<i64>, Option<oneshot::Receiver<Result<()>>>)> {
         for batch in &batches {
-            self.ensure_owned(&(topic.to_string(), batch.partition))
+            self.ensure_owned(&(topic.to_string(), batch.partition), topic_id)
                 .await?;
         }
         let request_bytes: usize = batches.iter().map(|b| batch_bytes(&b.records)).sum();
@@ -248,10 +276,15 @@ impl Inner {
                 "{pending} bytes are waiting for the object store; retry later"
             )));
         }
-        // Check every partition before touching any, so a request is all or nothing.
+        // Check every partition before touching any, so a request is all or nothing; an
+        // ownership of another incarnation of the topic is none.
         for batch in &batches {
             let key = (topic.to_string(), batch.partition);
-            if !state.owned.contains_key(&key) {
+            if state
+                .owned
+                .get(&key)
+                .is_none_or(|o| o.owner.topic_id != topic_id)
+            {
                 return Err(Error::NotOwner {
                     topic: topic.to_string(),
                     partition: batch.partition,

@@ -475,6 +475,7 @@ async fn run_consumers(
                     break;
                 }
                 let request = proto::FetchRequest {
+                    topic_id: String::new(),
                     topic: topic.clone(),
                     partition: p.partition,
                     offset,

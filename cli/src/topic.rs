@@ -44,6 +44,9 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
             let described = admin.describe_topic(&name).await?;
             let topic = described.topic.unwrap_or_default();
             println!("topic {}: {} partitions", topic.name, topic.partitions);
+            if !topic.topic_id.is_empty() {
+                println!("  id {}", topic.topic_id);
+            }
             let mut config: Vec<_> = topic.config.into_iter().collect();
             config.sort();
             for (k, v) in config {

@@ -557,6 +557,7 @@ impl Consumer {
                     .max_decoding_message_size(MAX_MESSAGE_BYTES);
                 let request = pb::FetchRequest {
                     topic: a.topic.clone(),
+                    topic_id: String::new(),
                     partition: a.partition as i32,
                     offset: a.position,
                     max_bytes,

@@ -392,6 +392,8 @@ async fn run_lane(
             .unzip();
         let request = pb::ProduceRequest {
             topic: topic.clone(),
+            // Whatever incarnation of the topic is current when the batch lands.
+            topic_id: String::new(),
             partition: Some(partition as i32),
             records,
             acks: acks as i32,

@@ -9,6 +9,15 @@ pub enum Error {
     /// A topic of that name exists already.
     #[error("topic '{0}' already exists")]
     TopicExists(String),
+    /// The topic is not the incarnation the request was resolved against (it was deleted
+    /// and created again), or no longer has the partition.
+    #[error("topic '{topic}' changed: {reason}")]
+    TopicChanged {
+        /// The topic.
+        topic: String,
+        /// What changed.
+        reason: String,
+    },
     /// The backend could not be reached or failed; the outcome of a write is unknown.
     #[error("metastore unavailable: {0}")]
     Unavailable(String),

@@ -5,7 +5,7 @@
 //! | key | value | changes |
 //! |---|---|---|
 //! | `{root}/topics/{topic}` | [`TopicMeta`](crate::TopicMeta), JSON | created, deleted |
-//! | `{root}/partitions/{topic}/{p}/owner` | [`PartitionOwner`](crate::PartitionOwner), JSON | on every take-over (epoch + 1) |
+//! | `{root}/partitions/{topic}/{p}/owner` | [`PartitionOwner`](crate::PartitionOwner), JSON: epoch, agent, topic id | on every take-over (epoch + 1) |
 //! | `{root}/partitions/{topic}/{p}/hwm` | high watermark, decimal; absent = 0 | every committed flush |
 //! | `{root}/partitions/{topic}/{p}/start` | log start offset, decimal; absent = 0 | retention |
 //! | `{root}/partitions/{topic}/{p}/index/{base:020}` | [`IndexEntry`](crate::IndexEntry), JSON | added by flushes; replaced by merges and log compaction, dropped by retention (compactor) |

@@ -37,12 +37,14 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState>;
 
     /// Makes `agent_id` the partition's owner under a new epoch (the old one + 1), fencing
-    /// any previous owner, and returns the state it takes over.
+    /// any previous owner, and returns the state it takes over. The topic must still be
+    /// incarnation `topic_id` and have the partition: else [`Error::TopicChanged`].
     async fn acquire_partition(
         &self,
         topic: &str,
         partition: u32,
         agent_id: &str,
+        topic_id: &str,
     ) -> Result<PartitionState>;
 
     /// Commits one flush: for each append, checks its owner epoch and that it starts at the
@@ -438,6 +440,7 @@ impl<B: KvBackend> KvMetastore<B> {
         &self,
         owner_key: &str,
         agent_id: &str,
+        topic_id: &str,
         mut guards: Vec<Compare>,
     ) -> Result<Option<PartitionOwner>> {
         let old = self.kv.get(owner_key).await?;
@@ -448,6 +451,7 @@ impl<B: KvBackend> KvMetastore<B> {
         let owner = PartitionOwner {
             epoch: old_owner.map_or(1, |o| o.epoch + 1),
             agent_id: agent_id.to_string(),
+            topic_id: topic_id.to_string(),
         };
         guards.push(Compare::unchanged(owner_key, old));
         let taken = self
@@ -543,6 +547,11 @@ fn check_same_span(old: &[IndexEntry], new: &[IndexEntry]) -> Result<()> {
             "index replacement must cover the same contiguous offsets: old {a:?}, new {b:?}"
         ))),
     }
+}
+
+/// A topic id in an error message ("none" for a topic created before ids).
+fn shown_id(id: &str) -> &str {
+    if id.is_empty() { "none" } else { id }
 }
 
 /// Checks a stored index entry's numbers, so that no reader's arithmetic on them can
@@ -711,22 +720,47 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         topic: &str,
         partition: u32,
         agent_id: &str,
+        topic_id: &str,
     ) -> Result<PartitionState> {
         let topic_key = self.keys.topic(topic);
         let owner_key = self.keys.owner(topic, partition);
         loop {
-            let guards = vec![Compare::Exists(topic_key.clone())];
+            // The incarnation asked for, with the partition, and unchanged until taken.
+            let Some(stored) = self.kv.get(&topic_key).await? else {
+                return Err(Error::TopicNotFound(topic.to_string()));
+            };
+            let meta = self
+                .check_topic(&topic_key, &stored)
+                .map_err(|reason| Error::Corrupt {
+                    key: topic_key.clone(),
+                    reason,
+                })?;
+            let changed = |reason: String| Error::TopicChanged {
+                topic: topic.to_string(),
+                reason,
+            };
+            if meta.topic_id != topic_id {
+                return Err(changed(format!(
+                    "it was deleted and created again (id {} is now {})",
+                    shown_id(topic_id),
+                    shown_id(&meta.topic_id)
+                )));
+            }
+            if partition >= meta.partitions {
+                return Err(changed(format!(
+                    "it has {} partitions, so no partition {partition}",
+                    meta.partitions
+                )));
+            }
+            let guards = vec![Compare::ValueEquals(topic_key.clone(), stored)];
             if self
-                .take_over(&owner_key, agent_id, guards)
+                .take_over(&owner_key, agent_id, topic_id, guards)
                 .await?
                 .is_some()
             {
                 return self.partition_state(topic, partition).await;
             }
-            if self.kv.get(&topic_key).await?.is_none() {
-                return Err(Error::TopicNotFound(topic.to_string()));
-            }
-            // Someone else moved the owner in between: read again and retry.
+            // The topic or the owner changed in between: read again and retry.
         }
     }
 
@@ -1035,7 +1069,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     async fn acquire_coordinator(&self, slot: u32, agent_id: &str) -> Result<Coordinatorship> {
         let key = self.keys.coordinator(slot);
         loop {
-            if let Some(owner) = self.take_over(&key, agent_id, Vec::new()).await? {
+            if let Some(owner) = self.take_over(&key, agent_id, "", Vec::new()).await? {
                 return Ok(Coordinatorship { slot, owner });
             }
         }
@@ -1157,6 +1191,7 @@ mod tests {
     fn topic(name: &str, partitions: u32) -> TopicMeta {
         TopicMeta {
             name: name.to_string(),
+            topic_id: String::new(),
             partitions,
             config: BTreeMap::new(),
             created_at_ms: 0,
@@ -1243,6 +1278,7 @@ mod tests {
             let owner = PartitionOwner {
                 epoch: 3,
                 agent_id: "a".into(),
+                topic_id: "id".into(),
             };
             let entry = IndexEntry {
                 base_offset: 10,
@@ -1366,7 +1402,10 @@ mod tests {
                     store.list_agents().await.unwrap();
                     store.groups().await.unwrap();
                     store.assignment().await.unwrap();
-                    ok_or_corrupt("acquire_partition", store.acquire_partition("t", 0, "b").await.map(drop));
+                    let acquired = store.acquire_partition("t", 0, "b", "").await;
+                    if !matches!(acquired, Err(Error::TopicChanged { .. })) {
+                        ok_or_corrupt("acquire_partition", acquired.map(drop));
+                    }
                 });
             }
         }

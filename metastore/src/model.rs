@@ -9,6 +9,11 @@ use serde::{Deserialize, Serialize};
 pub struct TopicMeta {
     /// The topic's name.
     pub name: String,
+    /// This incarnation of the topic (a UUID, as Kafka's KIP-516): a topic deleted and
+    /// created again under the same name has a new id, and nothing resolved against the
+    /// old one is ever applied to the new one. Empty for topics created before ids.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic_id: String,
     /// Number of partitions, at least 1.
     pub partitions: u32,
     /// Topic configuration as Kafka names it (`max.message.bytes`, ...), validated by the
@@ -25,6 +30,11 @@ pub struct PartitionOwner {
     pub epoch: u64,
     /// The owning agent.
     pub agent_id: String,
+    /// The topic incarnation the partition was taken in (empty for coordinator slots and
+    /// topics created before ids): a commit compares the whole owner record, so a writer
+    /// of a deleted incarnation can never commit to a new one, whatever the epochs.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic_id: String,
 }
 
 /// One partition's committed state.

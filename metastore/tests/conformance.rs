@@ -44,6 +44,7 @@ async fn etcd(test: &str, max_txn_ops: usize) -> Box<dyn Metastore> {
 fn topic(name: &str, partitions: u32) -> TopicMeta {
     TopicMeta {
         name: name.to_string(),
+        topic_id: String::new(),
         partitions,
         config: BTreeMap::from([("compression.type".to_string(), "lz4".to_string())]),
         created_at_ms: 1_700_000_000_000,
@@ -104,11 +105,15 @@ async fn topics_lifecycle(store: Box<dyn Metastore>) {
 
 async fn acquire_bumps_epoch_and_fences_the_old_owner(store: Box<dyn Metastore>) {
     store.create_topic(&topic("t", 2)).await.unwrap();
-    let first = store.acquire_partition("t", 0, "agent-a").await.unwrap();
+    let first = store
+        .acquire_partition("t", 0, "agent-a", "")
+        .await
+        .unwrap();
     let owner_a = first.owner.clone().unwrap();
     assert_eq!(
         owner_a,
         PartitionOwner {
+            topic_id: String::new(),
             epoch: 1,
             agent_id: "agent-a".into()
         }
@@ -122,7 +127,10 @@ async fn acquire_bumps_epoch_and_fences_the_old_owner(store: Box<dyn Metastore>)
     assert_eq!(report.transactions, 1);
     assert!(report.rejected.is_empty());
 
-    let second = store.acquire_partition("t", 0, "agent-b").await.unwrap();
+    let second = store
+        .acquire_partition("t", 0, "agent-b", "")
+        .await
+        .unwrap();
     let owner_b = second.owner.clone().unwrap();
     assert_eq!(owner_b.epoch, 2);
     assert_eq!(second.high_watermark, 10);
@@ -160,7 +168,7 @@ async fn acquire_bumps_epoch_and_fences_the_old_owner(store: Box<dyn Metastore>)
     );
 
     assert!(matches!(
-        store.acquire_partition("missing", 0, "agent-a").await,
+        store.acquire_partition("missing", 0, "agent-a", "").await,
         Err(Error::TopicNotFound(_))
     ));
 }
@@ -168,7 +176,7 @@ async fn acquire_bumps_epoch_and_fences_the_old_owner(store: Box<dyn Metastore>)
 async fn commit_refuses_gaps_and_overlaps(store: Box<dyn Metastore>) {
     store.create_topic(&topic("t", 1)).await.unwrap();
     let owner = store
-        .acquire_partition("t", 0, "a")
+        .acquire_partition("t", 0, "a", "")
         .await
         .unwrap()
         .owner
@@ -204,7 +212,7 @@ async fn one_flush_of_many_partitions_is_one_transaction(store: Box<dyn Metastor
     let mut appends = Vec::new();
     for p in 0..8 {
         let owner = store
-            .acquire_partition("t", p, "a")
+            .acquire_partition("t", p, "a", "")
             .await
             .unwrap()
             .owner
@@ -212,7 +220,7 @@ async fn one_flush_of_many_partitions_is_one_transaction(store: Box<dyn Metastor
         appends.push(append("t", p, &owner, 0, p as i64));
     }
     // A fenced partition in the middle does not stop the others.
-    store.acquire_partition("t", 3, "b").await.unwrap();
+    store.acquire_partition("t", 3, "b", "").await.unwrap();
     let report = store.commit_flush(&appends).await.unwrap();
     assert_eq!(report.rejected.len(), 1);
     assert_eq!(report.rejected[0].0, 3);
@@ -243,7 +251,7 @@ async fn one_flush_of_many_partitions_is_one_transaction(store: Box<dyn Metastor
 async fn index_entries_in_offset_order(store: Box<dyn Metastore>) {
     store.create_topic(&topic("t", 1)).await.unwrap();
     let owner = store
-        .acquire_partition("t", 0, "a")
+        .acquire_partition("t", 0, "a", "")
         .await
         .unwrap()
         .owner
@@ -427,7 +435,7 @@ async fn groups_and_offsets_are_fenced_by_the_coordinator_slot(store: Box<dyn Me
 async fn compactor_swaps_are_atomic_and_compared(store: Box<dyn Metastore>) {
     store.create_topic(&topic("t", 1)).await.unwrap();
     let owner = store
-        .acquire_partition("t", 0, "a")
+        .acquire_partition("t", 0, "a", "")
         .await
         .unwrap()
         .owner
@@ -647,7 +655,7 @@ async fn etcd_commit_splits_only_where_the_op_limit_forces_it() {
     let mut appends = Vec::new();
     for p in 0..10 {
         let owner = store
-            .acquire_partition("t", p, "a")
+            .acquire_partition("t", p, "a", "")
             .await
             .unwrap()
             .owner
@@ -694,7 +702,7 @@ async fn embedded_store_survives_reopen() {
         let store = KvMetastore::new(EmbeddedKv::open(dir.path()).unwrap(), root);
         store.create_topic(&topic("t", 1)).await.unwrap();
         let owner = store
-            .acquire_partition("t", 0, "a")
+            .acquire_partition("t", 0, "a", "")
             .await
             .unwrap()
             .owner
@@ -706,7 +714,7 @@ async fn embedded_store_survives_reopen() {
     }
     let store = KvMetastore::new(EmbeddedKv::open(dir.path()).unwrap(), root);
     assert_eq!(store.get_topic("t").await.unwrap(), Some(topic("t", 1)));
-    let state = store.acquire_partition("t", 0, "b").await.unwrap();
+    let state = store.acquire_partition("t", 0, "b", "").await.unwrap();
     assert_eq!(state.high_watermark, 42);
     assert_eq!(state.owner.unwrap().epoch, 2);
 }

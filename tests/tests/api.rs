@@ -156,6 +156,7 @@ async fn subscribe_follows_the_tail() {
     }
     let mut stream = LogClient::new(channel.transport())
         .subscribe(proto::SubscribeRequest {
+            topic_id: String::new(),
             topic: "tail".into(),
             partition: 0,
             offset: 1,

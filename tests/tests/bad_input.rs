@@ -36,6 +36,7 @@ fn create(name: &str, partitions: i32, config: &[(&str, &str)]) -> proto::Create
 
 fn fetch(topic: &str, partition: i32, offset: i64) -> proto::FetchRequest {
     proto::FetchRequest {
+        topic_id: String::new(),
         topic: topic.to_string(),
         partition,
         offset,
@@ -47,6 +48,7 @@ fn fetch(topic: &str, partition: i32, offset: i64) -> proto::FetchRequest {
 fn produce(topic: &str, partition: Option<i32>, values: Vec<Vec<u8>>) -> proto::ProduceRequest {
     proto::ProduceRequest {
         topic: topic.to_string(),
+        topic_id: String::new(),
         partition,
         records: values
             .into_iter()

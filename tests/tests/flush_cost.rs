@@ -46,6 +46,7 @@ async fn one_put_and_one_commit_per_flush_of_eight_partitions() {
     let before = admin.agent_stats().await.unwrap();
     let response = proto::log_client::LogClient::new(channel.transport())
         .produce(proto::ProduceRequest {
+            topic_id: String::new(),
             topic: "costs".into(),
             partition: None,
             records,

@@ -39,6 +39,7 @@ fn record(value: &[u8], headers: &[(&str, &[u8])]) -> proto::Record {
 
 fn produce(topic: &str, records: Vec<proto::Record>) -> proto::ProduceRequest {
     proto::ProduceRequest {
+        topic_id: String::new(),
         topic: topic.to_string(),
         partition: Some(0),
         records,
@@ -190,6 +191,7 @@ async fn each_limit_is_refused_naming_its_setting_and_nothing_is_stored() {
     }
     let fetched = log
         .fetch(proto::FetchRequest {
+            topic_id: String::new(),
             topic: "t1".into(),
             partition: 0,
             offset: 0,
@@ -421,6 +423,7 @@ async fn streams_per_connection_are_bounded() {
         b"",
     );
     let subscribe = proto::SubscribeRequest {
+        topic_id: String::new(),
         topic: "tail".into(),
         partition: 0,
         offset: 0,

@@ -241,6 +241,7 @@ async fn a_produce_to_another_agents_partition_is_forwarded_once() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
     let request = pb::ProduceRequest {
+        topic_id: String::new(),
         topic: "fwd".into(),
         partition: Some(b_partition),
         records: vec![pb::Record {

@@ -137,6 +137,7 @@ fn now_ms() -> i64 {
 fn timestamped(topic: &str, timestamp_ms: i64) -> proto::ProduceRequest {
     proto::ProduceRequest {
         topic: topic.to_string(),
+        topic_id: String::new(),
         partition: Some(0),
         records: vec![proto::Record {
             value: Some(Bytes::from_static(b"v")),

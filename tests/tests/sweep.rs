@@ -495,6 +495,7 @@ async fn every_rpc_answers_bad_input_with_a_specific_status() {
     for topic in &topics {
         for partition in 0..topic.partitions {
             log.fetch(proto::FetchRequest {
+                topic_id: String::new(),
                 topic: topic.name.clone(),
                 partition,
                 offset: 0,

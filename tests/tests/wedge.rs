@@ -108,6 +108,7 @@ async fn produce_one_by_one(
         let value = format!("r{i}");
         let request = proto::ProduceRequest {
             topic: topic.to_string(),
+            topic_id: String::new(),
             partition: Some(0),
             records: vec![proto::Record {
                 value: Some(Bytes::from(value.clone())),
@@ -220,6 +221,7 @@ async fn a_session_that_never_reads_is_held_back() {
                 sequence,
                 request: Some(proto::ProduceRequest {
                     topic: "flood".into(),
+                    topic_id: String::new(),
                     partition: Some(0),
                     records: vec![proto::Record {
                         value: Some(value.clone()),
