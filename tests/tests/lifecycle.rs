@@ -61,7 +61,11 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
     cli_ok(a, &["topic", "create", "t", "--partitions", "6"], b"");
     for p in 0..6 {
         let value = format!("old-{p}\n");
-        cli_ok(c, &["produce", "t", "--partition", &p.to_string()], value.as_bytes());
+        cli_ok(
+            c,
+            &["produce", "t", "--partition", &p.to_string()],
+            value.as_bytes(),
+        );
     }
     assert_eq!(read_all(c, "t").len(), 6);
     let old_id = topic_id(c, "t").await;
@@ -83,7 +87,11 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
     // read.
     for (i, server) in servers.iter().enumerate() {
         let value = format!("new-{i}\n");
-        cli_ok(server, &["produce", "t", "--partition", "1"], value.as_bytes());
+        cli_ok(
+            server,
+            &["produce", "t", "--partition", "1"],
+            value.as_bytes(),
+        );
     }
     for server in &servers {
         assert_eq!(
@@ -120,5 +128,9 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
             .into_inner();
         assert_eq!(written.topic_id, new_id);
     }
-    assert_eq!(read_all(a, "t").len(), 6, "3 on partition 1, 3 on partition 0");
+    assert_eq!(
+        read_all(a, "t").len(),
+        6,
+        "3 on partition 1, 3 on partition 0"
+    );
 }
