@@ -87,6 +87,8 @@ struct Tasks {
     /// Times out group members; stops (dropping the coordinator slots) with the control
     /// loop.
     sweeper: JoinHandle<()>,
+    /// Follows topic changes; stops with the control loop.
+    topics: JoinHandle<()>,
     stop_control: watch::Sender<bool>,
     membership: JoinHandle<()>,
     stop_membership: watch::Sender<bool>,
@@ -249,6 +251,80 @@ impl Inner {
         Ok(handle)
     }
 
+    /// Follows topic changes until `stop`: on every notification of the metastore's topic
+    /// watch (creations, deletions, changes, and a lost watch), the cached topics are
+    /// brought in line with the stored ones. So no agent acts on a deleted topic or an
+    /// old definition for longer than a watch notification takes.
+    pub(crate) async fn run_topic_follower(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
+        loop {
+            let mut changes = match self.metastore.watch_topics().await {
+                Ok(changes) => changes,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot watch topics; retrying");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        _ = stop.wait_for(|s| *s) => return,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    change = changes.recv() => if change.is_none() { break },
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+                if let Err(e) = self.sync_topics().await {
+                    tracing::warn!(error = %e, "cannot read the topics after a change; waiting for the next");
+                }
+            }
+        }
+    }
+
+    /// Brings the cached topics in line with the stored ones: a deleted topic, or one
+    /// created again (another id), is forgotten; a changed definition replaces the cached
+    /// one.
+    async fn sync_topics(&self) -> Result<()> {
+        let stored: HashMap<String, TopicMeta> = self
+            .metastore
+            .list_topics()
+            .await?
+            .into_iter()
+            .map(|t| (t.name.clone(), t))
+            .collect();
+        let cached: Vec<Arc<TopicHandle>> = self
+            .topics
+            .lock()
+            .expect("topics lock")
+            .values()
+            .cloned()
+            .collect();
+        for handle in cached {
+            let name = handle.meta.name.as_str();
+            match stored.get(name) {
+                Some(meta) if *meta == handle.meta => {}
+                Some(meta) if meta.topic_id == handle.meta.topic_id => {
+                    tracing::info!(topic = name, "topic changed; using its new definition");
+                    let updated = Arc::new(TopicHandle {
+                        settings: TopicSettings::from_config(&meta.config),
+                        meta: meta.clone(),
+                    });
+                    self.topics
+                        .lock()
+                        .expect("topics lock")
+                        .insert(name.to_string(), updated);
+                }
+                _ => {
+                    tracing::info!(
+                        topic = name,
+                        "topic deleted (or created again); forgetting it"
+                    );
+                    self.forget_topic_state(name);
+                }
+            }
+        }
+        self.cluster.wake();
+        Ok(())
+    }
+
     /// Forgets all this agent holds of `topic`: its cached definition, its partitions'
     /// ownership (their unflushed records fail) and their cached logs.
     pub(crate) fn forget_topic_state(&self, topic: &str) {
@@ -336,6 +412,10 @@ impl Agent {
             "group sweeper",
             inner.clone().run_group_sweeper(stopping.clone()),
         );
+        let topics = inner.spawn_part(
+            "topic follower",
+            inner.clone().run_topic_follower(stopping.clone()),
+        );
         let control = inner.spawn_part(
             "control loop",
             inner.clone().run_control_loop(role, stopping),
@@ -351,6 +431,7 @@ impl Agent {
                 flusher,
                 control,
                 sweeper,
+                topics,
                 stop_control,
                 membership,
                 stop_membership,
@@ -368,6 +449,7 @@ impl Agent {
         let _ = tasks.stop_control.send(true);
         let _ = tasks.control.await;
         let _ = tasks.sweeper.await;
+        let _ = tasks.topics.await;
         self.inner.close_writer();
         let _ = tasks.flusher.await;
         let _ = tasks.stop_membership.send(true);

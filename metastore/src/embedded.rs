@@ -43,6 +43,8 @@ const TAG_DELETE_PREFIX: u8 = 3;
 #[derive(Debug)]
 pub struct EmbeddedKv {
     map: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    /// Prefix watches, notified by every write that touches a key under them.
+    watches: Arc<Mutex<Vec<(String, tokio::sync::mpsc::Sender<()>)>>>,
     /// Held by one write at a time, on a blocking thread, from its check to its apply.
     writer: Arc<Mutex<Writer>>,
     /// An exclusive lock on `dir/LOCK` while the store is open: one process per directory.
@@ -119,6 +121,7 @@ impl EmbeddedKv {
     pub fn in_memory() -> Self {
         Self {
             map: Arc::default(),
+            watches: Arc::default(),
             writer: Arc::new(Mutex::new(Writer { log: None })),
             _lock: None,
         }
@@ -172,6 +175,7 @@ impl EmbeddedKv {
             .len();
         Ok(Self {
             map: Arc::new(Mutex::new(map)),
+            watches: Arc::default(),
             writer: Arc::new(Mutex::new(Writer {
                 log: Some(Log {
                     file,
@@ -183,6 +187,21 @@ impl EmbeddedKv {
             })),
             _lock: Some(lock),
         })
+    }
+
+    /// Notifies the watches of the prefixes `keys` (or deleted prefixes) touch.
+    fn notify_watches(&self, touched: &[&str]) {
+        let mut watches = self.watches.lock().expect("watches lock");
+        watches.retain(|(_, sender)| !sender.is_closed());
+        for (prefix, sender) in watches.iter() {
+            // A deleted prefix may hold keys under the watched one, and the other way round.
+            if touched
+                .iter()
+                .any(|k| k.starts_with(prefix.as_str()) || prefix.starts_with(*k))
+            {
+                crate::kv::notify(sender);
+            }
+        }
     }
 
     /// Runs `write` under the writer lock on a blocking thread: it may wait for the disk.
@@ -352,28 +371,51 @@ impl KvBackend for EmbeddedKv {
     }
 
     async fn txn(&self, compares: Vec<Compare>, ops: Vec<Op>) -> Result<bool> {
-        self.write(move |writer, map| {
-            // Only writers change the map, and this one holds the writer lock: what is
-            // checked here still holds when it is applied below.
-            let holds = {
-                let map = lock_map(map);
-                compares.iter().all(|c| match c {
-                    Compare::ValueEquals(key, value) => map.get(key) == Some(value),
-                    Compare::Absent(key) => !map.contains_key(key),
-                    Compare::Exists(key) => map.contains_key(key),
-                })
-            };
-            if !holds {
-                return Ok(false);
-            }
-            if let Some(log) = writer.log.as_mut() {
-                log.append(&encode_ops(&ops))
-                    .map_err(|e| Error::Unavailable(format!("embedded metastore: append: {e}")))?;
-            }
-            apply(&mut lock_map(map), ops);
-            Ok(true)
-        })
-        .await
+        let touched: Vec<String> = ops
+            .iter()
+            .map(|op| match op {
+                Op::Put(key, _) | Op::Delete(key) | Op::DeletePrefix(key) => key.clone(),
+            })
+            .collect();
+        let applied = self
+            .write(move |writer, map| {
+                // Only writers change the map, and this one holds the writer lock: what is
+                // checked here still holds when it is applied below.
+                let holds = {
+                    let map = lock_map(map);
+                    compares.iter().all(|c| match c {
+                        Compare::ValueEquals(key, value) => map.get(key) == Some(value),
+                        Compare::Absent(key) => !map.contains_key(key),
+                        Compare::Exists(key) => map.contains_key(key),
+                    })
+                };
+                if !holds {
+                    return Ok(false);
+                }
+                if let Some(log) = writer.log.as_mut() {
+                    log.append(&encode_ops(&ops)).map_err(|e| {
+                        Error::Unavailable(format!("embedded metastore: append: {e}"))
+                    })?;
+                }
+                apply(&mut lock_map(map), ops);
+                Ok(true)
+            })
+            .await?;
+        if applied {
+            let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+            self.notify_watches(&touched);
+        }
+        Ok(applied)
+    }
+
+    async fn watch_prefix(&self, prefix: &str) -> Result<crate::kv::ChangeWatch> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        crate::kv::notify(&sender);
+        self.watches
+            .lock()
+            .expect("watches lock")
+            .push((prefix.to_string(), sender));
+        Ok(receiver)
     }
 
     fn max_txn_ops(&self) -> usize {

@@ -149,6 +149,49 @@ impl KvBackend for EtcdKv {
         self.max_txn_ops
     }
 
+    async fn watch_prefix(&self, prefix: &str) -> Result<crate::kv::ChangeWatch> {
+        let (sender, receiver) = tokio::sync::mpsc::channel(1);
+        let client = self.client.clone();
+        let prefix = prefix.to_string();
+        tokio::spawn(async move {
+            // Until the watcher goes away: (re)establish the watch, notify (changes may
+            // have been missed meanwhile), then notify on every response with events. A
+            // cancelled watch (etcd compacted past it) or a broken stream starts over.
+            while !sender.is_closed() {
+                let options = etcd_client::WatchOptions::new().with_prefix();
+                match client
+                    .watch_client()
+                    .watch(prefix.clone(), Some(options))
+                    .await
+                {
+                    Ok(mut stream) => {
+                        crate::kv::notify(&sender);
+                        loop {
+                            match stream.message().await {
+                                Ok(Some(response)) if !response.canceled() => {
+                                    if !response.events().is_empty() {
+                                        crate::kv::notify(&sender);
+                                    }
+                                }
+                                Ok(_) => break,
+                                Err(e) => {
+                                    tracing::debug!(%prefix, error = %e, "etcd watch broke; watching again");
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    Err(e) => tracing::debug!(%prefix, error = %e, "cannot watch etcd; retrying"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                    () = sender.closed() => return,
+                }
+            }
+        });
+        Ok(receiver)
+    }
+
     #[instrument(name = "metastore.etcd.revision", skip(self))]
     async fn revision(&self) -> Result<i64> {
         let mut kv = self.client.kv_client();

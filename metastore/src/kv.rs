@@ -75,6 +75,11 @@ pub trait KvBackend: Send + Sync + Debug + 'static {
         ttl: Duration,
     ) -> Result<Box<dyn Liveness>>;
 
+    /// Notifies on every change of a key under `prefix` (etcd: a watch, re-established
+    /// after a lost connection or a compaction; embedded: from the writes themselves).
+    /// The first notification comes at once.
+    async fn watch_prefix(&self, prefix: &str) -> Result<ChangeWatch>;
+
     /// As [`KvBackend::put_ephemeral`], but only if `key` does not exist: `None` if it
     /// does (an election: the key's holder is whoever created it).
     async fn create_ephemeral(
@@ -83,6 +88,17 @@ pub trait KvBackend: Send + Sync + Debug + 'static {
         value: Vec<u8>,
         ttl: Duration,
     ) -> Result<Option<Box<dyn Liveness>>>;
+}
+
+/// Notifications that keys under a watched prefix changed ([`KvBackend::watch_prefix`]).
+/// A notification carries no detail: the watcher reads the prefix again. Notifications
+/// coalesce (one pending at a time), and one is sent whenever the watch is (re)established,
+/// so a watcher that reads on every notification never misses a change for long.
+pub type ChangeWatch = tokio::sync::mpsc::Receiver<()>;
+
+/// The sending side of a [`ChangeWatch`]: a change notifies once, coalescing.
+pub(crate) fn notify(sender: &tokio::sync::mpsc::Sender<()>) {
+    let _ = sender.try_send(());
 }
 
 /// Keeps an ephemeral key alive (see [`KvBackend::put_ephemeral`]).

@@ -36,7 +36,7 @@ mod model;
 pub use embedded::EmbeddedKv;
 pub use error::{Error, Result};
 pub use etcd::EtcdKv;
-pub use kv::Liveness;
+pub use kv::{ChangeWatch, Liveness};
 pub use metastore::{KvMetastore, Metastore, open, open_with};
 
 /// The compactor job of one partition, as [`Metastore::claim_compaction`] names it.

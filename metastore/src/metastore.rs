@@ -29,6 +29,10 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     /// Every topic, by name.
     async fn list_topics(&self) -> Result<Vec<TopicMeta>>;
 
+    /// Notifies whenever a topic is created, deleted or changed (and once at once, and
+    /// after a lost watch): read the topics again on each notification.
+    async fn watch_topics(&self) -> Result<crate::kv::ChangeWatch>;
+
     /// Deletes a topic with its partitions' state and index. [`Error::TopicNotFound`] if
     /// there is no such topic.
     async fn delete_topic(&self, name: &str) -> Result<()>;
@@ -678,6 +682,10 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         }
         self.forget_skipped(&prefix, &skipped);
         Ok(topics)
+    }
+
+    async fn watch_topics(&self) -> Result<crate::kv::ChangeWatch> {
+        self.kv.watch_prefix(&self.keys.topics_prefix()).await
     }
 
     #[instrument(name = "metastore.delete_topic", skip(self))]

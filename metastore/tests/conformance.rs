@@ -587,6 +587,33 @@ async fn compactor_swaps_are_atomic_and_compared(store: Box<dyn Metastore>) {
     store.compact_history(revision).await.unwrap();
 }
 
+async fn topic_changes_are_notified(store: Box<dyn Metastore>) {
+    let mut changes = store.watch_topics().await.unwrap();
+    let next = async |changes: &mut strata_metastore::ChangeWatch| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv())
+            .await
+            .expect("a notification within 10 s")
+            .expect("the watch stays open")
+    };
+    // One at once (read the topics now), then one per change.
+    next(&mut changes).await;
+    store.create_topic(&topic("watched", 2)).await.unwrap();
+    next(&mut changes).await;
+    store.delete_topic("watched").await.unwrap();
+    next(&mut changes).await;
+    // Changes elsewhere do not notify.
+    store.create_topic(&topic("other", 1)).await.unwrap();
+    next(&mut changes).await;
+    let owner = store.acquire_partition("other", 0, "a", "").await.unwrap();
+    assert!(owner.owner.is_some());
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(500), changes.recv())
+            .await
+            .is_err(),
+        "a partition's change is not a topic's"
+    );
+}
+
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -631,6 +658,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn compactor_swaps_are_atomic_and_compared() {
                 super::compactor_swaps_are_atomic_and_compared($make("compactor").await).await;
+            }
+
+            #[tokio::test]
+            async fn topic_changes_are_notified() {
+                super::topic_changes_are_notified($make("watch").await).await;
             }
 
             #[tokio::test]

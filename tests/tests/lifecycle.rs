@@ -4,11 +4,13 @@
 //! request naming the old id — is refused, never applied to the new one (three agents,
 //! real etcd + s3s-fs).
 
+use std::time::{Duration, Instant};
+
 use bytes::Bytes;
 use strata_client::proto;
 use strata_client::proto::admin_client::AdminClient;
 use strata_client::proto::log_client::LogClient;
-use strata_tests::{AgentProcess, cli, cli_ok};
+use strata_tests::{AgentProcess, cli, cli_ok, report};
 use tonic::Code;
 
 async fn topic_id(server: &str, topic: &str) -> String {
@@ -133,4 +135,77 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
         6,
         "3 on partition 1, 3 on partition 0"
     );
+}
+
+/// The topic `Metadata` of `server` shows: its id and partition count, or `None` if the
+/// agent answers that there is no such topic.
+async fn seen(server: &str, topic: &str) -> Option<(String, usize)> {
+    let channel = strata_client::connect(server).await.unwrap();
+    let answer = strata_client::proto::cluster_client::ClusterClient::new(channel.transport())
+        .metadata(proto::MetadataRequest {
+            topics: vec![topic.to_string()],
+        })
+        .await;
+    match answer {
+        Ok(response) => {
+            let t = response.into_inner().topics.remove(0);
+            Some((t.topic_id, t.partitions.len()))
+        }
+        Err(status) if status.code() == Code::NotFound => None,
+        Err(status) => panic!("{status:?}"),
+    }
+}
+
+/// How long until every one of `servers` shows `want` for `topic`.
+async fn propagation(servers: &[String], topic: &str, want: Option<usize>) -> Duration {
+    let started = Instant::now();
+    for server in servers {
+        loop {
+            let shown = seen(server, topic).await;
+            if shown.as_ref().map(|(_, n)| *n) == want {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{server} still shows {shown:?} for {topic}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_agent_sees_a_topic_change_at_once() {
+    let agents = AgentProcess::start_cluster(3, "propagation", &[]);
+    let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
+    cli_ok(
+        &servers[0],
+        &["topic", "create", "p", "--partitions", "3"],
+        b"",
+    );
+    // Every agent caches the topic.
+    for server in &servers {
+        assert_eq!(seen(server, "p").await.map(|(_, n)| n), Some(3));
+    }
+    // Deleted through the first agent: the others stop showing it.
+    cli_ok(&servers[0], &["topic", "delete", "p"], b"");
+    let deleted = propagation(&servers[1..], "p", None).await;
+    // Created again, larger: every agent shows the new incarnation.
+    cli_ok(
+        &servers[0],
+        &["topic", "create", "p", "--partitions", "5"],
+        b"",
+    );
+    let created = propagation(&servers[1..], "p", Some(5)).await;
+    let id = topic_id(&servers[0], "p").await;
+    for server in &servers {
+        assert_eq!(seen(server, "p").await.unwrap().0, id);
+    }
+    report(&format!(
+        "TOPIC CHANGES: a delete reached both other agents {} ms after it was acknowledged; a \
+         re-creation {} ms",
+        deleted.as_millis(),
+        created.as_millis()
+    ));
 }
