@@ -44,12 +44,15 @@ const TAG_DELETE_PREFIX: u8 = 3;
 pub struct EmbeddedKv {
     map: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
     /// Prefix watches, notified by every write that touches a key under them.
-    watches: Arc<Mutex<Vec<(String, tokio::sync::mpsc::Sender<()>)>>>,
+    watches: Arc<Mutex<Vec<PrefixWatch>>>,
     /// Held by one write at a time, on a blocking thread, from its check to its apply.
     writer: Arc<Mutex<Writer>>,
     /// An exclusive lock on `dir/LOCK` while the store is open: one process per directory.
     _lock: Option<File>,
 }
+
+/// A watched prefix and where its notifications go.
+type PrefixWatch = (String, tokio::sync::mpsc::Sender<()>);
 
 #[derive(Debug)]
 struct Writer {
