@@ -668,6 +668,42 @@ impl Agent {
             .collect())
     }
 
+    /// Deletes a partition's records below `before` (-1: the high watermark) by moving
+    /// its log start (Kafka's DeleteRecords); returns the log start afterwards.
+    pub async fn delete_records(&self, topic: &str, partition: i32, before: i64) -> Result<i64> {
+        let handle = self.topic(topic).await?;
+        let partition = Self::check_partition(&handle, partition)?;
+        let key = (topic.to_string(), partition);
+        let state = self
+            .inner
+            .metastore
+            .partition_state(topic, partition)
+            .await?;
+        let before = if before == -1 {
+            state.high_watermark
+        } else {
+            before
+        };
+        if !(0..=state.high_watermark).contains(&before) {
+            return Err(Error::OffsetOutOfRange {
+                topic: topic.to_string(),
+                partition,
+                offset: before,
+                log_start_offset: state.log_start_offset,
+                high_watermark: state.high_watermark,
+            });
+        }
+        let start = self
+            .inner
+            .metastore
+            .advance_log_start(topic, partition, before)
+            .await?;
+        // Readers here see it at once; other agents within their log-start check.
+        self.inner.partition_log(&key).move_log_start(start);
+        tracing::info!(topic, partition, log_start = start, "deleted records");
+        Ok(start)
+    }
+
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.inner.metastore.delete_topic(name).await?;

@@ -65,6 +65,13 @@ impl PartitionLog {
         index.retain(|_, e| e.last_offset >= log_start_offset);
     }
 
+    /// Moves the known log start up to `log_start_offset` (records were deleted).
+    pub(crate) fn move_log_start(&self, log_start_offset: i64) {
+        if log_start_offset > self.committed.borrow().log_start_offset {
+            self.set_log_start(log_start_offset);
+        }
+    }
+
     /// Forgets every cached entry: they may name objects that are gone.
     fn forget_index(&self) {
         self.index.lock().expect("index lock").clear();

@@ -516,6 +516,21 @@ impl Admin for AgentService {
         }))
     }
 
+    async fn delete_records(
+        &self,
+        request: Request<pb::DeleteRecordsRequest>,
+    ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        let r = request.into_inner();
+        let log_start_offset = self
+            .agent
+            .delete_records(&r.topic, r.partition, r.before_offset)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::DeleteRecordsResponse {
+            log_start_offset,
+        }))
+    }
+
     async fn delete_topic(
         &self,
         request: Request<pb::DeleteTopicRequest>,

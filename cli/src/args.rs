@@ -551,6 +551,16 @@ pub enum TopicCommand {
     Describe { name: String },
     /// Delete a topic.
     Delete { name: String },
+    /// Delete a partition's records below an offset (Kafka's DeleteRecords): its log start
+    /// moves there; the compactor removes what lies wholly below.
+    DeleteRecords {
+        name: String,
+        #[arg(long, short)]
+        partition: u32,
+        /// Records below this offset go; -1 = all (the high watermark).
+        #[arg(long, allow_negative_numbers = true)]
+        before: i64,
+    },
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]

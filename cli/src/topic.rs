@@ -72,6 +72,14 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
             admin.delete_topic(&name).await?;
             println!("deleted topic {name}");
         }
+        TopicCommand::DeleteRecords {
+            name,
+            partition,
+            before,
+        } => {
+            let start = admin.delete_records(&name, partition, before).await?;
+            println!("{name}/{partition}: log start {start}");
+        }
     }
     Ok(())
 }

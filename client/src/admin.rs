@@ -101,6 +101,21 @@ impl Admin {
         Ok(response.into_inner())
     }
 
+    /// Deletes a partition's records below `before` (-1: all of them); the log start
+    /// afterwards.
+    pub async fn delete_records(&self, topic: &str, partition: u32, before: i64) -> Result<i64> {
+        let response = self
+            .admin
+            .clone()
+            .delete_records(pb::DeleteRecordsRequest {
+                topic: topic.to_string(),
+                partition: partition as i32,
+                before_offset: before,
+            })
+            .await?;
+        Ok(response.into_inner().log_start_offset)
+    }
+
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.admin

@@ -206,7 +206,18 @@ impl Inner {
         } else {
             None
         };
+        // Entries wholly below the log start (records deleted) go like expired ones.
+        let log_start = self
+            .metastore
+            .partition_state(name, partition)
+            .await?
+            .log_start_offset;
+        let deleted = entries
+            .iter()
+            .take_while(|e| e.last_offset < log_start)
+            .count();
         let expired = expired_prefix(&entries, &policy, self.clock.now_ms())
+            .max(deleted)
             .min(archived_prefix(&entries, archived_to));
         if self
             .apply_retention(name, partition, &entries[..expired], claim, &mut report)

@@ -83,7 +83,8 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     ) -> Result<bool>;
 
     /// Retention: removes `dropped`, the first entries of a partition's index, and moves
-    /// the log start offset to the offset after the last of them, in one transaction that
+    /// the log start offset to the offset after the last of them (unless it is past that
+    /// already), in one transaction that
     /// compares them and the log start: `false` (nothing changed) if any changed. At most
     /// [`Metastore::max_swap_entries`] entries.
     async fn truncate_log(
@@ -92,6 +93,11 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
         partition: u32,
         dropped: &[IndexEntry],
     ) -> Result<bool>;
+
+    /// Moves a partition's log start up to `offset` (Kafka's DeleteRecords; never down,
+    /// and only in an existing topic); returns the log start afterwards. The caller checks
+    /// that `offset` is at most the high watermark.
+    async fn advance_log_start(&self, topic: &str, partition: u32, offset: i64) -> Result<i64>;
 
     /// The most entries [`Metastore::replace_index_entries`] and
     /// [`Metastore::truncate_log`] take at once (the backend's transaction limit).
@@ -869,13 +875,48 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         };
         let start_key = self.keys.log_start(topic, partition);
         let old_start = self.kv.get(&start_key).await?;
+        // A deletion of records may have moved the start past the dropped entries.
+        let start = match &old_start {
+            Some(bytes) => decode_offset(&start_key, bytes)?,
+            None => 0,
+        }
+        .max(last.last_offset + 1);
         let (mut compares, mut ops) = self.swap_ops(topic, partition, dropped, &[]);
         compares.push(Compare::unchanged(&start_key, old_start));
-        ops.push(Op::Put(
-            start_key,
-            (last.last_offset + 1).to_string().into_bytes(),
-        ));
+        ops.push(Op::Put(start_key, start.to_string().into_bytes()));
         self.kv.txn(compares, ops).await
+    }
+
+    #[instrument(name = "metastore.advance_log_start", skip(self))]
+    async fn advance_log_start(&self, topic: &str, partition: u32, offset: i64) -> Result<i64> {
+        let start_key = self.keys.log_start(topic, partition);
+        loop {
+            let old = self.kv.get(&start_key).await?;
+            let start = match &old {
+                Some(bytes) => decode_offset(&start_key, bytes)?,
+                None => 0,
+            };
+            if offset <= start {
+                return Ok(start);
+            }
+            let moved = self
+                .kv
+                .txn(
+                    vec![
+                        Compare::Exists(self.keys.topic(topic)),
+                        Compare::unchanged(&start_key, old),
+                    ],
+                    vec![Op::Put(start_key.clone(), offset.to_string().into_bytes())],
+                )
+                .await?;
+            if moved {
+                return Ok(offset);
+            }
+            if self.kv.get(&self.keys.topic(topic)).await?.is_none() {
+                return Err(Error::TopicNotFound(topic.to_string()));
+            }
+            // Retention moved it meanwhile: read it again.
+        }
     }
 
     fn max_swap_entries(&self) -> usize {

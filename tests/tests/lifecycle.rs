@@ -209,3 +209,104 @@ async fn every_agent_sees_a_topic_change_at_once() {
         created.as_millis()
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deleted_records_are_out_of_range_and_the_compactor_removes_them() {
+    use strata_client::{Producer, ProducerConfig, ProducerRecord};
+    use strata_tests::compactor::{
+        CompactorProcess, index, read_all as read_records, setup, wait_until,
+    };
+
+    let setup = setup("delrecords", &["--linger-ms", "0"]).await;
+    let server = setup.agent.server();
+    cli_ok(&server, &["topic", "create", "d", "--partitions", "1"], b"");
+    // One record per flush: 50 index entries.
+    let producer = Producer::connect(&server, ProducerConfig::default())
+        .await
+        .unwrap();
+    for i in 0..50 {
+        let mut record = ProducerRecord::value(format!("r{i}"));
+        record.partition = Some(0);
+        producer.send_and_wait("d", record).await.unwrap();
+    }
+
+    let out = cli_ok(
+        &server,
+        &[
+            "topic",
+            "delete-records",
+            "d",
+            "--partition",
+            "0",
+            "--before",
+            "30",
+        ],
+        b"",
+    );
+    assert_eq!(out.trim(), "d/0: log start 30");
+    // Past the high watermark: OUT_OF_RANGE with the bounds; nothing moves.
+    let beyond = cli(
+        &server,
+        &[
+            "topic",
+            "delete-records",
+            "d",
+            "--partition",
+            "0",
+            "--before",
+            "51",
+        ],
+        b"",
+    );
+    let stderr = String::from_utf8_lossy(&beyond.stderr);
+    assert!(
+        !beyond.status.success() && stderr.contains("30 (log start) to 50 (high watermark)"),
+        "{stderr}"
+    );
+    // A reader below the start gets OUT_OF_RANGE naming it; the SDK resumes at the start.
+    let channel = strata_client::connect(&server).await.unwrap();
+    let status = LogClient::new(channel.transport())
+        .fetch(proto::FetchRequest {
+            topic: "d".into(),
+            topic_id: String::new(),
+            partition: 0,
+            offset: 10,
+            max_bytes: 0,
+            max_wait_ms: 0,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert!(status.message().contains("30 (log start)"), "{status:?}");
+    let offsets: Vec<i64> = read_records(&server, "d")
+        .await
+        .iter()
+        .map(|r| r.offset)
+        .collect();
+    assert_eq!(offsets, (30..50).collect::<Vec<i64>>());
+
+    // The compactor removes the entries wholly below the start.
+    let compactor = CompactorProcess::start(&setup.kind, &["--interval", "300ms"]);
+    wait_until("the compactor dropped the deleted entries", async || {
+        index(&setup.metastore, "d", 0).await[0].base_offset == 30
+    })
+    .await;
+    drop(compactor);
+    assert_eq!(read_records(&server, "d").await.len(), 20);
+    // -1: everything.
+    let out = cli_ok(
+        &server,
+        &[
+            "topic",
+            "delete-records",
+            "d",
+            "--partition",
+            "0",
+            "--before",
+            "-1",
+        ],
+        b"",
+    );
+    assert_eq!(out.trim(), "d/0: log start 50");
+    assert!(read_records(&server, "d").await.is_empty());
+}
