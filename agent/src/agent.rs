@@ -303,14 +303,7 @@ impl Inner {
                 Some(meta) if *meta == handle.meta => {}
                 Some(meta) if meta.topic_id == handle.meta.topic_id => {
                     tracing::info!(topic = name, "topic changed; using its new definition");
-                    let updated = Arc::new(TopicHandle {
-                        settings: TopicSettings::from_config(&meta.config),
-                        meta: meta.clone(),
-                    });
-                    self.topics
-                        .lock()
-                        .expect("topics lock")
-                        .insert(name.to_string(), updated);
+                    self.use_definition(meta);
                 }
                 _ => {
                     tracing::info!(
@@ -323,6 +316,18 @@ impl Inner {
         }
         self.cluster.wake();
         Ok(())
+    }
+
+    /// Caches `meta` as its topic's definition (a changed config of the same incarnation).
+    pub(crate) fn use_definition(&self, meta: &TopicMeta) {
+        let handle = Arc::new(TopicHandle {
+            settings: TopicSettings::from_config(&meta.config),
+            meta: meta.clone(),
+        });
+        self.topics
+            .lock()
+            .expect("topics lock")
+            .insert(meta.name.clone(), handle);
     }
 
     /// Forgets all this agent holds of `topic`: its cached definition, its partitions'
@@ -666,6 +671,45 @@ impl Agent {
                     .map(str::to_string),
             })
             .collect())
+    }
+
+    /// Sets and deletes config keys of a topic (deleted keys go back to their defaults),
+    /// validated as at creation; returns the new definition. This agent uses it at once,
+    /// the others when their topic watch notifies them.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: &BTreeMap<String, String>,
+        delete: &[String],
+    ) -> Result<TopicMeta> {
+        if let Some(key) = delete.iter().find(|k| set.contains_key(*k)) {
+            return Err(Error::InvalidArgument(format!(
+                "config key '{}' is both set and deleted; do one",
+                crate::limits::shown(key)
+            )));
+        }
+        loop {
+            let current = self.load_topic(name).await?;
+            let mut given = current.config.clone();
+            for key in delete {
+                topic::check_config_key(key)?;
+                given.remove(key);
+            }
+            given.extend(set.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let altered = TopicMeta {
+                config: topic::resolve_config(&given)?,
+                ..current.clone()
+            };
+            if altered == current {
+                return Ok(current);
+            }
+            if self.inner.metastore.alter_topic(&current, &altered).await? {
+                tracing::info!(topic = name, "altered topic config");
+                self.inner.use_definition(&altered);
+                return Ok(altered);
+            }
+            // Altered (or deleted) concurrently: read it again.
+        }
     }
 
     /// Deletes a partition's records below `before` (-1: the high watermark) by moving

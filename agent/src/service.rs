@@ -213,6 +213,7 @@ fn topic_info(meta: &TopicMeta) -> pb::TopicInfo {
     pb::TopicInfo {
         name: meta.name.clone(),
         topic_id: meta.topic_id.clone(),
+        overridden: crate::topic::overridden(&meta.config),
         partitions: meta.partitions as i32,
         config: meta.config.clone().into_iter().collect(),
         created_at_ms: meta.created_at_ms,
@@ -513,6 +514,22 @@ impl Admin for AgentService {
             enabled: archive.enabled,
             location: archive.location,
             partitions,
+        }))
+    }
+
+    async fn alter_topic_config(
+        &self,
+        request: Request<pb::AlterTopicConfigRequest>,
+    ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        let r = request.into_inner();
+        let set = r.set.into_iter().collect();
+        let meta = self
+            .agent
+            .alter_topic_config(&r.name, &set, &r.delete)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::AlterTopicConfigResponse {
+            topic: Some(topic_info(&meta)),
         }))
     }
 

@@ -49,6 +49,33 @@ pub(crate) fn validate_key_part(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks that `key` is a topic config key.
+pub fn check_config_key(key: &str) -> Result<()> {
+    if TOPIC_CONFIG_DEFAULTS.iter().any(|(k, _)| *k == key) {
+        return Ok(());
+    }
+    let known: Vec<&str> = TOPIC_CONFIG_DEFAULTS.iter().map(|(k, _)| *k).collect();
+    Err(Error::InvalidArgument(format!(
+        "unknown topic config '{}'; known keys: {}",
+        crate::limits::shown(key),
+        known.join(", ")
+    )))
+}
+
+/// The keys of a full configuration whose value is not the default.
+pub fn overridden(config: &BTreeMap<String, String>) -> Vec<String> {
+    config
+        .iter()
+        .filter(|(k, v)| {
+            TOPIC_CONFIG_DEFAULTS
+                .iter()
+                .find(|(d, _)| d == k)
+                .is_none_or(|(_, default)| default != v)
+        })
+        .map(|(k, _)| k.clone())
+        .collect()
+}
+
 /// Validates `given` and returns the full configuration: defaults plus `given`.
 pub fn resolve_config(given: &BTreeMap<String, String>) -> Result<BTreeMap<String, String>> {
     let mut config: BTreeMap<String, String> = TOPIC_CONFIG_DEFAULTS
@@ -104,14 +131,7 @@ pub fn resolve_config(given: &BTreeMap<String, String>) -> Result<BTreeMap<Strin
                     return Err(bad("CreateTime or LogAppendTime"));
                 }
             }
-            _ => {
-                let known: Vec<&str> = TOPIC_CONFIG_DEFAULTS.iter().map(|(k, _)| *k).collect();
-                return Err(Error::InvalidArgument(format!(
-                    "unknown topic config '{}'; known keys: {}",
-                    crate::limits::shown(key),
-                    known.join(", ")
-                )));
-            }
+            _ => check_config_key(key)?,
         }
         config.insert(key.clone(), value.clone());
     }

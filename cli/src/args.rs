@@ -551,6 +551,16 @@ pub enum TopicCommand {
     Describe { name: String },
     /// Delete a topic.
     Delete { name: String },
+    /// Change a topic's config: set keys, delete others (back to their defaults).
+    Alter {
+        name: String,
+        /// KEY=VALUE to set; repeatable.
+        #[arg(long, value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// KEY to delete; repeatable.
+        #[arg(long, value_name = "KEY")]
+        delete: Vec<String>,
+    },
     /// Delete a partition's records below an offset (Kafka's DeleteRecords): its log start
     /// moves there; the compactor removes what lies wholly below.
     DeleteRecords {

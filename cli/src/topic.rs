@@ -7,13 +7,13 @@ use anyhow::{Context, Result};
 use crate::args::{ClusterCommand, TopicCommand};
 use crate::target::Target;
 
-fn parse_config(pairs: &[String]) -> Result<HashMap<String, String>> {
+fn parse_config(pairs: &[String], flag: &str) -> Result<HashMap<String, String>> {
     pairs
         .iter()
         .map(|pair| {
             let (k, v) = pair
                 .split_once('=')
-                .with_context(|| format!("--config '{pair}' is not KEY=VALUE"))?;
+                .with_context(|| format!("{flag} '{pair}' is not KEY=VALUE"))?;
             Ok((k.trim().to_string(), v.trim().to_string()))
         })
         .collect()
@@ -28,7 +28,7 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
             config,
         } => {
             let topic = admin
-                .create_topic(&name, partitions, parse_config(&config)?)
+                .create_topic(&name, partitions, parse_config(&config, "--config")?)
                 .await?;
             println!(
                 "created topic {} with {} partitions",
@@ -50,7 +50,12 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
             let mut config: Vec<_> = topic.config.into_iter().collect();
             config.sort();
             for (k, v) in config {
-                println!("  {k}={v}");
+                let source = if topic.overridden.contains(&k) {
+                    "topic"
+                } else {
+                    "default"
+                };
+                println!("  {k}={v}\t({source})");
             }
             println!("partition\tlog_start\thigh_watermark\towner\tepoch");
             for p in described.partitions {
@@ -71,6 +76,12 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;
             println!("deleted topic {name}");
+        }
+        TopicCommand::Alter { name, set, delete } => {
+            let topic = admin
+                .alter_topic_config(&name, parse_config(&set, "--set")?, delete)
+                .await?;
+            println!("altered topic {}", topic.name);
         }
         TopicCommand::DeleteRecords {
             name,

@@ -101,6 +101,25 @@ impl Admin {
         Ok(response.into_inner())
     }
 
+    /// Sets and deletes config keys of a topic (deleted keys go back to their defaults).
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: HashMap<String, String>,
+        delete: Vec<String>,
+    ) -> Result<pb::TopicInfo> {
+        let response = self
+            .admin
+            .clone()
+            .alter_topic_config(pb::AlterTopicConfigRequest {
+                name: name.to_string(),
+                set,
+                delete,
+            })
+            .await?;
+        Ok(response.into_inner().topic.unwrap_or_default())
+    }
+
     /// Deletes a partition's records below `before` (-1: all of them); the log start
     /// afterwards.
     pub async fn delete_records(&self, topic: &str, partition: u32, before: i64) -> Result<i64> {

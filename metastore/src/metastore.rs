@@ -29,6 +29,10 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     /// Every topic, by name.
     async fn list_topics(&self) -> Result<Vec<TopicMeta>>;
 
+    /// Replaces a topic's definition by `altered` (same name and id), if it is still
+    /// `current`; returns whether it did.
+    async fn alter_topic(&self, current: &TopicMeta, altered: &TopicMeta) -> Result<bool>;
+
     /// Notifies whenever a topic is created, deleted or changed (and once at once, and
     /// after a lost watch): read the topics again on each notification.
     async fn watch_topics(&self) -> Result<crate::kv::ChangeWatch>;
@@ -692,6 +696,24 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
 
     async fn watch_topics(&self) -> Result<crate::kv::ChangeWatch> {
         self.kv.watch_prefix(&self.keys.topics_prefix()).await
+    }
+
+    #[instrument(name = "metastore.alter_topic", skip_all, fields(topic = %current.name))]
+    async fn alter_topic(&self, current: &TopicMeta, altered: &TopicMeta) -> Result<bool> {
+        if altered.name != current.name || altered.topic_id != current.topic_id {
+            return Err(Error::Invalid(
+                "an alteration keeps the topic's name and id".to_string(),
+            ));
+        }
+        let key = self.keys.topic(&current.name);
+        let value = encode_json(altered);
+        self.check_topic(&key, &value).map_err(Error::Invalid)?;
+        self.kv
+            .txn(
+                vec![Compare::ValueEquals(key.clone(), encode_json(current))],
+                vec![Op::Put(key, value)],
+            )
+            .await
     }
 
     #[instrument(name = "metastore.delete_topic", skip(self))]

@@ -371,6 +371,11 @@ impl AgentProcess {
         assert!(status.success(), "kill {signal} failed");
     }
 
+    /// How it was started (its cluster and bucket, for a compactor of the same cluster).
+    pub fn kind(&self) -> &AgentKind {
+        &self.kind
+    }
+
     /// The agent id it runs with (`agent-<port>` for `strata agent`, `dev` for `strata dev`).
     pub fn agent_id(&self) -> String {
         match self.kind {

@@ -310,3 +310,105 @@ async fn deleted_records_are_out_of_range_and_the_compactor_removes_them() {
     assert_eq!(out.trim(), "d/0: log start 50");
     assert!(read_records(&server, "d").await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_altered_config_applies_on_every_agent_and_in_the_compactor() {
+    use strata_tests::compactor::{CompactorProcess, wait_until};
+
+    let agents = AgentProcess::start_cluster(3, "alter", &[]);
+    let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
+    cli_ok(
+        &servers[0],
+        &["topic", "create", "alt", "--partitions", "1"],
+        b"",
+    );
+    let record = |size: usize| produce("alt", "", 0, &"x".repeat(size));
+    // Every agent caches the topic (and accepts 100-byte records).
+    for server in &servers {
+        let channel = strata_client::connect(server).await.unwrap();
+        LogClient::new(channel.transport())
+            .produce(record(100))
+            .await
+            .unwrap();
+    }
+
+    // Bad alterations change nothing.
+    for args in [
+        ["--set", "retention.hours=1"],
+        ["--set", "max.message.bytes=0"],
+        ["--delete", "nope"],
+    ] {
+        let bad = cli(
+            &servers[1],
+            &["topic", "alter", "alt", args[0], args[1]],
+            b"",
+        );
+        assert!(!bad.status.success());
+    }
+    let described = cli_ok(&servers[2], &["topic", "describe", "alt"], b"");
+    assert!(
+        described.contains("max.message.bytes=1048576\t(default)"),
+        "{described}"
+    );
+
+    // max.message.bytes lowered through one agent: every agent refuses at once.
+    cli_ok(
+        &servers[0],
+        &["topic", "alter", "alt", "--set", "max.message.bytes=50"],
+        b"",
+    );
+    let altered = Instant::now();
+    for server in &servers {
+        let channel = strata_client::connect(server).await.unwrap();
+        let mut log = LogClient::new(channel.transport());
+        loop {
+            match log.produce(record(100)).await {
+                Err(status) if status.code() == Code::InvalidArgument => {
+                    assert!(status.message().contains("max.message.bytes"), "{status:?}");
+                    break;
+                }
+                other => assert!(
+                    altered.elapsed() < Duration::from_secs(30),
+                    "{server} still accepts: {other:?}"
+                ),
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let propagated = altered.elapsed();
+    let described = cli_ok(&servers[2], &["topic", "describe", "alt"], b"");
+    assert!(
+        described.contains("max.message.bytes=50\t(topic)"),
+        "{described}"
+    );
+
+    // retention.ms shortened: the compactor's next pass drops the old records.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    cli_ok(
+        &servers[1],
+        &["topic", "alter", "alt", "--set", "retention.ms=1000"],
+        b"",
+    );
+    let compactor = CompactorProcess::start(agents[0].kind(), &["--interval", "300ms"]);
+    wait_until("retention dropped the old records", async || {
+        read_all(&servers[0], "alt").is_empty()
+    })
+    .await;
+    drop(compactor);
+    // Deleting the key brings the default back.
+    cli_ok(
+        &servers[2],
+        &["topic", "alter", "alt", "--delete", "max.message.bytes"],
+        b"",
+    );
+    let described = cli_ok(&servers[0], &["topic", "describe", "alt"], b"");
+    assert!(
+        described.contains("max.message.bytes=1048576\t(default)"),
+        "{described}"
+    );
+    report(&format!(
+        "TOPIC CHANGES: max.message.bytes lowered through one agent was applied by all three \
+         {} ms after it was acknowledged",
+        propagated.as_millis()
+    ));
+}
