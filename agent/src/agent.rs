@@ -673,6 +673,42 @@ impl Agent {
             .collect())
     }
 
+    /// Kafka's ListOffsets: per partition of `partitions` (all if empty), the offset
+    /// `spec` names and its record's timestamp; `(-1, -1)` where no record qualifies.
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+        spec: crate::reader::OffsetSpec,
+    ) -> Result<Vec<(u32, i64, i64)>> {
+        let handle = self.topic(topic).await?;
+        if partitions.len() > handle.meta.partitions as usize {
+            return Err(Error::InvalidArgument(format!(
+                "the request names {} partitions; topic '{topic}' has {}",
+                partitions.len(),
+                handle.meta.partitions
+            )));
+        }
+        let partitions: Vec<u32> = if partitions.is_empty() {
+            (0..handle.meta.partitions).collect()
+        } else {
+            partitions
+                .iter()
+                .map(|p| Self::check_partition(&handle, *p))
+                .collect::<Result<_>>()?
+        };
+        let mut out = Vec::with_capacity(partitions.len());
+        for p in partitions {
+            let at = self
+                .inner
+                .offset_at(&(topic.to_string(), p), spec)
+                .await?
+                .unwrap_or((-1, -1));
+            out.push((p, at.0, at.1));
+        }
+        Ok(out)
+    }
+
     /// Sets and deletes config keys of a topic (deleted keys go back to their defaults),
     /// validated as at creation; returns the new definition. This agent uses it at once,
     /// the others when their topic watch notifies them.

@@ -743,39 +743,20 @@ impl Agent {
         partition: u32,
         timestamp_ms: i64,
     ) -> Result<i64> {
-        let state = self
+        let key = (topic.to_string(), partition);
+        match self
             .inner
-            .metastore
-            .partition_state(topic, partition)
-            .await?;
-        let entries = self
-            .inner
-            .metastore
-            .index_entries(topic, partition, 0, 0)
-            .await?;
-        let Some(entry) = entries.iter().find(|e| {
-            e.max_timestamp_ms >= timestamp_ms && e.last_offset >= state.log_start_offset
-        }) else {
-            return Ok(state.high_watermark);
-        };
-        let mut offset = entry.base_offset.max(state.log_start_offset);
-        while offset <= entry.last_offset {
-            let fetched = self
-                .fetch(topic, "", partition as i32, offset, 1 << 20, Duration::ZERO)
-                .await?;
-            if let Some(record) = fetched
-                .records
-                .iter()
-                .find(|r| r.timestamp_ms >= timestamp_ms)
-            {
-                return Ok(record.offset);
-            }
-            if fetched.next_offset <= offset {
-                break;
-            }
-            offset = fetched.next_offset;
+            .offset_at(&key, crate::reader::OffsetSpec::Timestamp(timestamp_ms))
+            .await?
+        {
+            Some((offset, _)) => Ok(offset),
+            None => Ok(self
+                .inner
+                .metastore
+                .partition_state(topic, partition)
+                .await?
+                .high_watermark),
         }
-        Ok(entry.last_offset + 1)
     }
 
     /// Moves a group's committed offsets of a topic; only while the group has no members.

@@ -50,3 +50,4 @@ pub use agent::{
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use metrics::Metrics;
+pub use reader::OffsetSpec;

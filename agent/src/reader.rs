@@ -173,6 +173,19 @@ pub(crate) struct FetchResult {
 /// timestamp, field tags): counted against `max_bytes`.
 const RECORD_FRAMING: usize = 24;
 
+/// What offset of a partition a ListOffsets asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OffsetSpec {
+    /// The log start.
+    Earliest,
+    /// The high watermark.
+    Latest,
+    /// The first offset whose record timestamp is at or after this.
+    Timestamp(i64),
+    /// The offset of the record with the largest timestamp.
+    MaxTimestamp,
+}
+
 /// Blocks one fetch reads from the object store at once.
 const READ_AHEAD: usize = 8;
 
@@ -276,6 +289,65 @@ impl Inner {
             committed,
             next_offset,
         })
+    }
+
+    /// The offset (and its record's timestamp, -1 for `Earliest`/`Latest`) that `spec`
+    /// names in a partition; `None` if no readable record qualifies. Found from the index
+    /// entries' newest timestamps: the first entry whose newest record is at or after the
+    /// time holds the answer (every record before it is older), so one block is read (a
+    /// few, if records were deleted below the log start in the middle of one).
+    pub(crate) async fn offset_at(
+        &self,
+        key: &PartitionKey,
+        spec: OffsetSpec,
+    ) -> Result<Option<(i64, i64)>> {
+        let state = self.metastore.partition_state(&key.0, key.1).await?;
+        let readable = state.log_start_offset..state.high_watermark;
+        let (max_timestamp, target) = match spec {
+            OffsetSpec::Earliest => return Ok(Some((state.log_start_offset, -1))),
+            OffsetSpec::Latest => return Ok(Some((state.high_watermark, -1))),
+            OffsetSpec::Timestamp(t) => (false, t),
+            OffsetSpec::MaxTimestamp => (true, i64::MIN),
+        };
+        let entries: Vec<IndexEntry> = self
+            .metastore
+            .index_entries(&key.0, key.1, 0, 0)
+            .await?
+            .into_iter()
+            .filter(|e| {
+                !e.is_empty() && e.last_offset >= readable.start && e.base_offset < readable.end
+            })
+            .collect();
+        let newest = entries.iter().map(|e| e.max_timestamp_ms).max();
+        let candidates = entries.iter().filter(|e| {
+            if max_timestamp {
+                Some(e.max_timestamp_ms) == newest
+            } else {
+                e.max_timestamp_ms >= target
+            }
+        });
+        for entry in candidates {
+            let (block, _) = self.read_block(entry).await?;
+            let records = decode_block_off_async(
+                block,
+                &entry.object,
+                entry.byte_start,
+                entry.base_offset..=entry.last_offset,
+            )
+            .await?;
+            let found = records.iter().find(|r| {
+                readable.contains(&r.offset)
+                    && if max_timestamp {
+                        r.timestamp_ms == entry.max_timestamp_ms
+                    } else {
+                        r.timestamp_ms >= target
+                    }
+            });
+            if let Some(record) = found {
+                return Ok(Some((record.offset, record.timestamp_ms)));
+            }
+        }
+        Ok(None)
     }
 
     /// Waits until the high watermark passes `offset` or `max_wait` runs out.

@@ -658,6 +658,41 @@ impl Log for AgentService {
         Ok(Response::new(response))
     }
 
+    async fn list_offsets(
+        &self,
+        request: Request<pb::ListOffsetsRequest>,
+    ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
+        use crate::reader::OffsetSpec;
+        use pb::list_offsets_request::Spec;
+        let r = request.into_inner();
+        let spec = match r.spec {
+            Some(Spec::Earliest(_)) => OffsetSpec::Earliest,
+            Some(Spec::Latest(_)) => OffsetSpec::Latest,
+            Some(Spec::TimestampMs(t)) => OffsetSpec::Timestamp(t),
+            Some(Spec::MaxTimestamp(_)) => OffsetSpec::MaxTimestamp,
+            None => {
+                return Err(Status::invalid_argument(
+                    "say which offset: earliest, latest, timestamp_ms or max_timestamp",
+                ));
+            }
+        };
+        let offsets = self
+            .agent
+            .list_offsets(&r.topic, &r.partitions, spec)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ListOffsetsResponse {
+            offsets: offsets
+                .into_iter()
+                .map(|(partition, offset, timestamp_ms)| pb::PartitionOffsetAt {
+                    partition: partition as i32,
+                    offset,
+                    timestamp_ms,
+                })
+                .collect(),
+        }))
+    }
+
     type SubscribeStream = FetchStream;
 
     async fn subscribe(

@@ -551,6 +551,14 @@ pub enum TopicCommand {
     Describe { name: String },
     /// Delete a topic.
     Delete { name: String },
+    /// Per partition: the log start, the high watermark, and with --at the first offset at
+    /// or after a time (Kafka's ListOffsets).
+    Offsets {
+        name: String,
+        /// RFC 3339 (2026-11-22T10:00:00Z) or ms since the Unix epoch.
+        #[arg(long, value_name = "TIME")]
+        at: Option<String>,
+    },
     /// Change a topic's config: set keys, delete others (back to their defaults).
     Alter {
         name: String,
@@ -606,6 +614,10 @@ pub struct ConsumeArgs {
     /// Start at this offset (with --partition, or in every partition).
     #[arg(long, conflicts_with = "group")]
     pub offset: Option<i64>,
+    /// Start at the first record at or after this time, in each partition: RFC 3339
+    /// (2026-11-22T10:00:00Z) or ms since the Unix epoch.
+    #[arg(long, value_name = "TIME", conflicts_with_all = ["group", "offset", "from_beginning"])]
+    pub from_timestamp: Option<String>,
     /// Read only this partition.
     #[arg(long, conflicts_with = "group")]
     pub partition: Option<u32>,

@@ -18,10 +18,13 @@ pub async fn run(server: &Target, args: ConsumeArgs) -> Result<()> {
         return run_group(server, &group, args).await;
     }
     let mut consumer = Consumer::new(server.connect().await?, ConsumerConfig::default());
-    let start = match (args.offset, args.from_beginning) {
-        (Some(offset), _) => StartOffset::Offset(offset),
-        (None, true) => StartOffset::Earliest,
-        (None, false) => StartOffset::Latest,
+    let start = match (&args.from_timestamp, args.offset, args.from_beginning) {
+        (Some(time), _, _) => {
+            StartOffset::Timestamp(crate::group::parse_time(time, "--from-timestamp")?)
+        }
+        (None, Some(offset), _) => StartOffset::Offset(offset),
+        (None, None, true) => StartOffset::Earliest,
+        (None, None, false) => StartOffset::Latest,
     };
     let partitions: Vec<u32> = args.partition.into_iter().collect();
     consumer.assign(&args.topic, &partitions, start).await?;

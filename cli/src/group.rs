@@ -6,17 +6,18 @@ use strata_client::ResetTo;
 use crate::args::GroupCommand;
 use crate::target::Target;
 
-/// Milliseconds since the Unix epoch, from RFC 3339 or a number of ms.
-fn parse_time(text: &str) -> Result<i64> {
+/// Milliseconds since the Unix epoch, from RFC 3339 or a number of ms (`flag` names it
+/// in errors).
+pub(crate) fn parse_time(text: &str, flag: &str) -> Result<i64> {
     if let Ok(ms) = text.parse::<i64>() {
         return Ok(ms);
     }
     let time = humantime::parse_rfc3339_weak(text).with_context(|| {
-        format!("--to-datetime '{text}' is neither RFC 3339 (2026-11-22T10:00:00Z) nor ms")
+        format!("{flag} '{text}' is neither RFC 3339 (2026-11-22T10:00:00Z) nor ms")
     })?;
     Ok(time
         .duration_since(std::time::UNIX_EPOCH)
-        .context("--to-datetime is before 1970")?
+        .with_context(|| format!("{flag} is before 1970"))?
         .as_millis() as i64)
 }
 
@@ -103,7 +104,7 @@ pub async fn run(server: &Target, command: GroupCommand) -> Result<()> {
                 ResetTo::Offset(offset)
             } else {
                 let text = args.to_datetime.as_deref().expect("clap requires one");
-                ResetTo::Timestamp(parse_time(text)?)
+                ResetTo::Timestamp(parse_time(text, "--to-datetime")?)
             };
             for o in admin.reset_offsets(&args.group, &args.topic, to).await? {
                 println!("{}\t{}\t{}", o.topic, o.partition, o.offset);

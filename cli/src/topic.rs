@@ -77,6 +77,38 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
             admin.delete_topic(&name).await?;
             println!("deleted topic {name}");
         }
+        TopicCommand::Offsets { name, at } => {
+            use strata_client::proto::list_offsets_request::Spec;
+            let earliest = admin
+                .list_offsets(&name, Vec::new(), Spec::Earliest(true))
+                .await?;
+            let latest = admin
+                .list_offsets(&name, Vec::new(), Spec::Latest(true))
+                .await?;
+            let at = match at {
+                Some(time) => {
+                    let ms = crate::group::parse_time(&time, "--at")?;
+                    Some(
+                        admin
+                            .list_offsets(&name, Vec::new(), Spec::TimestampMs(ms))
+                            .await?,
+                    )
+                }
+                None => None,
+            };
+            println!(
+                "partition\tearliest\tlatest{}",
+                if at.is_some() { "\tat\ttimestamp" } else { "" }
+            );
+            for (i, (first, last)) in earliest.iter().zip(&latest).enumerate() {
+                let mut line = format!("{}\t{}\t{}", first.partition, first.offset, last.offset);
+                if let Some(at) = &at {
+                    // -1: no record at or after the time.
+                    line.push_str(&format!("\t{}\t{}", at[i].offset, at[i].timestamp_ms));
+                }
+                println!("{line}");
+            }
+        }
         TopicCommand::Alter { name, set, delete } => {
             let topic = admin
                 .alter_topic_config(&name, parse_config(&set, "--set")?, delete)

@@ -7,6 +7,7 @@ use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::cluster_client::ClusterClient;
 use strata_proto::v1::groups_client::GroupsClient;
+use strata_proto::v1::log_client::LogClient;
 
 use crate::{MAX_MESSAGE_BYTES, Result};
 
@@ -14,6 +15,7 @@ use crate::{MAX_MESSAGE_BYTES, Result};
 #[derive(Debug, Clone)]
 pub struct Admin {
     admin: AdminClient<Transport>,
+    log: LogClient<Transport>,
     cluster: ClusterClient<Transport>,
     groups: GroupsClient<Transport>,
 }
@@ -37,6 +39,7 @@ impl Admin {
         let channel = connection.transport();
         Self {
             admin: AdminClient::new(channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES),
+            log: LogClient::new(channel.clone()),
             cluster: ClusterClient::new(channel.clone())
                 .max_decoding_message_size(MAX_MESSAGE_BYTES),
             groups: GroupsClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES),
@@ -99,6 +102,26 @@ impl Admin {
             })
             .await?;
         Ok(response.into_inner())
+    }
+
+    /// Kafka's ListOffsets: per partition (all if `partitions` is empty), the offset
+    /// `spec` names, and its record's timestamp (`offset` -1: no record qualifies).
+    pub async fn list_offsets(
+        &self,
+        topic: &str,
+        partitions: Vec<i32>,
+        spec: pb::list_offsets_request::Spec,
+    ) -> Result<Vec<pb::PartitionOffsetAt>> {
+        let response = self
+            .log
+            .clone()
+            .list_offsets(pb::ListOffsetsRequest {
+                topic: topic.to_string(),
+                partitions,
+                spec: Some(spec),
+            })
+            .await?;
+        Ok(response.into_inner().offsets)
     }
 
     /// Sets and deletes config keys of a topic (deleted keys go back to their defaults).

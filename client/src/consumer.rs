@@ -36,6 +36,9 @@ pub enum StartOffset {
     Latest,
     /// This offset.
     Offset(i64),
+    /// The first offset whose record timestamp is at or after this time (ms since the
+    /// Unix epoch); the high watermark where there is none.
+    Timestamp(i64),
 }
 
 /// Consumer settings.
@@ -89,6 +92,8 @@ pub struct Consumer {
     /// A refresh of the metadata is due before the next poll.
     stale: bool,
     admin: AdminClient<Transport>,
+    /// For ListOffsets (seeking by time).
+    log: LogClient<Transport>,
     config: ConsumerConfig,
     assignments: Vec<Assignment>,
     group: Option<GroupMode>,
@@ -141,6 +146,7 @@ impl Consumer {
     pub fn new(connection: Connection, config: ConsumerConfig) -> Self {
         Self {
             admin: AdminClient::new(connection.transport()),
+            log: LogClient::new(connection.transport()),
             router: Arc::new(Router::new(connection)),
             stale: true,
             config,
@@ -479,6 +485,22 @@ impl Consumer {
             })
             .await?
             .into_inner();
+        let by_time: std::collections::HashMap<u32, i64> = match start {
+            StartOffset::Timestamp(t) => self
+                .log
+                .list_offsets(pb::ListOffsetsRequest {
+                    topic: topic.to_string(),
+                    partitions: Vec::new(),
+                    spec: Some(pb::list_offsets_request::Spec::TimestampMs(t)),
+                })
+                .await?
+                .into_inner()
+                .offsets
+                .into_iter()
+                .map(|o| (o.partition as u32, o.offset))
+                .collect(),
+            _ => Default::default(),
+        };
         for info in described.partitions {
             let partition = info.partition as u32;
             if !partitions.is_empty() && !partitions.contains(&partition) {
@@ -488,6 +510,11 @@ impl Consumer {
                 StartOffset::Earliest => info.log_start_offset,
                 StartOffset::Latest => info.high_watermark,
                 StartOffset::Offset(o) => o,
+                StartOffset::Timestamp(_) => by_time
+                    .get(&partition)
+                    .copied()
+                    .filter(|o| *o >= 0)
+                    .unwrap_or(info.high_watermark),
             };
             self.assignments
                 .retain(|a| !(a.topic == topic && a.partition == partition));

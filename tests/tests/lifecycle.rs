@@ -230,34 +230,28 @@ async fn deleted_records_are_out_of_range_and_the_compactor_removes_them() {
         producer.send_and_wait("d", record).await.unwrap();
     }
 
-    let out = cli_ok(
-        &server,
-        &[
-            "topic",
-            "delete-records",
-            "d",
-            "--partition",
-            "0",
-            "--before",
-            "30",
-        ],
-        b"",
+    let delete_below = |before: &str| {
+        cli(
+            &server,
+            &[
+                "topic",
+                "delete-records",
+                "d",
+                "-p",
+                "0",
+                "--before",
+                before,
+            ],
+            b"",
+        )
+    };
+    let out = delete_below("30");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "d/0: log start 30"
     );
-    assert_eq!(out.trim(), "d/0: log start 30");
     // Past the high watermark: OUT_OF_RANGE with the bounds; nothing moves.
-    let beyond = cli(
-        &server,
-        &[
-            "topic",
-            "delete-records",
-            "d",
-            "--partition",
-            "0",
-            "--before",
-            "51",
-        ],
-        b"",
-    );
+    let beyond = delete_below("51");
     let stderr = String::from_utf8_lossy(&beyond.stderr);
     assert!(
         !beyond.status.success() && stderr.contains("30 (log start) to 50 (high watermark)"),
@@ -294,20 +288,11 @@ async fn deleted_records_are_out_of_range_and_the_compactor_removes_them() {
     drop(compactor);
     assert_eq!(read_records(&server, "d").await.len(), 20);
     // -1: everything.
-    let out = cli_ok(
-        &server,
-        &[
-            "topic",
-            "delete-records",
-            "d",
-            "--partition",
-            "0",
-            "--before",
-            "-1",
-        ],
-        b"",
+    let out = delete_below("-1");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "d/0: log start 50"
     );
-    assert_eq!(out.trim(), "d/0: log start 50");
     assert!(read_records(&server, "d").await.is_empty());
 }
 

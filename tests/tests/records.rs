@@ -224,3 +224,103 @@ async fn timestamps_follow_the_topic_settings_and_never_stall_retention() {
     .await;
     drop(compactor);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offsets_by_time_equal_a_brute_force_scan() {
+    use strata_client::proto::list_offsets_request::Spec;
+    use strata_client::{Admin, Producer, ProducerConfig, ProducerRecord};
+
+    let setup = setup("bytime", &[]).await;
+    let server = setup.agent.server();
+    create_topic(&server, "times", 2, &[]).await;
+    // 100,000 records with random timestamps over 50 s (many ties, gaps) a day ago.
+    let base = now_ms() - 86_400_000;
+    let producer = Producer::connect(&server, ProducerConfig::default())
+        .await
+        .unwrap();
+    let mut deliveries = Vec::with_capacity(100_000);
+    let mut timestamps = Vec::with_capacity(100_000);
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for i in 0..100_000u32 {
+        // xorshift: reproducible pseudo-random timestamps.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let timestamp = base + (state % 50_000) as i64;
+        let mut record = ProducerRecord::value(format!("{i}"));
+        record.partition = Some(i % 2);
+        record.timestamp_ms = timestamp;
+        deliveries.push(producer.send("times", record).await.unwrap());
+        timestamps.push(timestamp);
+    }
+    // Per partition, (offset, timestamp) in offset order.
+    let mut logs: [Vec<(i64, i64)>; 2] = [Vec::new(), Vec::new()];
+    for (delivery, timestamp) in deliveries.into_iter().zip(timestamps) {
+        let position = delivery.await.unwrap();
+        logs[position.partition as usize].push((position.offset, timestamp));
+    }
+    for log in &mut logs {
+        log.sort_unstable();
+    }
+    let brute = |partition: usize, at: i64| -> i64 {
+        logs[partition]
+            .iter()
+            .find(|(_, t)| *t >= at)
+            .map_or(-1, |(o, _)| *o)
+    };
+    let admin = Admin::connect(&server).await.unwrap();
+    let mut probes = vec![
+        base - 1_000,
+        base,
+        base + 49_999,
+        base + 50_000,
+        base + 1_000_000,
+    ];
+    probes.extend((0..200).map(|i| base + i * 250 + (i % 7)));
+    for at in &probes {
+        let answers = admin
+            .list_offsets("times", Vec::new(), Spec::TimestampMs(*at))
+            .await
+            .unwrap();
+        for answer in answers {
+            let p = answer.partition as usize;
+            assert_eq!(answer.offset, brute(p, *at), "partition {p} at {at}");
+        }
+    }
+    for answer in admin
+        .list_offsets("times", Vec::new(), Spec::MaxTimestamp(true))
+        .await
+        .unwrap()
+    {
+        let log = &logs[answer.partition as usize];
+        let max = log.iter().map(|(_, t)| *t).max().unwrap();
+        let first = log.iter().find(|(_, t)| *t == max).unwrap().0;
+        assert_eq!((answer.offset, answer.timestamp_ms), (first, max));
+    }
+    // strata consume --from-timestamp starts where the brute force says.
+    let at = base + 25_000;
+    let out = cli_ok(
+        &server,
+        &[
+            "consume",
+            "times",
+            "--partition",
+            "1",
+            "--from-timestamp",
+            &at.to_string(),
+            "--max-messages",
+            "1",
+            "--format",
+            "%o",
+        ],
+        b"",
+    );
+    assert_eq!(out.trim(), brute(1, at).to_string());
+    let offsets = cli_ok(
+        &server,
+        &["topic", "offsets", "times", "--at", &at.to_string()],
+        b"",
+    );
+    let row: Vec<&str> = offsets.lines().nth(1).unwrap().split('\t').collect();
+    assert_eq!(row[3], brute(0, at).to_string(), "{offsets}");
+}
