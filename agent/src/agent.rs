@@ -709,6 +709,59 @@ impl Agent {
         Ok(out)
     }
 
+    /// Grows a topic to `to` partitions (never shrinks), within the limits; the
+    /// controller assigns the new ones at its next tick, woken now.
+    pub async fn add_partitions(&self, name: &str, to: i32) -> Result<TopicMeta> {
+        let limits = &self.inner.config.limits;
+        loop {
+            let current = self.load_topic(name).await?;
+            let count = current.partitions as i64;
+            if i64::from(to) <= count {
+                return Err(Error::InvalidArgument(format!(
+                    "topic '{name}' has {count} partitions; a topic only grows: ask for more \
+                     than {count}"
+                )));
+            }
+            let max = limits.max_partitions_per_topic;
+            if to as u32 > max {
+                return Err(over(
+                    format!("{to} partitions is over the limit of {max} partitions per topic"),
+                    "max_partitions_per_topic",
+                ));
+            }
+            let total: u64 = self
+                .inner
+                .metastore
+                .list_topics()
+                .await?
+                .iter()
+                .map(|t| u64::from(t.partitions))
+                .sum();
+            let more = (i64::from(to) - count) as u64;
+            if total + more > limits.max_partitions {
+                return Err(full(
+                    format!(
+                        "the cluster has {total} partitions; {more} more would pass its limit \
+                         of {}",
+                        limits.max_partitions
+                    ),
+                    "max_partitions",
+                ));
+            }
+            let grown = TopicMeta {
+                partitions: to as u32,
+                ..current.clone()
+            };
+            if self.inner.metastore.alter_topic(&current, &grown).await? {
+                tracing::info!(topic = name, from = count, to, "added partitions");
+                self.inner.use_definition(&grown);
+                self.inner.cluster.wake();
+                return Ok(grown);
+            }
+            // Altered concurrently: read it again.
+        }
+    }
+
     /// Sets and deletes config keys of a topic (deleted keys go back to their defaults),
     /// validated as at creation; returns the new definition. This agent uses it at once,
     /// the others when their topic watch notifies them.

@@ -517,6 +517,21 @@ impl Admin for AgentService {
         }))
     }
 
+    async fn add_partitions(
+        &self,
+        request: Request<pb::AddPartitionsRequest>,
+    ) -> Result<Response<pb::AddPartitionsResponse>, Status> {
+        let r = request.into_inner();
+        let meta = self
+            .agent
+            .add_partitions(&r.name, r.to)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::AddPartitionsResponse {
+            topic: Some(topic_info(&meta)),
+        }))
+    }
+
     async fn alter_topic_config(
         &self,
         request: Request<pb::AlterTopicConfigRequest>,

@@ -559,6 +559,13 @@ pub enum TopicCommand {
         #[arg(long, value_name = "TIME")]
         at: Option<String>,
     },
+    /// Grow a topic to more partitions (keyed records then go to murmur2(key) % N).
+    AddPartitions {
+        name: String,
+        /// The partition count wanted: more than today's.
+        #[arg(long)]
+        to: i32,
+    },
     /// Change a topic's config: set keys, delete others (back to their defaults).
     Alter {
         name: String,

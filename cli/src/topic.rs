@@ -109,6 +109,10 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
                 println!("{line}");
             }
         }
+        TopicCommand::AddPartitions { name, to } => {
+            let topic = admin.add_partitions(&name, to).await?;
+            println!("topic {} has {} partitions", topic.name, topic.partitions);
+        }
         TopicCommand::Alter { name, set, delete } => {
             let topic = admin
                 .alter_topic_config(&name, parse_config(&set, "--set")?, delete)

@@ -124,6 +124,19 @@ impl Admin {
         Ok(response.into_inner().offsets)
     }
 
+    /// Grows a topic to `to` partitions.
+    pub async fn add_partitions(&self, name: &str, to: i32) -> Result<pb::TopicInfo> {
+        let response = self
+            .admin
+            .clone()
+            .add_partitions(pb::AddPartitionsRequest {
+                name: name.to_string(),
+                to,
+            })
+            .await?;
+        Ok(response.into_inner().topic.unwrap_or_default())
+    }
+
     /// Sets and deletes config keys of a topic (deleted keys go back to their defaults).
     pub async fn alter_topic_config(
         &self,

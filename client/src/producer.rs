@@ -34,6 +34,7 @@ use futures::stream::FuturesOrdered;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::router::{Router, is_retriable};
 use crate::{Error, Result};
@@ -69,6 +70,10 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Longest wait between two attempts of a batch (the first wait is 50 ms, doubling).
     pub retry_backoff_max: Duration,
+    /// How long a topic's partition count is used before it is read again (Kafka's
+    /// `metadata.max.age.ms`): a topic that grew gets keyed records at
+    /// `murmur2(key) % new count` this long after at the latest.
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -82,6 +87,7 @@ impl Default for ProducerConfig {
             max_in_flight_per_partition: 5,
             delivery_timeout: Duration::from_secs(60),
             retry_backoff_max: Duration::from_secs(1),
+            metadata_max_age: Duration::from_secs(300),
         }
     }
 }
@@ -165,7 +171,8 @@ type Lanes = HashMap<(String, u32), mpsc::Sender<Queued>>;
 
 #[derive(Debug, Default)]
 struct Partitioning {
-    partitions: HashMap<String, u32>,
+    /// Each topic's partition count, and when it was read.
+    partitions: HashMap<String, (u32, Instant)>,
     sticky: HashMap<String, (u32, usize)>,
 }
 
@@ -208,12 +215,13 @@ impl Producer {
     }
 
     async fn partition_count(&self, topic: &str) -> Result<u32> {
-        if let Some(n) = self
+        if let Some((n, _)) = self
             .partitioning
             .lock()
             .expect("partitioning lock")
             .partitions
             .get(topic)
+            .filter(|(_, at)| at.elapsed() < self.config.metadata_max_age)
         {
             return Ok(*n);
         }
@@ -230,7 +238,7 @@ impl Producer {
             .lock()
             .expect("partitioning lock")
             .partitions
-            .insert(topic.to_string(), n);
+            .insert(topic.to_string(), (n, Instant::now()));
         Ok(n)
     }
 

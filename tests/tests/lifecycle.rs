@@ -397,3 +397,97 @@ async fn an_altered_config_applies_on_every_agent_and_in_the_compactor() {
         propagated.as_millis()
     ));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_grown_topic_takes_keyed_records_at_the_new_count_and_groups_read_it() {
+    use strata_client::{
+        Consumer, ConsumerConfig, GroupConfig, Producer, ProducerConfig, ProducerRecord,
+    };
+
+    let agents = AgentProcess::start_cluster(3, "grow", &[]);
+    let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
+    cli_ok(
+        &servers[0],
+        &["topic", "create", "g", "--partitions", "6"],
+        b"",
+    );
+    let producer = Producer::connect(
+        &servers[1],
+        ProducerConfig {
+            metadata_max_age: Duration::from_millis(200),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    let send_keyed = async |round: &str| -> Vec<(u32, u32)> {
+        let mut placed = Vec::new();
+        for k in 0..120u32 {
+            let record = ProducerRecord::keyed(format!("key-{k}"), round.to_string());
+            let position = producer.send_and_wait("g", record).await.unwrap();
+            placed.push((k, position.partition));
+        }
+        placed
+    };
+    for (k, partition) in send_keyed("before").await {
+        assert_eq!(
+            partition,
+            strata_proto::partition_for_key(format!("key-{k}").as_bytes(), 6)
+        );
+    }
+    // A member of a group reads the topic.
+    let mut member = Consumer::connect(&servers[2], ConsumerConfig::default())
+        .await
+        .unwrap();
+    member
+        .subscribe(&["g"], GroupConfig::new("growers"))
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while member.assignment().len() < 6 {
+        member.poll(Duration::from_millis(200)).await.unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the member got {:?}",
+            member.assignment()
+        );
+    }
+
+    // Never fewer partitions; 12 through another agent.
+    let shrink = cli(
+        &servers[0],
+        &["topic", "add-partitions", "g", "--to", "4"],
+        b"",
+    );
+    assert!(!shrink.status.success());
+    cli_ok(
+        &servers[0],
+        &["topic", "add-partitions", "g", "--to", "12"],
+        b"",
+    );
+    propagation(&servers, "g", Some(12)).await;
+
+    // Keyed records now go to murmur2(key) % 12, and the member gets all 12 partitions.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let placed = send_keyed("after").await;
+    for (k, partition) in &placed {
+        assert_eq!(
+            *partition,
+            strata_proto::partition_for_key(format!("key-{k}").as_bytes(), 12)
+        );
+    }
+    assert!(
+        placed.iter().any(|(_, p)| *p >= 6),
+        "a key moved to a new partition"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while member.assignment().len() < 12 {
+        member.poll(Duration::from_millis(200)).await.unwrap();
+        assert!(
+            Instant::now() < deadline,
+            "the member got {:?}",
+            member.assignment()
+        );
+    }
+    // Every record of both rounds is there.
+    assert_eq!(read_all(&servers[0], "g").len(), 240);
+}
