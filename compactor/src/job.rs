@@ -207,11 +207,7 @@ impl Inner {
             None
         };
         // Entries wholly below the log start (records deleted) go like expired ones.
-        let log_start = self
-            .metastore
-            .partition_state(name, partition)
-            .await?
-            .log_start_offset;
+        let log_start = self.metastore.log_start_offset(name, partition).await?;
         let deleted = entries
             .iter()
             .take_while(|e| e.last_offset < log_start)

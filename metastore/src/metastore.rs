@@ -44,6 +44,9 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     /// A partition's committed state.
     async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState>;
 
+    /// A partition's log start offset alone (one read).
+    async fn log_start_offset(&self, topic: &str, partition: u32) -> Result<i64>;
+
     /// Makes `agent_id` the partition's owner under a new epoch (the old one + 1), fencing
     /// any previous owner, and returns the state it takes over. The topic must still be
     /// incarnation `topic_id` and have the partition: else [`Error::TopicChanged`].
@@ -748,6 +751,11 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                 .get_offset(&self.keys.high_watermark(topic, partition))
                 .await?,
         })
+    }
+
+    async fn log_start_offset(&self, topic: &str, partition: u32) -> Result<i64> {
+        self.get_offset(&self.keys.log_start(topic, partition))
+            .await
     }
 
     #[instrument(name = "metastore.acquire_partition", skip(self))]
