@@ -263,3 +263,57 @@ async fn a_session_that_never_reads_is_held_back() {
         rss_after / 1024
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_producer_waiting_on_a_panicked_put_gets_unavailable() {
+    // The very first segment's PUT task panics: the one produce waiting on it.
+    let mut agent = AgentProcess::start_with_env(
+        AgentKind::new_cluster("putpanic1"),
+        &[],
+        &[("STRATA_FAILPOINT", "put-panic:1")],
+    );
+    let server = agent.server();
+    cli_ok(
+        &server,
+        &["topic", "create", "first", "--partitions", "1"],
+        b"",
+    );
+    let channel = strata_client::connect(&server).await.unwrap();
+    let mut log = LogClient::new(channel.transport());
+    let request = proto::ProduceRequest {
+        topic: "first".into(),
+        topic_id: String::new(),
+        partition: Some(0),
+        records: vec![proto::Record {
+            value: Some(Bytes::from_static(b"never acknowledged")),
+            ..Default::default()
+        }],
+        acks: proto::Acks::All as i32,
+    };
+    let refused = log.produce(request.clone()).await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    // Refused while it says NOT_SERVING (within a second), then it exits.
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while health(&server).await != Some(ServingStatus::NotServing) {
+        assert!(Instant::now() < deadline, "still SERVING a second later");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let again = log.produce(request).await.unwrap_err();
+    assert_eq!(again.code(), tonic::Code::Unavailable, "{again:?}");
+    let status = agent.wait_exit(Duration::from_secs(30)).expect("it exits");
+    assert!(!status.success());
+    // Restarted: the refused record is nowhere, and the log takes new ones.
+    agent.set_env(&[]);
+    agent.start_again();
+    cli_ok(
+        &server,
+        &["produce", "first", "--partition", "0"],
+        b"after\n",
+    );
+    let out = cli_ok(
+        &server,
+        &["consume", "first", "--from-beginning", "--format", "%o %v"],
+        b"",
+    );
+    assert_eq!(out, "0 after\n");
+}
