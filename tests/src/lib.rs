@@ -430,6 +430,26 @@ pub fn http_get(url: &str) -> String {
     response.split_once("\r\n\r\n").unwrap().1.to_string()
 }
 
+/// A produce request (acks=ALL) of one record with `value` to `topic`/`partition`, for
+/// whatever incarnation of the topic is current.
+pub fn one_record(
+    topic: &str,
+    partition: i32,
+    value: &str,
+) -> strata_client::proto::ProduceRequest {
+    use strata_client::proto;
+    proto::ProduceRequest {
+        topic: topic.to_string(),
+        topic_id: String::new(),
+        partition: Some(partition),
+        records: vec![proto::Record {
+            value: Some(value.to_string().into()),
+            ..Default::default()
+        }],
+        acks: proto::Acks::All as i32,
+    }
+}
+
 /// Runs `strata ARGS` against `server` with `stdin`; returns its output.
 pub fn cli(server: &str, args: &[&str], stdin: &[u8]) -> Output {
     let mut child = Command::new(strata_bin())

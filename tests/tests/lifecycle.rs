@@ -6,11 +6,11 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use strata_client::proto;
 use strata_client::proto::admin_client::AdminClient;
 use strata_client::proto::log_client::LogClient;
-use strata_tests::{AgentProcess, cli, cli_ok, report};
+use strata_tests::compactor::create_topic;
+use strata_tests::{AgentProcess, cli, cli_ok, one_record, report};
 use tonic::Code;
 
 async fn topic_id(server: &str, topic: &str) -> String {
@@ -39,16 +39,11 @@ fn read_all(server: &str, topic: &str) -> Vec<String> {
     lines
 }
 
+/// [`one_record`] for incarnation `topic_id` of the topic.
 fn produce(topic: &str, topic_id: &str, partition: i32, value: &str) -> proto::ProduceRequest {
     proto::ProduceRequest {
-        topic: topic.to_string(),
         topic_id: topic_id.to_string(),
-        partition: Some(partition),
-        records: vec![proto::Record {
-            value: Some(Bytes::from(value.to_string())),
-            ..Default::default()
-        }],
-        acks: proto::Acks::All as i32,
+        ..one_record(topic, partition, value)
     }
 }
 
@@ -60,7 +55,7 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
 
     // Topic t, 6 partitions, written and read through C (which caches it and serves
     // some of its partitions).
-    cli_ok(a, &["topic", "create", "t", "--partitions", "6"], b"");
+    create_topic(a, "t", 6, &[]).await;
     for p in 0..6 {
         let value = format!("old-{p}\n");
         cli_ok(
@@ -75,7 +70,7 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
 
     // Deleted through A, created again with 2 partitions through B: a new incarnation.
     cli_ok(a, &["topic", "delete", "t"], b"");
-    cli_ok(b, &["topic", "create", "t", "--partitions", "2"], b"");
+    create_topic(b, "t", 2, &[]).await;
     let new_id = topic_id(b, "t").await;
     assert_ne!(new_id, old_id);
 
@@ -179,11 +174,7 @@ async fn propagation(servers: &[String], topic: &str, want: Option<usize>) -> Du
 async fn every_agent_sees_a_topic_change_at_once() {
     let agents = AgentProcess::start_cluster(3, "propagation", &[]);
     let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
-    cli_ok(
-        &servers[0],
-        &["topic", "create", "p", "--partitions", "3"],
-        b"",
-    );
+    create_topic(&servers[0], "p", 3, &[]).await;
     // Every agent caches the topic.
     for server in &servers {
         assert_eq!(seen(server, "p").await.map(|(_, n)| n), Some(3));
@@ -192,11 +183,7 @@ async fn every_agent_sees_a_topic_change_at_once() {
     cli_ok(&servers[0], &["topic", "delete", "p"], b"");
     let deleted = propagation(&servers[1..], "p", None).await;
     // Created again, larger: every agent shows the new incarnation.
-    cli_ok(
-        &servers[0],
-        &["topic", "create", "p", "--partitions", "5"],
-        b"",
-    );
+    create_topic(&servers[0], "p", 5, &[]).await;
     let created = propagation(&servers[1..], "p", Some(5)).await;
     let id = topic_id(&servers[0], "p").await;
     for server in &servers {
@@ -219,7 +206,7 @@ async fn deleted_records_are_out_of_range_and_the_compactor_removes_them() {
 
     let setup = setup("delrecords", &["--linger-ms", "0"]).await;
     let server = setup.agent.server();
-    cli_ok(&server, &["topic", "create", "d", "--partitions", "1"], b"");
+    create_topic(&server, "d", 1, &[]).await;
     // One record per flush: 50 index entries.
     let producer = Producer::connect(&server, ProducerConfig::default())
         .await
@@ -302,11 +289,7 @@ async fn an_altered_config_applies_on_every_agent_and_in_the_compactor() {
 
     let agents = AgentProcess::start_cluster(3, "alter", &[]);
     let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
-    cli_ok(
-        &servers[0],
-        &["topic", "create", "alt", "--partitions", "1"],
-        b"",
-    );
+    create_topic(&servers[0], "alt", 1, &[]).await;
     let record = |size: usize| produce("alt", "", 0, &"x".repeat(size));
     // Every agent caches the topic (and accepts 100-byte records).
     for server in &servers {
@@ -406,11 +389,7 @@ async fn a_grown_topic_takes_keyed_records_at_the_new_count_and_groups_read_it()
 
     let agents = AgentProcess::start_cluster(3, "grow", &[]);
     let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
-    cli_ok(
-        &servers[0],
-        &["topic", "create", "g", "--partitions", "6"],
-        b"",
-    );
+    create_topic(&servers[0], "g", 6, &[]).await;
     let producer = Producer::connect(
         &servers[1],
         ProducerConfig {

@@ -10,7 +10,7 @@ use strata_client::proto::admin_client::AdminClient;
 use strata_client::proto::groups_client::GroupsClient;
 use strata_client::proto::log_client::LogClient;
 use strata_client::{Transport, proto};
-use strata_tests::compactor::CompactorProcess;
+use strata_tests::compactor::{CompactorProcess, create_topic};
 use strata_tests::{AgentKind, AgentProcess, TestEnv, cli, cli_ok};
 use tonic::Code;
 
@@ -417,11 +417,7 @@ async fn streams_per_connection_are_bounded() {
         &["--max-streams-per-connection", "2"],
     );
     let server = agent.server();
-    cli_ok(
-        &server,
-        &["topic", "create", "tail", "--partitions", "1"],
-        b"",
-    );
+    create_topic(&server, "tail", 1, &[]).await;
     let subscribe = proto::SubscribeRequest {
         topic_id: String::new(),
         topic: "tail".into(),

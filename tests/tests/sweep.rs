@@ -20,6 +20,7 @@ use prost_reflect::{
 use strata_client::proto;
 use strata_client::proto::admin_client::AdminClient;
 use strata_client::proto::log_client::LogClient;
+use strata_tests::compactor::create_topic;
 use strata_tests::{AgentKind, AgentProcess, cli_ok, report};
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::{Code, Status};
@@ -408,16 +409,8 @@ async fn call(
 async fn every_rpc_answers_bad_input_with_a_specific_status() {
     let mut agent = AgentProcess::start(AgentKind::new_cluster("sweep"), &[]);
     let server = agent.server();
-    cli_ok(
-        &server,
-        &["topic", "create", "sweep", "--partitions", "2"],
-        b"",
-    );
-    cli_ok(
-        &server,
-        &["topic", "create", "sweep-doomed", "--partitions", "1"],
-        b"",
-    );
+    create_topic(&server, "sweep", 2, &[]).await;
+    create_topic(&server, "sweep-doomed", 1, &[]).await;
     cli_ok(
         &server,
         &["produce", "sweep", "--partition", "0"],

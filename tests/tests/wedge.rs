@@ -13,8 +13,9 @@ use bytes::Bytes;
 use futures::StreamExt;
 use strata_client::proto;
 use strata_client::proto::log_client::LogClient;
+use strata_tests::compactor::create_topic;
 use strata_tests::history::{Load, check};
-use strata_tests::{AgentKind, AgentProcess, cli_ok, report};
+use strata_tests::{AgentKind, AgentProcess, cli_ok, one_record, report};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -43,11 +44,7 @@ async fn a_panicking_segment_put_fails_the_agent_and_loses_nothing() {
         &[("STRATA_FAILPOINT", "put-panic:60")],
     );
     let server = agent.server();
-    cli_ok(
-        &server,
-        &["topic", "create", "events", "--partitions", "4"],
-        b"",
-    );
+    create_topic(&server, "events", 4, &[]).await;
     assert_eq!(health(&server).await, Some(ServingStatus::Serving));
     let load = Load::start(std::slice::from_ref(&server), "events", 2).await;
 
@@ -106,17 +103,7 @@ async fn produce_one_by_one(
     let mut failed = 0;
     for i in 0..count {
         let value = format!("r{i}");
-        let request = proto::ProduceRequest {
-            topic: topic.to_string(),
-            topic_id: String::new(),
-            partition: Some(0),
-            records: vec![proto::Record {
-                value: Some(Bytes::from(value.clone())),
-                ..Default::default()
-            }],
-            acks: proto::Acks::All as i32,
-        };
-        match log.produce(request).await {
+        match log.produce(one_record(topic, 0, &value)).await {
             Ok(response) => acked.push((value, response.into_inner().positions[0].offset)),
             Err(_) => failed += 1,
         }
@@ -135,11 +122,7 @@ async fn a_torn_metastore_append_loses_no_acknowledged_record() {
         &[("STRATA_FAILPOINT", "metastore-torn-append:40")],
     );
     let server = dev.server();
-    cli_ok(
-        &server,
-        &["topic", "create", "torn", "--partitions", "1"],
-        b"",
-    );
+    create_topic(&server, "torn", 1, &[]).await;
     let (acked, failed) = produce_one_by_one(&server, "torn", 120).await;
     assert!(
         dev.log_text().contains("metastore append failed"),
@@ -195,16 +178,8 @@ async fn a_session_that_never_reads_is_held_back() {
         &["--cache-memory-bytes", &(16 << 20).to_string()],
     );
     let server = agent.server();
-    cli_ok(
-        &server,
-        &["topic", "create", "flood", "--partitions", "1"],
-        b"",
-    );
-    cli_ok(
-        &server,
-        &["topic", "create", "other", "--partitions", "1"],
-        b"",
-    );
+    create_topic(&server, "flood", 1, &[]).await;
+    create_topic(&server, "other", 1, &[]).await;
     let pid = agent.pid().unwrap();
     let rss_before = rss_kib(pid);
 
@@ -273,23 +248,10 @@ async fn a_producer_waiting_on_a_panicked_put_gets_unavailable() {
         &[("STRATA_FAILPOINT", "put-panic:1")],
     );
     let server = agent.server();
-    cli_ok(
-        &server,
-        &["topic", "create", "first", "--partitions", "1"],
-        b"",
-    );
+    create_topic(&server, "first", 1, &[]).await;
     let channel = strata_client::connect(&server).await.unwrap();
     let mut log = LogClient::new(channel.transport());
-    let request = proto::ProduceRequest {
-        topic: "first".into(),
-        topic_id: String::new(),
-        partition: Some(0),
-        records: vec![proto::Record {
-            value: Some(Bytes::from_static(b"never acknowledged")),
-            ..Default::default()
-        }],
-        acks: proto::Acks::All as i32,
-    };
+    let request = one_record("first", 0, "never acknowledged");
     let refused = log.produce(request.clone()).await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
     // Refused while it says NOT_SERVING (within a second), then it exits.
