@@ -106,6 +106,10 @@ pub(crate) struct Inner {
     pub agent_epoch: u64,
     pub metrics: Metrics,
     topics: Mutex<HashMap<String, Arc<TopicHandle>>>,
+    /// Every stored topic, as of the last topic-watch notification (and this agent's own
+    /// changes since): what `Metadata` and `DescribeTopic` answer from. `None` until the
+    /// first read. A name it lacks is read from the metastore.
+    catalog: std::sync::RwLock<Option<HashMap<String, TopicMeta>>>,
     partitions: Mutex<HashMap<PartitionKey, Arc<PartitionLog>>>,
     pub writer: Writer,
     pub cluster: ClusterView,
@@ -234,6 +238,37 @@ impl Inner {
             .ok_or_else(|| Error::TopicNotFound(name.to_string()))
     }
 
+    /// A topic's definition from the watched catalog, or read from the metastore if the
+    /// catalog lacks it.
+    pub(crate) async fn catalog_topic(&self, name: &str) -> Result<TopicMeta> {
+        let known = self
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .as_ref()
+            .and_then(|c| c.get(name).cloned());
+        match known {
+            Some(meta) => Ok(meta),
+            None => self.load_topic(name).await,
+        }
+    }
+
+    /// Every topic, from the watched catalog (read from the metastore until it is loaded).
+    pub(crate) async fn catalog_topics(&self) -> Result<Vec<TopicMeta>> {
+        let known = self
+            .catalog
+            .read()
+            .expect("catalog lock")
+            .as_ref()
+            .map(|c| c.values().cloned().collect::<Vec<_>>());
+        let mut topics = match known {
+            Some(topics) => topics,
+            None => self.metastore.list_topics().await?,
+        };
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(topics)
+    }
+
     /// A topic, from the cache or the metastore.
     pub(crate) async fn topic(&self, name: &str) -> Result<Arc<TopicHandle>> {
         if let Some(handle) = self.topics.lock().expect("topics lock").get(name) {
@@ -258,7 +293,13 @@ impl Inner {
     pub(crate) async fn run_topic_follower(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
         loop {
             let mut changes = match self.metastore.watch_topics().await {
-                Ok(changes) => changes,
+                // Whatever changed while no watch ran is read now.
+                Ok(changes) => {
+                    if let Err(e) = self.sync_topics().await {
+                        tracing::warn!(error = %e, "cannot read the topics; waiting for a change");
+                    }
+                    changes
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot watch topics; retrying");
                     tokio::select! {
@@ -314,6 +355,7 @@ impl Inner {
                 }
             }
         }
+        *self.catalog.write().expect("catalog lock") = Some(stored);
         self.cluster.wake();
         Ok(())
     }
@@ -328,12 +370,18 @@ impl Inner {
             .lock()
             .expect("topics lock")
             .insert(meta.name.clone(), handle);
+        if let Some(catalog) = self.catalog.write().expect("catalog lock").as_mut() {
+            catalog.insert(meta.name.clone(), meta.clone());
+        }
     }
 
     /// Forgets all this agent holds of `topic`: its cached definition, its partitions'
     /// ownership (their unflushed records fail) and their cached logs.
     pub(crate) fn forget_topic_state(&self, topic: &str) {
         self.topics.lock().expect("topics lock").remove(topic);
+        if let Some(catalog) = self.catalog.write().expect("catalog lock").as_mut() {
+            catalog.remove(topic);
+        }
         self.forget_topic(topic);
         self.partitions
             .lock()
@@ -392,6 +440,7 @@ impl Agent {
             agent_epoch,
             metrics: Metrics::new(),
             topics: Mutex::new(HashMap::new()),
+            catalog: std::sync::RwLock::default(),
             partitions: Mutex::new(HashMap::new()),
             writer: Writer::default(),
             cluster: ClusterView::default(),
@@ -496,13 +545,20 @@ impl Agent {
         name: &str,
         topic_id: &str,
     ) -> Result<Arc<TopicHandle>> {
-        let handle = self.topic(name).await?;
+        let deleted = |e: Error| match e {
+            Error::TopicNotFound(_) if !topic_id.is_empty() => Error::TopicChanged {
+                topic: name.to_string(),
+                reason: "it was deleted".to_string(),
+            },
+            other => other,
+        };
+        let handle = self.topic(name).await.map_err(deleted)?;
         if topic_id.is_empty() || handle.meta.topic_id == topic_id {
             return Ok(handle);
         }
         // The client may know a newer incarnation than this agent's cache.
         self.inner.forget_topic_state(name);
-        let handle = self.topic(name).await?;
+        let handle = self.topic(name).await.map_err(deleted)?;
         if handle.meta.topic_id == topic_id {
             return Ok(handle);
         }
@@ -598,6 +654,7 @@ impl Agent {
             )));
         }
         self.inner.metastore.create_topic(&meta).await?;
+        self.inner.use_definition(&meta);
         tracing::info!(topic = name, partitions, "created topic");
         self.wait_for_assignment(name).await;
         Ok(meta)
@@ -626,7 +683,7 @@ impl Agent {
         &self,
         name: &str,
     ) -> Result<(TopicMeta, Vec<PartitionDescription>)> {
-        let meta = self.load_topic(name).await?;
+        let meta = self.inner.catalog_topic(name).await?;
         let partitions = self.partition_states(&meta).await?;
         Ok((meta, partitions))
     }
@@ -653,7 +710,7 @@ impl Agent {
     }
 
     async fn partition_states(&self, meta: &TopicMeta) -> Result<Vec<PartitionDescription>> {
-        let assignment = self.inner.metastore.assignment().await?.unwrap_or_default();
+        let assignment = self.inner.cluster.assignment();
         let states = futures::future::try_join_all((0..meta.partitions).map(|p| {
             let metastore = self.inner.metastore.clone();
             let name = meta.name.clone();
@@ -1033,13 +1090,9 @@ impl Agent {
 
     /// Registered agents, the controller, and the topics' partitions (all topics if
     /// `topics` is empty).
-    pub async fn metadata(&self, topics: &[String]) -> Result<ClusterMetadata> {
-        let (agents, controller) = tokio::try_join!(
-            self.inner.metastore.list_agents(),
-            self.inner.metastore.controller(),
-        )?;
-        let metas = if topics.is_empty() {
-            self.inner.metastore.list_topics().await?
+    pub async fn metadata(&self, topics: &[String], named_only: bool) -> Result<ClusterMetadata> {
+        let metas = if topics.is_empty() && !named_only {
+            self.inner.catalog_topics().await?
         } else {
             let max = self.inner.config.limits.max_topics as usize;
             if topics.len() > max {
@@ -1050,18 +1103,36 @@ impl Agent {
             }
             let mut metas = Vec::with_capacity(topics.len());
             for name in topics {
-                metas.push(self.topic(name).await?.meta.clone());
+                match self.inner.catalog_topic(name).await {
+                    Ok(meta) => metas.push(meta),
+                    Err(Error::TopicNotFound(_)) if named_only => {}
+                    Err(e) => return Err(e),
+                }
             }
             metas
         };
-        let mut described = Vec::with_capacity(metas.len());
-        for meta in metas {
-            let partitions = self.partition_states(&meta).await?;
-            described.push((meta, partitions));
-        }
+        // Owners from the assignment this agent follows; offsets are DescribeTopic's.
+        let assignment = self.inner.cluster.assignment();
+        let described = metas
+            .into_iter()
+            .map(|meta| {
+                let partitions = (0..meta.partitions)
+                    .map(|p| PartitionDescription {
+                        partition: p,
+                        state: PartitionState {
+                            owner: None,
+                            log_start_offset: -1,
+                            high_watermark: -1,
+                        },
+                        assigned_agent: assignment.agent_of(&meta.name, p).map(str::to_string),
+                    })
+                    .collect();
+                (meta, partitions)
+            })
+            .collect();
         Ok(ClusterMetadata {
-            agents,
-            controller: controller.map(|c| crate::cluster::controller_agent_id(&c).to_string()),
+            agents: self.inner.cluster.agents().as_ref().clone(),
+            controller: self.inner.cluster.controller_id(),
             topics: described,
             unreadable: self.inner.metastore.unreadable_records(),
         })

@@ -61,7 +61,13 @@ pub fn status(error: Error) -> Status {
     match error {
         Error::TopicNotFound(_) => Status::not_found(message),
         Error::TopicExists(_) => Status::already_exists(message),
-        Error::TopicChanged { .. } => Status::aborted(message),
+        Error::TopicChanged { topic, .. } => {
+            let mut metadata = MetadataMap::new();
+            if let Ok(value) = topic.parse() {
+                metadata.insert(strata_proto::TOPIC_CHANGED, value);
+            }
+            Status::with_metadata(tonic::Code::Aborted, message, metadata)
+        }
         Error::InvalidArgument(_) => Status::invalid_argument(message),
         Error::OffsetOutOfRange {
             log_start_offset,
@@ -277,6 +283,16 @@ fn session_response(
             sequence,
             error_code: status.code() as i32,
             error_message: status.message().to_string(),
+            error_trailers: status
+                .metadata()
+                .iter()
+                .filter_map(|entry| match entry {
+                    tonic::metadata::KeyAndValueRef::Ascii(key, value) => {
+                        Some((key.to_string(), value.to_str().ok()?.to_string()))
+                    }
+                    tonic::metadata::KeyAndValueRef::Binary(..) => None,
+                })
+                .collect(),
             ..Default::default()
         },
     }
@@ -762,8 +778,12 @@ impl Cluster for AgentService {
         &self,
         request: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
-        let topics = request.into_inner().topics;
-        let metadata = self.agent.metadata(&topics).await.map_err(status)?;
+        let request = request.into_inner();
+        let metadata = self
+            .agent
+            .metadata(&request.topics, request.named_only)
+            .await
+            .map_err(status)?;
         Ok(Response::new(pb::MetadataResponse {
             agents: metadata
                 .agents

@@ -187,7 +187,10 @@ impl Admin {
         let response = self
             .cluster
             .clone()
-            .metadata(pb::MetadataRequest { topics })
+            .metadata(pb::MetadataRequest {
+                topics,
+                named_only: false,
+            })
             .await?;
         Ok(response.into_inner())
     }

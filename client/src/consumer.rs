@@ -423,6 +423,7 @@ impl Consumer {
             }
         };
         for topic in topics {
+            let _ = self.router.follow(&topic).await;
             let described = match self
                 .admin
                 .describe_topic(pb::DescribeTopicRequest {
@@ -478,6 +479,7 @@ impl Consumer {
         partitions: &[u32],
         start: StartOffset,
     ) -> Result<()> {
+        let _ = self.router.follow(topic).await;
         let described = self
             .admin
             .describe_topic(pb::DescribeTopicRequest {

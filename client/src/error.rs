@@ -38,6 +38,13 @@ impl From<tonic::Status> for Error {
 }
 
 impl Error {
+    /// Whether the agent refused the call because it named an incarnation of the topic
+    /// that is no longer current (deleted and created again, or deleted): retriable after
+    /// describing the topic again.
+    pub fn is_topic_changed(&self) -> bool {
+        matches!(self, Self::Status(s) if s.metadata().get(strata_proto::TOPIC_CHANGED).is_some())
+    }
+
     /// The gRPC code, when the agent answered with an error.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {

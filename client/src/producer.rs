@@ -19,6 +19,15 @@
 //! Partitioning, as Kafka's default partitioner: an explicit partition wins; a keyed
 //! record goes to `murmur2(key) % partitions`; keyless records stick to one partition
 //! until `sticky_batch_records` of them were sent there, then move to the next.
+//!
+//! Topic incarnations: a record is partitioned against the topic as described at one
+//! moment — its id and partition count — and its batch names that id, so that the agent
+//! refuses it (ABORTED with the `strata-topic-changed` trailer) if the topic was deleted
+//! and created again since, instead of writing it into the new incarnation at a partition
+//! chosen for the old one. Such a batch is not retried: its records fail with that
+//! retriable error, the producer forgets the topic's description, and a record sent again
+//! is partitioned against the current incarnation. Every acknowledgement names the
+//! incarnation it was written to ([`RecordPosition::topic_id`]).
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -137,12 +146,14 @@ impl ProducerRecord {
 }
 
 /// Where a record was written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct RecordPosition {
     /// Partition.
     pub partition: u32,
     /// Offset in the partition.
     pub offset: i64,
+    /// The incarnation of the topic it was written to (its topic id).
+    pub topic_id: String,
 }
 
 /// Resolves once the record is acknowledged, with where it was written.
@@ -163,17 +174,40 @@ impl Future for Delivery {
 
 struct Queued {
     record: ProducerRecord,
+    /// The incarnation the record was partitioned against.
+    topic_id: String,
     done: oneshot::Sender<Result<RecordPosition>>,
 }
 
 /// The queue of each (topic, partition) lane.
 type Lanes = HashMap<(String, u32), mpsc::Sender<Queued>>;
 
+/// A topic as last described: the incarnation records are partitioned against.
+#[derive(Debug, Clone)]
+struct TopicRoute {
+    topic_id: String,
+    partitions: u32,
+    read_at: Instant,
+}
+
 #[derive(Debug, Default)]
 struct Partitioning {
-    /// Each topic's partition count, and when it was read.
-    partitions: HashMap<String, (u32, Instant)>,
+    /// Each topic used, as last described.
+    topics: HashMap<String, TopicRoute>,
     sticky: HashMap<String, (u32, usize)>,
+}
+
+impl Partitioning {
+    /// Forgets `topic`'s description if it is still of incarnation `topic_id`.
+    fn forget(&mut self, topic: &str, topic_id: &str) {
+        if self
+            .topics
+            .get(topic)
+            .is_some_and(|route| route.topic_id == topic_id)
+        {
+            self.topics.remove(topic);
+        }
+    }
 }
 
 /// Sends records to the agents that own their partitions. Cheap to clone; clones share
@@ -214,17 +248,20 @@ impl Producer {
         producer
     }
 
-    async fn partition_count(&self, topic: &str) -> Result<u32> {
-        if let Some((n, _)) = self
+    /// `topic` as described less than `metadata_max_age` ago, or described now.
+    async fn route(&self, topic: &str) -> Result<TopicRoute> {
+        if let Some(route) = self
             .partitioning
             .lock()
             .expect("partitioning lock")
-            .partitions
+            .topics
             .get(topic)
-            .filter(|(_, at)| at.elapsed() < self.config.metadata_max_age)
+            .filter(|route| route.read_at.elapsed() < self.config.metadata_max_age)
         {
-            return Ok(*n);
+            return Ok(route.clone());
         }
+        // Its owners are read with the next refresh (now, if the topic is new).
+        let _ = self.router.follow(topic).await;
         let described = self
             .admin
             .clone()
@@ -232,23 +269,35 @@ impl Producer {
                 name: topic.to_string(),
             })
             .await?
-            .into_inner();
-        let n = described.topic.map_or(0, |t| t.partitions).max(1) as u32;
+            .into_inner()
+            .topic
+            .unwrap_or_default();
+        let route = TopicRoute {
+            topic_id: described.topic_id,
+            partitions: described.partitions.max(1) as u32,
+            read_at: Instant::now(),
+        };
         self.partitioning
             .lock()
             .expect("partitioning lock")
-            .partitions
-            .insert(topic.to_string(), (n, Instant::now()));
-        Ok(n)
+            .topics
+            .insert(topic.to_string(), route.clone());
+        Ok(route)
     }
 
-    async fn choose_partition(&self, topic: &str, record: &ProducerRecord) -> Result<u32> {
+    /// The record's partition, and the incarnation it was chosen against.
+    async fn choose_partition(
+        &self,
+        topic: &str,
+        record: &ProducerRecord,
+    ) -> Result<(u32, String)> {
+        let route = self.route(topic).await?;
+        let count = route.partitions;
         if let Some(p) = record.partition {
-            return Ok(p);
+            return Ok((p, route.topic_id));
         }
-        let count = self.partition_count(topic).await?;
         if let Some(key) = &record.key {
-            return Ok(strata_proto::partition_for_key(key, count));
+            return Ok((strata_proto::partition_for_key(key, count), route.topic_id));
         }
         let mut partitioning = self.partitioning.lock().expect("partitioning lock");
         let sticky_batch = self.config.sticky_batch_records;
@@ -256,22 +305,26 @@ impl Producer {
             .sticky
             .entry(topic.to_string())
             .or_insert((rand_partition(count), 0));
-        if entry.1 >= sticky_batch {
+        if entry.1 >= sticky_batch || entry.0 >= count {
             *entry = ((entry.0 + 1) % count, 0);
         }
         entry.1 += 1;
-        Ok(entry.0)
+        Ok((entry.0, route.topic_id))
     }
 
     /// Queues a record; waits only if its partition's queue is full. The returned
     /// [`Delivery`] resolves once the record is acknowledged.
     pub async fn send(&self, topic: &str, record: ProducerRecord) -> Result<Delivery> {
-        let partition = self.choose_partition(topic, &record).await?;
+        let (partition, topic_id) = self.choose_partition(topic, &record).await?;
         let lane = self.lane(topic, partition);
         let (done, receiver) = oneshot::channel();
-        lane.send(Queued { record, done })
-            .await
-            .map_err(|_| Error::Closed)?;
+        lane.send(Queued {
+            record,
+            topic_id,
+            done,
+        })
+        .await
+        .map_err(|_| Error::Closed)?;
         Ok(Delivery { receiver })
     }
 
@@ -293,6 +346,7 @@ impl Producer {
                 tokio::spawn(run_lane(
                     self.router.clone(),
                     self.config.clone(),
+                    self.partitioning.clone(),
                     topic.to_string(),
                     partition,
                     rx,
@@ -316,6 +370,7 @@ fn rand_partition(count: u32) -> u32 {
 async fn run_lane(
     router: Arc<Router>,
     config: Arc<ProducerConfig>,
+    partitioning: Arc<Mutex<Partitioning>>,
     topic: String,
     partition: u32,
     mut queue: mpsc::Receiver<Queued>,
@@ -357,6 +412,7 @@ async fn run_lane(
             },
         };
         let mut bytes = first.record.size();
+        let topic_id = first.topic_id.clone();
         let mut batch = vec![first];
         let deadline = tokio::time::Instant::now() + config.linger;
         loop {
@@ -372,7 +428,8 @@ async fn run_lane(
             };
             let Some(q) = next else { break };
             let size = q.record.size();
-            if bytes + size > config.batch_max_bytes {
+            // A batch names one incarnation.
+            if bytes + size > config.batch_max_bytes || q.topic_id != topic_id {
                 carry = Some(q);
                 break;
             }
@@ -400,8 +457,7 @@ async fn run_lane(
             .unzip();
         let request = pb::ProduceRequest {
             topic: topic.clone(),
-            // Whatever incarnation of the topic is current when the batch lands.
-            topic_id: String::new(),
+            topic_id: topic_id.clone(),
             partition: Some(partition as i32),
             records,
             acks: acks as i32,
@@ -409,8 +465,15 @@ async fn run_lane(
         // Sent now, so that the session keeps the lane's order; retries are sent later.
         let first = router.session_for(&topic, partition).send(request.clone());
         let (router, config, topic) = (router.clone(), config.clone(), topic.clone());
+        let partitioning = partitioning.clone();
         in_flight.push_back(async move {
             let answer = deliver(&router, &config, &topic, partition, request, first).await;
+            if answer.as_ref().is_err_and(Error::is_topic_changed) {
+                partitioning
+                    .lock()
+                    .expect("partitioning lock")
+                    .forget(&topic, &topic_id);
+            }
             (answer, waiters)
         });
     }
@@ -437,6 +500,8 @@ async fn deliver(
             )))
         });
         match answer {
+            // Sent again, it would be refused again: the caller partitions anew.
+            Err(error) if error.is_topic_changed() => return Err(error),
             Err(error)
                 if is_retriable(&error) && tokio::time::Instant::now() + backoff < deadline =>
             {
@@ -465,6 +530,7 @@ fn settle(
                     .map(|p| RecordPosition {
                         partition: p.partition as u32,
                         offset: p.offset,
+                        topic_id: response.topic_id.clone(),
                     })
                     .ok_or(Error::Closed);
                 let _ = done.send(result);

@@ -6,8 +6,13 @@
 //! stale (FAILED_PRECONDITION: not the owner; UNAVAILABLE: the agent is gone or stopping)
 //! the producer asks for a [`Router::refresh`], which asks the bootstrap agent first and
 //! then every agent it knows, so that one dead agent does not blind it.
+//!
+//! A refresh asks only for the topics this client uses (those it routed, sent or read
+//! records of), and refreshes are coalesced: callers that ask while one runs, or within
+//! 100 ms of the last, share its answer — during a failover every lane of a producer
+//! asks, and the cluster sees one request.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -43,7 +48,24 @@ struct RouterState {
     channels: HashMap<String, Transport>,
     /// One session per agent address.
     sessions: HashMap<String, Arc<Session>>,
-    refreshed_at: Option<Instant>,
+    /// The topics this client uses: what a refresh asks for.
+    used: BTreeSet<String>,
+    /// Bumped when a topic is first used: a refresh older than that does not cover it.
+    used_version: u64,
+    /// When the last refresh was answered, and the `used_version` it asked for.
+    refreshed_at: Option<(Instant, u64)>,
+}
+
+impl RouterState {
+    /// Notes that `topic` is used; returns whether it is new.
+    fn use_topic(&mut self, topic: &str) -> bool {
+        if self.used.contains(topic) {
+            return false;
+        }
+        self.used.insert(topic.to_string());
+        self.used_version += 1;
+        true
+    }
 }
 
 fn log_client(channel: Transport) -> LogClient<Transport> {
@@ -66,7 +88,8 @@ impl Router {
 
     /// The address of the agent that owns `topic`/`partition`, as last known; `None` for
     /// the bootstrap agent (the owner is unknown, or it is the only agent).
-    fn owner_address(state: &RouterState, topic: &str, partition: u32) -> Option<String> {
+    fn owner_address(state: &mut RouterState, topic: &str, partition: u32) -> Option<String> {
+        state.use_topic(topic);
         if state.agents.len() <= 1 {
             return None;
         }
@@ -81,7 +104,7 @@ impl Router {
     /// them, the owner from its cache), or to the bootstrap agent.
     pub(crate) fn channel_for(&self, topic: &str, partition: u32) -> Transport {
         let mut state = self.state.lock().expect("router lock");
-        let Some(address) = Self::owner_address(&state, topic, partition) else {
+        let Some(address) = Self::owner_address(&mut state, topic, partition) else {
             return self.bootstrap.clone();
         };
         self.channel(&mut state, &address)
@@ -101,7 +124,7 @@ impl Router {
     /// bootstrap agent.
     pub(crate) fn session_for(&self, topic: &str, partition: u32) -> Arc<Session> {
         let mut state = self.state.lock().expect("router lock");
-        let Some(address) = Self::owner_address(&state, topic, partition) else {
+        let Some(address) = Self::owner_address(&mut state, topic, partition) else {
             return self.bootstrap_session.clone();
         };
         if let Some(session) = state.sessions.get(&address) {
@@ -140,28 +163,42 @@ impl Router {
             .unwrap_or_else(|| self.bootstrap.clone())
     }
 
-    /// Re-reads the metadata of every topic, unless it was read moments ago.
+    /// Starts routing `topic`: if it is new to this client, reads its owners now.
+    pub(crate) async fn follow(&self, topic: &str) -> Result<()> {
+        let new = self.state.lock().expect("router lock").use_topic(topic);
+        if new { self.refresh().await } else { Ok(()) }
+    }
+
+    /// Re-reads the metadata of the topics used, unless it was read moments ago (and
+    /// covers every topic used).
     pub(crate) async fn refresh(&self) -> Result<()> {
         let _single = self.refreshing.lock().await;
-        let fresh = self
-            .state
-            .lock()
-            .expect("router lock")
-            .refreshed_at
-            .is_some_and(|at| at.elapsed() < MIN_REFRESH_INTERVAL);
-        if fresh {
-            return Ok(());
-        }
+        let (topics, version) = {
+            let state = self.state.lock().expect("router lock");
+            let fresh = state.refreshed_at.is_some_and(|(at, version)| {
+                at.elapsed() < MIN_REFRESH_INTERVAL && version == state.used_version
+            });
+            if fresh {
+                return Ok(());
+            }
+            (
+                state.used.iter().cloned().collect::<Vec<_>>(),
+                state.used_version,
+            )
+        };
         // The cached channels: a refresh opens no new connection (nor TLS handshake) to
         // an agent it already reaches.
         let mut last_error = Error::Closed;
         for channel in self.candidates() {
             let mut client =
                 ClusterClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
-            let request = client.metadata(pb::MetadataRequest { topics: Vec::new() });
+            let request = client.metadata(pb::MetadataRequest {
+                topics: topics.clone(),
+                named_only: true,
+            });
             match tokio::time::timeout(Duration::from_secs(5), request).await {
                 Ok(Ok(response)) => {
-                    self.apply(response.into_inner());
+                    self.apply(response.into_inner(), version);
                     return Ok(());
                 }
                 Ok(Err(status)) => last_error = Error::Status(status),
@@ -175,7 +212,7 @@ impl Router {
         Err(last_error)
     }
 
-    fn apply(&self, metadata: pb::MetadataResponse) {
+    fn apply(&self, metadata: pb::MetadataResponse, version: u64) {
         let mut state = self.state.lock().expect("router lock");
         state.agents = metadata
             .agents
@@ -196,7 +233,7 @@ impl Router {
         let live: Vec<String> = state.agents.values().cloned().collect();
         state.sessions.retain(|address, _| live.contains(address));
         state.channels.retain(|address, _| live.contains(address));
-        state.refreshed_at = Some(Instant::now());
+        state.refreshed_at = Some((Instant::now(), version));
     }
 }
 

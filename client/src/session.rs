@@ -139,10 +139,22 @@ async fn run_session(
                 let Some(reply) = reply else { continue };
                 let answer = match message.response {
                     Some(response) if message.error_code == 0 => Ok(response),
-                    _ => Err(Error::Status(tonic::Status::new(
-                        tonic::Code::from_i32(message.error_code),
-                        message.error_message,
-                    ))),
+                    _ => {
+                        let mut trailers = tonic::metadata::MetadataMap::new();
+                        for (key, value) in message.error_trailers {
+                            if let (Ok(key), Ok(value)) = (
+                                key.parse::<tonic::metadata::AsciiMetadataKey>(),
+                                value.parse(),
+                            ) {
+                                trailers.insert(key, value);
+                            }
+                        }
+                        Err(Error::Status(tonic::Status::with_metadata(
+                            tonic::Code::from_i32(message.error_code),
+                            message.error_message,
+                            trailers,
+                        )))
+                    }
                 };
                 let _ = reply.send(answer);
             }

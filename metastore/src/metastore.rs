@@ -797,12 +797,20 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                 )));
             }
             let guards = vec![Compare::ValueEquals(topic_key.clone(), stored)];
-            if self
+            if let Some(taken) = self
                 .take_over(&owner_key, agent_id, topic_id, guards)
                 .await?
-                .is_some()
             {
-                return self.partition_state(topic, partition).await;
+                let state = self.partition_state(topic, partition).await?;
+                // Deleted (or taken by another agent) between the two reads: the state
+                // read is not the one taken over.
+                if state.owner.as_ref() != Some(&taken) {
+                    return Err(changed(
+                        "it was deleted or its partition taken over while this agent took it"
+                            .to_string(),
+                    ));
+                }
+                return Ok(state);
             }
             // The topic or the owner changed in between: read again and retry.
         }

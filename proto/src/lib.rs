@@ -55,6 +55,11 @@ pub fn topic_partition_pairs(
     })
 }
 
+/// Trailer of an ABORTED status refusing a request that named an incarnation of a topic
+/// that is no longer current (or resolved a partition it no longer has); its value is the
+/// topic's name.
+pub const TOPIC_CHANGED: &str = "strata-topic-changed";
+
 /// The partition Kafka's default partitioner gives `key` among `partitions`:
 /// `(murmur2(key) & 0x7fffffff) % partitions`, with Kafka's seed.
 ///

@@ -410,7 +410,12 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
-        let _ = std::fs::remove_file(&self.log);
+        // STRATA_KEEP_LOGS=1 keeps agents' logs (their paths are printed) for debugging.
+        if std::env::var_os("STRATA_KEEP_LOGS").is_some() {
+            eprintln!("agent log kept: {}", self.log.display());
+        } else {
+            let _ = std::fs::remove_file(&self.log);
+        }
     }
 }
 
