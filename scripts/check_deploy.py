@@ -8,7 +8,8 @@ Usage: check_deploy.py STRATA_BINARY
   every flag and STRATA_* variable given to `strata` exists (asked of the binary's own
   --help); agents are told etcd's --max-txn-ops.
 - deploy/prometheus/strata-alerts.yml and deploy/grafana/strata-dashboard.json: parse,
-  and every strata_* metric they name is one the agent exports (agent/src/metrics.rs).
+  and every strata_* metric they name is one the agent or the compactor exports
+  (agent/src/metrics.rs, compactor/src/metrics.rs).
 - terraform/: every .tf file parses (python-hcl2); every module and example declares
   terraform >= 1.5; every variable has a type and a description, secret-looking ones are
   sensitive; every output has a description, secret-looking ones are sensitive; every
@@ -54,8 +55,11 @@ def strata_help(binary, command):
 
 
 def exported_metrics():
-    source = (ROOT / "agent/src/metrics.rs").read_text()
-    return set(re.findall(r'"(strata_[a-z_]+)"', source))
+    """The agent's metrics and the compactor's."""
+    names = set()
+    for path in ("agent/src/metrics.rs", "compactor/src/metrics.rs"):
+        names |= set(re.findall(r'"(strata_[a-z_]+)"', (ROOT / path).read_text()))
+    return names
 
 
 def named_metrics(text):

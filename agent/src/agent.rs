@@ -253,6 +253,33 @@ impl Inner {
         }
     }
 
+    /// Refuses a change that would add `partitions` partitions (and `overhead` bytes) to
+    /// the controller's assignment beyond [`crate::limits::MAX_ASSIGNMENT_BYTES`]: each
+    /// partition takes about the longest agent id plus 3 bytes of it.
+    pub(crate) fn check_assignment_room(&self, overhead: usize, partitions: u64) -> Result<()> {
+        let assignment = self.cluster.assignment();
+        let now = serde_json::to_vec(assignment.as_ref()).map_or(0, |v| v.len());
+        let longest_id = self
+            .cluster
+            .agents()
+            .iter()
+            .map(|a| a.agent_id.len())
+            .max()
+            .unwrap_or(0)
+            .max(self.config.agent_id.len());
+        let after = now as u64 + overhead as u64 + partitions * (longest_id as u64 + 3);
+        let most = crate::limits::MAX_ASSIGNMENT_BYTES as u64;
+        if after > most {
+            return Err(Error::Overloaded(format!(
+                "{partitions} more partitions would make the cluster's partition assignment \
+                 about {after} bytes, over its {most}-byte limit (one etcd value; etcd \
+                 refuses requests over --max-request-bytes, 1.5 MiB by default): use fewer \
+                 partitions, or shorter agent ids"
+            )));
+        }
+        Ok(())
+    }
+
     /// Every topic, from the watched catalog (read from the metastore until it is loaded).
     pub(crate) async fn catalog_topics(&self) -> Result<Vec<TopicMeta>> {
         let known = self
@@ -639,6 +666,8 @@ impl Agent {
                 "max_partitions",
             ));
         }
+        self.inner
+            .check_assignment_room(name.len() + 8, u64::from(partitions as u32))?;
         let archive = strata_storage::archive::topic_prefix(name);
         if TopicSettings::from_config(&meta.config).archived
             && self.inner.store.has_any(&archive).await?
@@ -805,6 +834,7 @@ impl Agent {
                     "max_partitions",
                 ));
             }
+            self.inner.check_assignment_room(0, more)?;
             let grown = TopicMeta {
                 partitions: to as u32,
                 ..current.clone()
@@ -1111,7 +1141,13 @@ impl Agent {
             }
             metas
         };
-        // Owners from the assignment this agent follows; offsets are DescribeTopic's.
+        // Owners from the assignment this agent follows; offsets are DescribeTopic's. The
+        // live agents and the controller are read now (two reads, whatever the partition
+        // count): a client must not route to an agent that just left.
+        let (agents, controller) = tokio::try_join!(
+            self.inner.metastore.list_agents(),
+            self.inner.metastore.controller(),
+        )?;
         let assignment = self.inner.cluster.assignment();
         let described = metas
             .into_iter()
@@ -1131,8 +1167,8 @@ impl Agent {
             })
             .collect();
         Ok(ClusterMetadata {
-            agents: self.inner.cluster.agents().as_ref().clone(),
-            controller: self.inner.cluster.controller_id(),
+            agents,
+            controller: controller.map(|c| crate::cluster::controller_agent_id(&c).to_string()),
             topics: described,
             unreadable: self.inner.metastore.unreadable_records(),
         })

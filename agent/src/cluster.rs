@@ -42,8 +42,6 @@ const ACQUIRE_CONCURRENCY: usize = 16;
 pub(crate) struct ClusterView {
     assignment: RwLock<Arc<Assignment>>,
     agents: RwLock<Arc<Vec<AgentRecord>>>,
-    /// The agent elected controller, as last read (each control tick).
-    controller_id: RwLock<Option<String>>,
     /// Whether the agent's registration is live. While it is not, the agent writes nothing.
     registered: AtomicBool,
     /// Whether this agent holds the controller role.
@@ -57,7 +55,6 @@ impl Default for ClusterView {
         Self {
             assignment: RwLock::default(),
             agents: RwLock::default(),
-            controller_id: RwLock::default(),
             registered: AtomicBool::new(true),
             controller: AtomicBool::new(false),
             wake: Notify::new(),
@@ -74,11 +71,6 @@ impl ClusterView {
     /// The last agent list read.
     pub(crate) fn agents(&self) -> Arc<Vec<AgentRecord>> {
         self.agents.read().expect("view lock").clone()
-    }
-
-    /// The agent elected controller, as last read.
-    pub(crate) fn controller_id(&self) -> Option<String> {
-        self.controller_id.read().expect("view lock").clone()
     }
 
     /// Whether this agent's registration is live.
@@ -226,21 +218,12 @@ impl Inner {
             }
         }
         let (assignment, agents) = if role.is_some() {
-            *self.cluster.controller_id.write().expect("view lock") =
-                Some(self.config.agent_id.clone());
             with_timeout("rebalance", self.rebalance()).await?
         } else {
-            let (assignment, agents, controller) = with_timeout("read assignment", async {
-                tokio::try_join!(
-                    self.metastore.assignment(),
-                    self.metastore.list_agents(),
-                    self.metastore.controller()
-                )
+            with_timeout("read assignment", async {
+                tokio::try_join!(self.metastore.assignment(), self.metastore.list_agents())
             })
-            .await?;
-            *self.cluster.controller_id.write().expect("view lock") =
-                controller.map(|holder| controller_agent_id(&holder).to_string());
-            (assignment, agents)
+            .await?
         };
         with_timeout(
             "reconcile",

@@ -12,6 +12,11 @@ use strata_metastore::StoredLimits;
 
 use crate::{Error, Result};
 
+/// Largest partition assignment the controller may store: it is one etcd value, and etcd
+/// refuses requests over `--max-request-bytes` (1.5 MiB by default); the rest is room for
+/// the transaction around it. A topic creation or growth that would pass it is refused.
+pub const MAX_ASSIGNMENT_BYTES: usize = 1 << 20;
+
 /// Longest member id accepted (the coordinator hands out 32 hex characters).
 pub const MAX_MEMBER_ID_BYTES: usize = 249;
 

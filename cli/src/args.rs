@@ -479,6 +479,11 @@ pub struct CompactorArgs {
     /// Unique compactor id, as its claims name it [default: random].
     #[arg(long, env = "STRATA_COMPACTOR_ID")]
     pub compactor_id: Option<String>,
+    /// HTTP address of the compactor's Prometheus metrics (`/metrics`) and health
+    /// (`/health`: 200 while passes run on schedule, 503 otherwise) [default:
+    /// 0.0.0.0:9190].
+    #[arg(long, env = "STRATA_COMPACTOR_METRICS_LISTEN")]
+    pub metrics_listen: Option<String>,
     /// Time between passes over every partition [default: 30s].
     #[arg(long, env = "STRATA_COMPACTOR_INTERVAL", value_parser = humantime::parse_duration)]
     pub interval: Option<Duration>,

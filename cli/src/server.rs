@@ -52,6 +52,7 @@ struct AgentFile {
     cache_disk_bytes: Option<usize>,
     compactor_id: Option<String>,
     compactor_interval: Option<String>,
+    compactor_metrics_listen: Option<String>,
     orphan_min_age: Option<String>,
     gc_grace: Option<String>,
     archive_interval: Option<String>,
@@ -510,10 +511,75 @@ pub async fn run_compactor(args: CompactorArgs) -> Result<()> {
         );
         return Ok(());
     }
-    let compactor = Compactor::start(config, metastore, store, Arc::new(SystemClock)).await?;
+    let metrics_listen = args
+        .metrics_listen
+        .clone()
+        .or(file.compactor_metrics_listen.clone())
+        .unwrap_or_else(|| "0.0.0.0:9190".to_string());
+    let listener = TcpListener::bind(&metrics_listen)
+        .await
+        .with_context(|| format!("cannot listen on {metrics_listen} for metrics"))?;
+    let compactor =
+        Arc::new(Compactor::start(config, metastore, store, Arc::new(SystemClock)).await?);
+    tracing::info!(metrics = %listener.local_addr()?, "compactor serving metrics at /metrics and health at /health");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let http = tokio::spawn(serve_compactor_http(compactor.clone(), listener, stopped));
     shutdown_signal().await;
+    let _ = stop.send(true);
     compactor.shutdown().await;
+    let _ = http.await;
     Ok(())
+}
+
+/// The compactor's HTTP port: `/metrics` (Prometheus text) and `/health`.
+async fn serve_compactor_http(
+    compactor: Arc<Compactor>,
+    listener: TcpListener,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use axum::http::{StatusCode, header};
+    let metrics = compactor.clone();
+    let app = axum::Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let compactor = metrics.clone();
+                async move {
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "text/plain; version=0.0.4; charset=utf-8",
+                        )],
+                        compactor.metrics().render(),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/health",
+            axum::routing::get(move || {
+                let compactor = compactor.clone();
+                async move {
+                    let health = compactor.health();
+                    let status = if health.serving {
+                        StatusCode::OK
+                    } else {
+                        StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    let word = if health.serving {
+                        "SERVING"
+                    } else {
+                        "NOT_SERVING"
+                    };
+                    (status, format!("{word}: {}\n", health.detail))
+                }
+            }),
+        );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        })
+        .await
 }
 
 /// The compactor `strata dev` runs beside its agent: short intervals, so retention,

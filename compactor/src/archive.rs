@@ -352,6 +352,8 @@ impl Inner {
         let bytes = off_async(move || writer.finish()).await?;
         let size = bytes.len() as u64;
         self.store.put(&name, bytes).await?;
+        self.metrics.bytes_written.inc_by(size);
+        self.metrics.objects_written.inc();
         self.failpoint("archive-put").await;
         let committed = ArchiveState {
             archived_to: range.last + 1,

@@ -119,10 +119,11 @@ impl<'a> Rewriter<'a> {
             String::new()
         } else {
             let name = self.inner.next_object_name();
-            self.inner
-                .store
-                .put_create_only(&name, builder.finish())
-                .await?;
+            let bytes = builder.finish();
+            let size = bytes.len() as u64;
+            self.inner.store.put_create_only(&name, bytes).await?;
+            self.inner.metrics.bytes_written.inc_by(size);
+            self.inner.metrics.objects_written.inc();
             self.objects += 1;
             self.inner.failpoint(&format!("{}-put", self.kind)).await;
             name
@@ -195,19 +196,43 @@ impl Inner {
         };
         let policy = TopicPolicy::from_config(&topic.config);
         let name = topic.name.as_str();
+        // Each step's failure is counted under its kind.
+        let step = |kind: &'static str| {
+            move |e: crate::Error| {
+                self.metrics.failed(kind);
+                e
+            }
+        };
         // The index is read once, and again only after a step changed it.
-        let mut entries = self.metastore.index_entries(name, partition, 0, 0).await?;
+        let mut entries = self
+            .metastore
+            .index_entries(name, partition, 0, 0)
+            .await
+            .map_err(|e| step("retention")(e.into()))?;
         // On an archived topic, retention and compaction stay below what is archived.
         let archived_to = if policy.archive {
-            Some(
-                self.archive(name, partition, &entries, claim, &mut report)
-                    .await?,
-            )
+            let archived_files = report.archived_files;
+            let to = self
+                .archive(name, partition, &entries, claim, &mut report)
+                .await
+                .map_err(step("archive"))?;
+            if report.archived_files > archived_files {
+                self.metrics.done("archive");
+            }
+            let end = entries.last().map_or(to, |e| e.last_offset + 1);
+            report
+                .archive_lag
+                .insert(name.to_string(), (end - to).max(0));
+            Some(to)
         } else {
             None
         };
         // Entries wholly below the log start (records deleted) go like expired ones.
-        let log_start = self.metastore.log_start_offset(name, partition).await?;
+        let log_start = self
+            .metastore
+            .log_start_offset(name, partition)
+            .await
+            .map_err(|e| step("retention")(e.into()))?;
         let deleted = entries
             .iter()
             .take_while(|e| e.last_offset < log_start)
@@ -217,9 +242,15 @@ impl Inner {
             .min(archived_prefix(&entries, archived_to));
         if self
             .apply_retention(name, partition, &entries[..expired], claim, &mut report)
-            .await?
+            .await
+            .map_err(step("retention"))?
         {
-            entries = self.metastore.index_entries(name, partition, 0, 0).await?;
+            self.metrics.done("retention");
+            entries = self
+                .metastore
+                .index_entries(name, partition, 0, 0)
+                .await
+                .map_err(|e| step("retention")(e.into()))?;
         }
         let settled = archived_prefix(&entries, archived_to);
         if policy.compact
@@ -232,12 +263,24 @@ impl Inner {
                     claim,
                     &mut report,
                 )
-                .await?
+                .await
+                .map_err(step("compaction"))?
         {
-            entries = self.metastore.index_entries(name, partition, 0, 0).await?;
+            if report.compacted_entries > 0 {
+                self.metrics.done("compaction");
+            }
+            entries = self
+                .metastore
+                .index_entries(name, partition, 0, 0)
+                .await
+                .map_err(|e| step("compaction")(e.into()))?;
         }
         self.merge(name, partition, &entries, claim, &mut report)
-            .await?;
+            .await
+            .map_err(step("merge"))?;
+        if report.merged_entries > 0 {
+            self.metrics.done("merge");
+        }
         Ok(report)
     }
 
@@ -466,7 +509,9 @@ impl Inner {
             return Ok(Bytes::new());
         }
         let range = entry.byte_start..entry.byte_start + entry.byte_len;
-        Ok(self.store.get_range(&entry.object, range).await?)
+        let block = self.store.get_range(&entry.object, range).await?;
+        self.metrics.bytes_read.inc_by(block.len() as u64);
+        Ok(block)
     }
 
     /// An entry's records, checked.

@@ -25,6 +25,7 @@ pub mod archive;
 mod error;
 mod gc;
 mod job;
+pub mod metrics;
 pub mod plan;
 pub mod policy;
 
@@ -42,6 +43,7 @@ use tracing::Instrument;
 
 pub use error::{Error, Result};
 pub use gc::Orphan;
+pub use metrics::CompactorMetrics;
 
 /// How a compactor works.
 #[derive(Debug, Clone)]
@@ -125,6 +127,8 @@ pub struct PassReport {
     pub archived_records: u64,
     /// Jobs that failed (logged; retried next pass).
     pub failures: u64,
+    /// Records of each archived topic not yet archived (summed over its partitions).
+    pub archive_lag: std::collections::BTreeMap<String, i64>,
 }
 
 impl PassReport {
@@ -151,6 +155,9 @@ impl PassReport {
         self.archived_files += other.archived_files;
         self.archived_records += other.archived_records;
         self.failures += other.failures;
+        for (topic, lag) in &other.archive_lag {
+            *self.archive_lag.entry(topic.clone()).or_default() += lag;
+        }
     }
 }
 
@@ -169,6 +176,19 @@ pub(crate) struct Inner {
     unreferenced: std::sync::Mutex<HashMap<String, i64>>,
     /// The metastore revision read at the last history compaction, and when.
     history_mark: std::sync::Mutex<Option<(i64, tokio::time::Instant)>>,
+    metrics: CompactorMetrics,
+    /// When the running pass started, and when the last one ended (for `/health`).
+    passes: std::sync::Mutex<(Option<tokio::time::Instant>, Option<tokio::time::Instant>)>,
+    started: tokio::time::Instant,
+}
+
+/// What `/health` answers: whether the compactor's passes run, and why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Health {
+    /// Passes start and end on schedule.
+    pub serving: bool,
+    /// What the compactor is doing, or why it is not serving.
+    pub detail: String,
 }
 
 /// A running compactor.
@@ -235,6 +255,9 @@ impl Compactor {
                 sequence: AtomicU64::new(0),
                 unreferenced: std::sync::Mutex::new(HashMap::new()),
                 history_mark: std::sync::Mutex::new(None),
+                metrics: CompactorMetrics::new(),
+                passes: std::sync::Mutex::new((None, None)),
+                started: tokio::time::Instant::now(),
             }),
             stop: watch::Sender::new(false),
             task: std::sync::Mutex::new(None),
@@ -252,6 +275,43 @@ impl Compactor {
         self.inner.orphans().await
     }
 
+    /// Its metrics.
+    pub fn metrics(&self) -> &CompactorMetrics {
+        &self.inner.metrics
+    }
+
+    /// Serving while passes run on schedule: not serving once no pass has ended for
+    /// three intervals (at least ten minutes) — a pass stuck on the metastore or the object
+    /// store, or a loop that stopped.
+    pub fn health(&self) -> Health {
+        let (running, ended) = *self.inner.passes.lock().expect("passes lock");
+        let allowed = (self.inner.config.interval * 3).max(Duration::from_secs(600));
+        let since = ended.unwrap_or(self.inner.started).elapsed();
+        let running = running.map(|at| at.elapsed());
+        if since > allowed {
+            Health {
+                serving: false,
+                detail: format!(
+                    "no compaction pass has ended for {}s (allowed {}s){}",
+                    since.as_secs(),
+                    allowed.as_secs(),
+                    running.map_or(String::new(), |r| format!(
+                        "; the running one started {}s ago",
+                        r.as_secs()
+                    ))
+                ),
+            }
+        } else {
+            Health {
+                serving: true,
+                detail: match ended {
+                    Some(at) => format!("last pass ended {}s ago", at.elapsed().as_secs()),
+                    None => "first pass running".to_string(),
+                },
+            }
+        }
+    }
+
     /// Stops after the job in progress (its claim is released).
     pub async fn shutdown(&self) {
         let _ = self.stop.send(true);
@@ -264,6 +324,27 @@ impl Compactor {
 
 impl Inner {
     async fn run_pass(&self) -> PassReport {
+        let started = tokio::time::Instant::now();
+        self.passes.lock().expect("passes lock").0 = Some(started);
+        let report = self.pass().await;
+        let metrics = &self.metrics;
+        metrics.passes.inc();
+        metrics
+            .pass_duration
+            .observe(started.elapsed().as_secs_f64());
+        metrics.last_pass_time.set(metrics::unix_seconds());
+        metrics.archive_lag.reset();
+        for (topic, lag) in &report.archive_lag {
+            metrics
+                .archive_lag
+                .with_label_values(&[topic.as_str()])
+                .set(*lag);
+        }
+        *self.passes.lock().expect("passes lock") = (None, Some(tokio::time::Instant::now()));
+        report
+    }
+
+    async fn pass(&self) -> PassReport {
         let mut report = PassReport::default();
         let span = tracing::info_span!("compactor.pass", compactor = %self.config.compactor_id);
         async {
@@ -271,6 +352,7 @@ impl Inner {
                 Ok(topics) => topics,
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list topics; retrying next pass");
+                    self.metrics.failed("retention");
                     report.failures += 1;
                     return;
                 }
@@ -292,9 +374,16 @@ impl Inner {
                 }
             }
             match self.collect_garbage().await {
-                Ok(deleted) => report.orphans_deleted += deleted,
+                Ok(deleted) => {
+                    report.orphans_deleted += deleted;
+                    self.metrics.objects_deleted.inc_by(deleted);
+                    if deleted > 0 {
+                        self.metrics.done("gc");
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "orphan GC failed; retrying next pass");
+                    self.metrics.failed("gc");
                     report.failures += 1;
                 }
             }
@@ -317,6 +406,7 @@ impl Inner {
             .claim_compaction(job, &self.config.compactor_id, self.config.claim_ttl)
             .await?;
         if claim.is_some() {
+            self.metrics.claims_held.inc();
             tracing::info!(job, at_ms = self.clock.now_ms(), "job started");
         }
         Ok(claim)
@@ -324,6 +414,7 @@ impl Inner {
 
     /// Ends `job`: releases its claim.
     async fn finish_job(&self, job: &str, claim: Box<dyn Liveness>, ok: bool) {
+        self.metrics.claims_held.dec();
         tracing::info!(job, at_ms = self.clock.now_ms(), ok, "job finished");
         if let Err(e) = claim.release().await {
             tracing::warn!(job, error = %e, "cannot release the claim; it expires with its lease");

@@ -18,6 +18,8 @@ use crate::{AgentKind, AgentProcess, TestEnv, unique_name};
 pub struct CompactorProcess {
     child: Option<Child>,
     log: PathBuf,
+    /// Its HTTP port (`/metrics`, `/health`).
+    metrics_port: u16,
 }
 
 impl CompactorProcess {
@@ -34,8 +36,10 @@ impl CompactorProcess {
         };
         let log = std::env::temp_dir().join(format!("{}.log", unique_name("strata-compactor")));
         let file = std::fs::File::create(&log).expect("create compactor log");
+        let metrics_port = crate::free_port();
         let child = env
             .compactor_command(cluster, &format!("s3://{bucket}/segments-test"))
+            .args(["--metrics-listen", &format!("127.0.0.1:{metrics_port}")])
             .args(extra_args)
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
@@ -45,12 +49,18 @@ impl CompactorProcess {
         let process = Self {
             child: Some(child),
             log,
+            metrics_port,
         };
         process.wait_for_log("compactor started", Duration::from_secs(30));
         process
     }
 
     /// The compactor's log so far.
+    /// The URL of its HTTP `path` (`/metrics`, `/health`).
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.metrics_port)
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -451,3 +451,97 @@ async fn two_compactors_never_work_on_one_partition() {
         b.len()
     ));
 }
+
+/// The value of the sample `series` (name and labels, exactly as exported) in a scrape.
+fn sample(scrape: &str, series: &str) -> f64 {
+    try_sample(scrape, series).unwrap_or_else(|| panic!("{series} not in the scrape:\n{scrape}"))
+}
+
+/// [`sample`], `None` if the series is not exported (yet).
+fn try_sample(scrape: &str, series: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// Item 8's acceptance: the compactor's `/metrics` is scraped while it works, and its
+/// counters move with that work: passes, merge and archive jobs, bytes read and written,
+/// objects written, the archive lag of an archived topic falling to zero; `/health` says
+/// SERVING.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_compactors_metrics_move_with_its_work() {
+    use strata_tests::http_get;
+
+    let setup = setup("compactor-metrics", &["--linger-ms", "0"]).await;
+    let server = setup.agent.server();
+    create_topic(&server, "m", 1, &[]).await;
+    create_topic(&server, "archived", 1, &[("archive.enabled", "true")]).await;
+    produce_one_by_one(&server, "m", 200).await;
+    produce_one_by_one(&server, "archived", 50).await;
+    let mut args = FAST.to_vec();
+    args.extend(["--archive-interval", "0s"]);
+    let compactor = CompactorProcess::start(&setup.kind, &args);
+    let before = http_get(&compactor.url("/metrics"));
+    // Jobs run one at a time: at most one claim held.
+    assert!(sample(&before, "strata_compactor_claims_held") <= 1.0);
+    wait_until("the compactor merged and archived", async || {
+        let scrape = http_get(&compactor.url("/metrics"));
+        sample(
+            &scrape,
+            "strata_compactor_jobs_total{kind=\"merge\",outcome=\"done\"}",
+        ) >= 1.0
+            && sample(
+                &scrape,
+                "strata_compactor_jobs_total{kind=\"archive\",outcome=\"done\"}",
+            ) >= 1.0
+            && try_sample(
+                &scrape,
+                "strata_compactor_archive_lag_records{topic=\"archived\"}",
+            ) == Some(0.0)
+    })
+    .await;
+    let after = http_get(&compactor.url("/metrics"));
+    for counter in [
+        "strata_compactor_passes_total",
+        "strata_compactor_read_bytes_total",
+        "strata_compactor_written_bytes_total",
+        "strata_compactor_objects_written_total",
+        "strata_compactor_pass_duration_seconds_count",
+    ] {
+        assert!(
+            sample(&after, counter) > 0.0,
+            "{counter} did not move:\n{after}"
+        );
+    }
+    assert_eq!(
+        sample(
+            &after,
+            "strata_compactor_jobs_total{kind=\"merge\",outcome=\"failed\"}"
+        ),
+        0.0
+    );
+    assert_eq!(
+        sample(&after, "strata_compactor_last_error_timestamp_seconds"),
+        0.0
+    );
+    assert!(sample(&after, "strata_compactor_last_pass_timestamp_seconds") > 0.0);
+    let health = http_get(&compactor.url("/health"));
+    assert!(health.starts_with("SERVING"), "{health}");
+    report(&format!(
+        "COMPACTOR metrics: passes={} merge_jobs={} archive_jobs={} read_bytes={} \
+         written_bytes={} objects_written={} archive_lag=0; /health: {}",
+        sample(&after, "strata_compactor_passes_total"),
+        sample(
+            &after,
+            "strata_compactor_jobs_total{kind=\"merge\",outcome=\"done\"}"
+        ),
+        sample(
+            &after,
+            "strata_compactor_jobs_total{kind=\"archive\",outcome=\"done\"}"
+        ),
+        sample(&after, "strata_compactor_read_bytes_total"),
+        sample(&after, "strata_compactor_written_bytes_total"),
+        sample(&after, "strata_compactor_objects_written_total"),
+        health.trim()
+    ));
+}

@@ -668,7 +668,9 @@ async fn metadata_cost(endpoint: &str, server: &str, calls: u32) -> (f64, usize,
 
 /// Item 7's acceptance: `Metadata` answers from the state the agent follows, so its etcd
 /// requests per call do not grow with the partition count (it was three reads per
-/// partition). The cluster has its own etcd, so that only its requests are counted.
+/// partition): two, the live agents and the controller, read fresh so that no client
+/// routes to an agent that just left. The cluster has its own etcd, so that only its
+/// requests are counted.
 #[tokio::test(flavor = "multi_thread")]
 async fn metadata_costs_no_etcd_request_per_partition() {
     use strata_tests::AgentKind;
@@ -712,6 +714,10 @@ async fn metadata_costs_no_etcd_request_per_partition() {
          {large:.2} with 10,000 partitions (50 calls each; etcd requests during the calls \
          {small_during} and {large_during}, in as long idle {small_idle} and {large_idle})"
     ));
-    assert!(large < 1.0, "{large} etcd requests per Metadata call");
-    assert!(small < 1.0, "{small} etcd requests per Metadata call");
+    assert!(large < 3.0, "{large} etcd requests per Metadata call");
+    assert!(small < 3.0, "{small} etcd requests per Metadata call");
+    assert!(
+        (large - small).abs() < 1.0,
+        "Metadata costs more etcd requests with more partitions: {small} -> {large}"
+    );
 }
