@@ -740,12 +740,11 @@ impl Agent {
 
     async fn partition_states(&self, meta: &TopicMeta) -> Result<Vec<PartitionDescription>> {
         let assignment = self.inner.cluster.assignment();
-        let states = futures::future::try_join_all((0..meta.partitions).map(|p| {
-            let metastore = self.inner.metastore.clone();
-            let name = meta.name.clone();
-            async move { metastore.partition_state(&name, p).await }
-        }))
-        .await?;
+        let states = self
+            .inner
+            .metastore
+            .partition_states(&meta.name, meta.partitions)
+            .await?;
         Ok(states
             .into_iter()
             .enumerate()

@@ -265,7 +265,7 @@ impl Inner {
             });
         }
         let (records, next_offset) = match self
-            .read_records(key, offset, committed.high_watermark, max_bytes)
+            .read_records(key, topic_id, offset, committed.high_watermark, max_bytes)
             .await
         {
             Err(Error::ObjectGone(object)) => {
@@ -278,7 +278,7 @@ impl Inner {
                 if offset < committed.log_start_offset {
                     return Err(out_of_range(key, offset, committed));
                 }
-                self.read_records(key, offset, committed.high_watermark, max_bytes)
+                self.read_records(key, topic_id, offset, committed.high_watermark, max_bytes)
                     .await?
             }
             other => other?,
@@ -476,11 +476,24 @@ impl Inner {
     async fn read_records(
         &self,
         key: &PartitionKey,
+        topic_id: &str,
         offset: i64,
         high_watermark: i64,
         max_bytes: usize,
     ) -> Result<(Vec<Record>, i64)> {
         let entries = self.locate(key, offset, high_watermark).await?;
+        // Runs written for another incarnation of the topic (it was deleted and created
+        // again while this agent held its index): never served as this one's.
+        if let Some(other) = entries
+            .iter()
+            .find(|e| !e.topic_id.is_empty() && e.topic_id != topic_id)
+        {
+            let reason = format!(
+                "its index names incarnation {}, the request {topic_id}",
+                other.topic_id
+            );
+            return Err(self.topic_changed(&key.0, topic_id, reason));
+        }
         let mut planned = 0;
         let mut stored = 0u64;
         for entry in &entries {
@@ -552,6 +565,7 @@ mod tests {
             byte_len: 1,
             max_timestamp_ms: 0,
             appended_at_ms: 0,
+            topic_id: String::new(),
         }
     }
 

@@ -457,7 +457,13 @@ impl Inner {
             let mut builder = SegmentBuilder::new();
             let mut written = Vec::with_capacity(blocks.len());
             for (key, block) in blocks {
-                match builder.add_block(&key.0, key.1, &block.records, block.compression) {
+                match builder.add_block(
+                    &key.0,
+                    &block.owner.topic_id,
+                    key.1,
+                    &block.records,
+                    block.compression,
+                ) {
                     Ok((bytes, location)) => {
                         written.push((key, block.records.len(), bytes, location));
                     }
@@ -539,6 +545,7 @@ impl Inner {
                         byte_len: location.byte_len,
                         max_timestamp_ms: location.max_timestamp_ms,
                         appended_at_ms,
+                        topic_id: location.topic_id.clone(),
                     },
                 })
                 .collect();

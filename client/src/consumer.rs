@@ -9,7 +9,7 @@
 //! A position below the partition's log start (retention moved it) is reset to the log
 //! start, as Kafka's `auto.offset.reset=earliest` does; any other error is returned.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -78,9 +78,14 @@ pub struct ConsumerRecord {
 #[derive(Debug, Clone)]
 struct Assignment {
     topic: String,
+    /// The incarnation of the topic it reads (fetches name it).
+    topic_id: String,
     partition: u32,
     position: i64,
     high_watermark: i64,
+    /// The agent refused a fetch: the topic is no longer `topic_id` (deleted, perhaps
+    /// created again). Not read until [`Consumer::follow_incarnations`] resolves it.
+    changed: bool,
 }
 
 /// Reads assigned partitions, each from the agent that owns it (any agent can serve
@@ -359,9 +364,11 @@ impl Consumer {
                 .revoking
                 .extend(dropped.into_iter().map(|(topic, partition)| Assignment {
                     topic,
+                    topic_id: String::new(),
                     partition,
                     position: -1,
                     high_watermark: -1,
+                    changed: false,
                 }));
             group.events.push(RebalanceEvent {
                 kind: RebalanceKind::Revoked,
@@ -438,6 +445,11 @@ impl Consumer {
                     continue;
                 }
             };
+            let topic_id = described
+                .topic
+                .as_ref()
+                .map(|t| t.topic_id.clone())
+                .unwrap_or_default();
             for info in described.partitions {
                 let tp = (topic.clone(), info.partition as u32);
                 if !pending.contains(&tp) {
@@ -458,9 +470,11 @@ impl Consumer {
                     .remove(&tp);
                 self.assignments.push(Assignment {
                     topic: tp.0,
+                    topic_id: topic_id.clone(),
                     partition: tp.1,
                     position,
                     high_watermark: info.high_watermark,
+                    changed: false,
                 });
             }
         }
@@ -487,7 +501,12 @@ impl Consumer {
             })
             .await?
             .into_inner();
-        let by_time: std::collections::HashMap<u32, i64> = match start {
+        let topic_id = described
+            .topic
+            .as_ref()
+            .map(|t| t.topic_id.clone())
+            .unwrap_or_default();
+        let by_time: HashMap<u32, i64> = match start {
             StartOffset::Timestamp(t) => self
                 .log
                 .list_offsets(pb::ListOffsetsRequest {
@@ -522,9 +541,11 @@ impl Consumer {
                 .retain(|a| !(a.topic == topic && a.partition == partition));
             self.assignments.push(Assignment {
                 topic: topic.to_string(),
+                topic_id: topic_id.clone(),
                 partition,
                 position,
                 high_watermark: info.high_watermark,
+                changed: false,
             });
         }
         let count = described.topic.map_or(0, |t| t.partitions) as u32;
@@ -571,6 +592,7 @@ impl Consumer {
     /// in flight are dropped: their positions do not move, so nothing is skipped.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>> {
         self.follow_group().await?;
+        self.follow_incarnations().await;
         if self.stale {
             // Best effort: until it succeeds, reads go to the bootstrap agent.
             self.stale = self.router.refresh().await.is_err();
@@ -581,12 +603,13 @@ impl Consumer {
             .assignments
             .iter()
             .enumerate()
+            .filter(|(_, a)| !a.changed)
             .map(|(i, a)| {
                 let mut log = LogClient::new(self.router.channel_for(&a.topic, a.partition))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES);
                 let request = pb::FetchRequest {
                     topic: a.topic.clone(),
-                    topic_id: String::new(),
+                    topic_id: a.topic_id.clone(),
                     partition: a.partition as i32,
                     offset: a.position,
                     max_bytes,
@@ -610,6 +633,66 @@ impl Consumer {
             tokio::time::sleep(Duration::from_millis(100).min(timeout)).await;
         }
         Ok(out)
+    }
+
+    /// Moves assignments whose topic was deleted and created again to the new
+    /// incarnation, at its log start (a group member with `auto.offset.reset=latest`: its
+    /// end): offsets of the old incarnation mean nothing in the new one, and reading the new
+    /// one from an old position would skip its first records. A partition the new
+    /// incarnation lacks is dropped; a topic that does not exist (yet) is tried again at the
+    /// next poll.
+    async fn follow_incarnations(&mut self) {
+        let mut topics: Vec<String> = self
+            .assignments
+            .iter()
+            .filter(|a| a.changed)
+            .map(|a| a.topic.clone())
+            .collect();
+        topics.dedup();
+        let latest = self
+            .group
+            .as_ref()
+            .is_some_and(|g| matches!(g.membership.config.offset_reset, OffsetReset::Latest));
+        for topic in topics {
+            let described = match self
+                .admin
+                .describe_topic(pb::DescribeTopicRequest {
+                    name: topic.clone(),
+                })
+                .await
+            {
+                Ok(described) => described.into_inner(),
+                Err(status) => {
+                    tracing::debug!(topic, error = %status, "a changed topic cannot be described yet");
+                    continue;
+                }
+            };
+            let topic_id = described.topic.map(|t| t.topic_id).unwrap_or_default();
+            let partitions: HashMap<u32, pb::PartitionInfo> = described
+                .partitions
+                .into_iter()
+                .map(|p| (p.partition as u32, p))
+                .collect();
+            self.assignments.retain_mut(|a| {
+                if !a.changed || a.topic != topic {
+                    return true;
+                }
+                let Some(info) = partitions.get(&a.partition) else {
+                    tracing::warn!(topic, partition = a.partition, "the topic was created again without this partition; no longer reading it");
+                    return false;
+                };
+                a.position = if latest {
+                    info.high_watermark
+                } else {
+                    info.log_start_offset
+                };
+                tracing::warn!(topic, partition = a.partition, old = %a.topic_id, new = %topic_id, position = a.position, "the topic was deleted and created again; reading the new incarnation");
+                a.topic_id.clone_from(&topic_id);
+                a.high_watermark = info.high_watermark;
+                a.changed = false;
+                true
+            });
+        }
     }
 
     /// Applies one fetch's outcome to assignment `i`.
@@ -664,6 +747,11 @@ impl Consumer {
                     }
                     _ => Err(Error::Status(status)),
                 }
+            }
+            // Another incarnation now, or none: resolved at the next poll.
+            Err(status) if status.metadata().get(strata_proto::TOPIC_CHANGED).is_some() => {
+                assignment.changed = true;
+                Ok(())
             }
             // The agent is gone or stopping: read elsewhere from the next poll on.
             Err(status) if is_retriable(&Error::Status(status.clone())) => {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use strata_metastore::{CleanState, IndexEntry, Liveness, TopicMeta, compaction_job};
 use strata_storage::record::{Compression, Record, decode_block_off_async, encode_batch};
-use strata_storage::segment::SegmentBuilder;
+use strata_storage::segment::{BlockLocation, SegmentBuilder};
 use tracing::instrument;
 
 use crate::error::off_async;
@@ -40,6 +40,19 @@ struct NewBlock {
 struct Replacement {
     old: Vec<IndexEntry>,
     blocks: Vec<NewBlock>,
+}
+
+impl Replacement {
+    /// The incarnation the replaced runs were written for (the entries of one job are of
+    /// one incarnation, or of none for entries written before topics had ids): the new
+    /// entries and footers keep it.
+    fn topic_id(&self) -> &str {
+        self.old
+            .iter()
+            .map(|e| e.topic_id.as_str())
+            .find(|id| !id.is_empty())
+            .unwrap_or_default()
+    }
 }
 
 /// Packs replacements into objects and swaps them in, in order.
@@ -82,6 +95,7 @@ impl<'a> Rewriter<'a> {
     /// Adds a replacement; writes the object and swaps its runs once it is big enough.
     /// `false` if a swap found the index changed (the job stops; its objects are orphans).
     async fn add(&mut self, replacement: Replacement) -> Result<bool> {
+        let topic_id = replacement.topic_id().to_string();
         let starts = replacement
             .blocks
             .iter()
@@ -89,12 +103,17 @@ impl<'a> Rewriter<'a> {
                 let start = self.builder.body_len();
                 if !b.bytes.is_empty() {
                     self.builder.add_encoded_block(
-                        self.topic,
-                        self.partition,
                         &b.bytes,
-                        b.base_offset,
-                        b.last_offset,
-                        b.max_timestamp_ms,
+                        BlockLocation {
+                            topic: self.topic.to_string(),
+                            topic_id: topic_id.clone(),
+                            partition: self.partition,
+                            base_offset: b.base_offset,
+                            last_offset: b.last_offset,
+                            byte_start: 0,
+                            byte_len: 0,
+                            max_timestamp_ms: b.max_timestamp_ms,
+                        },
                     );
                 }
                 start
@@ -145,6 +164,7 @@ impl<'a> Rewriter<'a> {
                     byte_len: b.bytes.len() as u64,
                     max_timestamp_ms: b.max_timestamp_ms,
                     appended_at_ms: b.appended_at_ms,
+                    topic_id: replacement.topic_id().to_string(),
                 })
                 .collect();
             ensure_held(self.claim, self.topic, self.partition)?;
@@ -209,6 +229,21 @@ impl Inner {
             .index_entries(name, partition, 0, 0)
             .await
             .map_err(|e| step("retention")(e.into()))?;
+        // Entries of another incarnation than the topic listed: it was deleted and created
+        // again since; the next pass works on the new one.
+        if let Some(other) = entries
+            .iter()
+            .find(|e| !e.topic_id.is_empty() && e.topic_id != topic.topic_id)
+        {
+            tracing::info!(
+                topic = name,
+                partition,
+                listed = %topic.topic_id,
+                indexed = %other.topic_id,
+                "the topic changed since it was listed; skipping it this pass"
+            );
+            return Ok(report);
+        }
         // On an archived topic, retention and compaction stay below what is archived.
         let archived_to = if policy.archive {
             let archived_files = report.archived_files;

@@ -145,6 +145,7 @@ mod tests {
             byte_len: bytes,
             max_timestamp_ms: ts,
             appended_at_ms: 0,
+            topic_id: String::new(),
         }
     }
 

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 
 use etcd_client::{
     Client, Compare as EtcdCompare, CompareOp, DeleteOptions, GetOptions, PutOptions, Txn, TxnOp,
+    TxnOpResponse,
 };
 use tracing::instrument;
 
@@ -83,6 +84,26 @@ impl KvBackend for EtcdKv {
         let mut kv = self.client.kv_client();
         let response = kv.get(key, None).await.map_err(|e| unavailable("get", e))?;
         Ok(response.kvs().first().map(|kv| kv.value().to_vec()))
+    }
+
+    #[instrument(name = "metastore.etcd.get_many", skip_all, fields(keys = keys.len()))]
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(self.max_txn_ops.max(1)) {
+            let reads: Vec<TxnOp> = chunk.iter().map(|k| TxnOp::get(k.as_str(), None)).collect();
+            let mut kv = self.client.kv_client();
+            let response = kv
+                .txn(Txn::new().and_then(reads))
+                .await
+                .map_err(|e| unavailable("get_many", e))?;
+            for answer in response.op_responses() {
+                values.push(match answer {
+                    TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                    _ => None,
+                });
+            }
+        }
+        Ok(values)
     }
 
     #[instrument(name = "metastore.etcd.range", skip(self))]

@@ -48,6 +48,16 @@ pub trait KvBackend: Send + Sync + Debug + 'static {
     /// The value of `key`.
     async fn get(&self, key: &str) -> Result<Option<Vec<u8>>>;
 
+    /// The values of `keys`, in order, read in as few requests as the backend allows
+    /// (etcd: one transaction of reads per [`KvBackend::max_txn_ops`] keys).
+    async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<Vec<u8>>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
+
     /// Keys in `[from, end of prefix)` in key order, at most `limit` (0 = no limit). `from`
     /// must start with `prefix`.
     async fn range(&self, prefix: &str, from: &str, limit: usize)

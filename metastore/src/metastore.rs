@@ -44,6 +44,11 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     /// A partition's committed state.
     async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState>;
 
+    /// The committed state of partitions `0..count` of `topic`, read in as few requests as
+    /// the backend allows (etcd: one per [`Metastore::max_swap_entries`]/3 partitions or
+    /// so), not three per partition.
+    async fn partition_states(&self, topic: &str, count: u32) -> Result<Vec<PartitionState>>;
+
     /// A partition's log start offset alone (one read).
     async fn log_start_offset(&self, topic: &str, partition: u32) -> Result<i64>;
 
@@ -740,6 +745,38 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         }
     }
 
+    #[instrument(name = "metastore.partition_states", skip(self))]
+    async fn partition_states(&self, topic: &str, count: u32) -> Result<Vec<PartitionState>> {
+        let keys: Vec<String> = (0..count)
+            .flat_map(|p| {
+                [
+                    self.keys.owner(topic, p),
+                    self.keys.log_start(topic, p),
+                    self.keys.high_watermark(topic, p),
+                ]
+            })
+            .collect();
+        let values = self.kv.get_many(&keys).await?;
+        keys.chunks(3)
+            .zip(values.chunks(3))
+            .map(|(keys, values)| {
+                let offset = |i: usize| {
+                    values[i]
+                        .as_deref()
+                        .map_or(Ok(0), |bytes| decode_offset(&keys[i], bytes))
+                };
+                Ok(PartitionState {
+                    owner: values[0]
+                        .as_deref()
+                        .map(|bytes| decode_json(&keys[0], bytes))
+                        .transpose()?,
+                    log_start_offset: offset(1)?,
+                    high_watermark: offset(2)?,
+                })
+            })
+            .collect()
+    }
+
     #[instrument(name = "metastore.partition_state", skip(self))]
     async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState> {
         Ok(PartitionState {
@@ -1375,6 +1412,7 @@ mod tests {
                 byte_len: 100,
                 max_timestamp_ms: 5,
                 appended_at_ms: 6,
+                topic_id: String::new(),
             };
             let mut group = GroupRecord {
                 group_id: "g".into(),

@@ -67,6 +67,11 @@ pub struct IndexEntry {
     /// this was recorded. A rewrite keeps the latest of the runs it replaces.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub appended_at_ms: i64,
+    /// The incarnation of the topic the run was written for (its topic id, as the
+    /// segment's footer names it); empty for entries written before topics had ids. A
+    /// rewrite keeps it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic_id: String,
 }
 
 fn is_zero(n: &i64) -> bool {

@@ -70,6 +70,7 @@ fn append(
             byte_len: 100,
             max_timestamp_ms: 1_700_000_000_000 + last,
             appended_at_ms: 0,
+            topic_id: String::new(),
         },
     }
 }
@@ -246,6 +247,15 @@ async fn one_flush_of_many_partitions_is_one_transaction(store: Box<dyn Metastor
     }
     let report = store.commit_flush(&appends).await.unwrap();
     assert_eq!((report.transactions, report.rejected.len()), (1, 0));
+
+    // Every partition's state read at once equals each read alone.
+    let states = store.partition_states("t", 8).await.unwrap();
+    for p in 0..8u32 {
+        assert_eq!(
+            states[p as usize],
+            store.partition_state("t", p).await.unwrap()
+        );
+    }
 }
 
 async fn index_entries_in_offset_order(store: Box<dyn Metastore>) {
@@ -455,6 +465,7 @@ async fn compactor_swaps_are_atomic_and_compared(store: Box<dyn Metastore>) {
         byte_len: 300,
         max_timestamp_ms: 1_700_000_000_000 + last,
         appended_at_ms: 1_700_000_000_000,
+        topic_id: String::new(),
     };
     // A replacement must cover exactly the old offsets.
     assert!(
@@ -696,6 +707,13 @@ async fn etcd_commit_splits_only_where_the_op_limit_forces_it() {
     }
     let report = store.commit_flush(&appends).await.unwrap();
     assert_eq!((report.transactions, report.rejected.len()), (3, 0));
+    // Reads are split by the same limit: 30 keys in transactions of 8 reads.
+    let states = store.partition_states("t", 10).await.unwrap();
+    assert_eq!(states.len(), 10);
+    for (p, state) in states.iter().enumerate() {
+        assert_eq!(*state, store.partition_state("t", p as u32).await.unwrap());
+        assert_eq!(state.high_watermark, 1);
+    }
 }
 
 /// An agent that stops renewing its lease (it died, or lost etcd) disappears after the TTL.

@@ -33,6 +33,10 @@ pub fn object_name(agent_epoch: u64, sequence: u64) -> String {
 pub struct BlockLocation {
     /// Topic name.
     pub topic: String,
+    /// The incarnation of the topic the block was written for (its topic id); empty in
+    /// segments written before topics had ids.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic_id: String,
     /// Partition number.
     pub partition: u32,
     /// First offset in the block.
@@ -74,6 +78,7 @@ impl SegmentBuilder {
     pub fn add_block(
         &mut self,
         topic: &str,
+        topic_id: &str,
         partition: u32,
         records: &[Record],
         compression: Compression,
@@ -86,6 +91,7 @@ impl SegmentBuilder {
         let block = encode_batch(records, compression)?;
         let location = BlockLocation {
             topic: topic.to_string(),
+            topic_id: topic_id.to_string(),
             partition,
             base_offset: first.offset,
             last_offset: last.offset,
@@ -99,26 +105,16 @@ impl SegmentBuilder {
     }
 
     /// Adds a block of already encoded batches (one partition's, offsets within
-    /// `base_offset..=last_offset`), as a merge copies them, and returns its location.
-    pub fn add_encoded_block(
-        &mut self,
-        topic: &str,
-        partition: u32,
-        block: &[u8],
-        base_offset: i64,
-        last_offset: i64,
-        max_timestamp_ms: i64,
-    ) -> BlockLocation {
+    /// `base_offset..=last_offset` of `block`), as a merge copies them, and returns its
+    /// location: `block` as given, placed at the end of the segment (`byte_start` and
+    /// `byte_len` are set here).
+    pub fn add_encoded_block(&mut self, bytes: &[u8], block: BlockLocation) -> BlockLocation {
         let location = BlockLocation {
-            topic: topic.to_string(),
-            partition,
-            base_offset,
-            last_offset,
             byte_start: self.body.len() as u64,
-            byte_len: block.len() as u64,
-            max_timestamp_ms,
+            byte_len: bytes.len() as u64,
+            ..block
         };
-        self.body.extend_from_slice(block);
+        self.body.extend_from_slice(bytes);
         self.blocks.push(location.clone());
         location
     }
@@ -195,10 +191,10 @@ mod tests {
     fn blocks_are_addressable_by_their_byte_ranges() {
         let mut builder = SegmentBuilder::new();
         let (_, a) = builder
-            .add_block("t", 0, &records(0, 3), Compression::None)
+            .add_block("t", "", 0, &records(0, 3), Compression::None)
             .unwrap();
         let (_, b) = builder
-            .add_block("t", 5, &records(40, 2), Compression::Zstd)
+            .add_block("t", "", 5, &records(40, 2), Compression::Zstd)
             .unwrap();
         let object = builder.finish();
         let footer = read_footer("o", &object).unwrap();
@@ -224,12 +220,42 @@ mod tests {
     }
 
     #[test]
+    fn the_footer_names_each_blocks_topic_id() {
+        let mut builder = SegmentBuilder::new();
+        builder
+            .add_block("t", "5f0c-id", 2, &records(0, 2), Compression::None)
+            .unwrap();
+        builder.add_encoded_block(
+            b"raw",
+            BlockLocation {
+                topic: "u".into(),
+                topic_id: String::new(),
+                partition: 0,
+                base_offset: 5,
+                last_offset: 5,
+                byte_start: 0,
+                byte_len: 0,
+                max_timestamp_ms: 0,
+            },
+        );
+        let object = builder.finish();
+        let footer = read_footer("s", &object).unwrap();
+        assert_eq!(footer.blocks[0].topic_id, "5f0c-id");
+        // No id (written before topics had ids): the footer has no field for it.
+        assert_eq!(footer.blocks[1].topic_id, "");
+        assert_eq!(
+            String::from_utf8_lossy(&object).matches("topic_id").count(),
+            1
+        );
+    }
+
+    #[test]
     fn layout_snapshot() {
         // The bytes of a one-record segment: RecordBatch v2, footer JSON, trailer. A change
         // here is a format change and needs a new MAGIC.
         let mut builder = SegmentBuilder::new();
         builder
-            .add_block("t", 1, &records(7, 1), Compression::None)
+            .add_block("t", "", 1, &records(7, 1), Compression::None)
             .unwrap();
         let object = builder.finish();
         let footer = br#"{"version":1,"blocks":[{"topic":"t","partition":1,"base_offset":7,"last_offset":7,"byte_start":0,"byte_len":72,"max_timestamp_ms":1007}]}"#;
@@ -248,7 +274,7 @@ mod tests {
     fn a_damaged_footer_is_reported() {
         let mut builder = SegmentBuilder::new();
         builder
-            .add_block("t", 0, &records(0, 1), Compression::None)
+            .add_block("t", "", 0, &records(0, 1), Compression::None)
             .unwrap();
         let mut object = builder.finish().to_vec();
         let n = object.len();

@@ -145,7 +145,7 @@ proptest! {
         damage in damage(),
     ) {
         let mut builder = SegmentBuilder::new();
-        builder.add_block("t", 3, &records, Compression::None).unwrap();
+        builder.add_block("t", "", 3, &records, Compression::None).unwrap();
         let object = builder.finish();
         let footer = read_footer("o", &object).unwrap();
         let damaged = apply(&object, &damage);

@@ -271,10 +271,11 @@ impl AgentProcess {
             } => {
                 let mut command =
                     env.agent_command(cluster, &format!("s3://{bucket}/segments-test"));
-                command
-                    .args(["--listen", &listen])
-                    .args(["--agent-id", &format!("agent-{}", self.port)])
-                    .arg("--create-bucket");
+                command.args(["--listen", &listen]).arg("--create-bucket");
+                // `agent-PORT`, unless the test names the agent itself.
+                if !self.extra_args.iter().any(|a| a == "--agent-id") {
+                    command.args(["--agent-id", &format!("agent-{}", self.port)]);
+                }
                 command
             }
         };

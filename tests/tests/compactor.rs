@@ -527,6 +527,32 @@ async fn the_compactors_metrics_move_with_its_work() {
     assert!(sample(&after, "strata_compactor_last_pass_timestamp_seconds") > 0.0);
     let health = http_get(&compactor.url("/health"));
     assert!(health.starts_with("SERVING"), "{health}");
+
+    // Index entries and segment footers name the incarnation they were written for, and
+    // merges keep it.
+    let topic_id = strata_client::Admin::connect(&server)
+        .await
+        .unwrap()
+        .describe_topic("m")
+        .await
+        .unwrap()
+        .topic
+        .unwrap()
+        .topic_id;
+    let entries = index(&setup.metastore, "m", 0).await;
+    assert!(entries.len() < 200, "merged: {} entries", entries.len());
+    for entry in &entries {
+        assert_eq!(entry.topic_id, topic_id, "{entry:?}");
+        let object = std::fs::read(object_path(&setup.env, &setup.bucket, &entry.object)).unwrap();
+        let footer = strata_storage::segment::read_footer(&entry.object, &object).unwrap();
+        assert!(
+            footer
+                .blocks
+                .iter()
+                .all(|b| b.topic == "m" && b.topic_id == topic_id),
+            "{footer:?}"
+        );
+    }
     report(&format!(
         "COMPACTOR metrics: passes={} merge_jobs={} archive_jobs={} read_bytes={} \
          written_bytes={} objects_written={} archive_lag=0; /health: {}",

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use strata_client::proto;
 use strata_client::proto::admin_client::AdminClient;
 use strata_client::proto::log_client::LogClient;
+use strata_client::{Consumer, ConsumerConfig, StartOffset};
 use strata_tests::compactor::create_topic;
 use strata_tests::{AgentProcess, cli, cli_ok, one_record, report};
 use tonic::Code;
@@ -66,6 +67,19 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
     }
     assert_eq!(read_all(c, "t").len(), 6);
     let old_id = topic_id(c, "t").await;
+    // An SDK consumer reads partition 1 of the old incarnation to its end (offset 1).
+    let mut reader = Consumer::connect(c, ConsumerConfig::default())
+        .await
+        .unwrap();
+    reader
+        .assign("t", &[1], StartOffset::Earliest)
+        .await
+        .unwrap();
+    let mut old = Vec::new();
+    while old.is_empty() {
+        old.extend(reader.poll(Duration::from_millis(200)).await.unwrap());
+    }
+    assert_eq!(old[0].value.as_deref(), Some(&b"old-1"[..]));
     assert_eq!(old_id.len(), 36, "a UUID: {old_id}");
 
     // Deleted through A, created again with 2 partitions through B: a new incarnation.
@@ -97,6 +111,27 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
             "through {server}"
         );
     }
+    // The consumer, refused with the old id, moves to the new incarnation at its log
+    // start: it reads all three new records, not the new incarnation from old offset 1.
+    let mut new = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while new.len() < 3 {
+        new.extend(reader.poll(Duration::from_millis(200)).await.unwrap());
+        assert!(Instant::now() < deadline, "the consumer read {new:?}");
+    }
+    let read: Vec<(i64, String)> = new
+        .iter()
+        .map(|r| {
+            (
+                r.offset,
+                String::from_utf8_lossy(r.value.as_deref().unwrap()).into_owned(),
+            )
+        })
+        .collect();
+    let mut values: Vec<&str> = read.iter().map(|(_, v)| v.as_str()).collect();
+    values.sort_unstable();
+    assert_eq!(values, ["new-0", "new-1", "new-2"], "{read:?}");
+    assert_eq!(read.iter().map(|(o, _)| *o).collect::<Vec<_>>(), [0, 1, 2]);
 
     // A request naming the old incarnation is refused, retriably, on every agent;
     // naming the new one, it is written and the answer names it.
@@ -516,8 +551,8 @@ async fn a_topic_grown_under_load_places_keys_anew_and_its_group_reads_everythin
 }
 
 /// The acceptance race: producers of every kind (explicit partitions, keyed, keyless)
-/// through all three agents while the topic is deleted and created again, smaller and
-/// larger, 20 times. Before each deletion the load pauses (every send answered) and the
+/// through all three agents, and a compactor merging, while the topic is deleted and
+/// created again, smaller and larger, 20 times. Before each deletion the load pauses (every send answered) and the
 /// incarnation is read whole; the deletion starts as the load resumes, so sends race it.
 /// Every acknowledgement names its incarnation, and the history checker compares each
 /// with the snapshot of that incarnation.
@@ -527,8 +562,16 @@ async fn deleting_and_creating_a_topic_under_load_loses_and_mixes_nothing() {
     use strata_tests::history::{Load, SendKind, Snapshot, compare};
 
     const TOPIC: &str = "race";
-    let agents = AgentProcess::start_cluster(3, "race", &[]);
+    let kind = strata_tests::AgentKind::new_cluster("race");
+    let agents: Vec<AgentProcess> = (0..3)
+        .map(|_| AgentProcess::start(kind.clone(), &[]))
+        .collect();
     let servers: Vec<String> = agents.iter().map(AgentProcess::server).collect();
+    // A compactor merging as fast as it can, on incarnations as they come and go.
+    let _compactor = strata_tests::compactor::CompactorProcess::start(
+        &kind,
+        &["--interval", "300ms", "--merge-min-age", "0s"],
+    );
     create_topic(&servers[0], TOPIC, 4, &[]).await;
     let kinds = [
         SendKind::Explicit,
@@ -714,6 +757,21 @@ async fn metadata_costs_no_etcd_request_per_partition() {
          {large:.2} with 10,000 partitions (50 calls each; etcd requests during the calls \
          {small_during} and {large_during}, in as long idle {small_idle} and {large_idle})"
     ));
+    // DescribeTopic gives offsets: three keys per partition, read in transactions of
+    // etcd's --max-txn-ops (128) reads.
+    let admin = strata_client::Admin::connect(&server).await.unwrap();
+    let before = etcd_kv_requests(&endpoint);
+    let described = admin.describe_topic("small").await.unwrap();
+    let describe = etcd_kv_requests(&endpoint) - before;
+    assert_eq!(described.partitions.len(), 10_000);
+    report(&format!(
+        "DESCRIBE: etcd requests for one DescribeTopic of 10,000 partitions: {describe} \
+         (30,000 keys in transactions of 128 reads, and the background of its duration)"
+    ));
+    assert!(
+        describe < 1_000,
+        "{describe} etcd requests for one DescribeTopic"
+    );
     assert!(large < 3.0, "{large} etcd requests per Metadata call");
     assert!(small < 3.0, "{small} etcd requests per Metadata call");
     assert!(

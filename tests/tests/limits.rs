@@ -457,3 +457,49 @@ async fn streams_per_connection_are_bounded() {
     assert_eq!(topics, 1);
     drop(second);
 }
+
+/// The controller's assignment is one etcd value: a topic creation or growth that would
+/// take it past 1 MiB is refused, saying why, before etcd would refuse the controller's
+/// write. With 240-character agent ids that is about 4,300 partitions.
+#[tokio::test(flavor = "multi_thread")]
+async fn partitions_that_would_overflow_the_assignment_value_are_refused() {
+    let long_id = "a".repeat(240);
+    let agents = AgentProcess::start_cluster(1, "assignment-size", &["--agent-id", &long_id]);
+    let server = agents[0].server();
+    let mut admin = clients(&server).await.admin;
+    let refused = admin.create_topic(create("wide", 5_000)).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("assignment")
+            && refused.message().contains("--max-request-bytes"),
+        "{refused:?}"
+    );
+    // Nothing stored; a smaller topic fits, and growing it past the value is refused too.
+    assert_eq!(
+        admin
+            .describe_topic(proto::DescribeTopicRequest {
+                name: "wide".into()
+            })
+            .await
+            .unwrap_err()
+            .code(),
+        Code::NotFound
+    );
+    create_topic(&server, "wide", 100, &[]).await;
+    let grow = cli(
+        &server,
+        &["topic", "add-partitions", "wide", "--to", "5000"],
+        b"",
+    );
+    assert!(!grow.status.success());
+    assert!(
+        String::from_utf8_lossy(&grow.stderr).contains("assignment"),
+        "{}",
+        String::from_utf8_lossy(&grow.stderr)
+    );
+    cli_ok(
+        &server,
+        &["topic", "add-partitions", "wide", "--to", "200"],
+        b"",
+    );
+}
