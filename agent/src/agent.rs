@@ -779,7 +779,14 @@ impl Agent {
         } else {
             partitions
                 .iter()
-                .map(|p| Self::check_partition(&handle, *p))
+                .map(|p| match Self::check_partition(&handle, *p) {
+                    Err(_) if *p >= 0 => Err(Error::PartitionNotFound {
+                        topic: topic.to_string(),
+                        partition: *p,
+                        last: handle.meta.partitions - 1,
+                    }),
+                    other => other,
+                })
                 .collect::<Result<_>>()?
         };
         let mut out = Vec::with_capacity(partitions.len());

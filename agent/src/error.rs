@@ -18,6 +18,19 @@ pub enum Error {
         /// What changed.
         reason: String,
     },
+    /// A partition number the topic does not have (ListOffsets: Kafka's
+    /// UNKNOWN_TOPIC_OR_PARTITION).
+    #[error(
+        "partition {partition} of topic '{topic}' does not exist: it has partitions 0 to {last}"
+    )]
+    PartitionNotFound {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: i32,
+        /// Its last partition.
+        last: u32,
+    },
     /// The request is malformed; the message says what to fix.
     #[error("{0}")]
     InvalidArgument(String),

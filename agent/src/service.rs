@@ -59,7 +59,7 @@ pub fn status(error: Error) -> Status {
         message.push('…');
     }
     match error {
-        Error::TopicNotFound(_) => Status::not_found(message),
+        Error::TopicNotFound(_) | Error::PartitionNotFound { .. } => Status::not_found(message),
         Error::TopicExists(_) => Status::already_exists(message),
         Error::TopicChanged { topic, .. } => {
             let mut metadata = MetadataMap::new();

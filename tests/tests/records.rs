@@ -287,6 +287,13 @@ async fn offsets_by_time_equal_a_brute_force_scan() {
             assert_eq!(answer.offset, brute(p, *at), "partition {p} at {at}");
         }
     }
+    // A partition the topic does not have: NOT_FOUND, naming the ones it has.
+    let missing = admin
+        .list_offsets("times", vec![99], Spec::Latest(true))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Some(Code::NotFound), "{missing}");
+    assert!(missing.to_string().contains("partitions 0 to"), "{missing}");
     for answer in admin
         .list_offsets("times", Vec::new(), Spec::MaxTimestamp(true))
         .await
