@@ -2,7 +2,7 @@
 //! services call.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,6 +110,9 @@ pub(crate) struct Inner {
     /// changes since): what `Metadata` and `DescribeTopic` answer from. `None` until the
     /// first read. A name it lacks is read from the metastore.
     catalog: std::sync::RwLock<Option<HashMap<String, TopicMeta>>>,
+    /// Bumped by every definition this agent puts in the catalog itself (its own creates
+    /// and changes): a topic list read before one must not overwrite it.
+    catalog_generation: AtomicU64,
     partitions: Mutex<HashMap<PartitionKey, Arc<PartitionLog>>>,
     pub writer: Writer,
     pub cluster: ClusterView,
@@ -351,13 +354,21 @@ impl Inner {
     /// created again (another id), is forgotten; a changed definition replaces the cached
     /// one.
     async fn sync_topics(&self) -> Result<()> {
-        let stored: HashMap<String, TopicMeta> = self
-            .metastore
-            .list_topics()
-            .await?
-            .into_iter()
-            .map(|t| (t.name.clone(), t))
-            .collect();
+        let stored: HashMap<String, TopicMeta> = loop {
+            let generation = self.catalog_generation.load(Ordering::SeqCst);
+            let stored = self
+                .metastore
+                .list_topics()
+                .await?
+                .into_iter()
+                .map(|t| (t.name.clone(), t))
+                .collect();
+            // Unless this agent changed a topic while the list was read (the list may
+            // predate that change): then read it again, as it now includes the change.
+            if self.catalog_generation.load(Ordering::SeqCst) == generation {
+                break stored;
+            }
+        };
         let cached: Vec<Arc<TopicHandle>> = self
             .topics
             .lock()
@@ -400,6 +411,7 @@ impl Inner {
         if let Some(catalog) = self.catalog.write().expect("catalog lock").as_mut() {
             catalog.insert(meta.name.clone(), meta.clone());
         }
+        self.catalog_generation.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Forgets all this agent holds of `topic`: its cached definition, its partitions'
@@ -468,6 +480,7 @@ impl Agent {
             metrics: Metrics::new(),
             topics: Mutex::new(HashMap::new()),
             catalog: std::sync::RwLock::default(),
+            catalog_generation: AtomicU64::new(0),
             partitions: Mutex::new(HashMap::new()),
             writer: Writer::default(),
             cluster: ClusterView::default(),
@@ -583,9 +596,23 @@ impl Agent {
         if topic_id.is_empty() || handle.meta.topic_id == topic_id {
             return Ok(handle);
         }
-        // The client may know a newer incarnation than this agent's cache.
-        self.inner.forget_topic_state(name);
-        let handle = self.topic(name).await.map_err(deleted)?;
+        // Another id than the cached one: the client's (an old incarnation) or this
+        // agent's cache may be behind. Only the stored topic says which; the cached
+        // incarnation's state is dropped only if the cache is the one behind, so a late
+        // request of an old incarnation costs the current one nothing.
+        let stored = self.load_topic(name).await.map_err(|e| {
+            if matches!(e, Error::TopicNotFound(_)) {
+                // Deleted: the cache is behind too.
+                self.inner.forget_topic_state(name);
+            }
+            deleted(e)
+        })?;
+        let handle = if stored.topic_id == handle.meta.topic_id {
+            handle
+        } else {
+            self.inner.forget_topic_state(name);
+            self.topic(name).await.map_err(deleted)?
+        };
         if handle.meta.topic_id == topic_id {
             return Ok(handle);
         }
@@ -1141,7 +1168,9 @@ impl Agent {
             for name in topics {
                 match self.inner.catalog_topic(name).await {
                     Ok(meta) => metas.push(meta),
-                    Err(Error::TopicNotFound(_)) if named_only => {}
+                    // A client routing records asks for what it used: a topic deleted
+                    // since, or a name it tried, is left out, not an error.
+                    Err(Error::TopicNotFound(_) | Error::InvalidArgument(_)) if named_only => {}
                     Err(e) => return Err(e),
                 }
             }

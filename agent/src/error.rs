@@ -143,6 +143,15 @@ impl From<strata_metastore::Error> for Error {
         match e {
             strata_metastore::Error::TopicNotFound(t) => Self::TopicNotFound(t),
             strata_metastore::Error::TopicExists(t) => Self::TopicExists(t),
+            strata_metastore::Error::TakenOver {
+                topic,
+                partition,
+                by,
+            } => Self::NotOwner {
+                topic,
+                partition,
+                reason: format!("{by} took it over"),
+            },
             strata_metastore::Error::TopicChanged { topic, reason } => {
                 Self::TopicChanged { topic, reason }
             }

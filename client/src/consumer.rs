@@ -430,7 +430,6 @@ impl Consumer {
             }
         };
         for topic in topics {
-            let _ = self.router.follow(&topic).await;
             let described = match self
                 .admin
                 .describe_topic(pb::DescribeTopicRequest {
@@ -450,6 +449,7 @@ impl Consumer {
                 .as_ref()
                 .map(|t| t.topic_id.clone())
                 .unwrap_or_default();
+            let _ = self.router.follow(&topic).await;
             for info in described.partitions {
                 let tp = (topic.clone(), info.partition as u32);
                 if !pending.contains(&tp) {
@@ -493,7 +493,6 @@ impl Consumer {
         partitions: &[u32],
         start: StartOffset,
     ) -> Result<()> {
-        let _ = self.router.follow(topic).await;
         let described = self
             .admin
             .describe_topic(pb::DescribeTopicRequest {
@@ -501,6 +500,7 @@ impl Consumer {
             })
             .await?
             .into_inner();
+        let _ = self.router.follow(topic).await;
         let topic_id = described
             .topic
             .as_ref()
@@ -675,6 +675,12 @@ impl Consumer {
                 .collect();
             self.assignments.retain_mut(|a| {
                 if !a.changed || a.topic != topic {
+                    return true;
+                }
+                if a.topic_id == topic_id {
+                    // Still the incarnation it reads (the refusing agent was behind, or
+                    // this one is): keep the position and fetch again.
+                    a.changed = false;
                     return true;
                 }
                 let Some(info) = partitions.get(&a.partition) else {

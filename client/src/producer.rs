@@ -260,8 +260,6 @@ impl Producer {
         {
             return Ok(route.clone());
         }
-        // Its owners are read with the next refresh (now, if the topic is new).
-        let _ = self.router.follow(topic).await;
         let described = self
             .admin
             .clone()
@@ -272,6 +270,8 @@ impl Producer {
             .into_inner()
             .topic
             .unwrap_or_default();
+        // Its owners are read with the next refresh (now, if the topic is new).
+        let _ = self.router.follow(topic).await;
         let route = TopicRoute {
             topic_id: described.topic_id,
             partitions: described.partitions.max(1) as u32,

@@ -7,8 +7,8 @@
 //! the producer asks for a [`Router::refresh`], which asks the bootstrap agent first and
 //! then every agent it knows, so that one dead agent does not blind it.
 //!
-//! A refresh asks only for the topics this client uses (those it routed, sent or read
-//! records of), and refreshes are coalesced: callers that ask while one runs, or within
+//! A refresh asks only for the topics this client uses (those it described to send or read
+//! records, while they exist), and refreshes are coalesced: callers that ask while one runs, or within
 //! 100 ms of the last, share its answer — during a failover every lane of a producer
 //! asks, and the cluster sees one request.
 
@@ -88,8 +88,7 @@ impl Router {
 
     /// The address of the agent that owns `topic`/`partition`, as last known; `None` for
     /// the bootstrap agent (the owner is unknown, or it is the only agent).
-    fn owner_address(state: &mut RouterState, topic: &str, partition: u32) -> Option<String> {
-        state.use_topic(topic);
+    fn owner_address(state: &RouterState, topic: &str, partition: u32) -> Option<String> {
         if state.agents.len() <= 1 {
             return None;
         }
@@ -104,7 +103,7 @@ impl Router {
     /// them, the owner from its cache), or to the bootstrap agent.
     pub(crate) fn channel_for(&self, topic: &str, partition: u32) -> Transport {
         let mut state = self.state.lock().expect("router lock");
-        let Some(address) = Self::owner_address(&mut state, topic, partition) else {
+        let Some(address) = Self::owner_address(&state, topic, partition) else {
             return self.bootstrap.clone();
         };
         self.channel(&mut state, &address)
@@ -124,7 +123,7 @@ impl Router {
     /// bootstrap agent.
     pub(crate) fn session_for(&self, topic: &str, partition: u32) -> Arc<Session> {
         let mut state = self.state.lock().expect("router lock");
-        let Some(address) = Self::owner_address(&mut state, topic, partition) else {
+        let Some(address) = Self::owner_address(&state, topic, partition) else {
             return self.bootstrap_session.clone();
         };
         if let Some(session) = state.sessions.get(&address) {
@@ -163,7 +162,8 @@ impl Router {
             .unwrap_or_else(|| self.bootstrap.clone())
     }
 
-    /// Starts routing `topic`: if it is new to this client, reads its owners now.
+    /// Starts routing `topic` (one that exists: the caller just described it): if it is
+    /// new to this client, reads its owners now.
     pub(crate) async fn follow(&self, topic: &str) -> Result<()> {
         let new = self.state.lock().expect("router lock").use_topic(topic);
         if new { self.refresh().await } else { Ok(()) }
@@ -198,7 +198,7 @@ impl Router {
             });
             match tokio::time::timeout(Duration::from_secs(5), request).await {
                 Ok(Ok(response)) => {
-                    self.apply(response.into_inner(), version);
+                    self.apply(response.into_inner(), &topics, version);
                     return Ok(());
                 }
                 Ok(Err(status)) => last_error = Error::Status(status),
@@ -212,8 +212,16 @@ impl Router {
         Err(last_error)
     }
 
-    fn apply(&self, metadata: pb::MetadataResponse, version: u64) {
+    fn apply(&self, metadata: pb::MetadataResponse, asked: &[String], version: u64) {
         let mut state = self.state.lock().expect("router lock");
+        // Topics asked for and not answered no longer exist: no longer asked for (a
+        // client that wrote to many short-lived topics asks only for the live ones).
+        for gone in asked
+            .iter()
+            .filter(|t| !metadata.topics.iter().any(|m| m.name == **t))
+        {
+            state.used.remove(gone);
+        }
         state.agents = metadata
             .agents
             .into_iter()

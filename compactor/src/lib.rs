@@ -129,6 +129,8 @@ pub struct PassReport {
     pub failures: u64,
     /// Records of each archived topic not yet archived (summed over its partitions).
     pub archive_lag: std::collections::BTreeMap<String, i64>,
+    /// The topics listed with `archive.enabled=true`.
+    pub archived_topics: std::collections::BTreeSet<String>,
 }
 
 impl PassReport {
@@ -158,6 +160,8 @@ impl PassReport {
         for (topic, lag) in &other.archive_lag {
             *self.archive_lag.entry(topic.clone()).or_default() += lag;
         }
+        self.archived_topics
+            .extend(other.archived_topics.iter().cloned());
     }
 }
 
@@ -177,9 +181,19 @@ pub(crate) struct Inner {
     /// The metastore revision read at the last history compaction, and when.
     history_mark: std::sync::Mutex<Option<(i64, tokio::time::Instant)>>,
     metrics: CompactorMetrics,
-    /// When the running pass started, and when the last one ended (for `/health`).
-    passes: std::sync::Mutex<(Option<tokio::time::Instant>, Option<tokio::time::Instant>)>,
-    started: tokio::time::Instant,
+    /// What `/health` judges by.
+    progress: std::sync::Mutex<Progress>,
+    /// The topics whose archive lag is exported.
+    lagging: std::sync::Mutex<std::collections::BTreeSet<String>>,
+}
+
+/// When the compactor last moved on.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// When the last pass ended.
+    pass_ended: Option<tokio::time::Instant>,
+    /// When a job or a pass last ended (or the compactor started).
+    last_step: tokio::time::Instant,
 }
 
 /// What `/health` answers: whether the compactor's passes run, and why not.
@@ -220,6 +234,8 @@ impl Compactor {
                 });
                 if let Err(e) = pass.await {
                     tracing::error!(error = %e, "compaction pass failed; the next pass runs on schedule");
+                    // Its claims went with it (jobs hold one at a time, within a pass).
+                    inner.metrics.claims_held.set(0);
                 }
                 tokio::select! {
                     _ = tokio::time::sleep(inner.config.interval) => {}
@@ -256,8 +272,11 @@ impl Compactor {
                 unreferenced: std::sync::Mutex::new(HashMap::new()),
                 history_mark: std::sync::Mutex::new(None),
                 metrics: CompactorMetrics::new(),
-                passes: std::sync::Mutex::new((None, None)),
-                started: tokio::time::Instant::now(),
+                progress: std::sync::Mutex::new(Progress {
+                    pass_ended: None,
+                    last_step: tokio::time::Instant::now(),
+                }),
+                lagging: std::sync::Mutex::default(),
             }),
             stop: watch::Sender::new(false),
             task: std::sync::Mutex::new(None),
@@ -280,34 +299,31 @@ impl Compactor {
         &self.inner.metrics
     }
 
-    /// Serving while passes run on schedule: not serving once no pass has ended for
-    /// three intervals (at least ten minutes) — a pass stuck on the metastore or the object
-    /// store, or a loop that stopped.
+    /// Serving while the compactor moves on: not serving once neither a job nor a pass
+    /// has ended for three intervals (at least ten minutes) — a job stuck on the metastore
+    /// or the object store, or a loop that stopped. A long pass that keeps finishing jobs
+    /// is serving.
     pub fn health(&self) -> Health {
-        let (running, ended) = *self.inner.passes.lock().expect("passes lock");
+        let progress = *self.inner.progress.lock().expect("progress lock");
         let allowed = (self.inner.config.interval * 3).max(Duration::from_secs(600));
-        let since = ended.unwrap_or(self.inner.started).elapsed();
-        let running = running.map(|at| at.elapsed());
+        let since = progress.last_step.elapsed();
+        let last_pass = match progress.pass_ended {
+            Some(at) => format!("last pass ended {}s ago", at.elapsed().as_secs()),
+            None => "first pass running".to_string(),
+        };
         if since > allowed {
             Health {
                 serving: false,
                 detail: format!(
-                    "no compaction pass has ended for {}s (allowed {}s){}",
+                    "no job or pass has ended for {}s (allowed {}s); {last_pass}",
                     since.as_secs(),
                     allowed.as_secs(),
-                    running.map_or(String::new(), |r| format!(
-                        "; the running one started {}s ago",
-                        r.as_secs()
-                    ))
                 ),
             }
         } else {
             Health {
                 serving: true,
-                detail: match ended {
-                    Some(at) => format!("last pass ended {}s ago", at.elapsed().as_secs()),
-                    None => "first pass running".to_string(),
-                },
+                detail: last_pass,
             }
         }
     }
@@ -325,7 +341,6 @@ impl Compactor {
 impl Inner {
     async fn run_pass(&self) -> PassReport {
         let started = tokio::time::Instant::now();
-        self.passes.lock().expect("passes lock").0 = Some(started);
         let report = self.pass().await;
         let metrics = &self.metrics;
         metrics.passes.inc();
@@ -333,14 +348,30 @@ impl Inner {
             .pass_duration
             .observe(started.elapsed().as_secs_f64());
         metrics.last_pass_time.set(metrics::unix_seconds());
-        metrics.archive_lag.reset();
+        // A topic's lag as of this pass; kept from an earlier pass where its jobs failed
+        // (so the lag alert stays on while archiving fails); gone with the topic or its
+        // archive.
+        let mut lagging = self.lagging.lock().expect("lagging lock");
         for (topic, lag) in &report.archive_lag {
             metrics
                 .archive_lag
                 .with_label_values(&[topic.as_str()])
                 .set(*lag);
+            lagging.insert(topic.clone());
         }
-        *self.passes.lock().expect("passes lock") = (None, Some(tokio::time::Instant::now()));
+        lagging.retain(|topic| {
+            let archived = report.archived_topics.contains(topic);
+            if !archived {
+                let _ = metrics.archive_lag.remove_label_values(&[topic.as_str()]);
+            }
+            archived
+        });
+        drop(lagging);
+        let now = tokio::time::Instant::now();
+        *self.progress.lock().expect("progress lock") = Progress {
+            pass_ended: Some(now),
+            last_step: now,
+        };
         report
     }
 
@@ -359,6 +390,9 @@ impl Inner {
             };
             let mut partitions: Vec<(Arc<strata_metastore::TopicMeta>, u32)> = Vec::new();
             for topic in topics {
+                if policy::TopicPolicy::from_config(&topic.config).archive {
+                    report.archived_topics.insert(topic.name.clone());
+                }
                 let topic = Arc::new(topic);
                 partitions.extend((0..topic.partitions).map(|p| (topic.clone(), p)));
             }
@@ -415,6 +449,7 @@ impl Inner {
     /// Ends `job`: releases its claim.
     async fn finish_job(&self, job: &str, claim: Box<dyn Liveness>, ok: bool) {
         self.metrics.claims_held.dec();
+        self.progress.lock().expect("progress lock").last_step = tokio::time::Instant::now();
         tracing::info!(job, at_ms = self.clock.now_ms(), ok, "job finished");
         if let Err(e) = claim.release().await {
             tracing::warn!(job, error = %e, "cannot release the claim; it expires with its lease");

@@ -29,7 +29,8 @@ pub struct CompactorMetrics {
     pub objects_written: IntCounter,
     /// Orphaned objects deleted.
     pub objects_deleted: IntCounter,
-    /// Records of each archived topic not yet in its archive, as of the last pass.
+    /// Records of each archived topic not yet in its archive, as of the last pass that
+    /// archived it (kept while its jobs fail; removed with the topic or its archive).
     pub archive_lag: IntGaugeVec,
     /// Partition claims held now.
     pub claims_held: IntGauge,

@@ -18,6 +18,16 @@ pub enum Error {
         /// What changed.
         reason: String,
     },
+    /// Another agent took the partition (a newer epoch) right after this one did.
+    #[error("{topic}/{partition} was taken over by {by} meanwhile")]
+    TakenOver {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The agent that holds it now.
+        by: String,
+    },
     /// The backend could not be reached or failed; the outcome of a write is unknown.
     #[error("metastore unavailable: {0}")]
     Unavailable(String),

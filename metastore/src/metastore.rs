@@ -430,6 +430,51 @@ impl<B: KvBackend> KvMetastore<B> {
             .await
     }
 
+    /// The state of partitions `first..first + count` of `topic`, their three keys each
+    /// read with [`KvBackend::get_many`] (one etcd request per `max_txn_ops` keys, so one
+    /// partition's state is one consistent read).
+    async fn partition_states_from(
+        &self,
+        topic: &str,
+        first: u32,
+        count: u32,
+    ) -> Result<Vec<PartitionState>> {
+        let keys: Vec<String> = (first..first.saturating_add(count))
+            .flat_map(|p| {
+                [
+                    self.keys.owner(topic, p),
+                    self.keys.log_start(topic, p),
+                    self.keys.high_watermark(topic, p),
+                ]
+            })
+            .collect();
+        // Each transaction of reads holds whole partitions: a partition's keys are read at
+        // one revision.
+        let per_request = (self.kv.max_txn_ops() / 3).max(1) * 3;
+        let mut values = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(per_request) {
+            values.extend(self.kv.get_many(chunk).await?);
+        }
+        keys.chunks(3)
+            .zip(values.chunks(3))
+            .map(|(keys, values)| {
+                let offset = |i: usize| {
+                    values[i]
+                        .as_deref()
+                        .map_or(Ok(0), |bytes| decode_offset(&keys[i], bytes))
+                };
+                Ok(PartitionState {
+                    owner: values[0]
+                        .as_deref()
+                        .map(|bytes| decode_json(&keys[0], bytes))
+                        .transpose()?,
+                    log_start_offset: offset(1)?,
+                    high_watermark: offset(2)?,
+                })
+            })
+            .collect()
+    }
+
     async fn get_offset(&self, key: &str) -> Result<i64> {
         match self.kv.get(key).await? {
             Some(bytes) => decode_offset(key, &bytes),
@@ -747,47 +792,14 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
 
     #[instrument(name = "metastore.partition_states", skip(self))]
     async fn partition_states(&self, topic: &str, count: u32) -> Result<Vec<PartitionState>> {
-        let keys: Vec<String> = (0..count)
-            .flat_map(|p| {
-                [
-                    self.keys.owner(topic, p),
-                    self.keys.log_start(topic, p),
-                    self.keys.high_watermark(topic, p),
-                ]
-            })
-            .collect();
-        let values = self.kv.get_many(&keys).await?;
-        keys.chunks(3)
-            .zip(values.chunks(3))
-            .map(|(keys, values)| {
-                let offset = |i: usize| {
-                    values[i]
-                        .as_deref()
-                        .map_or(Ok(0), |bytes| decode_offset(&keys[i], bytes))
-                };
-                Ok(PartitionState {
-                    owner: values[0]
-                        .as_deref()
-                        .map(|bytes| decode_json(&keys[0], bytes))
-                        .transpose()?,
-                    log_start_offset: offset(1)?,
-                    high_watermark: offset(2)?,
-                })
-            })
-            .collect()
+        self.partition_states_from(topic, 0, count).await
     }
 
     #[instrument(name = "metastore.partition_state", skip(self))]
     async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState> {
-        Ok(PartitionState {
-            owner: self.get_json(&self.keys.owner(topic, partition)).await?,
-            log_start_offset: self
-                .get_offset(&self.keys.log_start(topic, partition))
-                .await?,
-            high_watermark: self
-                .get_offset(&self.keys.high_watermark(topic, partition))
-                .await?,
-        })
+        // One range of partitions `partition..=partition`: the three keys in one request.
+        let mut states = self.partition_states_from(topic, partition, 1).await?;
+        Ok(states.remove(0))
     }
 
     async fn log_start_offset(&self, topic: &str, partition: u32) -> Result<i64> {
@@ -838,16 +850,20 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                 .take_over(&owner_key, agent_id, topic_id, guards)
                 .await?
             {
+                // The state read (in one request) must be the one taken over: the topic
+                // may have been deleted, or the partition taken by another agent, since.
                 let state = self.partition_state(topic, partition).await?;
-                // Deleted (or taken by another agent) between the two reads: the state
-                // read is not the one taken over.
-                if state.owner.as_ref() != Some(&taken) {
-                    return Err(changed(
-                        "it was deleted or its partition taken over while this agent took it"
-                            .to_string(),
-                    ));
-                }
-                return Ok(state);
+                return match &state.owner {
+                    Some(owner) if *owner == taken => Ok(state),
+                    Some(owner) if owner.topic_id == topic_id => Err(Error::TakenOver {
+                        topic: topic.to_string(),
+                        partition,
+                        by: owner.agent_id.clone(),
+                    }),
+                    _ => Err(changed(
+                        "it was deleted while this agent took the partition".to_string(),
+                    )),
+                };
             }
             // The topic or the owner changed in between: read again and retry.
         }

@@ -707,7 +707,8 @@ async fn etcd_commit_splits_only_where_the_op_limit_forces_it() {
     }
     let report = store.commit_flush(&appends).await.unwrap();
     assert_eq!((report.transactions, report.rejected.len()), (3, 0));
-    // Reads are split by the same limit: 30 keys in transactions of 8 reads.
+    // Reads are split by the same limit (30 keys in transactions of 6 reads: whole
+    // partitions), and each still equals its own read.
     let states = store.partition_states("t", 10).await.unwrap();
     assert_eq!(states.len(), 10);
     for (p, state) in states.iter().enumerate() {

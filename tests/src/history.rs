@@ -6,10 +6,10 @@
 //! topic end to end; [`compare`] checks the history against the snapshots of every
 //! incarnation the load wrote to:
 //! - **lost**: acknowledged records not found at exactly their acknowledged position in
-//!   the incarnation they were acknowledged for (must be 0); an acknowledgement for an
-//!   incarnation no snapshot read, or past the end of the snapshot of its incarnation
-//!   (acknowledged after it was read), is checked by position alone: a partition the
-//!   incarnation has, no two records at one position;
+//!   the incarnation they were acknowledged for (must be 0); so is one for an incarnation
+//!   no snapshot read. One past the end of the snapshot of its incarnation (acknowledged
+//!   after it was read) is checked by position alone: a partition the incarnation has, no
+//!   two records at one position;
 //! - **in another incarnation**: records visible in an incarnation other than the one
 //!   they were acknowledged for, or in two incarnations (must be 0);
 //! - **duplicated**: records visible at two or more offsets (a retry of a send whose

@@ -133,6 +133,36 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
     assert_eq!(values, ["new-0", "new-1", "new-2"], "{read:?}");
     assert_eq!(read.iter().map(|(o, _)| *o).collect::<Vec<_>>(), [0, 1, 2]);
 
+    // A late request naming the old incarnation costs the current one nothing: no agent
+    // gives up (and takes again, under a new epoch) the partitions it owns.
+    let epochs = async || -> Vec<(String, u64)> {
+        strata_client::Admin::connect(a)
+            .await
+            .unwrap()
+            .describe_topic("t")
+            .await
+            .unwrap()
+            .partitions
+            .into_iter()
+            .map(|p| (p.owner_agent_id, p.owner_epoch))
+            .collect()
+    };
+    let before = epochs().await;
+    for server in &servers {
+        let channel = strata_client::connect(server).await.unwrap();
+        let mut log = LogClient::new(channel.transport());
+        for p in 0..2 {
+            let _ = log.produce(produce("t", &old_id, p, "late")).await;
+        }
+    }
+    // (A partition given up would be taken again within a control tick, 200 ms.)
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        epochs().await,
+        before,
+        "an old-incarnation request moved a partition"
+    );
+
     // A request naming the old incarnation is refused, retriably, on every agent;
     // naming the new one, it is written and the answer names it.
     for server in &servers {
