@@ -34,6 +34,8 @@ use crate::{Error, Result};
 pub(crate) const TICK: Duration = Duration::from_millis(200);
 /// Longest a control step waits for the metastore before trying again next tick.
 const STEP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often an agent checks that the partitions it owns are still its own.
+const VERIFY_INTERVAL: Duration = Duration::from_secs(2);
 /// Partitions taken at once when an agent is assigned many.
 const ACQUIRE_CONCURRENCY: usize = 16;
 
@@ -48,6 +50,8 @@ pub(crate) struct ClusterView {
     controller: AtomicBool,
     /// Runs the control loop now (a topic was created or deleted).
     wake: Notify,
+    /// When this agent last checked its ownerships against the metastore.
+    verified_at: std::sync::Mutex<Option<tokio::time::Instant>>,
 }
 
 impl Default for ClusterView {
@@ -58,6 +62,7 @@ impl Default for ClusterView {
             registered: AtomicBool::new(true),
             controller: AtomicBool::new(false),
             wake: Notify::new(),
+            verified_at: std::sync::Mutex::default(),
         }
     }
 }
@@ -281,6 +286,36 @@ impl Inner {
         }
     }
 
+    /// Every [`VERIFY_INTERVAL`], reads the stored owner of every partition this agent
+    /// owns and gives up those another agent took meanwhile (an agent whose assignment view
+    /// was behind took one for a record it got). Such an agent learns it was fenced at its
+    /// next commit; without writes it would go on serving reads from the high watermark it
+    /// knew. Given up, a partition assigned here is taken again under a new epoch, with
+    /// the stored state.
+    async fn verify_ownership(&self) -> Result<()> {
+        {
+            let mut last = self.cluster.verified_at.lock().expect("view lock");
+            if last.is_some_and(|at| at.elapsed() < VERIFY_INTERVAL) {
+                return Ok(());
+            }
+            *last = Some(tokio::time::Instant::now());
+        }
+        let held = self.owned_with_owners();
+        let keys: Vec<PartitionKey> = held.iter().map(|(key, _)| key.clone()).collect();
+        let stored = self.metastore.partition_owners(&keys).await?;
+        for ((key, mine), stored) in held.into_iter().zip(stored) {
+            if stored.as_ref() != Some(&mine) {
+                let by = stored.map_or_else(
+                    || "nobody (the topic is gone)".to_string(),
+                    |o| format!("{} under epoch {}", o.agent_id, o.epoch),
+                );
+                tracing::info!(topic = %key.0, partition = key.1, %by, "partition taken by another agent meanwhile; giving it up");
+                self.disown(&[key], &format!("it is held by {by}"));
+            }
+        }
+        Ok(())
+    }
+
     /// Follows `assignment`: gives up partitions assigned to other agents and takes those
     /// assigned to this one.
     async fn reconcile(&self, assignment: Assignment, agents: Vec<AgentRecord>) -> Result<()> {
@@ -291,6 +326,9 @@ impl Inner {
             return Ok(());
         }
         let me = self.config.agent_id.as_str();
+        if let Err(e) = self.verify_ownership().await {
+            tracing::warn!(error = %e, "cannot check this agent's ownerships; next tick");
+        }
         for key in self.owned_partitions() {
             if let Some(other) = assignment.agent_of(&key.0, key.1)
                 && other != me

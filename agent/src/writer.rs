@@ -126,6 +126,16 @@ impl Inner {
         state.owned.keys().cloned().collect()
     }
 
+    /// The partitions this agent owns, with the ownership it took.
+    pub(crate) fn owned_with_owners(&self) -> Vec<(PartitionKey, PartitionOwner)> {
+        let state = self.writer.state.lock().expect("writer lock");
+        state
+            .owned
+            .iter()
+            .map(|(key, o)| (key.clone(), o.owner.clone()))
+            .collect()
+    }
+
     /// Gives up partitions: their records not yet flushed are dropped and their waiters
     /// get FAILED_PRECONDITION with `reason`. Records already in flight are committed or
     /// fenced as usual.
@@ -179,7 +189,18 @@ impl Inner {
                     .to_string(),
             ));
         }
-        if let Some(owner) = self.cluster.assignment().agent_of(&key.0, key.1)
+        let assigned = match self.cluster.assignment().agent_of(&key.0, key.1) {
+            Some(owner) => Some(owner.to_string()),
+            // Not assigned in this agent's view, which may be a tick behind the
+            // controller (a topic created moments ago): the stored assignment decides, so
+            // that this agent does not take a partition assigned elsewhere.
+            None => self
+                .metastore
+                .assignment()
+                .await?
+                .and_then(|a| a.agent_of(&key.0, key.1).map(str::to_string)),
+        };
+        if let Some(owner) = assigned
             && owner != self.config.agent_id
         {
             return Err(Error::NotOwner {

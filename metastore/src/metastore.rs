@@ -44,6 +44,14 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     /// A partition's committed state.
     async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState>;
 
+    /// The stored owner of each of `partitions` (`None`: never owned, or the topic is
+    /// gone), read in as few requests as the backend allows: how an agent finds the
+    /// partitions it believes it owns that another agent took meanwhile.
+    async fn partition_owners(
+        &self,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<Option<PartitionOwner>>>;
+
     /// The committed state of partitions `0..count` of `topic`, read in as few requests as
     /// the backend allows (etcd: one per [`Metastore::max_swap_entries`]/3 partitions or
     /// so), not three per partition.
@@ -793,6 +801,27 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     #[instrument(name = "metastore.partition_states", skip(self))]
     async fn partition_states(&self, topic: &str, count: u32) -> Result<Vec<PartitionState>> {
         self.partition_states_from(topic, 0, count).await
+    }
+
+    #[instrument(name = "metastore.partition_owners", skip_all, fields(partitions = partitions.len()))]
+    async fn partition_owners(
+        &self,
+        partitions: &[(String, u32)],
+    ) -> Result<Vec<Option<PartitionOwner>>> {
+        let keys: Vec<String> = partitions
+            .iter()
+            .map(|(topic, p)| self.keys.owner(topic, *p))
+            .collect();
+        let values = self.kv.get_many(&keys).await?;
+        keys.iter()
+            .zip(values)
+            .map(|(key, value)| {
+                value
+                    .as_deref()
+                    .map(|bytes| decode_json(key, bytes))
+                    .transpose()
+            })
+            .collect()
     }
 
     #[instrument(name = "metastore.partition_state", skip(self))]
