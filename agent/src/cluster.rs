@@ -34,8 +34,11 @@ use crate::{Error, Result};
 pub(crate) const TICK: Duration = Duration::from_millis(200);
 /// Longest a control step waits for the metastore before trying again next tick.
 const STEP_TIMEOUT: Duration = Duration::from_secs(3);
-/// How often an agent checks that the partitions it owns are still its own.
-const VERIFY_INTERVAL: Duration = Duration::from_secs(2);
+/// How often an agent checks that some of the partitions it owns are still its own...
+const VERIFY_INTERVAL: Duration = Duration::from_secs(1);
+/// ...and how many at a time (one etcd request): an agent of many partitions goes through
+/// them in turn, so the check costs one request a second whatever it owns.
+const VERIFY_BATCH: usize = 120;
 /// Partitions taken at once when an agent is assigned many.
 const ACQUIRE_CONCURRENCY: usize = 16;
 
@@ -50,8 +53,9 @@ pub(crate) struct ClusterView {
     controller: AtomicBool,
     /// Runs the control loop now (a topic was created or deleted).
     wake: Notify,
-    /// When this agent last checked its ownerships against the metastore.
-    verified_at: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// When this agent last checked its ownerships against the metastore, and where in
+    /// its (sorted) partitions the next check starts.
+    verified_at: std::sync::Mutex<(Option<tokio::time::Instant>, usize)>,
 }
 
 impl Default for ClusterView {
@@ -286,21 +290,35 @@ impl Inner {
         }
     }
 
-    /// Every [`VERIFY_INTERVAL`], reads the stored owner of every partition this agent
-    /// owns and gives up those another agent took meanwhile (an agent whose assignment view
-    /// was behind took one for a record it got). Such an agent learns it was fenced at its
+    /// Every [`VERIFY_INTERVAL`], reads the stored owner of the next [`VERIFY_BATCH`] of
+    /// the partitions this agent owns and gives up those another agent took meanwhile (an
+    /// agent whose assignment view was behind took one for a record it got). Such an agent learns it was fenced at its
     /// next commit; without writes it would go on serving reads from the high watermark it
     /// knew. Given up, a partition assigned here is taken again under a new epoch, with
     /// the stored state.
     async fn verify_ownership(&self) -> Result<()> {
-        {
-            let mut last = self.cluster.verified_at.lock().expect("view lock");
-            if last.is_some_and(|at| at.elapsed() < VERIFY_INTERVAL) {
+        let due = |verified: &(Option<tokio::time::Instant>, usize)| {
+            verified.0.is_none_or(|at| at.elapsed() >= VERIFY_INTERVAL)
+        };
+        if !due(&self.cluster.verified_at.lock().expect("view lock")) {
+            return Ok(());
+        }
+        let mut held = self.owned_with_owners();
+        if held.is_empty() {
+            return Ok(());
+        }
+        held.sort_by(|a, b| a.0.cmp(&b.0));
+        let start = {
+            let mut verified = self.cluster.verified_at.lock().expect("view lock");
+            if !due(&verified) {
                 return Ok(());
             }
-            *last = Some(tokio::time::Instant::now());
-        }
-        let held = self.owned_with_owners();
+            let start = verified.1 % held.len();
+            *verified = (Some(tokio::time::Instant::now()), start + VERIFY_BATCH);
+            start
+        };
+        let count = VERIFY_BATCH.min(held.len());
+        let held: Vec<_> = held.into_iter().cycle().skip(start).take(count).collect();
         let keys: Vec<PartitionKey> = held.iter().map(|(key, _)| key.clone()).collect();
         let stored = self.metastore.partition_owners(&keys).await?;
         for ((key, mine), stored) in held.into_iter().zip(stored) {
