@@ -430,27 +430,15 @@ impl Consumer {
             }
         };
         for topic in topics {
-            let described = match self
-                .admin
-                .describe_topic(pb::DescribeTopicRequest {
-                    name: topic.clone(),
-                })
-                .await
-            {
-                Ok(described) => described.into_inner(),
-                Err(status) => {
-                    tracing::warn!(topic, error = %status, "cannot describe a topic; retrying");
+            let (topic_id, partitions) = match self.describe(&topic).await {
+                Ok(described) => described,
+                Err(error) => {
+                    tracing::warn!(topic, %error, "cannot describe a topic; retrying");
                     self.stale = true;
                     continue;
                 }
             };
-            let topic_id = described
-                .topic
-                .as_ref()
-                .map(|t| t.topic_id.clone())
-                .unwrap_or_default();
-            let _ = self.router.follow(&topic).await;
-            for info in described.partitions {
+            for info in partitions {
                 let tp = (topic.clone(), info.partition as u32);
                 if !pending.contains(&tp) {
                     continue;
@@ -493,19 +481,7 @@ impl Consumer {
         partitions: &[u32],
         start: StartOffset,
     ) -> Result<()> {
-        let described = self
-            .admin
-            .describe_topic(pb::DescribeTopicRequest {
-                name: topic.to_string(),
-            })
-            .await?
-            .into_inner();
-        let _ = self.router.follow(topic).await;
-        let topic_id = described
-            .topic
-            .as_ref()
-            .map(|t| t.topic_id.clone())
-            .unwrap_or_default();
+        let (topic_id, described) = self.describe(topic).await?;
         let by_time: HashMap<u32, i64> = match start {
             StartOffset::Timestamp(t) => self
                 .log
@@ -522,7 +498,8 @@ impl Consumer {
                 .collect(),
             _ => Default::default(),
         };
-        for info in described.partitions {
+        let count = described.len() as u32;
+        for info in described {
             let partition = info.partition as u32;
             if !partitions.is_empty() && !partitions.contains(&partition) {
                 continue;
@@ -548,7 +525,6 @@ impl Consumer {
                 changed: false,
             });
         }
-        let count = described.topic.map_or(0, |t| t.partitions) as u32;
         if let Some(bad) = partitions.iter().find(|p| **p >= count) {
             return Err(Error::InvalidArgument(format!(
                 "partition {bad} does not exist: topic '{topic}' has {count} partitions"
@@ -635,6 +611,30 @@ impl Consumer {
         Ok(out)
     }
 
+    /// `topic`'s current incarnation (its id) and partitions; from now on the router
+    /// follows its owners.
+    async fn describe(&self, topic: &str) -> Result<(String, Vec<pb::PartitionInfo>)> {
+        let described = self
+            .admin
+            .clone()
+            .describe_topic(pb::DescribeTopicRequest {
+                name: topic.to_string(),
+            })
+            .await?
+            .into_inner();
+        let _ = self.router.follow(topic).await;
+        let topic_id = described.topic.map(|t| t.topic_id).unwrap_or_default();
+        Ok((topic_id, described.partitions))
+    }
+
+    /// Whether a position lost (below the log start, or in a deleted incarnation) moves to
+    /// the end: a group member with `auto.offset.reset=latest`. Otherwise to the start.
+    fn resets_to_latest(&self) -> bool {
+        self.group
+            .as_ref()
+            .is_some_and(|g| matches!(g.membership.config.offset_reset, OffsetReset::Latest))
+    }
+
     /// Moves assignments whose topic was deleted and created again to the new
     /// incarnation, at its log start (a group member with `auto.offset.reset=latest`: its
     /// end): offsets of the old incarnation mean nothing in the new one, and reading the new
@@ -642,34 +642,22 @@ impl Consumer {
     /// incarnation lacks is dropped; a topic that does not exist (yet) is tried again at the
     /// next poll.
     async fn follow_incarnations(&mut self) {
-        let mut topics: Vec<String> = self
+        let topics: BTreeSet<String> = self
             .assignments
             .iter()
             .filter(|a| a.changed)
             .map(|a| a.topic.clone())
             .collect();
-        topics.dedup();
-        let latest = self
-            .group
-            .as_ref()
-            .is_some_and(|g| matches!(g.membership.config.offset_reset, OffsetReset::Latest));
+        let latest = self.resets_to_latest();
         for topic in topics {
-            let described = match self
-                .admin
-                .describe_topic(pb::DescribeTopicRequest {
-                    name: topic.clone(),
-                })
-                .await
-            {
-                Ok(described) => described.into_inner(),
-                Err(status) => {
-                    tracing::debug!(topic, error = %status, "a changed topic cannot be described yet");
+            let (topic_id, partitions) = match self.describe(&topic).await {
+                Ok(described) => described,
+                Err(error) => {
+                    tracing::debug!(topic, %error, "a changed topic cannot be described yet");
                     continue;
                 }
             };
-            let topic_id = described.topic.map(|t| t.topic_id).unwrap_or_default();
-            let partitions: HashMap<u32, pb::PartitionInfo> = described
-                .partitions
+            let partitions: HashMap<u32, pb::PartitionInfo> = partitions
                 .into_iter()
                 .map(|p| (p.partition as u32, p))
                 .collect();
@@ -710,10 +698,7 @@ impl Consumer {
     ) -> Result<()> {
         // Below the log start (retention moved it): a group member follows its
         // `auto.offset.reset`; a consumer without a group restarts at the log start.
-        let reset_to_latest = self
-            .group
-            .as_ref()
-            .is_some_and(|g| matches!(g.membership.config.offset_reset, OffsetReset::Latest));
+        let reset_to_latest = self.resets_to_latest();
         let assignment = &mut self.assignments[i];
         match result {
             Ok(response) => {
