@@ -6,7 +6,8 @@
 #   scripts/bench.sh                 # 60 s per run, as the table in docs/BENCHMARKS.md
 #   BENCH_SECONDS=10 scripts/bench.sh  # a quicker look
 #
-# Suite: (a) 1 KiB records, 16 partitions, 4 producers, acks=ALL; (b) the same with 1,000
+# Suite: (a) 1 KiB records, 16 partitions, 4 producers, acks=ALL (idempotent, the SDK's
+# default); (p) the same without idempotence, to show what it costs; (b) (a) with 1,000
 # partitions; (c) 100-byte records; (d) catch-up consume of (a) from the object store
 # (agent restarted: cold cache); (e) e2e (tail consume) at 50% of (a)'s rate; and the
 # baseline: PUTs and GETs of the same sizes straight through object_store.
@@ -63,6 +64,7 @@ json() { python3 -c "import json,sys; print(json.load(open('$RESULTS/$1.json'))[
 start_agent
 run a bench produce --topic bench-a --partitions 16 --record-size 1024 --producers 4 --acks all --duration "$SECONDS_PER_RUN"
 metrics a
+run p bench produce --topic bench-p --partitions 16 --record-size 1024 --producers 4 --acks all --no-idempotence --duration "$SECONDS_PER_RUN"
 run b bench produce --topic bench-b --partitions 1000 --record-size 1024 --producers 4 --acks all --duration "$SECONDS_PER_RUN"
 run c bench produce --topic bench-c --partitions 16 --record-size 100 --producers 4 --acks all --duration "$SECONDS_PER_RUN"
 HALF_RATE=$(python3 -c "print(int($(json a records_per_sec) / 2))")

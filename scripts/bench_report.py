@@ -41,7 +41,7 @@ def histogram_quantile(metrics_text, name, q):
     return float("inf")
 
 
-a, b, c, d, e, base = (load(n) for n in ["a", "b", "c", "d", "e", "baseline"])
+a, b, c, d, e, p, base = (load(n) for n in ["a", "b", "c", "d", "e", "p", "baseline"])
 with open(os.path.join(results, "a.metrics")) as f:
     a_metrics = f.read()
 commit_p99_ms = histogram_quantile(a_metrics, "strata_metastore_commit_latency_seconds", 0.99) * 1000
@@ -74,9 +74,11 @@ puts_change = abs(b["puts_per_sec"] - a["puts_per_sec"]) / a["puts_per_sec"]
 tput_change = abs(b["mb_per_sec"] - a["mb_per_sec"]) / a["mb_per_sec"]
 e2e_bound = e["produce_latency_ms"]["p99"] + 25
 blocks_read = d["gets"] + d["cache_hits"]
+idempotence_cost = (p["mb_per_sec"] - a["mb_per_sec"]) / p["mb_per_sec"]
 
 rows = [
-    ("a", "produce 1 KiB, 16 partitions, 4 producers, acks=ALL", a),
+    ("a", "produce 1 KiB, 16 partitions, 4 producers, acks=ALL, idempotent (default)", a),
+    ("p", "(a) without idempotence", p),
     ("b", "produce 1 KiB, 1,000 partitions", b),
     ("c", "produce 100 B, 16 partitions", c),
     ("d", "catch-up consume of (a), cold cache", d),
@@ -120,6 +122,7 @@ Agent peak RSS over the suite: {peak_rss_kb / 1024:.0f} MiB.
 |---|---|---|
 | produce (a) ≥ 70% of raw PUT throughput | {a["mb_per_sec"]:.1f} / {base["mb_per_sec"]:.1f} MB/s = {put_ratio:.0%} | {ok(put_ratio >= 0.7)} |
 | produce p99 ≤ linger + 2 × (PUT p99 + commit p99) | {a["latency_ms"]["p99"]:.1f} ms vs {linger_ms:.0f} + 2 × ({put_p99_ms:.1f} + {commit_p99_ms:.1f}) = {latency_bound:.1f} ms | {ok(a["latency_ms"]["p99"] <= latency_bound)} |
+| idempotent produce (a) within 5% of plain produce (p) | {a["mb_per_sec"]:.1f} vs {p["mb_per_sec"]:.1f} MB/s ({idempotence_cost:+.1%} slower) | {ok(idempotence_cost <= 0.05)} |
 | produce p50 < 100 ms (default linger) | {a["latency_ms"]["p50"]:.1f} ms | {ok(a["latency_ms"]["p50"] < 100)} |
 | 16 → 1,000 partitions: PUTs/s change < 10% | {a["puts_per_sec"]:.1f} → {b["puts_per_sec"]:.1f} ({puts_change:.0%}) | {ok(puts_change < 0.10)} |
 | 16 → 1,000 partitions: throughput change < 20% | {a["mb_per_sec"]:.1f} → {b["mb_per_sec"]:.1f} MB/s ({tput_change:.0%}) | {ok(tput_change < 0.20)} |
@@ -132,7 +135,7 @@ Agent peak RSS over the suite: {peak_rss_kb / 1024:.0f} MiB.
 ## Commands
 
 ```sh""")
-for name in ["a", "b", "c", "e", "d", "baseline"]:
+for name in ["a", "p", "b", "c", "e", "d", "baseline"]:
     print(f"# {name}\n{cmd(name)}")
 print("```")
 

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_metastore::{AgentRecord, ArchiveState, Metastore, PartitionState, TopicMeta};
-use strata_storage::{BlockCache, Record, SegmentStore};
+use strata_storage::{BlockCache, ProducerFields, Record, SegmentStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -118,10 +118,15 @@ pub(crate) struct Inner {
     pub cluster: ClusterView,
     pub coordinator: Coordinator,
     sticky_partition: AtomicU32,
+    /// Producer ids taken from the metastore and not yet handed out.
+    producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
     /// Set when a background part of the agent failed (panicked): the agent stops
     /// writing, reports NOT_SERVING and exits, so that a supervisor restarts it.
     failure: watch::Sender<Option<String>>,
 }
+
+/// Producer ids an agent takes from the metastore at a time.
+pub const PRODUCER_ID_BLOCK: u64 = 1_000;
 
 /// A record as a producer hands it over.
 #[derive(Debug, Clone)]
@@ -141,6 +146,9 @@ pub struct NewRecord {
 pub struct Appended {
     /// The incarnation of the topic they were appended to.
     pub topic_id: String,
+    /// The request was a retry of an idempotent producer's batch already written:
+    /// nothing was appended, and the positions are the ones it got then.
+    pub duplicate: bool,
     positions: Vec<(u32, i64)>,
     commit: Option<tokio::sync::oneshot::Receiver<Result<()>>>,
 }
@@ -486,6 +494,7 @@ impl Agent {
             cluster: ClusterView::default(),
             coordinator: Coordinator::default(),
             sticky_partition: AtomicU32::new(rand::random()),
+            producer_ids: tokio::sync::Mutex::new(0..0),
             failure: watch::Sender::new(None),
         });
         let registration = inner
@@ -957,6 +966,27 @@ impl Agent {
         Ok(start)
     }
 
+    /// A new producer id for an idempotent producer (epoch 0), from a block of
+    /// [`PRODUCER_ID_BLOCK`] taken from the metastore: one metastore transaction per
+    /// block, not per producer.
+    pub async fn init_producer_id(&self) -> Result<i64> {
+        let mut ids = self.inner.producer_ids.lock().await;
+        if ids.is_empty() {
+            let first = self
+                .inner
+                .metastore
+                .allocate_producer_ids(PRODUCER_ID_BLOCK)
+                .await?;
+            *ids = first..first.saturating_add(PRODUCER_ID_BLOCK as i64);
+            tracing::info!(
+                first,
+                count = PRODUCER_ID_BLOCK,
+                "took a block of producer ids"
+            );
+        }
+        Ok(ids.next().expect("a block is not empty"))
+    }
+
     /// Deletes a topic.
     pub async fn delete_topic(&self, name: &str) -> Result<()> {
         self.inner.metastore.delete_topic(name).await?;
@@ -975,7 +1005,7 @@ impl Agent {
         records: Vec<NewRecord>,
         wait_for_commit: bool,
     ) -> Result<Vec<(u32, i64)>> {
-        self.append(topic, "", partition, records, wait_for_commit)
+        self.append(topic, "", partition, None, records, wait_for_commit)
             .await?
             .committed()
             .await
@@ -990,10 +1020,19 @@ impl Agent {
         topic: &str,
         topic_id: &str,
         partition: Option<i32>,
+        producer: Option<ProducerFields>,
         records: Vec<NewRecord>,
         wait_for_commit: bool,
     ) -> Result<Appended> {
         let limits = &self.inner.config.limits;
+        if let Some(fields) = producer {
+            crate::producer::check_fields(fields)?;
+            if partition.is_none() {
+                return Err(Error::InvalidArgument(
+                    "a batch of an idempotent producer names its partition".to_string(),
+                ));
+            }
+        }
         if records.len() > limits.max_request_records {
             return Err(over(
                 format!(
@@ -1011,6 +1050,7 @@ impl Agent {
         if records.is_empty() {
             return Ok(Appended {
                 topic_id: handle.meta.topic_id.clone(),
+                duplicate: false,
                 positions: Vec::new(),
                 commit: None,
             });
@@ -1107,23 +1147,28 @@ impl Agent {
                     partition,
                     records,
                     compression: handle.settings.compression,
+                    producer,
                 }
             })
             .collect();
-        let (first_offsets, commit) = self
+        let outcome = self
             .inner
             .append(topic, &handle.meta.topic_id, batches, wait_for_commit)
             .await?;
+        if outcome.duplicate {
+            metrics.produce_duplicates.inc();
+        }
         let mut positions = vec![(0u32, 0i64); total];
-        for ((partition, indexes), first) in places.into_iter().zip(first_offsets) {
+        for ((partition, indexes), first) in places.into_iter().zip(outcome.first_offsets) {
             for (j, i) in indexes.into_iter().enumerate() {
                 positions[i] = (partition, first + j as i64);
             }
         }
         Ok(Appended {
             topic_id: handle.meta.topic_id.clone(),
+            duplicate: outcome.duplicate,
             positions,
-            commit,
+            commit: outcome.commit,
         })
     }
 

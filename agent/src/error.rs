@@ -118,6 +118,38 @@ pub enum Error {
         /// Its members, `member_id` or `member_id (instance)`, comma-separated.
         members: String,
     },
+    /// An idempotent producer's batch does not follow its last one in the partition:
+    /// nothing of it was written.
+    #[error(
+        "batch of producer {producer_id} at sequence {sequence} is out of order in \
+         {topic}/{partition}: the next sequence is {expected}; nothing of it was written"
+    )]
+    OutOfOrderSequence {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The producer.
+        producer_id: i64,
+        /// The batch's first sequence.
+        sequence: i32,
+        /// The sequence expected, and why.
+        expected: String,
+    },
+    /// A batch of an older epoch than the producer's current one: another producer took
+    /// over its id (a newer session of the same producer). Nothing of it was written.
+    #[error(
+        "producer {producer_id} is fenced: epoch {epoch} is older than its current epoch \
+         {current}; nothing of the batch was written"
+    )]
+    ProducerFenced {
+        /// The producer.
+        producer_id: i64,
+        /// The batch's epoch.
+        epoch: i16,
+        /// The producer's epoch now.
+        current: i16,
+    },
     /// The request cannot be done in the cluster's present state; the message says what
     /// to change first.
     #[error("{0}")]

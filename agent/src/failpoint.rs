@@ -1,20 +1,35 @@
 //! Test hooks. `STRATA_FAILPOINT=NAME:N[,NAME:N…]` makes the Nth pass (1-based) through
-//! point NAME fail the way that point says; unset (always, outside tests) nothing fails.
-//! The variable is read once. Points: `put-panic` (the task that encodes and PUTs a
-//! segment panics). The embedded metastore reads `metastore-torn-append` itself.
+//! point NAME fail the way that point says (`NAME:*N`: every Nth pass); unset (always,
+//! outside tests) nothing fails. The variable is read once. Points: `put-panic` (the task
+//! that encodes and PUTs a segment panics) and `commit-reply-lost` (a flush commit that
+//! succeeded is treated as one whose outcome is unknown: its producers get UNAVAILABLE
+//! and retry, as when etcd's reply is lost). The embedded metastore reads
+//! `metastore-torn-append` itself.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
 
-fn armed() -> &'static HashMap<String, u64> {
-    static ARMED: OnceLock<HashMap<String, u64>> = OnceLock::new();
+/// When a point fails: on its Nth pass, or on every Nth.
+#[derive(Debug, Clone, Copy)]
+enum Arming {
+    Once(u64),
+    Every(u64),
+}
+
+fn armed() -> &'static HashMap<String, Arming> {
+    static ARMED: OnceLock<HashMap<String, Arming>> = OnceLock::new();
     ARMED.get_or_init(|| {
         std::env::var("STRATA_FAILPOINT")
             .unwrap_or_default()
             .split(',')
             .filter_map(|point| {
                 let (name, n) = point.split_once(':')?;
-                Some((name.trim().to_string(), n.trim().parse().ok()?))
+                let n = n.trim();
+                let arming = match n.strip_prefix('*') {
+                    Some(every) => Arming::Every(every.parse().ok().filter(|n| *n > 0)?),
+                    None => Arming::Once(n.parse().ok()?),
+                };
+                Some((name.trim().to_string(), arming))
             })
             .collect()
     })
@@ -32,5 +47,8 @@ pub(crate) fn hit(point: &str) -> bool {
         .entry(point.to_string())
         .or_default();
     *count += 1;
-    *count == *at
+    match *at {
+        Arming::Once(n) => *count == n,
+        Arming::Every(n) => (*count).is_multiple_of(n),
+    }
 }

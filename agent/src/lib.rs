@@ -35,6 +35,7 @@ mod group;
 pub mod health;
 pub mod limits;
 pub mod metrics;
+mod producer;
 mod reader;
 pub mod security;
 pub mod service;

@@ -55,6 +55,12 @@ pub struct Limits {
     /// Concurrent streams (calls) on one client connection, Subscribe streams included;
     /// more wait for one to end (HTTP/2 `SETTINGS_MAX_CONCURRENT_STREAMS`).
     pub max_streams_per_connection: u32,
+    /// Idempotent producers one partition remembers (each is a metastore key); a new one
+    /// past it is refused (RESOURCE_EXHAUSTED) until one expires.
+    pub max_producers_per_partition: usize,
+    /// How long a partition remembers an idempotent producer that stopped writing to it
+    /// (Kafka's `producer.id.expiration.ms`); a retry after that may be written twice.
+    pub producer_id_expiration_ms: u64,
 }
 
 impl Default for Limits {
@@ -75,6 +81,8 @@ impl Default for Limits {
             max_group_state_bytes: 1 << 20,
             max_session_inflight: 1_024,
             max_streams_per_connection: 1_024,
+            max_producers_per_partition: 1_000,
+            producer_id_expiration_ms: 86_400_000,
         }
     }
 }
@@ -97,6 +105,8 @@ impl Limits {
         "max_group_state_bytes",
         "max_session_inflight",
         "max_streams_per_connection",
+        "max_producers_per_partition",
+        "producer_id_expiration_ms",
     ];
 
     /// The part of the limits every stored value is checked against (agents and
@@ -131,6 +141,11 @@ impl Limits {
                 "max_streams_per_connection",
                 self.max_streams_per_connection as u64,
             ),
+            (
+                "max_producers_per_partition",
+                self.max_producers_per_partition as u64,
+            ),
+            ("producer_id_expiration_ms", self.producer_id_expiration_ms),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));

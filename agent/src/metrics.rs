@@ -15,6 +15,9 @@ pub struct Metrics {
     pub produce_requests: IntCounter,
     /// Records accepted by produce requests.
     pub produce_records: IntCounter,
+    /// Retries of idempotent producers' batches answered with the offsets the batch got
+    /// before (nothing written twice).
+    pub produce_duplicates: IntCounter,
     /// Bytes (key + value + headers) accepted by produce requests.
     pub produce_bytes: IntCounter,
     /// Produce request latency, receipt to answer (acks=ALL: to commit).
@@ -150,6 +153,11 @@ impl Metrics {
                 "Partitions given up (reassigned, fenced, or lease lost)",
             ),
             produce_records: counter(&r, "strata_produce_records_total", "Records produced"),
+            produce_duplicates: counter(
+                &r,
+                "strata_produce_duplicate_batches_total",
+                "Retried idempotent batches answered with their original offsets",
+            ),
             produce_bytes: counter(
                 &r,
                 "strata_produce_bytes_total",

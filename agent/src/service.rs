@@ -19,7 +19,7 @@ use strata_proto::v1::groups_client::GroupsClient;
 use strata_proto::v1::groups_server::{Groups, GroupsServer};
 use strata_proto::v1::log_client::LogClient;
 use strata_proto::v1::log_server::{Log, LogServer};
-use strata_storage::Record;
+use strata_storage::{ProducerFields, Record};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::metadata::{AsciiMetadataValue, MetadataMap};
@@ -94,6 +94,8 @@ pub fn status(error: Error) -> Status {
         Error::FencedMember { .. } => group_error(message, "fenced-member"),
         Error::NotAssigned { .. } => group_error(message, "not-assigned"),
         Error::GroupNotEmpty { .. } => group_error(message, "group-not-empty"),
+        Error::OutOfOrderSequence { .. } => producer_error(message, "out-of-order-sequence"),
+        Error::ProducerFenced { .. } => producer_error(message, "producer-fenced"),
         Error::Overloaded(_) => Status::resource_exhausted(message),
         Error::DataLoss(_) => Status::data_loss(message),
         Error::Unavailable(_) | Error::ObjectGone(_) => Status::unavailable(message),
@@ -106,6 +108,12 @@ pub const GROUP_ERROR: &str = "strata-group-error";
 fn group_error(message: String, kind: &'static str) -> Status {
     let mut metadata = MetadataMap::new();
     metadata.insert(GROUP_ERROR, kind.parse().expect("ascii"));
+    Status::with_metadata(tonic::Code::FailedPrecondition, message, metadata)
+}
+
+fn producer_error(message: String, kind: &'static str) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(strata_proto::PRODUCER_ERROR, kind.parse().expect("ascii"));
     Status::with_metadata(tonic::Code::FailedPrecondition, message, metadata)
 }
 
@@ -301,9 +309,11 @@ fn session_response(
 /// The answer to an appended request, once it is committed.
 async fn committed_response(appended: Appended) -> Result<pb::ProduceResponse, Status> {
     let topic_id = appended.topic_id.clone();
+    let duplicate = appended.duplicate;
     let positions = appended.committed().await.map_err(status)?;
     Ok(pb::ProduceResponse {
         topic_id,
+        duplicate,
         positions: positions
             .into_iter()
             .map(|(partition, offset)| pb::RecordPosition {
@@ -337,9 +347,26 @@ impl AgentService {
                     .collect(),
             })
             .collect();
+        let producer = r
+            .producer
+            .map(|p| {
+                let producer_epoch = i16::try_from(p.producer_epoch).map_err(|_| {
+                    Error::InvalidArgument(format!(
+                        "producer epoch {} is out of range (0 to {})",
+                        p.producer_epoch,
+                        i16::MAX
+                    ))
+                })?;
+                Ok::<_, Error>(ProducerFields {
+                    producer_id: p.producer_id,
+                    producer_epoch,
+                    base_sequence: p.base_sequence,
+                })
+            })
+            .transpose()?;
         let appended = self
             .agent
-            .append(&r.topic, &r.topic_id, r.partition, records, wait)
+            .append(&r.topic, &r.topic_id, r.partition, producer, records, wait)
             .await?;
         self.agent.metrics().produce_requests.inc();
         Ok(appended)
@@ -687,6 +714,17 @@ impl Log for AgentService {
         let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT);
         let response = self.fetch_response(&r, max_wait).await?;
         Ok(Response::new(response))
+    }
+
+    async fn init_producer_id(
+        &self,
+        _request: Request<pb::InitProducerIdRequest>,
+    ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        let producer_id = self.agent.init_producer_id().await.map_err(status)?;
+        Ok(Response::new(pb::InitProducerIdResponse {
+            producer_id,
+            producer_epoch: 0,
+        }))
     }
 
     async fn list_offsets(

@@ -224,3 +224,64 @@ async fn pipelined_flushes_commit_in_order() {
     assert_eq!(values, expected);
     agent.shutdown().await;
 }
+
+/// An idempotent producer's batch is written once however often it is sent: a retry gets
+/// the offsets it got then, a gap and an older epoch are refused, and the state comes back
+/// from the metastore when the partition is taken again after a failed flush.
+#[tokio::test]
+async fn idempotent_batches_are_written_once() {
+    let store = Arc::new(FlakyStore::default());
+    let agent = agent_on(store.clone()).await;
+    let producer_id = agent.init_producer_id().await.unwrap();
+    assert_eq!(agent.init_producer_id().await.unwrap(), producer_id + 1);
+    let send = |epoch: i16, sequence: i32, prefix: &'static str| {
+        let agent = agent.clone();
+        async move {
+            let fields = strata_storage::ProducerFields {
+                producer_id,
+                producer_epoch: epoch,
+                base_sequence: sequence,
+            };
+            let appended = agent
+                .append("t", "", Some(0), Some(fields), records(prefix, 10), true)
+                .await?;
+            let duplicate = appended.duplicate;
+            let positions = appended.committed().await?;
+            Ok::<_, Error>((positions[0].1, positions[9].1, duplicate))
+        }
+    };
+    assert_eq!(send(1, 0, "a").await.unwrap(), (0, 9, false));
+    assert_eq!(send(1, 0, "a").await.unwrap(), (0, 9, true));
+    assert_eq!(send(1, 10, "b").await.unwrap(), (10, 19, false));
+    let gap = send(1, 30, "x").await.unwrap_err();
+    assert!(
+        matches!(gap, Error::OutOfOrderSequence { sequence: 30, .. }),
+        "{gap}"
+    );
+    let fenced = send(0, 20, "x").await.unwrap_err();
+    assert!(
+        matches!(fenced, Error::ProducerFenced { current: 1, .. }),
+        "{fenced}"
+    );
+
+    // A failed flush: the partition is given up; taken again, its producer state is the
+    // committed one, read from the metastore.
+    store.failing.store(true, Ordering::SeqCst);
+    assert!(send(1, 20, "c").await.is_err());
+    store.failing.store(false, Ordering::SeqCst);
+    assert_eq!(send(1, 10, "b").await.unwrap(), (10, 19, true));
+    assert_eq!(send(1, 20, "c").await.unwrap(), (20, 29, false));
+    assert_eq!(send(1, 20, "c").await.unwrap(), (20, 29, true));
+    // A new epoch starts at sequence 0.
+    assert!(send(2, 30, "x").await.is_err());
+    assert_eq!(send(2, 0, "d").await.unwrap(), (30, 39, false));
+
+    let values = read_partition(&agent).await;
+    let expected: Vec<String> = ["a", "b", "c", "d"]
+        .iter()
+        .flat_map(|p| (0..10).map(move |i| format!("{p}-{i}")))
+        .collect();
+    assert_eq!(values, expected, "each batch once, in order");
+    assert_eq!(agent.metrics().produce_duplicates.get(), 3);
+    agent.shutdown().await;
+}

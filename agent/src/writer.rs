@@ -11,22 +11,36 @@
 //!   offsets followed the failed ones); its waiters get errors, never acks. The next
 //!   produce takes the partition again, under a new epoch, from the committed high
 //!   watermark.
+//! - an idempotent producer's batch is checked against the producer's state in the
+//!   partition before it gets offsets (see [`crate::producer`]); the state each flush
+//!   leaves is committed with it, so it never runs ahead of or behind the high watermark
+//!   in the metastore.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_metastore::{PartitionAppend, PartitionOwner, Rejection};
+use strata_metastore::{PartitionAppend, PartitionOwner, ProducerState, Rejection};
 use strata_storage::segment::object_name;
-use strata_storage::{BlockLocation, Compression, Record, SegmentBuilder};
+use strata_storage::{
+    BatchRun, BlockLocation, Compression, ProducerFields, Record, SegmentBuilder,
+};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{Instrument, info_span, instrument};
 
 use crate::agent::{Inner, PartitionKey};
+use crate::producer::{SequenceCheck, check_sequence, expired, record_batch};
 use crate::{Error, Result};
+
+/// Most idempotent producers with batches in one partition's block of a flush: each
+/// adds an operation to the flush's metastore transaction (etcd allows 128 by default).
+/// A batch of one more producer waits for the next flush (RESOURCE_EXHAUSTED, retried).
+const MAX_PRODUCERS_PER_BLOCK: usize = 64;
+/// Most expired producer states one block deletes.
+const MAX_EXPIRED_PER_BLOCK: usize = 32;
 
 /// The write side of an agent.
 #[derive(Debug, Default)]
@@ -52,6 +66,13 @@ struct WriterState {
 struct Ownership {
     owner: PartitionOwner,
     next_offset: i64,
+    /// Offsets below this are committed.
+    committed_to: i64,
+    /// Idempotent producers' states, with the batches given offsets but not yet
+    /// committed.
+    producers: HashMap<i64, ProducerState>,
+    /// Producers whose state expired, to delete from the metastore with the next flush.
+    expired: Vec<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -66,7 +87,22 @@ struct OpenSegment {
 struct PendingBlock {
     owner: PartitionOwner,
     compression: Compression,
-    records: Vec<Record>,
+    /// Runs of records, each one batch with its producer fields (a run without them
+    /// takes every following batch without them).
+    runs: Vec<(Option<ProducerFields>, Vec<Record>)>,
+    /// The state of each producer with a batch here, as of its last batch here.
+    producers: BTreeMap<i64, ProducerState>,
+    /// Expired producers deleted with this block.
+    expired: Vec<i64>,
+}
+
+impl PendingBlock {
+    fn bytes(&self) -> usize {
+        self.runs
+            .iter()
+            .map(|(_, records)| batch_bytes(records))
+            .sum()
+    }
 }
 
 #[derive(Debug)]
@@ -74,6 +110,9 @@ struct Waiter {
     partitions: Vec<PartitionKey>,
     done: oneshot::Sender<Result<()>>,
 }
+
+/// The producer states a block commits, and the expired producers it deletes.
+type ProducerChanges = (Vec<(i64, ProducerState)>, Vec<i64>);
 
 /// A sealed segment after its PUT, waiting for its turn to commit.
 #[derive(Debug)]
@@ -84,6 +123,8 @@ struct PutSegment {
     pending_bytes: usize,
     /// Blocks that are in the object: partition, record count, location.
     written: Vec<(PartitionKey, usize, BlockLocation)>,
+    /// Per partition, the producer states and expired producers its block commits.
+    producers: HashMap<PartitionKey, ProducerChanges>,
     /// The ownership each block was written under.
     owners: HashMap<PartitionKey, PartitionOwner>,
     /// Partitions already failed (encoding or PUT), with the error their waiters get.
@@ -97,6 +138,20 @@ pub(crate) struct PartitionRecords {
     pub partition: u32,
     pub records: Vec<Record>,
     pub compression: Compression,
+    /// Set for a batch of an idempotent producer.
+    pub producer: Option<ProducerFields>,
+}
+
+/// What [`Inner::append`] did.
+#[derive(Debug)]
+pub(crate) struct AppendOutcome {
+    /// The first offset given to each entry of the request.
+    pub first_offsets: Vec<i64>,
+    /// For acks=ALL, resolves once they are committed.
+    pub commit: Option<oneshot::Receiver<Result<()>>>,
+    /// The request was a retry of an idempotent producer's batch already committed:
+    /// nothing was appended, and `first_offsets` are the ones it got then.
+    pub duplicate: bool,
 }
 
 /// Per-record bookkeeping bytes counted on top of key, value and headers.
@@ -238,6 +293,9 @@ impl Inner {
             topic = %key.0, partition = key.1, epoch = owner.epoch,
             high_watermark = state.high_watermark, "took partition"
         );
+        // Read after the take-over: no earlier owner can commit any more, so this is the
+        // state the high watermark read with it leaves.
+        let (producers, expired_producers) = self.load_producers(key).await?;
         self.partition_log(key)
             .set_committed(state.log_start_offset, state.high_watermark);
         let mut writer = self.writer.state.lock().expect("writer lock");
@@ -253,9 +311,33 @@ impl Inner {
             Ownership {
                 owner,
                 next_offset: state.high_watermark,
+                committed_to: state.high_watermark,
+                producers,
+                expired: expired_producers,
             },
         );
         Ok(())
+    }
+
+    /// The idempotent producers' states of a partition just taken, and the producers
+    /// whose state expired.
+    async fn load_producers(
+        &self,
+        key: &PartitionKey,
+    ) -> Result<(HashMap<i64, ProducerState>, Vec<i64>)> {
+        let limits = &self.config.limits;
+        let stored = self
+            .metastore
+            .producer_states(&key.0, key.1, limits.max_producers_per_partition)
+            .await?;
+        let now = self.clock.now_ms();
+        let (expired_states, live): (Vec<_>, Vec<_>) = stored
+            .into_iter()
+            .partition(|(_, state)| expired(state, now, limits.producer_id_expiration_ms));
+        Ok((
+            live.into_iter().collect(),
+            expired_states.into_iter().map(|(id, _)| id).collect(),
+        ))
     }
 
     /// Forgets ownership of every partition of `topic` (after it was deleted).
@@ -273,15 +355,19 @@ impl Inner {
     }
 
     /// Appends records of one topic: assigns offsets and adds them to the open segment.
-    /// Returns the first offset given to each entry of `batches`, and, for acks=ALL, the
-    /// receiver that resolves once they are committed.
+    /// A request with an idempotent producer's batch holds that one batch.
     pub(crate) async fn append(
         &self,
         topic: &str,
         topic_id: &str,
         mut batches: Vec<PartitionRecords>,
         wait_for_commit: bool,
-    ) -> Result<(Vec<i64>, Option<oneshot::Receiver<Result<()>>>)> {
+    ) -> Result<AppendOutcome> {
+        if batches.len() > 1 && batches.iter().any(|b| b.producer.is_some()) {
+            return Err(Error::InvalidArgument(
+                "a batch of an idempotent producer is for one partition".to_string(),
+            ));
+        }
         for batch in &batches {
             self.ensure_owned(&(topic.to_string(), batch.partition), topic_id)
                 .await?;
@@ -313,6 +399,19 @@ impl Inner {
                 });
             }
         }
+        let now = self.clock.now_ms();
+        if let Some(batch) = batches.first()
+            && let Some(fields) = batch.producer
+        {
+            let key = (topic.to_string(), batch.partition);
+            if let Some(original) = self.check_producer(&mut state, &key, fields, batch, now)? {
+                return Ok(AppendOutcome {
+                    first_offsets: vec![original],
+                    commit: None,
+                    duplicate: true,
+                });
+            }
+        }
         let mut first_offsets = Vec::with_capacity(batches.len());
         let mut keys = Vec::with_capacity(batches.len());
         for batch in batches.iter_mut() {
@@ -323,6 +422,20 @@ impl Inner {
                 record.offset = base + i as i64;
             }
             ownership.next_offset += batch.records.len() as i64;
+            let producer_state = batch.producer.map(|fields| {
+                let count = batch.records.len() as i32;
+                let old = ownership.producers.remove(&fields.producer_id);
+                let new = record_batch(old, fields, count, base, now);
+                ownership.producers.insert(fields.producer_id, new.clone());
+                (fields.producer_id, new)
+            });
+            let expired_now: Vec<i64> = {
+                let keep = ownership
+                    .expired
+                    .len()
+                    .saturating_sub(MAX_EXPIRED_PER_BLOCK);
+                ownership.expired.drain(keep..).collect()
+            };
             let owner = ownership.owner.clone();
             first_offsets.push(base);
             let block = state
@@ -332,9 +445,20 @@ impl Inner {
                 .or_insert_with(|| PendingBlock {
                     owner,
                     compression: batch.compression,
-                    records: Vec::new(),
+                    runs: Vec::new(),
+                    producers: BTreeMap::new(),
+                    expired: Vec::new(),
                 });
-            block.records.append(&mut batch.records);
+            match (block.runs.last_mut(), batch.producer) {
+                (Some((None, records)), None) => records.append(&mut batch.records),
+                (_, producer) => block
+                    .runs
+                    .push((producer, std::mem::take(&mut batch.records))),
+            }
+            if let Some((id, producer_state)) = producer_state {
+                block.producers.insert(id, producer_state);
+            }
+            block.expired.extend(expired_now);
             keys.push(key);
         }
         state.open.bytes += request_bytes;
@@ -355,7 +479,84 @@ impl Inner {
         if just_opened || full {
             self.writer.wake_flusher.notify_one();
         }
-        Ok((first_offsets, receiver))
+        Ok(AppendOutcome {
+            first_offsets,
+            commit: receiver,
+            duplicate: false,
+        })
+    }
+
+    /// Checks an idempotent producer's batch against its state in the partition (owned,
+    /// checked by the caller): `Some(base offset)` for a retry of a committed batch,
+    /// `None` to append it, or why it is refused.
+    fn check_producer(
+        &self,
+        state: &mut WriterState,
+        key: &PartitionKey,
+        fields: ProducerFields,
+        batch: &PartitionRecords,
+        now: i64,
+    ) -> Result<Option<i64>> {
+        let limits = &self.config.limits;
+        let count = i32::try_from(batch.records.len()).map_err(|_| {
+            Error::InvalidArgument("a batch holds more than 2^31 records".to_string())
+        })?;
+        let in_block = state.open.blocks.get(key).map(|b| {
+            (
+                b.producers.len(),
+                b.producers.contains_key(&fields.producer_id),
+            )
+        });
+        let ownership = state.owned.get_mut(key).expect("checked by the caller");
+        let known = ownership.producers.get(&fields.producer_id);
+        match check_sequence(&key.0, key.1, known, fields, count)? {
+            SequenceCheck::Duplicate(original) if original.last_offset < ownership.committed_to => {
+                return Ok(Some(original.base_offset));
+            }
+            SequenceCheck::Duplicate(original) => {
+                return Err(Error::Unavailable(format!(
+                    "this batch of producer {} (offsets {} to {}) is still being committed;                      retry to get its offsets",
+                    fields.producer_id, original.base_offset, original.last_offset
+                )));
+            }
+            SequenceCheck::Append => {}
+        }
+        if known.is_none() {
+            if ownership.producers.len() >= limits.max_producers_per_partition {
+                // Make room by dropping the states that expired.
+                let expiration = limits.producer_id_expiration_ms;
+                let gone: Vec<i64> = ownership
+                    .producers
+                    .iter()
+                    .filter(|(_, s)| expired(s, now, expiration))
+                    .map(|(id, _)| *id)
+                    .collect();
+                for id in &gone {
+                    ownership.producers.remove(id);
+                }
+                ownership.expired.extend(gone);
+            }
+            if ownership.producers.len() >= limits.max_producers_per_partition {
+                return Err(crate::limits::full(
+                    format!(
+                        "{}/{} has {} idempotent producers that wrote within                          producer_id_expiration_ms; a new one is refused until one expires",
+                        key.0,
+                        key.1,
+                        ownership.producers.len()
+                    ),
+                    "max_producers_per_partition",
+                ));
+            }
+        }
+        if let Some((producers, false)) = in_block
+            && producers >= MAX_PRODUCERS_PER_BLOCK
+        {
+            return Err(Error::Overloaded(format!(
+                "{MAX_PRODUCERS_PER_BLOCK} producers already wrote to {}/{} since the last                  flush; retry",
+                key.0, key.1
+            )));
+        }
+        Ok(None)
     }
 
     /// Stops accepting writes; the flusher flushes what is open and exits.
@@ -470,6 +671,18 @@ impl Inner {
             .iter()
             .map(|(key, block)| (key.clone(), block.owner.clone()))
             .collect();
+        let producers = blocks
+            .iter()
+            .filter(|(_, block)| !block.producers.is_empty() || !block.expired.is_empty())
+            .map(|(key, block)| {
+                let states = block
+                    .producers
+                    .iter()
+                    .map(|(id, state)| (*id, state.clone()))
+                    .collect();
+                (key.clone(), (states, block.expired.clone()))
+            })
+            .collect();
         let object = object_name(self.agent_epoch, sequence);
         // Encoding and compression are CPU work: off the async workers, so a large
         // segment never delays heartbeats and lease renewals.
@@ -478,15 +691,24 @@ impl Inner {
             let mut builder = SegmentBuilder::new();
             let mut written = Vec::with_capacity(blocks.len());
             for (key, block) in blocks {
-                match builder.add_block(
+                let runs: Vec<BatchRun<'_>> = block
+                    .runs
+                    .iter()
+                    .map(|(producer, records)| BatchRun {
+                        producer: *producer,
+                        records,
+                    })
+                    .collect();
+                let count = block.runs.iter().map(|(_, records)| records.len()).sum();
+                match builder.add_batches(
                     &key.0,
                     &block.owner.topic_id,
                     key.1,
-                    &block.records,
+                    &runs,
                     block.compression,
                 ) {
                     Ok((bytes, location)) => {
-                        written.push((key, block.records.len(), bytes, location));
+                        written.push((key, count, bytes, location));
                     }
                     Err(e) => {
                         failed.insert(key, Error::Unavailable(e.to_string()));
@@ -531,6 +753,7 @@ impl Inner {
                 .into_iter()
                 .map(|(key, records, _, location)| (key, records, location))
                 .collect(),
+            producers,
             owners,
             failed,
             waiters,
@@ -544,6 +767,7 @@ impl Inner {
             object,
             pending_bytes,
             written,
+            mut producers,
             owners,
             mut failed,
             waiters,
@@ -554,25 +778,35 @@ impl Inner {
             let appended_at_ms = self.clock.now_ms();
             let appends: Vec<PartitionAppend> = written
                 .iter()
-                .map(|(key, _, location)| PartitionAppend {
-                    topic: key.0.clone(),
-                    partition: key.1,
-                    owner: owners[key].clone(),
-                    entry: strata_metastore::IndexEntry {
-                        base_offset: location.base_offset,
-                        last_offset: location.last_offset,
-                        object: object.clone(),
-                        byte_start: location.byte_start,
-                        byte_len: location.byte_len,
-                        max_timestamp_ms: location.max_timestamp_ms,
-                        appended_at_ms,
-                        topic_id: location.topic_id.clone(),
-                    },
+                .map(|(key, _, location)| {
+                    let (producers, expired_producers) = producers.remove(key).unwrap_or_default();
+                    PartitionAppend {
+                        topic: key.0.clone(),
+                        partition: key.1,
+                        owner: owners[key].clone(),
+                        producers,
+                        expired_producers,
+                        entry: strata_metastore::IndexEntry {
+                            base_offset: location.base_offset,
+                            last_offset: location.last_offset,
+                            object: object.clone(),
+                            byte_start: location.byte_start,
+                            byte_len: location.byte_len,
+                            max_timestamp_ms: location.max_timestamp_ms,
+                            appended_at_ms,
+                            topic_id: location.topic_id.clone(),
+                        },
+                    }
                 })
                 .collect();
             let timer = self.metrics.metastore_commit_latency.start_timer();
-            let commit = self.metastore.commit_flush(&appends).await;
+            let mut commit = self.metastore.commit_flush(&appends).await;
             timer.observe_duration();
+            if commit.is_ok() && crate::failpoint::hit("commit-reply-lost") {
+                commit = Err(strata_metastore::Error::Unavailable(
+                    "failpoint commit-reply-lost: the commit's reply was lost".to_string(),
+                ));
+            }
             match commit {
                 Ok(report) => {
                     self.metrics
@@ -617,6 +851,17 @@ impl Inner {
             self.metrics.flushes.inc();
             self.metrics.partition_blocks.inc_by(committed.len() as u64);
             self.metrics.records_committed.inc_by(records as u64);
+        }
+        {
+            // A retry of a batch committed now is answered with its offsets from here on.
+            let mut state = self.writer.state.lock().expect("writer lock");
+            for (key, entry) in &committed {
+                if let Some(ownership) = state.owned.get_mut(key)
+                    && ownership.owner == owners[key]
+                {
+                    ownership.committed_to = ownership.committed_to.max(entry.last_offset + 1);
+                }
+            }
         }
         for (key, entry) in committed {
             self.metrics
@@ -694,7 +939,7 @@ fn drop_partitions(
         state.owned.remove(key);
         dropped.insert(key);
         if let Some(block) = state.open.blocks.remove(key) {
-            state.open.bytes = state.open.bytes.saturating_sub(batch_bytes(&block.records));
+            state.open.bytes = state.open.bytes.saturating_sub(block.bytes());
         }
     }
     let waiters = std::mem::take(&mut state.open.waiters);
@@ -722,6 +967,10 @@ fn rejection_error(key: &PartitionKey, rejection: &Rejection) -> Error {
         Rejection::OffsetMismatch { high_watermark } => {
             format!("another writer moved its high watermark to {high_watermark}")
         }
+        Rejection::TooLarge { operations, limit } => format!(
+            "its flush needs {operations} metastore operations, over the {limit} one \
+             transaction holds; retry"
+        ),
     };
     Error::NotOwner {
         topic: key.0.clone(),

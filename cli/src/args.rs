@@ -236,6 +236,9 @@ pub struct BenchProduceArgs {
     /// Records per second across all producers (0 = as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
+    /// Producers without idempotence (to measure what it costs).
+    #[arg(long)]
+    pub no_idempotence: bool,
     #[command(flatten)]
     pub output: BenchOutput,
 }
@@ -375,6 +378,14 @@ pub struct Tuning {
     /// [default: 1024].
     #[arg(long, env = "STRATA_MAX_STREAMS_PER_CONNECTION")]
     pub max_streams_per_connection: Option<u32>,
+    /// Idempotent producers one partition remembers (each is a metastore key); a new one
+    /// past it is refused until one expires [default: 1000].
+    #[arg(long, env = "STRATA_MAX_PRODUCERS_PER_PARTITION")]
+    pub max_producers_per_partition: Option<usize>,
+    /// How long a partition remembers an idempotent producer that stopped writing to it
+    /// (Kafka's producer.id.expiration.ms) [default: 86400000].
+    #[arg(long, env = "STRATA_PRODUCER_ID_EXPIRATION_MS")]
+    pub producer_id_expiration_ms: Option<u64>,
 }
 
 /// Where a cluster's state lives: shared by `agent` and `compactor`.
@@ -615,6 +626,10 @@ pub struct ProduceArgs {
     /// Header as key=value, added to every record; repeatable.
     #[arg(long = "header", short = 'H', value_name = "KEY=VALUE")]
     pub headers: Vec<String>,
+    /// Turn idempotence off (Kafka's enable.idempotence=false): a retry whose first
+    /// attempt's outcome was unknown may then be written twice.
+    #[arg(long)]
+    pub no_idempotence: bool,
 }
 
 #[derive(Debug, Args)]

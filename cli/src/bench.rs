@@ -291,6 +291,7 @@ async fn run_producers(
                     AcksArg::All => Acks::All,
                     AcksArg::None => Acks::None,
                 },
+                enable_idempotence: !args.no_idempotence,
                 ..Default::default()
             },
         )

@@ -29,6 +29,7 @@ pub async fn run(server: &Target, args: ProduceArgs) -> Result<()> {
             AcksArg::All => Acks::All,
             AcksArg::None => Acks::None,
         },
+        enable_idempotence: !args.no_idempotence,
         ..Default::default()
     };
     let producer = Producer::open(server.connect().await?, config).await;

@@ -75,6 +75,8 @@ struct AgentFile {
     max_group_state_bytes: Option<usize>,
     max_session_inflight: Option<usize>,
     max_streams_per_connection: Option<u32>,
+    max_producers_per_partition: Option<usize>,
+    producer_id_expiration_ms: Option<u64>,
 }
 
 /// The limits the flags (or the environment, or the file) set, over the defaults.
@@ -137,6 +139,14 @@ fn limits(tuning: &Tuning, stored: &StoredLimitArgs, file: &AgentFile) -> Result
             .max_streams_per_connection
             .or(file.max_streams_per_connection)
             .unwrap_or(d.max_streams_per_connection),
+        max_producers_per_partition: tuning
+            .max_producers_per_partition
+            .or(file.max_producers_per_partition)
+            .unwrap_or(d.max_producers_per_partition),
+        producer_id_expiration_ms: tuning
+            .producer_id_expiration_ms
+            .or(file.producer_id_expiration_ms)
+            .unwrap_or(d.producer_id_expiration_ms),
     };
     limits.validate().map_err(anyhow::Error::msg)?;
     Ok(limits)

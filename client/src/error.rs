@@ -45,6 +45,19 @@ impl Error {
         matches!(self, Self::Status(s) if s.metadata().get(strata_proto::TOPIC_CHANGED).is_some())
     }
 
+    /// Why the owner refused an idempotent producer's batch, writing nothing:
+    /// `out-of-order-sequence` or `producer-fenced` (the `strata-producer-error`
+    /// trailer).
+    pub fn producer_error(&self) -> Option<&str> {
+        match self {
+            Self::Status(s) => s
+                .metadata()
+                .get(strata_proto::PRODUCER_ERROR)
+                .and_then(|v| v.to_str().ok()),
+            _ => None,
+        }
+    }
+
     /// The gRPC code, when the agent answered with an error.
     pub fn code(&self) -> Option<tonic::Code> {
         match self {

@@ -10,11 +10,20 @@
 //! Routing and retries: each batch goes to the agent that owns its partition (see
 //! [`crate::router`]). A batch that fails with an error that may pass — the owner moved
 //! (FAILED_PRECONDITION), an agent died or is stopping (UNAVAILABLE), or is overloaded —
-//! is sent again after a refresh of the metadata, with exponential backoff, until
-//! `delivery_timeout` has passed since it was first sent (Kafka's `delivery.timeout.ms`).
-//! A retried batch may land after batches sent behind it, and, if the first attempt's
-//! outcome was unknown, twice: the guarantee is at least once, as with Kafka's producer
-//! without idempotence.
+//! is sent again, with the batches sent behind it, in order, after a refresh of the
+//! metadata, with exponential backoff, until `delivery_timeout` has passed since it was
+//! first sent (Kafka's `delivery.timeout.ms`).
+//!
+//! Idempotence (on by default, as in Kafka's clients since 3.0): the producer takes a
+//! producer id from the cluster and numbers each partition's records; every batch carries
+//! the id, epoch and its first sequence number, and keeps them when sent again. The
+//! partition's owner writes a batch once, answers a retry with the offsets the batch got,
+//! and refuses a batch that does not follow the last one — so retries neither duplicate
+//! nor reorder records, even when an attempt's outcome was unknown (an agent died or lost
+//! etcd mid-commit). At most [`MAX_IN_FLIGHT_IDEMPOTENT`] batches per partition are in
+//! flight, as the owner remembers that many. Without idempotence (or with acks none) the
+//! guarantee is at least once: a batch whose first attempt's outcome was unknown may be
+//! written twice.
 //!
 //! Partitioning, as Kafka's default partitioner: an explicit partition wins; a keyed
 //! record goes to `murmur2(key) % partitions`; keyless records stick to one partition
@@ -29,7 +38,7 @@
 //! is partitioned against the current incarnation. Every acknowledgement names the
 //! incarnation it was written to ([`RecordPosition::topic_id`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -38,10 +47,9 @@ use std::time::Duration;
 
 use crate::{Connection, Transport};
 use bytes::Bytes;
-use futures::StreamExt;
-use futures::stream::FuturesOrdered;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
+use strata_proto::v1::log_client::LogClient;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -71,10 +79,14 @@ pub struct ProducerConfig {
     pub sticky_batch_records: usize,
     /// How long a lane waits for more records before sending a small batch.
     pub linger: Duration,
-    /// Batches of one partition in flight at once. The produce session keeps them in
-    /// order; if one fails, later ones may still land (as with Kafka's
-    /// `max.in.flight.requests.per.connection` without idempotence).
+    /// Batches of one partition in flight at once (Kafka's
+    /// `max.in.flight.requests.per.connection`); at most 5 with idempotence. The produce
+    /// session keeps them in order, and a failed one is sent again with those behind it.
     pub max_in_flight_per_partition: usize,
+    /// Whether the producer is idempotent (Kafka's `enable.idempotence`, on by default):
+    /// each batch is written once however often it is sent. Needs acks all; ignored with
+    /// acks none.
+    pub enable_idempotence: bool,
     /// How long a batch is retried (on retriable errors) before its records fail.
     pub delivery_timeout: Duration,
     /// Longest wait between two attempts of a batch (the first wait is 50 ms, doubling).
@@ -94,6 +106,7 @@ impl Default for ProducerConfig {
             sticky_batch_records: 1_000,
             linger: Duration::from_millis(2),
             max_in_flight_per_partition: 5,
+            enable_idempotence: true,
             delivery_timeout: Duration::from_secs(60),
             retry_backoff_max: Duration::from_secs(1),
             metadata_max_age: Duration::from_secs(300),
@@ -154,6 +167,82 @@ pub struct RecordPosition {
     pub offset: i64,
     /// The incarnation of the topic it was written to (its topic id).
     pub topic_id: String,
+}
+
+/// Most batches of one partition in flight for an idempotent producer: the owner
+/// answers a retry from the last 5 batches of each producer it remembers (Kafka's bound).
+pub const MAX_IN_FLIGHT_IDEMPOTENT: usize = 5;
+
+/// The first wait before a batch is sent again; it doubles up to `retry_backoff_max`.
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+
+/// An idempotent producer's id and epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Identity {
+    producer_id: i64,
+    epoch: i16,
+}
+
+/// Where an idempotent producer's identity comes from: one producer id, shared by its
+/// lanes, taken from any agent on first use and replaced when a lane's numbering broke.
+#[derive(Debug, Default)]
+struct Identities {
+    current: tokio::sync::Mutex<Option<Identity>>,
+}
+
+impl Identities {
+    /// The producer's identity: the current one unless it is `stale`, else a new one
+    /// (asked of each agent known in turn, with backoff, until `deadline`).
+    async fn get(
+        &self,
+        stale: Option<Identity>,
+        router: &Router,
+        deadline: Instant,
+    ) -> Result<Identity> {
+        let mut current = self.current.lock().await;
+        if let Some(identity) = *current
+            && Some(identity) != stale
+        {
+            return Ok(identity);
+        }
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let mut last_error = Error::Closed;
+            for channel in router.candidates() {
+                match LogClient::new(channel)
+                    .init_producer_id(pb::InitProducerIdRequest {})
+                    .await
+                {
+                    Ok(response) => {
+                        let response = response.into_inner();
+                        let identity = Identity {
+                            producer_id: response.producer_id,
+                            epoch: i16::try_from(response.producer_epoch).unwrap_or(0),
+                        };
+                        *current = Some(identity);
+                        return Ok(identity);
+                    }
+                    Err(status) => last_error = Error::Status(status),
+                }
+            }
+            if !is_retriable(&last_error) || Instant::now() + backoff >= deadline {
+                return Err(last_error);
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            let _ = router.refresh().await;
+        }
+    }
+}
+
+/// The sequence number `records` after `sequence`, wrapping after `i32::MAX` to 0 (as
+/// Kafka numbers records).
+fn sequence_after(sequence: i32, records: i32) -> i32 {
+    if sequence > i32::MAX - records {
+        records - (i32::MAX - sequence) - 1
+    } else {
+        sequence + records
+    }
 }
 
 /// Resolves once the record is acknowledged, with where it was written.
@@ -219,13 +308,17 @@ pub struct Producer {
     config: Arc<ProducerConfig>,
     lanes: Arc<Mutex<Lanes>>,
     partitioning: Arc<Mutex<Partitioning>>,
+    /// Set when the producer is idempotent.
+    identities: Option<Arc<Identities>>,
 }
 
 impl Producer {
     /// A producer over an open connection to any agent of the cluster; it learns the
     /// others from that agent's metadata and reaches them the same way.
     pub fn new(connection: Connection, config: ProducerConfig) -> Self {
+        let idempotent = config.enable_idempotence && config.acks == Acks::All;
         Self {
+            identities: idempotent.then(Arc::default),
             admin: AdminClient::new(connection.transport()),
             router: Arc::new(Router::new(connection)),
             config: Arc::new(config),
@@ -343,14 +436,18 @@ impl Producer {
             .entry((topic.to_string(), partition))
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.config.queue_records);
-                tokio::spawn(run_lane(
-                    self.router.clone(),
-                    self.config.clone(),
-                    self.partitioning.clone(),
-                    topic.to_string(),
+                let lane = Lane {
+                    router: self.router.clone(),
+                    config: self.config.clone(),
+                    partitioning: self.partitioning.clone(),
+                    identities: self.identities.clone(),
+                    topic: topic.to_string(),
                     partition,
-                    rx,
-                ));
+                    numbering: None,
+                    flights: VecDeque::new(),
+                    backoff: FIRST_BACKOFF,
+                };
+                tokio::spawn(run_lane(lane, rx));
                 tx
             })
             .clone()
@@ -364,57 +461,107 @@ fn rand_partition(count: u32) -> u32 {
     nanos % count
 }
 
-/// One partition's lane: batch, send on the session, resolve, until every producer clone
-/// is gone. Up to `max_in_flight_per_partition` batches are in flight; the session keeps
-/// them in order.
-async fn run_lane(
+/// A batch sent and not yet resolved.
+struct Flight {
+    request: pb::ProduceRequest,
+    waiters: Vec<oneshot::Sender<Result<RecordPosition>>>,
+    answer: oneshot::Receiver<Result<pb::ProduceResponse>>,
+    /// When its records fail if it is still not acknowledged.
+    deadline: Instant,
+}
+
+/// The numbering of an idempotent lane's batches: identity, topic incarnation, and the
+/// sequence of the next record.
+#[derive(Debug, Clone)]
+struct Numbering {
+    identity: Identity,
+    topic_id: String,
+    next: i32,
+}
+
+/// One partition's lane.
+struct Lane {
     router: Arc<Router>,
     config: Arc<ProducerConfig>,
     partitioning: Arc<Mutex<Partitioning>>,
+    /// Set when the producer is idempotent.
+    identities: Option<Arc<Identities>>,
     topic: String,
     partition: u32,
-    mut queue: mpsc::Receiver<Queued>,
-) {
-    let acks = match config.acks {
-        Acks::All => pb::Acks::All,
-        Acks::None => pb::Acks::None,
-    };
-    let max_in_flight = config.max_in_flight_per_partition.max(1);
-    let mut in_flight = FuturesOrdered::new();
+    numbering: Option<Numbering>,
+    /// In sending order.
+    flights: VecDeque<Flight>,
+    backoff: Duration,
+}
+
+enum Event {
+    Answer(Result<pb::ProduceResponse>),
+    Record(Option<Queued>),
+}
+
+/// One partition's lane: batch, send on the session, resolve in order, until every
+/// producer clone is gone. Up to `max_in_flight_per_partition` batches are in flight; the
+/// session keeps them in order.
+///
+/// Answers are taken in sending order. When the oldest batch fails with an error that may
+/// pass, the lane collects the answers of the batches behind it (those that succeeded are
+/// resolved), waits, refreshes the metadata and sends every unresolved batch again, in
+/// order. An idempotent producer's batches keep their sequence numbers when sent again,
+/// so the owner writes each once; a batch refused as out of order or fenced when nothing
+/// older is unresolved (an older batch failed for good, so the sequence has a hole) was
+/// certainly not written: the lane takes a new producer id and numbers the unresolved
+/// batches again from 0.
+async fn run_lane(mut lane: Lane, mut queue: mpsc::Receiver<Queued>) {
+    let max_in_flight = lane.max_in_flight();
     let mut carry: Option<Queued> = None;
     let mut open = true;
     loop {
-        if !open || in_flight.len() >= max_in_flight {
-            match in_flight.next().await {
-                Some((answer, waiters)) => settle(answer, waiters),
-                None => return,
-            }
+        let room = lane.flights.len() < max_in_flight;
+        if room && let Some(first) = carry.take() {
+            lane.send_batch(first, &mut queue, &mut carry).await;
             continue;
         }
-        let first = match carry.take() {
-            Some(q) => q,
-            None if in_flight.is_empty() => match queue.recv().await {
-                Some(q) => q,
-                None => return,
-            },
-            None => tokio::select! {
-                next = queue.recv() => match next {
-                    Some(q) => q,
-                    None => {
-                        open = false;
-                        continue;
-                    }
-                },
-                Some((answer, waiters)) = in_flight.next() => {
-                    settle(answer, waiters);
-                    continue;
-                }
+        let event = match lane.flights.front_mut() {
+            None if !open => return,
+            None => Event::Record(queue.recv().await),
+            Some(front) => tokio::select! {
+                answer = &mut front.answer => Event::Answer(answer.unwrap_or_else(|_| {
+                    Err(Error::Status(tonic::Status::unavailable("produce session closed")))
+                })),
+                next = queue.recv(), if open && room => Event::Record(next),
             },
         };
+        match event {
+            Event::Record(Some(first)) => lane.send_batch(first, &mut queue, &mut carry).await,
+            Event::Record(None) => open = false,
+            Event::Answer(answer) => lane.on_answer(answer).await,
+        }
+    }
+}
+
+impl Lane {
+    fn max_in_flight(&self) -> usize {
+        let max = self.config.max_in_flight_per_partition.max(1);
+        if self.identities.is_some() {
+            // The owner answers a retry from the last 5 batches it remembers.
+            max.min(MAX_IN_FLIGHT_IDEMPOTENT)
+        } else {
+            max
+        }
+    }
+
+    /// Takes the records queued behind `first` (up to the batch size, within the linger
+    /// time, of one incarnation) and sends them as one batch.
+    async fn send_batch(
+        &mut self,
+        first: Queued,
+        queue: &mut mpsc::Receiver<Queued>,
+        carry: &mut Option<Queued>,
+    ) {
         let mut bytes = first.record.size();
         let topic_id = first.topic_id.clone();
         let mut batch = vec![first];
-        let deadline = tokio::time::Instant::now() + config.linger;
+        let deadline = Instant::now() + self.config.linger;
         loop {
             let next = match queue.try_recv() {
                 Ok(q) => Some(q),
@@ -429,8 +576,8 @@ async fn run_lane(
             let Some(q) = next else { break };
             let size = q.record.size();
             // A batch names one incarnation.
-            if bytes + size > config.batch_max_bytes || q.topic_id != topic_id {
-                carry = Some(q);
+            if bytes + size > self.config.batch_max_bytes || q.topic_id != topic_id {
+                *carry = Some(q);
                 break;
             }
             bytes += size;
@@ -455,63 +602,153 @@ async fn run_lane(
                 )
             })
             .unzip();
-        let request = pb::ProduceRequest {
-            topic: topic.clone(),
-            topic_id: topic_id.clone(),
-            partition: Some(partition as i32),
+        let acks = match self.config.acks {
+            Acks::All => pb::Acks::All,
+            Acks::None => pb::Acks::None,
+        };
+        let mut request = pb::ProduceRequest {
+            topic: self.topic.clone(),
+            topic_id,
+            partition: Some(self.partition as i32),
             records,
             acks: acks as i32,
+            producer: None,
         };
-        // Sent now, so that the session keeps the lane's order; retries are sent later.
-        let first = router.session_for(&topic, partition).send(request.clone());
-        let (router, config, topic) = (router.clone(), config.clone(), topic.clone());
-        let partitioning = partitioning.clone();
-        in_flight.push_back(async move {
-            let answer = deliver(&router, &config, &topic, partition, request, first).await;
-            if answer.as_ref().is_err_and(Error::is_topic_changed) {
-                partitioning
-                    .lock()
-                    .expect("partitioning lock")
-                    .forget(&topic, &topic_id);
+        let deadline = Instant::now() + self.config.delivery_timeout;
+        if let Some(identities) = self.identities.clone() {
+            match identities.get(None, &self.router, deadline).await {
+                Ok(identity) => self.number(&mut request, identity),
+                Err(error) => {
+                    for done in waiters {
+                        let _ = done.send(Err(error.clone()));
+                    }
+                    return;
+                }
             }
-            (answer, waiters)
+        }
+        // Sent now, so that the session keeps the lane's order.
+        let answer = self.send(&request);
+        self.flights.push_back(Flight {
+            request,
+            waiters,
+            answer,
+            deadline,
         });
     }
-}
 
-/// Waits for a batch's answer, sending it again (after a metadata refresh and a backoff)
-/// while it fails with a retriable error and the delivery timeout has not passed.
-async fn deliver(
-    router: &Router,
-    config: &ProducerConfig,
-    topic: &str,
-    partition: u32,
-    request: pb::ProduceRequest,
-    first: oneshot::Receiver<Result<pb::ProduceResponse>>,
-) -> Result<pb::ProduceResponse> {
-    let deadline = tokio::time::Instant::now() + config.delivery_timeout;
-    let mut backoff = Duration::from_millis(50);
-    let mut attempt = first;
-    loop {
-        // A session dropped without answering (its agent went away) is worth a retry.
-        let answer = attempt.await.unwrap_or_else(|_| {
-            Err(Error::Status(tonic::Status::unavailable(
-                "produce session closed",
-            )))
+    fn send(&self, request: &pb::ProduceRequest) -> oneshot::Receiver<Result<pb::ProduceResponse>> {
+        self.router
+            .session_for(&self.topic, self.partition)
+            .send(request.clone())
+    }
+
+    /// Gives `request` the next sequence numbers of `identity` in its topic incarnation.
+    fn number(&mut self, request: &mut pb::ProduceRequest, identity: Identity) {
+        let numbering = match self.numbering.take() {
+            Some(n) if n.identity == identity && n.topic_id == request.topic_id => n,
+            _ => Numbering {
+                identity,
+                topic_id: request.topic_id.clone(),
+                next: 0,
+            },
+        };
+        request.producer = Some(pb::ProducerBatch {
+            producer_id: identity.producer_id,
+            producer_epoch: i32::from(identity.epoch),
+            base_sequence: numbering.next,
         });
+        self.numbering = Some(Numbering {
+            next: sequence_after(numbering.next, request.records.len() as i32),
+            ..numbering
+        });
+    }
+
+    /// Handles the answer of the oldest batch in flight.
+    async fn on_answer(&mut self, answer: Result<pb::ProduceResponse>) {
+        let front = self.flights.pop_front().expect("an answer is the front's");
+        let before_deadline = Instant::now() + self.backoff < front.deadline;
         match answer {
-            // Sent again, it would be refused again: the caller partitions anew.
-            Err(error) if error.is_topic_changed() => return Err(error),
-            Err(error)
-                if is_retriable(&error) && tokio::time::Instant::now() + backoff < deadline =>
-            {
-                tracing::debug!(topic, partition, %error, "produce failed; refreshing metadata and retrying");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(config.retry_backoff_max);
-                let _ = router.refresh().await;
-                attempt = router.session_for(topic, partition).send(request.clone());
+            Ok(response) => {
+                self.backoff = FIRST_BACKOFF;
+                settle(Ok(response), front.waiters);
             }
-            answer => return answer,
+            // Sent again, it would be refused again: the records are partitioned anew.
+            Err(error) if error.is_topic_changed() => {
+                self.forget_topic(&front.request.topic_id);
+                settle(Err(error), front.waiters);
+            }
+            Err(error)
+                if self.identities.is_some()
+                    && error.producer_error().is_some()
+                    && before_deadline =>
+            {
+                tracing::debug!(topic = %self.topic, partition = self.partition, %error,
+                    "idempotent batch refused with nothing older unresolved; renumbering");
+                self.flights.push_front(front);
+                self.send_again(true).await;
+            }
+            Err(error) if is_retriable(&error) && before_deadline => {
+                tracing::debug!(topic = %self.topic, partition = self.partition, %error,
+                    "produce failed; refreshing metadata and sending again");
+                self.flights.push_front(front);
+                self.send_again(false).await;
+            }
+            Err(error) => settle(Err(error), front.waiters),
+        }
+    }
+
+    fn forget_topic(&self, topic_id: &str) {
+        self.partitioning
+            .lock()
+            .expect("partitioning lock")
+            .forget(&self.topic, topic_id);
+    }
+
+    /// Collects the answers of the batches behind the oldest (resolving those that
+    /// succeeded), waits, refreshes the metadata and sends every unresolved batch again in
+    /// order; with `renumber`, under a new producer id, numbered from 0.
+    async fn send_again(&mut self, renumber: bool) {
+        let mut unresolved: VecDeque<Flight> = VecDeque::with_capacity(self.flights.len());
+        unresolved.extend(self.flights.pop_front());
+        while let Some(mut flight) = self.flights.pop_front() {
+            let answer = (&mut flight.answer).await.unwrap_or_else(|_| {
+                Err(Error::Status(tonic::Status::unavailable(
+                    "produce session closed",
+                )))
+            });
+            match answer {
+                Ok(response) => settle(Ok(response), flight.waiters),
+                Err(error) if error.is_topic_changed() => {
+                    self.forget_topic(&flight.request.topic_id);
+                    settle(Err(error), flight.waiters);
+                }
+                Err(_) => unresolved.push_back(flight),
+            }
+        }
+        tokio::time::sleep(self.backoff).await;
+        self.backoff = (self.backoff * 2).min(self.config.retry_backoff_max);
+        let _ = self.router.refresh().await;
+        if renumber && let Some(identities) = self.identities.clone() {
+            let stale = self.numbering.as_ref().map(|n| n.identity);
+            let deadline = unresolved.front().map_or_else(Instant::now, |f| f.deadline);
+            match identities.get(stale, &self.router, deadline).await {
+                Ok(identity) => {
+                    self.numbering = None;
+                    for flight in &mut unresolved {
+                        self.number(&mut flight.request, identity);
+                    }
+                }
+                Err(error) => {
+                    for flight in unresolved {
+                        settle(Err(error.clone()), flight.waiters);
+                    }
+                    return;
+                }
+            }
+        }
+        for mut flight in unresolved {
+            flight.answer = self.send(&flight.request);
+            self.flights.push_back(flight);
         }
     }
 }

@@ -9,6 +9,7 @@
 //! | `{root}/partitions/{topic}/{p}/hwm` | high watermark, decimal; absent = 0 | every committed flush |
 //! | `{root}/partitions/{topic}/{p}/start` | log start offset, decimal; absent = 0 | retention |
 //! | `{root}/partitions/{topic}/{p}/index/{base:020}` | [`IndexEntry`](crate::IndexEntry), JSON | added by flushes; replaced by merges and log compaction, dropped by retention (compactor) |
+//! | `{root}/partitions/{topic}/{p}/producers/{pid:020}` | [`ProducerState`](crate::ProducerState), JSON: epoch, last 5 batches (sequences, offsets), last write | with the flush commit holding the producer's batches; deleted once expired |
 //! | `{root}/partitions/{topic}/{p}/cleaned` | [`CleanState`](crate::CleanState), JSON | by log compaction |
 //! | `{root}/partitions/{topic}/{p}/archived` | [`ArchiveState`](crate::ArchiveState), JSON | by the compactor, before and after each archive file |
 //! | `{root}/compaction/{job}` | the compactor working on a job: `{topic}/{p}` or `orphan-gc` | job start and end (under the compactor's lease on etcd) |
@@ -17,6 +18,7 @@
 //! | `{root}/groups/{group}` | [`GroupRecord`](crate::GroupRecord), JSON | by the group's coordinator, on membership and assignment changes |
 //! | `{root}/offsets/{topic}/{group}/{p}` | [`CommittedOffset`](crate::CommittedOffset), JSON | offset commits; deleted with the topic or the group |
 //! | `{root}/counters/agent-epoch` | last agent incarnation number, decimal | agent start |
+//! | `{root}/counters/producer-id` | the next producer id not handed out, decimal; absent = 0 | when an agent takes a block of producer ids |
 //! | `{root}/cluster/object-store` | the object store the cluster's segments live in | never (set by the first agent) |
 //! | `{root}/cluster/controller` | the controller, `agent_id#agent_epoch` | election (under the controller's lease on etcd) |
 //! | `{root}/cluster/assignment` | [`Assignment`](crate::Assignment), JSON | by the controller, when agents or topics change |
@@ -84,6 +86,24 @@ impl Keys {
     /// The index entry whose run starts at `base_offset`.
     pub fn index_entry(&self, topic: &str, partition: u32, base_offset: i64) -> String {
         format!("{}{base_offset:020}", self.index_prefix(topic, partition))
+    }
+
+    /// Prefix of a partition's producer states.
+    pub fn producers_prefix(&self, topic: &str, partition: u32) -> String {
+        format!("{}/producers/", self.partition(topic, partition))
+    }
+
+    /// An idempotent producer's state in a partition.
+    pub fn producer_state(&self, topic: &str, partition: u32, producer_id: i64) -> String {
+        format!(
+            "{}{producer_id:020}",
+            self.producers_prefix(topic, partition)
+        )
+    }
+
+    /// The producer id counter.
+    pub fn producer_id_counter(&self) -> String {
+        format!("{}/counters/producer-id", self.root)
     }
 
     /// How far log compaction has cleaned a partition.

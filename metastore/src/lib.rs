@@ -48,6 +48,7 @@ pub fn compaction_job(topic: &str, partition: u32) -> String {
 pub const ORPHAN_GC_JOB: &str = "orphan-gc";
 pub use model::{
     AgentRecord, ArchiveRange, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
-    Coordinatorship, GroupRecord, IndexEntry, MemberRecord, PartitionAppend, PartitionOwner,
-    PartitionState, Rejection, StoredLimits, TopicMeta, TopicPartition,
+    Coordinatorship, GroupRecord, IndexEntry, MemberRecord, PRODUCER_BATCHES_KEPT, PartitionAppend,
+    PartitionOwner, PartitionState, ProducerBatch, ProducerState, Rejection, StoredLimits,
+    TopicMeta, TopicPartition,
 };

@@ -14,7 +14,7 @@ use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
     AgentRecord, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
     Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, PartitionAppend,
-    PartitionOwner, PartitionState, Rejection, Result, StoredLimits, TopicMeta,
+    PartitionOwner, PartitionState, ProducerState, Rejection, Result, StoredLimits, TopicMeta,
 };
 
 /// What agents and the compactor know about the cluster's durable state.
@@ -178,6 +178,19 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     /// A new agent incarnation number, larger than every one handed out before. Segment
     /// object names carry it, so two incarnations never write the same object.
     async fn next_agent_epoch(&self) -> Result<u64>;
+
+    /// Takes a block of `count` producer ids no one else ever gets and returns its first:
+    /// the block is `first..first + count`.
+    async fn allocate_producer_ids(&self, count: u64) -> Result<i64>;
+
+    /// The idempotent producers' states of a partition, by producer id (lowest first), at
+    /// most `limit` of them (0 = all). Unreadable records are skipped and listed.
+    async fn producer_states(
+        &self,
+        topic: &str,
+        partition: u32,
+        limit: usize,
+    ) -> Result<Vec<(i64, ProducerState)>>;
 
     /// Registers a live agent: the registration lasts while the returned handle renews it
     /// (etcd: a lease of `ttl`), and ends on [`Liveness::release`] or `ttl` after the agent
@@ -506,6 +519,62 @@ impl<B: KvBackend> KvMetastore<B> {
             ),
             hwm,
         ]
+    }
+
+    /// Adds `by` to the counter at `key` (absent = 0) unless another writer moved it
+    /// meanwhile (then reads it again): its value before and after.
+    async fn advance_counter(&self, key: &str, by: i64) -> Result<(i64, i64)> {
+        loop {
+            let old = self.kv.get(key).await?;
+            let before = match &old {
+                Some(bytes) => decode_offset(key, bytes)?,
+                None => 0,
+            };
+            let after = before.checked_add(by).ok_or_else(|| Error::Corrupt {
+                key: key.to_string(),
+                reason: format!("the counter cannot go past {before}"),
+            })?;
+            let guard = Compare::unchanged(key, old);
+            let advanced = self
+                .kv
+                .txn(
+                    vec![guard],
+                    vec![Op::Put(key.to_string(), after.to_string().into_bytes())],
+                )
+                .await?;
+            if advanced {
+                return Ok((before, after));
+            }
+        }
+    }
+
+    /// The operations of `append`: high watermark, index entry, producer states.
+    fn append_ops(&self, append: &PartitionAppend) -> Vec<Op> {
+        let (topic, partition) = (&append.topic, append.partition);
+        let mut ops = vec![
+            Op::Put(
+                self.keys.high_watermark(topic, partition),
+                (append.entry.last_offset + 1).to_string().into_bytes(),
+            ),
+            Op::Put(
+                self.keys
+                    .index_entry(topic, partition, append.entry.base_offset),
+                encode_json(&append.entry),
+            ),
+        ];
+        ops.extend(append.producers.iter().map(|(id, state)| {
+            Op::Put(
+                self.keys.producer_state(topic, partition, *id),
+                encode_json(state),
+            )
+        }));
+        ops.extend(
+            append
+                .expired_producers
+                .iter()
+                .map(|id| Op::Delete(self.keys.producer_state(topic, partition, *id))),
+        );
+        ops
     }
 
     /// One attempt to make `agent_id` the owner on record at `owner_key` under the next
@@ -900,27 +969,38 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
 
     #[instrument(name = "metastore.commit_flush", skip_all, fields(partitions = appends.len()))]
     async fn commit_flush(&self, appends: &[PartitionAppend]) -> Result<CommitReport> {
-        // Each append takes two comparisons and two operations.
-        let per_txn = (self.kv.max_txn_ops() / 2).max(1);
+        // An append takes two comparisons and two operations, plus one per producer
+        // state written or deleted; a transaction holds whole appends, as many as fit.
+        let max_ops = self.kv.max_txn_ops().max(2);
         let mut report = CommitReport::default();
-        let indexed: Vec<(usize, &PartitionAppend)> = appends.iter().enumerate().collect();
-        for chunk in indexed.chunks(per_txn) {
-            let mut pending: Vec<(usize, &PartitionAppend)> = chunk.to_vec();
+        let mut chunks: Vec<Vec<(usize, &PartitionAppend)>> = vec![Vec::new()];
+        let mut ops_in_chunk = 0;
+        for (index, append) in appends.iter().enumerate() {
+            let ops = 2 + append.producers.len() + append.expired_producers.len();
+            if ops > max_ops {
+                report.rejected.push((
+                    index,
+                    Rejection::TooLarge {
+                        operations: ops,
+                        limit: max_ops,
+                    },
+                ));
+                continue;
+            }
+            if ops_in_chunk + ops > max_ops {
+                chunks.push(Vec::new());
+                ops_in_chunk = 0;
+            }
+            ops_in_chunk += ops;
+            chunks.last_mut().expect("one chunk").push((index, append));
+        }
+        for mut pending in chunks {
             while !pending.is_empty() {
                 let mut compares = Vec::with_capacity(pending.len() * 2);
                 let mut ops = Vec::with_capacity(pending.len() * 2);
                 for (_, append) in &pending {
-                    let (topic, partition) = (&append.topic, append.partition);
                     compares.extend(self.append_guards(append));
-                    ops.push(Op::Put(
-                        self.keys.high_watermark(topic, partition),
-                        (append.entry.last_offset + 1).to_string().into_bytes(),
-                    ));
-                    ops.push(Op::Put(
-                        self.keys
-                            .index_entry(topic, partition, append.entry.base_offset),
-                        encode_json(&append.entry),
-                    ));
+                    ops.extend(self.append_ops(append));
                 }
                 let bytes: usize = ops
                     .iter()
@@ -1149,25 +1229,58 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
 
     #[instrument(name = "metastore.next_agent_epoch", skip(self))]
     async fn next_agent_epoch(&self) -> Result<u64> {
-        let key = self.keys.agent_epoch_counter();
-        loop {
-            let old = self.kv.get(&key).await?;
-            let next = match &old {
-                Some(bytes) => decode_offset(&key, bytes)? as u64 + 1,
-                None => 1,
-            };
-            let guard = Compare::unchanged(&key, old);
-            let bumped = self
-                .kv
-                .txn(
-                    vec![guard],
-                    vec![Op::Put(key.clone(), next.to_string().into_bytes())],
-                )
-                .await?;
-            if bumped {
-                return Ok(next);
+        let (_, next) = self
+            .advance_counter(&self.keys.agent_epoch_counter(), 1)
+            .await?;
+        Ok(next as u64)
+    }
+
+    #[instrument(name = "metastore.allocate_producer_ids", skip(self))]
+    async fn allocate_producer_ids(&self, count: u64) -> Result<i64> {
+        let count = i64::try_from(count.max(1)).unwrap_or(i64::MAX);
+        let (first, _) = self
+            .advance_counter(&self.keys.producer_id_counter(), count)
+            .await?;
+        Ok(first)
+    }
+
+    #[instrument(name = "metastore.producer_states", skip(self))]
+    async fn producer_states(
+        &self,
+        topic: &str,
+        partition: u32,
+        limit: usize,
+    ) -> Result<Vec<(i64, ProducerState)>> {
+        let prefix = self.keys.producers_prefix(topic, partition);
+        let mut skipped = BTreeSet::new();
+        let mut states = Vec::new();
+        for (key, value) in self.kv.range(&prefix, &prefix, limit).await? {
+            let decoded = key
+                .strip_prefix(&prefix)
+                .and_then(|id| id.parse::<i64>().ok())
+                .ok_or_else(|| "the key is not a producer id".to_string())
+                .and_then(|id| {
+                    let state: ProducerState =
+                        serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+                    if state.batches.len() > crate::PRODUCER_BATCHES_KEPT {
+                        return Err(format!(
+                            "it holds {} batches; at most {} are kept",
+                            state.batches.len(),
+                            crate::PRODUCER_BATCHES_KEPT
+                        ));
+                    }
+                    Ok((id, state))
+                });
+            match decoded {
+                Ok(state) => states.push(state),
+                Err(reason) => {
+                    self.skip(&key, reason);
+                    skipped.insert(key);
+                }
             }
         }
+        self.forget_skipped(&prefix, &skipped);
+        Ok(states)
     }
 
     #[instrument(name = "metastore.register_agent", skip_all, fields(agent = %agent.agent_id))]

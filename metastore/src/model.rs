@@ -145,6 +145,44 @@ pub struct ArchiveRange {
     pub last: i64,
 }
 
+/// Most recent batches of one producer a partition's owner remembers, to answer a retry
+/// with the batch's original offsets (Kafka's number).
+pub const PRODUCER_BATCHES_KEPT: usize = 5;
+
+/// One batch an idempotent producer wrote to a partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerBatch {
+    /// Sequence number of its first record.
+    pub first_sequence: i32,
+    /// Sequence number of its last record.
+    pub last_sequence: i32,
+    /// Offset of its first record.
+    pub base_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+}
+
+/// An idempotent producer's state in one partition: written with the flush commit that
+/// holds its batches, so a partition's next owner reads it with the high watermark it
+/// continues from.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProducerState {
+    /// The producer's epoch: batches of an older one are refused (fenced).
+    pub epoch: i16,
+    /// Its last batches, oldest first, at most [`PRODUCER_BATCHES_KEPT`].
+    pub batches: Vec<ProducerBatch>,
+    /// When it last wrote (ms, the owner's clock): the state expires
+    /// `producer_id_expiration_ms` after.
+    pub last_write_ms: i64,
+}
+
+impl ProducerState {
+    /// The sequence number of its last record written, if any.
+    pub fn last_sequence(&self) -> Option<i32> {
+        self.batches.last().map(|b| b.last_sequence)
+    }
+}
+
 /// One partition's part of a flush: append `entry` under `epoch`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionAppend {
@@ -156,6 +194,11 @@ pub struct PartitionAppend {
     pub owner: PartitionOwner,
     /// The new run; its `base_offset` must equal the current high watermark.
     pub entry: IndexEntry,
+    /// The state of each idempotent producer with a batch in the run, by producer id, as
+    /// of the run's end: stored with the run, atomically.
+    pub producers: Vec<(i64, ProducerState)>,
+    /// Producer ids whose state expired: deleted with the run.
+    pub expired_producers: Vec<i64>,
 }
 
 /// Why one partition's append was refused.
@@ -170,6 +213,13 @@ pub enum Rejection {
     OffsetMismatch {
         /// The committed high watermark.
         high_watermark: i64,
+    },
+    /// The append needs more operations than one metastore transaction may hold.
+    TooLarge {
+        /// Operations it needs.
+        operations: usize,
+        /// The most one transaction holds.
+        limit: usize,
     },
 }
 

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use strata_metastore::{
     ArchiveRange, ArchiveState, CleanState, CommittedOffset, EmbeddedKv, Error, EtcdKv,
-    GroupRecord, IndexEntry, KvMetastore, Metastore, PartitionAppend, PartitionOwner, Rejection,
-    TopicMeta,
+    GroupRecord, IndexEntry, KvMetastore, Metastore, PartitionAppend, PartitionOwner,
+    ProducerBatch, ProducerState, Rejection, TopicMeta,
 };
 
 fn unique_root(test: &str) -> String {
@@ -72,7 +72,85 @@ fn append(
             appended_at_ms: 0,
             topic_id: String::new(),
         },
+        producers: Vec::new(),
+        expired_producers: Vec::new(),
     }
+}
+
+fn producer(epoch: i16, first_sequence: i32, base_offset: i64, records: i32) -> ProducerState {
+    ProducerState {
+        epoch,
+        batches: vec![ProducerBatch {
+            first_sequence,
+            last_sequence: first_sequence + records - 1,
+            base_offset,
+            last_offset: base_offset + i64::from(records) - 1,
+        }],
+        last_write_ms: 1_700_000_000_000,
+    }
+}
+
+/// Producer states are written with the flush that holds their batches, atomically and
+/// under the same fence; expired ones are deleted with a flush; ids come in blocks that
+/// never overlap.
+async fn producer_states_commit_with_the_flush(store: Box<dyn Metastore>) {
+    assert_eq!(store.allocate_producer_ids(1000).await.unwrap(), 0);
+    assert_eq!(store.allocate_producer_ids(1000).await.unwrap(), 1000);
+    assert_eq!(store.allocate_producer_ids(1).await.unwrap(), 2000);
+    store.create_topic(&topic("t", 2)).await.unwrap();
+    let owner = store
+        .acquire_partition("t", 0, "a", "")
+        .await
+        .unwrap()
+        .owner
+        .unwrap();
+    let mut first = append("t", 0, &owner, 0, 9);
+    first.producers = vec![(7, producer(0, 0, 0, 4)), (1003, producer(2, 0, 4, 6))];
+    let report = store.commit_flush(&[first]).await.unwrap();
+    assert!(report.rejected.is_empty(), "{report:?}");
+    assert_eq!(
+        store.producer_states("t", 0, 0).await.unwrap(),
+        vec![(7, producer(0, 0, 0, 4)), (1003, producer(2, 0, 4, 6))]
+    );
+    assert!(store.producer_states("t", 1, 0).await.unwrap().is_empty());
+    assert_eq!(store.producer_states("t", 0, 1).await.unwrap().len(), 1);
+
+    // A later flush replaces one state and deletes an expired one.
+    let mut second = append("t", 0, &owner, 10, 10);
+    second.producers = vec![(1003, producer(2, 6, 10, 1))];
+    second.expired_producers = vec![7];
+    assert!(
+        store
+            .commit_flush(&[second])
+            .await
+            .unwrap()
+            .rejected
+            .is_empty()
+    );
+    assert_eq!(
+        store.producer_states("t", 0, 0).await.unwrap(),
+        vec![(1003, producer(2, 6, 10, 1))]
+    );
+
+    // A fenced writer's producer states are not written.
+    let taken = store.acquire_partition("t", 0, "b", "").await.unwrap();
+    assert_eq!(taken.high_watermark, 11);
+    let mut zombie = append("t", 0, &owner, 11, 11);
+    zombie.producers = vec![(1003, producer(2, 7, 11, 1))];
+    let report = store.commit_flush(&[zombie]).await.unwrap();
+    assert!(matches!(
+        report.rejected[..],
+        [(0, Rejection::Fenced { .. })]
+    ));
+    assert_eq!(
+        store.producer_states("t", 0, 0).await.unwrap(),
+        vec![(1003, producer(2, 6, 10, 1))]
+    );
+
+    // They go with the topic.
+    store.delete_topic("t").await.unwrap();
+    store.create_topic(&topic("t", 2)).await.unwrap();
+    assert!(store.producer_states("t", 0, 0).await.unwrap().is_empty());
 }
 
 async fn topics_lifecycle(store: Box<dyn Metastore>) {
@@ -672,6 +750,11 @@ macro_rules! conformance {
             }
 
             #[tokio::test]
+            async fn producer_states_commit_with_the_flush() {
+                super::producer_states_commit_with_the_flush($make("producers").await).await;
+            }
+
+            #[tokio::test]
             async fn topic_changes_are_notified() {
                 super::topic_changes_are_notified($make("watch").await).await;
             }
@@ -715,6 +798,33 @@ async fn etcd_commit_splits_only_where_the_op_limit_forces_it() {
         assert_eq!(*state, store.partition_state("t", p as u32).await.unwrap());
         assert_eq!(state.high_watermark, 1);
     }
+    // An append that needs more operations than a transaction holds is refused, alone.
+    let owner = store.partition_state("t", 0).await.unwrap().owner.unwrap();
+    let owner9 = store.partition_state("t", 9).await.unwrap().owner.unwrap();
+    let mut too_large = append("t", 0, &owner, 1, 1);
+    too_large.producers = (0..7).map(|id| (id, producer(0, 0, 1, 1))).collect();
+    let report = store
+        .commit_flush(&[too_large, append("t", 9, &owner9, 1, 1)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        report.rejected[..],
+        [(
+            0,
+            Rejection::TooLarge {
+                operations: 9,
+                limit: 8
+            }
+        )]
+    ));
+    assert_eq!(
+        store.partition_state("t", 9).await.unwrap().high_watermark,
+        2
+    );
+    assert_eq!(
+        store.partition_state("t", 0).await.unwrap().high_watermark,
+        1
+    );
 }
 
 /// An agent that stops renewing its lease (it died, or lost etcd) disappears after the TTL.

@@ -60,6 +60,10 @@ pub fn topic_partition_pairs(
 /// topic's name.
 pub const TOPIC_CHANGED: &str = "strata-topic-changed";
 
+/// Trailer of a FAILED_PRECONDITION status refusing an idempotent producer's batch:
+/// `out-of-order-sequence` or `producer-fenced`. Nothing of the batch was written.
+pub const PRODUCER_ERROR: &str = "strata-producer-error";
+
 /// The partition Kafka's default partitioner gives `key` among `partitions`:
 /// `(murmur2(key) & 0x7fffffff) % partitions`, with Kafka's seed.
 ///

@@ -106,8 +106,41 @@ const MIN_RECORD_LEN: usize = 7;
 /// zstd level: Kafka's default (3).
 const ZSTD_LEVEL: i32 = 3;
 
+/// The producer fields of a RecordBatch header: who wrote the batch, under which epoch,
+/// and the sequence number of its first record (Kafka's idempotent producer, KIP-98).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerFields {
+    /// The producer id.
+    pub producer_id: i64,
+    /// The producer's epoch.
+    pub producer_epoch: i16,
+    /// The sequence number of the batch's first record.
+    pub base_sequence: i32,
+}
+
+/// What a batch header says besides its records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchHeader {
+    /// Offset of the batch's first record.
+    pub base_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+    /// The producer fields; `None` for a batch of a producer that is not idempotent.
+    pub producer: Option<ProducerFields>,
+}
+
 /// Encodes `records` (in offset order, gaps allowed) as one RecordBatch v2.
 pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
+    encode_producer_batch(records, compression, None)
+}
+
+/// Encodes `records` (in offset order, gaps allowed) as one RecordBatch v2 whose header
+/// carries `producer`'s fields (`None`: no producer, -1 in each).
+pub fn encode_producer_batch(
+    records: &[Record],
+    compression: Compression,
+    producer: Option<ProducerFields>,
+) -> Result<Bytes> {
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Err(Error::Encode(
             "a batch needs at least one record".to_string(),
@@ -149,9 +182,18 @@ pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Byte
     batch.put_i32(last_offset_delta);
     batch.put_i64(base_timestamp);
     batch.put_i64(max_timestamp);
-    batch.put_i64(NO_PRODUCER_ID);
-    batch.put_i16(NO_PRODUCER_EPOCH);
-    batch.put_i32(NO_SEQUENCE);
+    match producer {
+        Some(p) => {
+            batch.put_i64(p.producer_id);
+            batch.put_i16(p.producer_epoch);
+            batch.put_i32(p.base_sequence);
+        }
+        None => {
+            batch.put_i64(NO_PRODUCER_ID);
+            batch.put_i16(NO_PRODUCER_EPOCH);
+            batch.put_i32(NO_SEQUENCE);
+        }
+    }
     batch.put_i32(count);
     batch.put_slice(&body);
     let crc = crc32c::crc32c(&batch[CRC_START..]);
@@ -301,6 +343,39 @@ pub fn decode_block(
     expected: RangeInclusive<i64>,
 ) -> Result<Vec<Record>> {
     let end = start + block.len() as u64;
+    let mut records: Vec<Record> = Vec::new();
+    for_each_batch(block, object, start, |batch| {
+        decode_batch(batch, &mut records)
+    })?;
+    for (i, r) in records.iter().enumerate() {
+        let in_order = i == 0 || records[i - 1].offset < r.offset;
+        if !in_order || !expected.contains(&r.offset) {
+            return Err(Error::Corrupt {
+                object: object.to_string(),
+                start,
+                end,
+                reason: format!(
+                    "offset {} outside the expected {}..={} or out of order",
+                    r.offset,
+                    expected.start(),
+                    expected.end()
+                ),
+            });
+        }
+    }
+    Ok(records)
+}
+
+/// Calls `visit` with every whole batch of `block`, in order; a batch that runs past the
+/// block, or an error of `visit`, is [`Error::Corrupt`] naming `object` and the block's
+/// byte range from `start`.
+fn for_each_batch(
+    block: Bytes,
+    object: &str,
+    start: u64,
+    mut visit: impl FnMut(Bytes) -> std::result::Result<(), String>,
+) -> Result<()> {
+    let end = start + block.len() as u64;
     let corrupt = |reason: String| Error::Corrupt {
         object: object.to_string(),
         start,
@@ -308,23 +383,11 @@ pub fn decode_block(
         reason,
     };
     let mut rest = block;
-    let mut records: Vec<Record> = Vec::new();
     while rest.has_remaining() {
         let batch = split_batch(&mut rest).map_err(&corrupt)?;
-        decode_batch(batch, &mut records).map_err(&corrupt)?;
+        visit(batch).map_err(&corrupt)?;
     }
-    for (i, r) in records.iter().enumerate() {
-        let in_order = i == 0 || records[i - 1].offset < r.offset;
-        if !in_order || !expected.contains(&r.offset) {
-            return Err(corrupt(format!(
-                "offset {} outside the expected {}..={} or out of order",
-                r.offset,
-                expected.start(),
-                expected.end()
-            )));
-        }
-    }
-    Ok(records)
+    Ok(())
 }
 
 /// Blocks at least this big are decoded on a blocking thread by [`decode_block_off_async`].
@@ -350,6 +413,37 @@ pub async fn decode_block_off_async(
             end: start,
             reason: format!("decoding failed: {e}"),
         })?
+}
+
+/// The header of every batch in `block`, in order, each batch's CRC checked (records are
+/// not decoded). `object` and `start` only name the bytes in errors.
+pub fn batch_headers(block: Bytes, object: &str, start: u64) -> Result<Vec<BatchHeader>> {
+    let mut headers = Vec::new();
+    for_each_batch(block, object, start, |batch| {
+        let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
+        if crc32c::crc32c(&batch[CRC_START..]) != crc {
+            return Err("batch checksum mismatch".to_string());
+        }
+        let mut header = &batch[..BATCH_HEADER_LEN];
+        let base_offset = header.get_i64();
+        header.advance(4 + 4 + 1 + 4 + 2); // length, leader epoch, magic, crc, attributes
+        let last_offset_delta = header.get_i32();
+        header.advance(8 + 8); // timestamps
+        let producer_id = header.get_i64();
+        let producer_epoch = header.get_i16();
+        let base_sequence = header.get_i32();
+        headers.push(BatchHeader {
+            base_offset,
+            last_offset: base_offset.saturating_add(i64::from(last_offset_delta.max(0))),
+            producer: (producer_id >= 0).then_some(ProducerFields {
+                producer_id,
+                producer_epoch,
+                base_sequence,
+            }),
+        });
+        Ok(())
+    })?;
+    Ok(headers)
 }
 
 /// Splits the next whole batch off `rest`.
@@ -502,6 +596,40 @@ mod tests {
                 "{compression:?}"
             );
         }
+    }
+
+    #[test]
+    fn producer_fields_are_in_the_batch_header() {
+        let first = sample(3);
+        let second: Vec<Record> = sample(5).into_iter().skip(3).collect();
+        let producer = ProducerFields {
+            producer_id: 4_000_000_123,
+            producer_epoch: 7,
+            base_sequence: 41,
+        };
+        let mut block = BytesMut::new();
+        block.extend_from_slice(&encode_batch(&first, Compression::None).unwrap());
+        block.extend_from_slice(
+            &encode_producer_batch(&second, Compression::Zstd, Some(producer)).unwrap(),
+        );
+        let block = block.freeze();
+        let headers = batch_headers(block.clone(), "o", 0).unwrap();
+        assert_eq!(
+            headers,
+            vec![
+                BatchHeader {
+                    base_offset: 100,
+                    last_offset: 102,
+                    producer: None
+                },
+                BatchHeader {
+                    base_offset: 103,
+                    last_offset: 104,
+                    producer: Some(producer)
+                },
+            ]
+        );
+        assert_eq!(decode_block(block, "o", 0, 100..=104).unwrap(), sample(5));
     }
 
     #[test]

@@ -16,7 +16,16 @@
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Compression, Record, encode_batch};
+use crate::record::{Compression, ProducerFields, Record, encode_producer_batch};
+
+/// Records that become one batch of a block, with the producer fields of its header.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchRun<'a> {
+    /// The producer that wrote them, if it is idempotent.
+    pub producer: Option<ProducerFields>,
+    /// The records, in offset order.
+    pub records: &'a [Record],
+}
 use crate::{Error, Result};
 
 /// The trailer's magic bytes (format version 1).
@@ -73,8 +82,8 @@ impl SegmentBuilder {
         Self::default()
     }
 
-    /// Adds one partition's records (non-empty, consecutive offsets) as a block and returns
-    /// the block's bytes (for the write-through cache) and location.
+    /// Adds one partition's records (non-empty, consecutive offsets) as a block of one
+    /// batch and returns the block's bytes (for the write-through cache) and location.
     pub fn add_block(
         &mut self,
         topic: &str,
@@ -83,12 +92,44 @@ impl SegmentBuilder {
         records: &[Record],
         compression: Compression,
     ) -> Result<(Bytes, BlockLocation)> {
-        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+        self.add_batches(
+            topic,
+            topic_id,
+            partition,
+            &[BatchRun {
+                producer: None,
+                records,
+            }],
+            compression,
+        )
+    }
+
+    /// Adds one partition's runs of records (together non-empty, consecutive offsets) as a
+    /// block: each run is one batch, with its producer fields. Returns the block's bytes
+    /// (for the write-through cache) and location.
+    pub fn add_batches(
+        &mut self,
+        topic: &str,
+        topic_id: &str,
+        partition: u32,
+        runs: &[BatchRun<'_>],
+        compression: Compression,
+    ) -> Result<(Bytes, BlockLocation)> {
+        let records = || runs.iter().flat_map(|run| run.records.iter());
+        let (Some(first), Some(last)) = (records().next(), records().last()) else {
             return Err(Error::Encode(
                 "a block needs at least one record".to_string(),
             ));
         };
-        let block = encode_batch(records, compression)?;
+        let mut block = BytesMut::new();
+        for run in runs.iter().filter(|run| !run.records.is_empty()) {
+            block.extend_from_slice(&encode_producer_batch(
+                run.records,
+                compression,
+                run.producer,
+            )?);
+        }
+        let block = block.freeze();
         let location = BlockLocation {
             topic: topic.to_string(),
             topic_id: topic_id.to_string(),
@@ -97,7 +138,7 @@ impl SegmentBuilder {
             last_offset: last.offset,
             byte_start: self.body.len() as u64,
             byte_len: block.len() as u64,
-            max_timestamp_ms: records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0),
+            max_timestamp_ms: records().map(|r| r.timestamp_ms).max().unwrap_or(0),
         };
         self.body.extend_from_slice(&block);
         self.blocks.push(location.clone());

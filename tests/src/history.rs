@@ -15,6 +15,8 @@
 //! - **duplicated**: records visible at two or more offsets (a retry of a send whose
 //!   first outcome was unknown);
 //! - **out of order**: offsets that are not dense and increasing from the log start;
+//! - **reordered**: records stored in a partition after a record their producer sent
+//!   later (a retry that landed behind batches sent after it; a duplicate counts too);
 //! - **unacknowledged visible**: records visible that were never acknowledged (their
 //!   send failed or was cut off; allowed, only reported).
 //!
@@ -325,6 +327,8 @@ pub struct Snapshot {
     pub stored: usize,
     /// Offsets read that were not dense and increasing.
     pub out_of_order: usize,
+    /// Records stored after a record their producer sent later, in the same partition.
+    pub reordered: usize,
 }
 
 impl Snapshot {
@@ -355,6 +359,8 @@ impl Snapshot {
             .keys()
             .map(|p| (*p, consumer.position(topic, *p).unwrap()))
             .collect();
+        // Per partition and producer, the last send number read.
+        let mut last_sent: HashMap<(u32, String), u64> = HashMap::new();
         let mut snapshot = Self {
             topic_id: info.topic_id.clone(),
             partitions: info.partitions as u32,
@@ -376,6 +382,22 @@ impl Snapshot {
                 *expected = r.offset + 1;
                 snapshot.stored += 1;
                 let id = String::from_utf8_lossy(&r.value.unwrap_or_default()).into_owned();
+                if let Some((producer, seq)) = id.rsplit_once('-')
+                    && let Ok(seq) = seq.parse::<u64>()
+                {
+                    let last = last_sent.entry((r.partition, producer.to_string()));
+                    match last {
+                        std::collections::hash_map::Entry::Occupied(mut last) => {
+                            if seq <= *last.get() {
+                                snapshot.reordered += 1;
+                            }
+                            *last.get_mut() = seq.max(*last.get());
+                        }
+                        std::collections::hash_map::Entry::Vacant(last) => {
+                            last.insert(seq);
+                        }
+                    }
+                }
                 snapshot
                     .positions
                     .entry(id)
@@ -421,6 +443,8 @@ pub struct Report {
     pub duplicated: usize,
     /// Offsets not dense and increasing.
     pub out_of_order: usize,
+    /// Records stored after a record their producer sent later, in one partition.
+    pub reordered: usize,
     /// Records visible that were never acknowledged.
     pub unacknowledged_visible: usize,
     /// Longest time a partition went without an acknowledgement, seconds.
@@ -433,7 +457,7 @@ impl std::fmt::Display for Report {
             f,
             "sent={} acknowledged={} failed={} incarnations={} stored={} lost={} \
              in_other_incarnation={} acknowledged_after_read={} duplicated={} \
-             out_of_order={} unacknowledged_visible={} longest_ack_gap_s={:.1}",
+             out_of_order={} reordered={} unacknowledged_visible={} longest_ack_gap_s={:.1}",
             self.sent,
             self.acked,
             self.failed,
@@ -444,6 +468,7 @@ impl std::fmt::Display for Report {
             self.acked_after_read,
             self.duplicated,
             self.out_of_order,
+            self.reordered,
             self.unacknowledged_visible,
             self.longest_ack_gap_secs
         )
@@ -464,6 +489,7 @@ pub fn compare(history: &History, snapshots: &[Snapshot]) -> Report {
         incarnations: snapshots.len(),
         stored: snapshots.iter().map(|s| s.stored).sum(),
         out_of_order: snapshots.iter().map(|s| s.out_of_order).sum(),
+        reordered: snapshots.iter().map(|s| s.reordered).sum(),
         duplicated: snapshots
             .iter()
             .map(|s| s.positions.values().filter(|p| p.len() > 1).count())

@@ -58,6 +58,7 @@ fn produce(topic: &str, partition: Option<i32>, values: Vec<Vec<u8>>) -> proto::
             })
             .collect(),
         acks: proto::Acks::All as i32,
+        producer: None,
     }
 }
 

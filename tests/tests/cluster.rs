@@ -9,9 +9,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use strata_client::Admin;
+use strata_client::{Admin, ProducerConfig};
 use strata_tests::etcd::{EtcdProcess, EtcdProxy};
-use strata_tests::history::{Load, Report, check};
+use strata_tests::history::{Load, Report, SendKind, check};
 use strata_tests::{AgentKind, AgentProcess, TestEnv, unique_name};
 
 const TOPIC: &str = "faults";
@@ -24,19 +24,29 @@ static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(())
 
 /// Starts `AGENTS` agents of a new cluster; `etcd_of(i)` is agent `i`'s etcd endpoint.
 fn start_agents(env: &TestEnv, etcd_of: impl Fn(usize) -> String) -> Vec<AgentProcess> {
+    start_agents_with(env, etcd_of, &[])
+}
+
+/// [`start_agents`], each agent with the environment variables `vars`.
+fn start_agents_with(
+    env: &TestEnv,
+    etcd_of: impl Fn(usize) -> String,
+    vars: &[(&str, &str)],
+) -> Vec<AgentProcess> {
     let (cluster, bucket) = (unique_name("cluster"), unique_name("cluster"));
     let ttl = LEASE_TTL_SECS.to_string();
     (0..AGENTS)
         .map(|i| {
             let mut env = env.clone();
             env.etcd = etcd_of(i);
-            AgentProcess::start(
+            AgentProcess::start_with_env(
                 AgentKind::Agent {
                     env,
                     cluster: cluster.clone(),
                     bucket: bucket.clone(),
                 },
                 &["--lease-ttl-secs", &ttl],
+                vars,
             )
         })
         .collect()
@@ -122,11 +132,42 @@ fn servers(agents: &[AgentProcess]) -> Vec<String> {
     agents.iter().map(AgentProcess::server).collect()
 }
 
+/// Retried idempotent batches the running agents answered with their first offsets
+/// (instead of writing them again).
+fn duplicates_answered(agents: &mut [AgentProcess]) -> u64 {
+    let mut total = 0;
+    for agent in agents.iter_mut() {
+        if !agent.is_running() {
+            continue;
+        }
+        let metrics = strata_tests::http_get(&agent.metrics_url());
+        total += metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("strata_produce_duplicate_batches_total "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .unwrap_or(0.0) as u64;
+    }
+    total
+}
+
 /// The figures every fault test must show.
-fn assert_safe(test: &str, report: &Report) {
-    strata_tests::report(&format!("RELIABILITY {test}: {report}"));
+fn assert_safe(test: &str, report: &Report, agents: &mut [AgentProcess]) {
+    strata_tests::report(&format!(
+        "RELIABILITY {test}: {report} retries_answered_with_first_offsets={}",
+        duplicates_answered(agents)
+    ));
     assert!(report.acked > 0, "{test}: nothing was acknowledged");
     assert_eq!(report.lost, 0, "{test}: acknowledged records were lost");
+    // The load's producers are idempotent (the SDK's default): a retry of a send whose
+    // outcome was unknown is answered with the offsets it got, never written twice.
+    assert_eq!(
+        report.duplicated, 0,
+        "{test}: records written twice by an idempotent producer"
+    );
+    assert_eq!(
+        report.reordered, 0,
+        "{test}: records of an idempotent producer stored out of sending order"
+    );
     assert_eq!(
         report.out_of_order, 0,
         "{test}: offsets not dense and increasing"
@@ -170,7 +211,7 @@ async fn sigkill_of_an_owner_loses_nothing_and_its_partitions_move() {
         "RELIABILITY sigkill: partitions reassigned {:.1} s after the kill (lease TTL {LEASE_TTL_SECS} s)",
         moved.as_secs_f64()
     ));
-    assert_safe("sigkill", &report);
+    assert_safe("sigkill", &report, &mut agents);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -212,7 +253,7 @@ async fn a_paused_agent_is_fenced_and_acknowledges_nothing_it_lost() {
         moved.as_secs_f64(),
         log.matches("flush commit fenced").count()
     ));
-    assert_safe("zombie", &report);
+    assert_safe("zombie", &report, &mut agents);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -221,7 +262,7 @@ async fn an_agent_cut_from_etcd_stops_writing_and_rejoins() {
     let env = TestEnv::from_env();
     let mut proxy = EtcdProxy::start(&env.etcd).await;
     let through_proxy = proxy.endpoint();
-    let agents = start_agents(&env, |i| {
+    let mut agents = start_agents(&env, |i| {
         if i == 2 {
             through_proxy.clone()
         } else {
@@ -256,7 +297,7 @@ async fn an_agent_cut_from_etcd_stops_writing_and_rejoins() {
         "RELIABILITY etcd-cut: partitions reassigned {:.1} s after the cut (lease TTL {LEASE_TTL_SECS} s)",
         moved.as_secs_f64()
     ));
-    assert_safe("etcd-cut", &report);
+    assert_safe("etcd-cut", &report, &mut agents);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -265,7 +306,7 @@ async fn an_etcd_restart_loses_nothing() {
     let env = TestEnv::from_env();
     let mut etcd = tokio::task::block_in_place(EtcdProcess::start);
     let endpoint = etcd.endpoint();
-    let agents = start_agents(&env, |_| endpoint.clone());
+    let mut agents = start_agents(&env, |_| endpoint.clone());
     create_topic(&agents).await;
     let load = Load::start(&servers(&agents), TOPIC, 2).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -287,7 +328,7 @@ async fn an_etcd_restart_loses_nothing() {
         "no progress after etcd came back"
     );
     let report = check(&history, &agents[0].server(), TOPIC).await;
-    assert_safe("etcd-restart", &report);
+    assert_safe("etcd-restart", &report, &mut agents);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -313,9 +354,61 @@ async fn a_rolling_restart_fails_no_send() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let history = load.stop().await;
     let report = check(&history, &agents[0].server(), TOPIC).await;
-    assert_safe("rolling-restart", &report);
+    assert_safe("rolling-restart", &report, &mut agents);
     assert_eq!(
         report.failed, 0,
         "rolling restart: sends failed despite retries"
+    );
+}
+
+/// Flush commits whose reply is lost (they committed, but the agent cannot know: what an
+/// etcd cut mid-commit does, made frequent by a failpoint on every agent). The SDK sends
+/// those batches again: the default, idempotent producers get their first offsets back
+/// and write nothing twice; producers without idempotence, on another topic of the same
+/// cluster at the same time, write duplicates — the checker sees them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn lost_commit_replies_duplicate_nothing_an_idempotent_producer_sent() {
+    let _serial = ONE_AT_A_TIME.lock().await;
+    let env = TestEnv::from_env();
+    let mut agents = start_agents_with(
+        &env,
+        |_| env.etcd.clone(),
+        &[("STRATA_FAILPOINT", "commit-reply-lost:*15")],
+    );
+    create_topic(&agents).await;
+    const PLAIN: &str = "faults-not-idempotent";
+    Admin::connect(&agents[0].server())
+        .await
+        .unwrap()
+        .create_topic(PLAIN, PARTITIONS, Default::default())
+        .await
+        .unwrap();
+    let servers = servers(&agents);
+    let idempotent = Load::start(&servers, TOPIC, 2).await;
+    let plain = Load::start_with(
+        &servers,
+        PLAIN,
+        &[SendKind::Keyed, SendKind::Keyed],
+        ProducerConfig {
+            enable_idempotence: false,
+            ..ProducerConfig::default()
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (history, plain_history) = (idempotent.stop().await, plain.stop().await);
+    let report = check(&history, &servers[0], TOPIC).await;
+    let plain_report = check(&plain_history, &servers[0], PLAIN).await;
+    strata_tests::report(&format!(
+        "RELIABILITY lost-commit-reply, without idempotence: {plain_report}"
+    ));
+    assert_safe("lost-commit-reply", &report, &mut agents);
+    assert!(
+        duplicates_answered(&mut agents) > 0,
+        "no retry of an idempotent batch was answered with its first offsets"
+    );
+    assert!(
+        plain_report.duplicated > 0,
+        "without idempotence, lost commit replies wrote no duplicate: the fault did not bite"
     );
 }

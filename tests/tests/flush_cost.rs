@@ -51,6 +51,7 @@ async fn one_put_and_one_commit_per_flush_of_eight_partitions() {
             partition: None,
             records,
             acks: proto::Acks::All as i32,
+            producer: None,
         })
         .await
         .unwrap()

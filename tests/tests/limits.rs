@@ -44,6 +44,7 @@ fn produce(topic: &str, records: Vec<proto::Record>) -> proto::ProduceRequest {
         partition: Some(0),
         records,
         acks: proto::Acks::All as i32,
+        producer: None,
     }
 }
 
@@ -502,4 +503,112 @@ async fn partitions_that_would_overflow_the_assignment_value_are_refused() {
         &["topic", "add-partitions", "wide", "--to", "200"],
         b"",
     );
+}
+
+fn idempotent(
+    topic: &str,
+    producer_id: i64,
+    epoch: i32,
+    sequence: i32,
+    value: &[u8],
+) -> proto::ProduceRequest {
+    proto::ProduceRequest {
+        producer: Some(proto::ProducerBatch {
+            producer_id,
+            producer_epoch: epoch,
+            base_sequence: sequence,
+        }),
+        ..produce(topic, vec![record(value, &[])])
+    }
+}
+
+/// Idempotent producers per partition are bounded: past `max_producers_per_partition` a
+/// new one is refused naming the setting, and nothing of its batch is stored; once a
+/// state is older than `producer_id_expiration_ms` it makes room. Sequence gaps and stale
+/// epochs get their own statuses and trailers, and store nothing.
+#[tokio::test(flavor = "multi_thread")]
+async fn idempotent_producers_are_bounded_and_checked() {
+    let agent = AgentProcess::start(
+        AgentKind::new_cluster("producers"),
+        &[
+            "--max-producers-per-partition",
+            "2",
+            "--producer-id-expiration-ms",
+            "3000",
+        ],
+    );
+    let server = agent.server();
+    create_topic(&server, "idem", 1, &[]).await;
+    let Clients { mut log, .. } = clients(&server).await;
+    let mut ids = Vec::new();
+    for _ in 0..3 {
+        let id = log
+            .init_producer_id(proto::InitProducerIdRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(id.producer_epoch, 0);
+        ids.push(id.producer_id);
+    }
+    assert!(ids[0] < ids[1] && ids[1] < ids[2], "{ids:?}");
+    for id in &ids[..2] {
+        let written = log
+            .produce(idempotent("idem", *id, 0, 0, b"x"))
+            .await
+            .unwrap();
+        assert!(!written.into_inner().duplicate);
+    }
+    assert_limit(
+        log.produce(idempotent("idem", ids[2], 0, 0, b"third"))
+            .await,
+        Code::ResourceExhausted,
+        "max_producers_per_partition",
+    );
+
+    // A gap, and an older epoch: refused with their trailers, nothing stored.
+    let trailer = |status: &tonic::Status| {
+        status
+            .metadata()
+            .get("strata-producer-error")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+    let gap = log
+        .produce(idempotent("idem", ids[0], 0, 5, b"gap"))
+        .await
+        .unwrap_err();
+    assert_eq!(gap.code(), Code::FailedPrecondition, "{gap:?}");
+    assert_eq!(trailer(&gap).as_deref(), Some("out-of-order-sequence"));
+    assert!(gap.message().contains("the next sequence is 1"), "{gap:?}");
+    log.produce(idempotent("idem", ids[0], 1, 0, b"epoch 1"))
+        .await
+        .unwrap();
+    let stale = log
+        .produce(idempotent("idem", ids[0], 0, 1, b"stale"))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        trailer(&stale).as_deref(),
+        Some("producer-fenced"),
+        "{stale:?}"
+    );
+    let retry = log
+        .produce(idempotent("idem", ids[0], 1, 0, b"epoch 1"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(retry.duplicate, "a retry is answered with its offsets");
+    assert_eq!(retry.positions[0].offset, 2);
+    let bad = log
+        .produce(idempotent("idem", ids[0], 70_000, 0, b"bad"))
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument, "{bad:?}");
+
+    // Once the first two states expire, the third producer has room.
+    tokio::time::sleep(Duration::from_millis(3_500)).await;
+    log.produce(idempotent("idem", ids[2], 0, 0, b"third"))
+        .await
+        .unwrap();
+    let values = cli_ok(&server, &["consume", "idem", "--from-beginning"], b"");
+    assert_eq!(values, "x\nx\nepoch 1\nthird\n");
 }
