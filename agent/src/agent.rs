@@ -16,7 +16,7 @@ use crate::cluster::ClusterView;
 use crate::coordinator::Coordinator;
 use crate::limits::{Limits, full, over};
 use crate::metrics::Metrics;
-use crate::reader::{FetchResult, PartitionLog};
+use crate::reader::{FetchResult, Isolation, PartitionLog};
 use crate::topic::{self, TopicSettings};
 use crate::writer::{PartitionRecords, Writer};
 use crate::{Error, Result};
@@ -120,6 +120,8 @@ pub(crate) struct Inner {
     sticky_partition: AtomicU32,
     /// Producer ids taken from the metastore and not yet handed out.
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
+    /// One lock per transactional id this agent coordinates.
+    pub(crate) transaction_locks: crate::transaction::TransactionLocks,
     /// Set when a background part of the agent failed (panicked): the agent stops
     /// writing, reports NOT_SERVING and exits, so that a supervisor restarts it.
     failure: watch::Sender<Option<String>>,
@@ -127,6 +129,28 @@ pub(crate) struct Inner {
 
 /// Producer ids an agent takes from the metastore at a time.
 pub const PRODUCER_ID_BLOCK: u64 = 1_000;
+
+/// The producer fields of an idempotent (or transactional) producer's batch.
+#[derive(Debug, Clone)]
+pub struct ProducerBatch {
+    /// Producer id, epoch, base sequence.
+    pub fields: ProducerFields,
+    /// Set for a batch of a transactional producer's open transaction.
+    pub transactional_id: Option<String>,
+}
+
+/// What one fetch asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct FetchSpec {
+    /// The first offset wanted.
+    pub offset: i64,
+    /// Most bytes of records to return (at least one record when there is one).
+    pub max_bytes: usize,
+    /// How long to wait at the end of what is readable.
+    pub max_wait: Duration,
+    /// What of transactions is readable.
+    pub isolation: Isolation,
+}
 
 /// A record as a producer hands it over.
 #[derive(Debug, Clone)]
@@ -495,6 +519,7 @@ impl Agent {
             coordinator: Coordinator::default(),
             sticky_partition: AtomicU32::new(rand::random()),
             producer_ids: tokio::sync::Mutex::new(0..0),
+            transaction_locks: Default::default(),
             failure: watch::Sender::new(None),
         });
         let registration = inner
@@ -966,6 +991,11 @@ impl Agent {
         Ok(start)
     }
 
+    /// The agent's clock, ms since the Unix epoch.
+    pub fn clock_ms(&self) -> i64 {
+        self.inner.clock.now_ms()
+    }
+
     /// A new producer id for an idempotent producer (epoch 0), from a block of
     /// [`PRODUCER_ID_BLOCK`] taken from the metastore: one metastore transaction per
     /// block, not per producer.
@@ -1020,10 +1050,14 @@ impl Agent {
         topic: &str,
         topic_id: &str,
         partition: Option<i32>,
-        producer: Option<ProducerFields>,
+        batch: Option<ProducerBatch>,
         records: Vec<NewRecord>,
         wait_for_commit: bool,
     ) -> Result<Appended> {
+        let (producer, transactional_id) = match batch {
+            Some(batch) => (Some(batch.fields), batch.transactional_id),
+            None => (None, None),
+        };
         let limits = &self.inner.config.limits;
         if let Some(fields) = producer {
             crate::producer::check_fields(fields)?;
@@ -1148,6 +1182,7 @@ impl Agent {
                     records,
                     compression: handle.settings.compression,
                     producer,
+                    transactional_id: transactional_id.clone(),
                 }
             })
             .collect();
@@ -1179,9 +1214,7 @@ impl Agent {
         topic: &str,
         topic_id: &str,
         partition: i32,
-        offset: i64,
-        max_bytes: usize,
-        max_wait: Duration,
+        spec: FetchSpec,
     ) -> Result<FetchResult> {
         let handle = self.resolve_topic(topic, topic_id).await?;
         let partition = Self::check_partition(&handle, partition)?;
@@ -1189,9 +1222,10 @@ impl Agent {
             .fetch(
                 &(topic.to_string(), partition),
                 &handle.meta.topic_id,
-                offset,
-                max_bytes,
-                max_wait,
+                spec.offset,
+                spec.max_bytes,
+                spec.max_wait,
+                spec.isolation,
             )
             .await
     }
@@ -1239,6 +1273,7 @@ impl Agent {
                             owner: None,
                             log_start_offset: -1,
                             high_watermark: -1,
+                            last_stable_offset: -1,
                         },
                         assigned_agent: assignment.agent_of(&meta.name, p).map(str::to_string),
                     })

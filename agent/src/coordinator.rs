@@ -165,22 +165,42 @@ impl Inner {
 
     /// Forgets a slot whose write was refused: another agent took it.
     async fn lose_slot(&self, slot: &Slot, group_id: &str) -> Error {
+        self.lose_lease(&slot.lease, group_id).await
+    }
+
+    /// Forgets the slot `lease` holds, after a write under it was refused: another agent
+    /// took it. The error says so about `key` (a group or transactional id).
+    pub(crate) async fn lose_lease(&self, lease: &Coordinatorship, key: &str) -> Error {
         let mut slots = self.coordinator.slots.lock().await;
         if slots
-            .get(&slot.lease.slot)
-            .is_some_and(|held| held.lease == slot.lease)
+            .get(&lease.slot)
+            .is_some_and(|held| held.lease == *lease)
         {
-            slots.remove(&slot.lease.slot);
+            slots.remove(&lease.slot);
         }
-        tracing::warn!(
-            slot = slot.lease.slot,
-            "coordinator slot taken by another agent"
-        );
+        tracing::warn!(slot = lease.slot, "coordinator slot taken by another agent");
         Error::NotCoordinator {
-            group: group_id.to_string(),
+            group: key.to_string(),
             reason: "another agent took over its coordination; find the coordinator again"
                 .to_string(),
         }
+    }
+
+    /// This agent's hold on the coordinator slot of `key` (a group id or a transactional
+    /// id), taken now if the controller assigned it here.
+    pub(crate) async fn coordinator_lease(&self, key: &str) -> Result<Coordinatorship> {
+        Ok(self.slot_for(key).await?.lease.clone())
+    }
+
+    /// The coordinator slots this agent holds.
+    pub(crate) async fn held_slots(&self) -> BTreeSet<u32> {
+        self.coordinator
+            .slots
+            .lock()
+            .await
+            .keys()
+            .copied()
+            .collect()
     }
 
     /// Every topic's partition count, at most [`TOPICS_TTL`] old.

@@ -150,6 +150,21 @@ pub enum Error {
         /// The producer's epoch now.
         current: i16,
     },
+    /// A transactional request that its transaction's state does not allow: the batch's
+    /// partition is not in the transaction, the transaction is not open, or it timed out.
+    #[error("transaction of '{transactional_id}': {reason}")]
+    NotInTransaction {
+        /// The transactional id.
+        transactional_id: String,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+    /// A transaction request that must wait: another request of the same transactional
+    /// id is changing its state (Kafka's CONCURRENT_TRANSACTIONS); retry.
+    #[error(
+        "transaction of '{0}' is being changed by another request (completing or initializing); retry"
+    )]
+    ConcurrentTransactions(String),
     /// The request cannot be done in the cluster's present state; the message says what
     /// to change first.
     #[error("{0}")]

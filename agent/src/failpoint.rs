@@ -3,7 +3,9 @@
 //! outside tests) nothing fails. The variable is read once. Points: `put-panic` (the task
 //! that encodes and PUTs a segment panics) and `commit-reply-lost` (a flush commit that
 //! succeeded is treated as one whose outcome is unknown: its producers get UNAVAILABLE
-//! and retry, as when etcd's reply is lost). The embedded metastore reads
+//! and retry, as when etcd's reply is lost) and `txn-decided-exit` (a transaction
+//! coordinator aborts the process right after storing a commit or abort decision,
+//! before any marker). The embedded metastore reads
 //! `metastore-torn-append` itself.
 
 use std::collections::HashMap;

@@ -40,15 +40,16 @@ mod reader;
 pub mod security;
 pub mod service;
 pub mod topic;
+pub mod transaction;
 #[cfg(test)]
 mod write_path_tests;
 mod writer;
 
 pub use agent::{
-    Agent, AgentConfig, Appended, ArchiveDescription, ClusterMetadata, NewRecord,
-    PartitionDescription,
+    Agent, AgentConfig, Appended, ArchiveDescription, ClusterMetadata, FetchSpec, NewRecord,
+    PartitionDescription, ProducerBatch,
 };
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use metrics::Metrics;
-pub use reader::OffsetSpec;
+pub use reader::{Isolation, OffsetSpec};

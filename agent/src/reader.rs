@@ -18,10 +18,11 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures::StreamExt;
-use strata_metastore::IndexEntry;
+use strata_metastore::{AbortedRange, IndexEntry};
+use strata_storage::BatchKind;
 use strata_storage::Record;
 use strata_storage::cache::CacheTier;
-use strata_storage::record::decode_block_off_async;
+use strata_storage::record::{decode_block_batches_off_async, decode_block_off_async};
 use tokio::sync::watch;
 use tracing::instrument;
 
@@ -33,6 +34,16 @@ use crate::{Error, Result};
 pub(crate) struct Committed {
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    /// The first offset of the oldest open transaction, or the high watermark.
+    pub last_stable_offset: i64,
+}
+
+/// A partition's aborted transactions as this agent knows them: complete for every abort
+/// marker below `complete_to`.
+#[derive(Debug, Default)]
+struct AbortedCache {
+    complete_to: i64,
+    ranges: Vec<AbortedRange>,
 }
 
 /// What the agent knows of one partition's committed log.
@@ -45,6 +56,8 @@ pub(crate) struct PartitionLog {
     start_checked: std::sync::Mutex<Option<tokio::time::Instant>>,
     /// When `index` was last loaded whole from the metastore.
     index_loaded: std::sync::Mutex<Option<tokio::time::Instant>>,
+    /// Aborted transactions, for `read_committed` reads.
+    aborted: std::sync::Mutex<AbortedCache>,
 }
 
 impl PartitionLog {
@@ -54,6 +67,7 @@ impl PartitionLog {
             index: std::sync::Mutex::new(BTreeMap::new()),
             start_checked: std::sync::Mutex::new(None),
             index_loaded: std::sync::Mutex::new(None),
+            aborted: std::sync::Mutex::new(AbortedCache::default()),
         }
     }
 
@@ -101,11 +115,52 @@ impl PartitionLog {
         }
     }
 
+    /// Records the committed bounds read from the metastore (the last stable offset as
+    /// the high watermark until [`PartitionLog::set_stable`] says otherwise).
     pub(crate) fn set_committed(&self, log_start_offset: i64, high_watermark: i64) {
         self.committed.send_replace(Committed {
             log_start_offset,
             high_watermark,
+            last_stable_offset: high_watermark,
         });
+    }
+
+    /// Records the last stable offset and every aborted transaction whose marker is
+    /// below `complete_to` (the owner, when it takes the partition; a reader, when it
+    /// reloads them).
+    pub(crate) fn set_stable(
+        &self,
+        last_stable_offset: i64,
+        aborted: Vec<AbortedRange>,
+        complete_to: i64,
+    ) {
+        self.committed
+            .send_modify(|c| c.last_stable_offset = last_stable_offset.min(c.high_watermark));
+        *self.aborted.lock().expect("aborted lock") = AbortedCache {
+            complete_to,
+            ranges: aborted,
+        };
+    }
+
+    /// After a commit of this agent (the owner): the last stable offset, and the aborted
+    /// transactions the commit added (every marker below `complete_to` is now known).
+    pub(crate) fn add_stable(
+        &self,
+        last_stable_offset: i64,
+        aborted: &[AbortedRange],
+        complete_to: i64,
+    ) {
+        self.committed
+            .send_modify(|c| c.last_stable_offset = last_stable_offset.min(c.high_watermark));
+        let mut cache = self.aborted.lock().expect("aborted lock");
+        cache.ranges.extend_from_slice(aborted);
+        cache.complete_to = cache.complete_to.max(complete_to);
+    }
+
+    /// The aborted transactions, if every marker below `to` is known.
+    fn aborted_below(&self, to: i64) -> Option<Vec<AbortedRange>> {
+        let cache = self.aborted.lock().expect("aborted lock");
+        (cache.complete_to >= to).then(|| cache.ranges.clone())
     }
 
     /// Records a commit of this agent: the new entry, and the high watermark after it.
@@ -115,8 +170,9 @@ impl PartitionLog {
             .lock()
             .expect("index lock")
             .insert(entry.base_offset, entry);
-        self.committed
-            .send_modify(|c| c.high_watermark = high_watermark);
+        self.committed.send_modify(|c| {
+            c.high_watermark = high_watermark;
+        });
     }
 }
 
@@ -158,6 +214,26 @@ fn out_of_range(key: &PartitionKey, offset: i64, committed: Committed) -> Error 
         log_start_offset: committed.log_start_offset,
         high_watermark: committed.high_watermark,
     }
+}
+
+/// What a reader sees of transactions (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Every data record up to the high watermark.
+    #[default]
+    ReadUncommitted,
+    /// Records of committed transactions and records outside transactions, up to the
+    /// last stable offset.
+    ReadCommitted,
+}
+
+/// Whether `record` of `producer_id` at `offset` belongs to an aborted transaction.
+fn is_aborted(aborted: &[AbortedRange], producer_id: i64, offset: i64) -> bool {
+    aborted.iter().any(|range| {
+        range.producer_id == producer_id
+            && range.first_offset <= offset
+            && offset < range.last_offset
+    })
 }
 
 /// Records read by one fetch.
@@ -219,6 +295,8 @@ impl Inner {
                 ));
             }
             log.set_committed(state.log_start_offset, state.high_watermark);
+            log.committed
+                .send_modify(|c| c.last_stable_offset = state.last_stable_offset);
             log.set_log_start(state.log_start_offset);
         } else {
             // The owner knows its high watermark; only the log start moves elsewhere.
@@ -237,6 +315,33 @@ impl Inner {
         Ok(*log.committed.borrow())
     }
 
+    /// The aborted transactions a `read_committed` read of the partition needs (with the
+    /// committed bounds, the last stable offset included: the owner's own, or read with
+    /// the partition's state): the owner knows them; another agent reads them when it
+    /// lacks some.
+    async fn stable_bounds(
+        &self,
+        key: &PartitionKey,
+        topic_id: &str,
+        committed: Committed,
+    ) -> Result<(Committed, Vec<AbortedRange>)> {
+        let log = self.partition_log(key);
+        if !self.owns_incarnation(key, topic_id)
+            && log.aborted_below(committed.high_watermark).is_none()
+        {
+            let ranges = self.metastore.aborted_ranges(&key.0, key.1).await?;
+            log.set_stable(
+                committed.last_stable_offset,
+                ranges,
+                committed.high_watermark,
+            );
+        }
+        let aborted = log
+            .aborted_below(committed.last_stable_offset)
+            .unwrap_or_default();
+        Ok((committed, aborted))
+    }
+
     /// Reads committed records of a partition from `offset`.
     #[instrument(name = "agent.fetch", skip(self), fields(topic = %key.0, partition = key.1))]
     pub(crate) async fn fetch(
@@ -246,17 +351,30 @@ impl Inner {
         offset: i64,
         max_bytes: usize,
         max_wait: Duration,
+        isolation: Isolation,
     ) -> Result<FetchResult> {
         let mut committed = self.refresh_committed(key, topic_id).await?;
         if offset < committed.log_start_offset || offset > committed.high_watermark {
             return Err(out_of_range(key, offset, committed));
         }
-        if offset == committed.high_watermark && !max_wait.is_zero() {
-            committed = self
-                .wait_for_records(key, topic_id, offset, max_wait)
-                .await?;
+        let mut aborted = Vec::new();
+        if isolation == Isolation::ReadCommitted {
+            (committed, aborted) = self.stable_bounds(key, topic_id, committed).await?;
         }
-        if offset >= committed.high_watermark {
+        let readable = |c: &Committed| match isolation {
+            Isolation::ReadUncommitted => c.high_watermark,
+            Isolation::ReadCommitted => c.last_stable_offset,
+        };
+        if offset >= readable(&committed) && !max_wait.is_zero() {
+            committed = self
+                .wait_for_records(key, topic_id, offset, max_wait, isolation)
+                .await?;
+            if isolation == Isolation::ReadCommitted {
+                (committed, aborted) = self.stable_bounds(key, topic_id, committed).await?;
+            }
+        }
+        let upper = readable(&committed);
+        if offset >= upper {
             return Ok(FetchResult {
                 topic_id: topic_id.to_string(),
                 records: Vec::new(),
@@ -264,8 +382,9 @@ impl Inner {
                 next_offset: offset,
             });
         }
+        let filter = (isolation == Isolation::ReadCommitted).then_some(&aborted[..]);
         let (records, next_offset) = match self
-            .read_records(key, topic_id, offset, committed.high_watermark, max_bytes)
+            .read_records(key, topic_id, offset, upper, max_bytes, filter)
             .await
         {
             Err(Error::ObjectGone(object)) => {
@@ -278,7 +397,7 @@ impl Inner {
                 if offset < committed.log_start_offset {
                     return Err(out_of_range(key, offset, committed));
                 }
-                self.read_records(key, topic_id, offset, committed.high_watermark, max_bytes)
+                self.read_records(key, topic_id, offset, upper, max_bytes, filter)
                     .await?
             }
             other => other?,
@@ -357,21 +476,25 @@ impl Inner {
         topic_id: &str,
         offset: i64,
         max_wait: Duration,
+        isolation: Isolation,
     ) -> Result<Committed> {
         let deadline = tokio::time::Instant::now() + max_wait;
         let log = self.partition_log(key);
+        let past = |c: &Committed| match isolation {
+            Isolation::ReadUncommitted => c.high_watermark > offset,
+            Isolation::ReadCommitted => c.last_stable_offset > offset,
+        };
         loop {
             if self.owns_incarnation(key, topic_id) {
                 let mut changes = log.committed.subscribe();
-                let _ = tokio::time::timeout_at(
-                    deadline,
-                    changes.wait_for(|c| c.high_watermark > offset),
-                )
-                .await;
+                let _ = tokio::time::timeout_at(deadline, changes.wait_for(past)).await;
                 return Ok(*log.committed.borrow());
             }
-            let committed = self.refresh_committed(key, topic_id).await?;
-            if committed.high_watermark > offset || tokio::time::Instant::now() >= deadline {
+            let mut committed = self.refresh_committed(key, topic_id).await?;
+            if isolation == Isolation::ReadCommitted && committed.high_watermark > offset {
+                committed = self.stable_bounds(key, topic_id, committed).await?.0;
+            }
+            if past(&committed) || tokio::time::Instant::now() >= deadline {
                 return Ok(committed);
             }
             tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + FOLLOWER_POLL))
@@ -480,6 +603,7 @@ impl Inner {
         offset: i64,
         high_watermark: i64,
         max_bytes: usize,
+        aborted: Option<&[AbortedRange]>,
     ) -> Result<(Vec<Record>, i64)> {
         let entries = self.locate(key, offset, high_watermark).await?;
         // Runs written for another incarnation of the topic (it was deleted and created
@@ -519,7 +643,7 @@ impl Inner {
         let mut next_offset = offset;
         while let Some((entry, block)) = blocks.next().await {
             let (block, cached) = block?;
-            let records = decode_block_off_async(
+            let batches = decode_block_batches_off_async(
                 block.clone(),
                 &entry.object,
                 entry.byte_start,
@@ -529,6 +653,20 @@ impl Inner {
             if !cached {
                 self.cache.insert(&entry.object, entry.byte_start, block);
             }
+            // Transaction markers are never data; read_committed leaves out the records
+            // of aborted transactions.
+            let records = batches.into_iter().flat_map(|batch| {
+                let header = batch.header;
+                let keep = match (header.kind, aborted) {
+                    (BatchKind::Control, _) => false,
+                    (BatchKind::Transactional, Some(aborted)) => {
+                        let producer = header.producer.map_or(-1, |p| p.producer_id);
+                        !is_aborted(aborted, producer, header.base_offset)
+                    }
+                    _ => true,
+                };
+                batch.records.into_iter().filter(move |_| keep)
+            });
             for record in records {
                 if record.offset < offset || record.offset >= high_watermark {
                     continue;

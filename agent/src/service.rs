@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use strata_metastore::TopicMeta;
+use strata_metastore::{CommittedOffset, TopicMeta, TransactionRecord, TransactionStatus};
 use strata_proto::health::health_server::HealthServer;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_server::{Admin, AdminServer};
@@ -19,6 +19,8 @@ use strata_proto::v1::groups_client::GroupsClient;
 use strata_proto::v1::groups_server::{Groups, GroupsServer};
 use strata_proto::v1::log_client::LogClient;
 use strata_proto::v1::log_server::{Log, LogServer};
+use strata_proto::v1::transactions_client::TransactionsClient;
+use strata_proto::v1::transactions_server::{Transactions, TransactionsServer};
 use strata_storage::{ProducerFields, Record};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -30,7 +32,8 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::agent::{Appended, NewRecord, PartitionDescription};
 use crate::health::AgentHealth;
 use crate::security::{Authenticate, Security, caller_authorization};
-use crate::{Agent, Error};
+use crate::transaction::{InitOutcome, TransactionalProducer};
+use crate::{Agent, Error, FetchSpec, Isolation, ProducerBatch};
 
 /// How long a failed agent keeps answering (NOT_SERVING health, UNAVAILABLE writes)
 /// before it stops serving and exits.
@@ -96,6 +99,15 @@ pub fn status(error: Error) -> Status {
         Error::GroupNotEmpty { .. } => group_error(message, "group-not-empty"),
         Error::OutOfOrderSequence { .. } => producer_error(message, "out-of-order-sequence"),
         Error::ProducerFenced { .. } => producer_error(message, "producer-fenced"),
+        Error::NotInTransaction { .. } => transaction_error(message, "not-in-transaction"),
+        Error::ConcurrentTransactions(_) => {
+            let mut metadata = MetadataMap::new();
+            metadata.insert(
+                TRANSACTION_ERROR,
+                "concurrent-transactions".parse().expect("ascii"),
+            );
+            Status::with_metadata(tonic::Code::Unavailable, message, metadata)
+        }
         Error::Overloaded(_) => Status::resource_exhausted(message),
         Error::DataLoss(_) => Status::data_loss(message),
         Error::Unavailable(_) | Error::ObjectGone(_) => Status::unavailable(message),
@@ -108,6 +120,15 @@ pub const GROUP_ERROR: &str = "strata-group-error";
 fn group_error(message: String, kind: &'static str) -> Status {
     let mut metadata = MetadataMap::new();
     metadata.insert(GROUP_ERROR, kind.parse().expect("ascii"));
+    Status::with_metadata(tonic::Code::FailedPrecondition, message, metadata)
+}
+
+/// Trailer that says which transaction precondition failed.
+pub const TRANSACTION_ERROR: &str = "strata-transaction-error";
+
+fn transaction_error(message: String, kind: &'static str) -> Status {
+    let mut metadata = MetadataMap::new();
+    metadata.insert(TRANSACTION_ERROR, kind.parse().expect("ascii"));
     Status::with_metadata(tonic::Code::FailedPrecondition, message, metadata)
 }
 
@@ -161,6 +182,7 @@ pub async fn serve(
         peers: Arc::default(),
         peer_tls: security.tls.as_ref().map(|tls| tls.peer_config()),
     };
+    tokio::spawn(service.clone().run_transaction_sweeper());
     let mut server = tonic::transport::Server::builder()
         .max_concurrent_streams(service.agent.config().limits.max_streams_per_connection);
     if let Some(tls) = &security.tls {
@@ -188,7 +210,11 @@ pub async fn serve(
             authenticate.clone(),
         ))
         .add_service(InterceptedService::new(
-            GroupsServer::new(service),
+            GroupsServer::new(service.clone()),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            TransactionsServer::new(service),
             authenticate,
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
@@ -240,6 +266,7 @@ fn partition_info(p: &PartitionDescription) -> pb::PartitionInfo {
         partition: p.partition as i32,
         log_start_offset: p.state.log_start_offset,
         high_watermark: p.state.high_watermark,
+        last_stable_offset: p.state.last_stable_offset,
         owner_agent_id: p
             .assigned_agent
             .clone()
@@ -357,16 +384,23 @@ impl AgentService {
                         i16::MAX
                     ))
                 })?;
-                Ok::<_, Error>(ProducerFields {
-                    producer_id: p.producer_id,
-                    producer_epoch,
-                    base_sequence: p.base_sequence,
-                })
+                Ok::<_, Error>((
+                    ProducerFields {
+                        producer_id: p.producer_id,
+                        producer_epoch,
+                        base_sequence: p.base_sequence,
+                    },
+                    (!p.transactional_id.is_empty()).then_some(p.transactional_id),
+                ))
             })
             .transpose()?;
+        let batch = producer.map(|(fields, transactional_id)| ProducerBatch {
+            fields,
+            transactional_id,
+        });
         let appended = self
             .agent
-            .append(&r.topic, &r.topic_id, r.partition, producer, records, wait)
+            .append(&r.topic, &r.topic_id, r.partition, batch, records, wait)
             .await?;
         self.agent.metrics().produce_requests.inc();
         Ok(appended)
@@ -422,7 +456,7 @@ impl AgentService {
         request: Request<Req>,
         group_id: impl Fn(&Req) -> String,
         local: impl AsyncFnOnce(Req) -> crate::Result<Resp>,
-        remote: impl FnOnce(GroupsClient<Channel>, Request<Req>) -> Fut,
+        remote: impl FnOnce(Channel, Request<Req>) -> Fut,
     ) -> Result<Response<Resp>, Status>
     where
         Req: Clone,
@@ -437,8 +471,7 @@ impl AgentService {
             Err(Error::NotCoordinator { .. })
                 if !was_forwarded && let Some(address) = self.agent.coordinator_address(&group) =>
             {
-                let client = GroupsClient::new(self.peer(&address)?);
-                remote(client, forwarded(request, authorization)).await
+                remote(self.peer(&address)?, forwarded(request, authorization)).await
             }
             Err(e) => Err(status(e)),
         }
@@ -458,9 +491,15 @@ impl AgentService {
             &r.topic,
             &r.topic_id,
             r.partition,
-            r.offset,
-            fetch_max_bytes(r.max_bytes, self.agent.config().limits.max_fetch_bytes),
-            max_wait,
+            FetchSpec {
+                offset: r.offset,
+                max_bytes: fetch_max_bytes(r.max_bytes, self.agent.config().limits.max_fetch_bytes),
+                max_wait,
+                isolation: match r.isolation_level() {
+                    pb::IsolationLevel::ReadUncommitted => Isolation::ReadUncommitted,
+                    pb::IsolationLevel::ReadCommitted => Isolation::ReadCommitted,
+                },
+            },
         );
         let result = tokio::select! {
             result = fetch => result.map_err(status)?,
@@ -481,6 +520,7 @@ impl AgentService {
             log_start_offset: result.committed.log_start_offset,
             next_offset: result.next_offset,
             topic_id: result.topic_id,
+            last_stable_offset: result.committed.last_stable_offset,
         })
     }
 }
@@ -771,6 +811,7 @@ impl Log for AgentService {
         let r = request.into_inner();
         // Check the request once up front so that a bad one fails the call itself.
         let mut fetch = pb::FetchRequest {
+            isolation_level: r.isolation_level,
             topic: r.topic,
             topic_id: r.topic_id,
             partition: r.partition,
@@ -894,7 +935,7 @@ impl Groups for AgentService {
             request,
             |r| r.group_id.clone(),
             async |r| self.agent.group_heartbeat(r).await,
-            |mut client, r| async move { client.heartbeat(r).await },
+            |channel, r| async move { GroupsClient::new(channel).heartbeat(r).await },
         )
         .await
     }
@@ -910,7 +951,7 @@ impl Groups for AgentService {
                 self.agent.commit_offsets(r).await?;
                 Ok(pb::CommitOffsetsResponse {})
             },
-            |mut client, r| async move { client.commit_offsets(r).await },
+            |channel, r| async move { GroupsClient::new(channel).commit_offsets(r).await },
         )
         .await
     }
@@ -953,7 +994,7 @@ impl Groups for AgentService {
             request,
             |r| r.group_id.clone(),
             async |r| self.agent.reset_offsets(r).await,
-            |mut client, r| async move { client.reset_offsets(r).await },
+            |channel, r| async move { GroupsClient::new(channel).reset_offsets(r).await },
         )
         .await
     }
@@ -969,7 +1010,7 @@ impl Groups for AgentService {
                 self.agent.delete_group(&r.group_id).await?;
                 Ok(pb::DeleteGroupResponse {})
             },
-            |mut client, r| async move { client.delete_group(r).await },
+            |channel, r| async move { GroupsClient::new(channel).delete_group(r).await },
         )
         .await
     }
@@ -999,4 +1040,398 @@ pub async fn serve_metrics(
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
+}
+
+/// How often the coordinator looks for transactions to finish or to time out.
+const TRANSACTION_SWEEP: Duration = Duration::from_secs(1);
+/// How long the coordinator keeps trying to write one marker before it leaves the
+/// transaction to the next sweep.
+const MARKER_PATIENCE: Duration = Duration::from_secs(30);
+
+fn transactional_producer(
+    producer: Option<pb::TransactionalProducer>,
+) -> crate::Result<TransactionalProducer> {
+    let p = producer.ok_or_else(|| {
+        Error::InvalidArgument("the request names no transactional producer".to_string())
+    })?;
+    Ok(TransactionalProducer {
+        epoch: i16::try_from(p.producer_epoch).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "producer epoch {} is out of range (0 to {})",
+                p.producer_epoch,
+                i16::MAX
+            ))
+        })?,
+        transactional_id: p.transactional_id,
+        producer_id: p.producer_id,
+    })
+}
+
+fn transactional_id_of(producer: &Option<pb::TransactionalProducer>) -> String {
+    producer
+        .as_ref()
+        .map(|p| p.transactional_id.clone())
+        .unwrap_or_default()
+}
+
+fn transaction_info(record: &TransactionRecord, coordinator: String) -> pb::TransactionInfo {
+    pb::TransactionInfo {
+        transactional_id: record.transactional_id.clone(),
+        producer_id: record.producer_id,
+        producer_epoch: i32::from(record.epoch),
+        state: record.status.name().to_string(),
+        timeout_ms: record.timeout_ms as i64,
+        started_ms: record.started_ms,
+        partitions: record
+            .partitions
+            .iter()
+            .map(|(topic, t)| pb::TopicPartitions {
+                topic: topic.clone(),
+                partitions: t.partitions.iter().map(|p| *p as i32).collect(),
+            })
+            .collect(),
+        coordinator,
+    }
+}
+
+impl AgentService {
+    /// Writes the markers of a prepared transaction in each of its partitions (at their
+    /// owners, concurrently), then records it complete.
+    async fn finish_transaction(&self, record: TransactionRecord) -> crate::Result<()> {
+        let commit = record.status == TransactionStatus::PrepareCommit;
+        let writes = record
+            .partition_list()
+            .into_iter()
+            .map(|(topic, topic_id, partition)| {
+                let service = self.clone();
+                let (producer_id, epoch) = (record.producer_id, record.epoch);
+                async move {
+                    service
+                        .write_marker_at_owner(
+                            &topic,
+                            &topic_id,
+                            partition,
+                            producer_id,
+                            epoch,
+                            commit,
+                        )
+                        .await
+                }
+            });
+        for written in futures::future::join_all(writes).await {
+            written?;
+        }
+        self.agent.complete_transaction(&record).await
+    }
+
+    /// Writes one marker at the partition's owner (this agent or another), until it is
+    /// written or [`MARKER_PATIENCE`] passed. A partition whose topic is gone needs none.
+    async fn write_marker_at_owner(
+        &self,
+        topic: &str,
+        topic_id: &str,
+        partition: u32,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> crate::Result<()> {
+        let deadline = tokio::time::Instant::now() + MARKER_PATIENCE;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            let written = match self.agent.owner_address(topic, partition) {
+                Some(address) => {
+                    let request = pb::WriteMarkerRequest {
+                        topic: topic.to_string(),
+                        topic_id: topic_id.to_string(),
+                        partition: partition as i32,
+                        producer_id,
+                        producer_epoch: i32::from(epoch),
+                        commit,
+                    };
+                    match self.peer(&address) {
+                        Ok(channel) => TransactionsClient::new(channel)
+                            .write_marker(request)
+                            .await
+                            .map(|_| ())
+                            .or_else(|status| match status.code() {
+                                tonic::Code::NotFound | tonic::Code::Aborted => Ok(()),
+                                _ => Err(Error::Unavailable(status.message().to_string())),
+                            }),
+                        Err(status) => Err(Error::Unavailable(status.message().to_string())),
+                    }
+                }
+                None => match self
+                    .agent
+                    .write_marker(
+                        topic,
+                        topic_id,
+                        partition as i32,
+                        producer_id,
+                        epoch,
+                        commit,
+                    )
+                    .await
+                {
+                    Err(Error::TopicNotFound(_) | Error::TopicChanged { .. }) => Ok(()),
+                    other => other,
+                },
+            };
+            match written {
+                Ok(()) => return Ok(()),
+                Err(e) if tokio::time::Instant::now() + backoff < deadline => {
+                    tracing::debug!(topic, partition, error = %e, "marker not written yet; retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Finishes the prepared transactions of the slots this agent coordinates (a slot
+    /// taken over, a coordinator that died mid-commit) and aborts those open longer than
+    /// their timeout, until the agent stops.
+    async fn run_transaction_sweeper(self) {
+        let mut stopping = self.stopping.clone();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(TRANSACTION_SWEEP) => {}
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
+            let due = match self.agent.transactions_due().await {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::debug!(error = %e, "could not list transactions");
+                    continue;
+                }
+            };
+            for (record, timed_out) in due {
+                let id = record.transactional_id.clone();
+                let prepared = if timed_out {
+                    self.agent.abort_open_transaction(&id, true).await
+                } else {
+                    Ok(Some(record))
+                };
+                let finished = match prepared {
+                    Ok(Some(prepared)) => self.finish_transaction(prepared).await,
+                    Ok(None) => Ok(()),
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = finished {
+                    tracing::warn!(transactional_id = %id, error = %e, "could not finish a transaction; retrying at the next sweep");
+                }
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Transactions for AgentService {
+    async fn init_transactions(
+        &self,
+        request: Request<pb::InitTransactionsRequest>,
+    ) -> Result<Response<pb::InitTransactionsResponse>, Status> {
+        self.coordinated(
+            request,
+            |r| r.transactional_id.clone(),
+            async |r| {
+                // An open or prepared transaction of the id is finished first.
+                for _ in 0..4 {
+                    match self
+                        .agent
+                        .init_transactions(&r.transactional_id, r.transaction_timeout_ms)
+                        .await?
+                    {
+                        InitOutcome::Ready(producer_id, epoch) => {
+                            return Ok(pb::InitTransactionsResponse {
+                                producer_id,
+                                producer_epoch: i32::from(epoch),
+                            });
+                        }
+                        InitOutcome::Finish(record) => self.finish_transaction(record).await?,
+                    }
+                }
+                Err(Error::ConcurrentTransactions(r.transactional_id.clone()))
+            },
+            |channel, r| async move { TransactionsClient::new(channel).init_transactions(r).await },
+        )
+        .await
+    }
+
+    async fn add_partitions_to_transaction(
+        &self,
+        request: Request<pb::AddPartitionsToTransactionRequest>,
+    ) -> Result<Response<pb::AddPartitionsToTransactionResponse>, Status> {
+        self.coordinated(
+            request,
+            |r| transactional_id_of(&r.producer),
+            async |r| {
+                let producer = transactional_producer(r.producer)?;
+                let partitions: Vec<(String, Vec<i32>)> = r
+                    .partitions
+                    .into_iter()
+                    .map(|t| (t.topic, t.partitions))
+                    .collect();
+                self.agent
+                    .add_partitions_to_transaction(&producer, &partitions)
+                    .await?;
+                Ok(pb::AddPartitionsToTransactionResponse {})
+            },
+            |channel, r| async move {
+                TransactionsClient::new(channel)
+                    .add_partitions_to_transaction(r)
+                    .await
+            },
+        )
+        .await
+    }
+
+    async fn add_offsets_to_transaction(
+        &self,
+        request: Request<pb::AddOffsetsToTransactionRequest>,
+    ) -> Result<Response<pb::AddOffsetsToTransactionResponse>, Status> {
+        self.coordinated(
+            request,
+            |r| transactional_id_of(&r.producer),
+            async |r| {
+                let producer = transactional_producer(r.producer)?;
+                let now = self.agent.clock_ms();
+                let offsets = r
+                    .offsets
+                    .into_iter()
+                    .map(|o| {
+                        let partition = u32::try_from(o.partition).map_err(|_| {
+                            Error::InvalidArgument(format!("partition {} is negative", o.partition))
+                        })?;
+                        Ok((
+                            o.topic,
+                            partition,
+                            CommittedOffset {
+                                offset: o.offset,
+                                metadata: o.metadata,
+                                committed_at_ms: now,
+                            },
+                        ))
+                    })
+                    .collect::<crate::Result<Vec<_>>>()?;
+                self.agent
+                    .add_offsets_to_transaction(&producer, &r.group_id, &offsets)
+                    .await?;
+                Ok(pb::AddOffsetsToTransactionResponse {})
+            },
+            |channel, r| async move {
+                TransactionsClient::new(channel)
+                    .add_offsets_to_transaction(r)
+                    .await
+            },
+        )
+        .await
+    }
+
+    async fn end_transaction(
+        &self,
+        request: Request<pb::EndTransactionRequest>,
+    ) -> Result<Response<pb::EndTransactionResponse>, Status> {
+        self.coordinated(
+            request,
+            |r| transactional_id_of(&r.producer),
+            async |r| {
+                let producer = transactional_producer(r.producer)?;
+                if let Some(prepared) = self.agent.end_transaction(&producer, r.commit).await? {
+                    if crate::failpoint::hit("txn-decided-exit") {
+                        // A coordinator dying between the decision and the markers.
+                        tracing::error!("failpoint txn-decided-exit: exiting after a decision");
+                        std::process::abort();
+                    }
+                    self.finish_transaction(prepared).await?;
+                }
+                Ok(pb::EndTransactionResponse {})
+            },
+            |channel, r| async move { TransactionsClient::new(channel).end_transaction(r).await },
+        )
+        .await
+    }
+
+    async fn list_transactions(
+        &self,
+        _request: Request<pb::ListTransactionsRequest>,
+    ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let records = self.agent.list_transactions().await.map_err(status)?;
+        Ok(Response::new(pb::ListTransactionsResponse {
+            transactions: records
+                .iter()
+                .map(|r| {
+                    let coordinator = self
+                        .agent
+                        .find_coordinator(&r.transactional_id)
+                        .map(|c| c.agent_id)
+                        .unwrap_or_default();
+                    transaction_info(r, coordinator)
+                })
+                .collect(),
+        }))
+    }
+
+    async fn describe_transaction(
+        &self,
+        request: Request<pb::DescribeTransactionRequest>,
+    ) -> Result<Response<pb::DescribeTransactionResponse>, Status> {
+        let id = request.into_inner().transactional_id;
+        let record = self.agent.describe_transaction(&id).await.map_err(status)?;
+        let coordinator = self
+            .agent
+            .find_coordinator(&id)
+            .map(|c| c.agent_id)
+            .unwrap_or_default();
+        Ok(Response::new(pb::DescribeTransactionResponse {
+            transaction: Some(transaction_info(&record, coordinator)),
+        }))
+    }
+
+    async fn abort_transaction(
+        &self,
+        request: Request<pb::AbortTransactionRequest>,
+    ) -> Result<Response<pb::AbortTransactionResponse>, Status> {
+        self.coordinated(
+            request,
+            |r| r.transactional_id.clone(),
+            async |r| {
+                if let Some(prepared) = self
+                    .agent
+                    .abort_open_transaction(&r.transactional_id, false)
+                    .await?
+                {
+                    self.finish_transaction(prepared).await?;
+                }
+                Ok(pb::AbortTransactionResponse {})
+            },
+            |channel, r| async move { TransactionsClient::new(channel).abort_transaction(r).await },
+        )
+        .await
+    }
+
+    async fn write_marker(
+        &self,
+        request: Request<pb::WriteMarkerRequest>,
+    ) -> Result<Response<pb::WriteMarkerResponse>, Status> {
+        let r = request.into_inner();
+        let epoch = i16::try_from(r.producer_epoch).map_err(|_| {
+            Status::invalid_argument(format!(
+                "producer epoch {} is out of range",
+                r.producer_epoch
+            ))
+        })?;
+        self.agent
+            .write_marker(
+                &r.topic,
+                &r.topic_id,
+                r.partition,
+                r.producer_id,
+                epoch,
+                r.commit,
+            )
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::WriteMarkerResponse {}))
+    }
 }

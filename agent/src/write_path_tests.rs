@@ -141,7 +141,17 @@ async fn read_partition(agent: &Agent) -> Vec<String> {
     let mut values = Vec::new();
     loop {
         let fetched = agent
-            .fetch("t", "", 0, offset, 1 << 20, Duration::ZERO)
+            .fetch(
+                "t",
+                "",
+                0,
+                crate::FetchSpec {
+                    offset,
+                    max_bytes: 1 << 20,
+                    max_wait: Duration::ZERO,
+                    isolation: crate::Isolation::ReadUncommitted,
+                },
+            )
             .await
             .unwrap();
         for r in &fetched.records {
@@ -243,7 +253,17 @@ async fn idempotent_batches_are_written_once() {
                 base_sequence: sequence,
             };
             let appended = agent
-                .append("t", "", Some(0), Some(fields), records(prefix, 10), true)
+                .append(
+                    "t",
+                    "",
+                    Some(0),
+                    Some(crate::ProducerBatch {
+                        fields,
+                        transactional_id: None,
+                    }),
+                    records(prefix, 10),
+                    true,
+                )
                 .await?;
             let duplicate = appended.duplicate;
             let positions = appended.committed().await?;

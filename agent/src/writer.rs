@@ -21,10 +21,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_metastore::{PartitionAppend, PartitionOwner, ProducerState, Rejection};
+use strata_metastore::{AbortedRange, PartitionAppend, PartitionOwner, ProducerState, Rejection};
+use strata_storage::record::control_record;
 use strata_storage::segment::object_name;
 use strata_storage::{
-    BatchRun, BlockLocation, Compression, ProducerFields, Record, SegmentBuilder,
+    BatchKind, BatchRun, BlockLocation, Compression, ProducerFields, Record, SegmentBuilder,
 };
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -73,6 +74,28 @@ struct Ownership {
     producers: HashMap<i64, ProducerState>,
     /// Producers whose state expired, to delete from the metastore with the next flush.
     expired: Vec<i64>,
+    /// Open transactions as committed: producer id → first offset. The partition's last
+    /// stable offset is the smallest (or the committed high watermark).
+    open_transactions: BTreeMap<i64, i64>,
+    /// Transaction markers appended so far: a transactional batch checked against the
+    /// coordinator's record before a marker was appended is checked again.
+    markers: u64,
+    /// Whether the metastore holds a last stable offset for the partition (it had an
+    /// open transaction at its last flush): the next flush updates or clears it.
+    stable_stored: bool,
+}
+
+impl Ownership {
+    /// The last stable offset: the first offset of the oldest open transaction, or the
+    /// committed high watermark.
+    fn last_stable_offset(&self) -> i64 {
+        self.open_transactions
+            .values()
+            .copied()
+            .min()
+            .unwrap_or(self.committed_to)
+            .min(self.committed_to)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -87,21 +110,46 @@ struct OpenSegment {
 struct PendingBlock {
     owner: PartitionOwner,
     compression: Compression,
-    /// Runs of records, each one batch with its producer fields (a run without them
-    /// takes every following batch without them).
-    runs: Vec<(Option<ProducerFields>, Vec<Record>)>,
+    /// Runs of records, each one batch with its producer fields and kind (a run of plain
+    /// data takes every following batch of plain data).
+    runs: Vec<(Option<ProducerFields>, BatchKind, Vec<Record>)>,
     /// The state of each producer with a batch here, as of its last batch here.
     producers: BTreeMap<i64, ProducerState>,
-    /// Expired producers deleted with this block.
+    /// Expired producers deleted with this block (at most [`MAX_EXPIRED_PER_BLOCK`],
+    /// never one with a batch in it).
     expired: Vec<i64>,
+    /// Transactions its abort markers abort.
+    aborted: Vec<AbortedRange>,
+    /// The partition's last stable offset after the block, to store with it (set when the
+    /// block is sealed, for partitions with transactions).
+    last_stable_offset: Option<i64>,
 }
 
 impl PendingBlock {
+    fn new(owner: PartitionOwner, compression: Compression) -> Self {
+        Self {
+            owner,
+            compression,
+            runs: Vec::new(),
+            producers: BTreeMap::new(),
+            expired: Vec::new(),
+            aborted: Vec::new(),
+            last_stable_offset: None,
+        }
+    }
+
     fn bytes(&self) -> usize {
         self.runs
             .iter()
-            .map(|(_, records)| batch_bytes(records))
+            .map(|(_, _, records)| batch_bytes(records))
             .sum()
+    }
+
+    /// Notes `state` as producer `id`'s state at the end of the block: it is written, so
+    /// it is not deleted as expired.
+    fn set_producer(&mut self, id: i64, state: ProducerState) {
+        self.expired.retain(|e| *e != id);
+        self.producers.insert(id, state);
     }
 }
 
@@ -111,8 +159,15 @@ struct Waiter {
     done: oneshot::Sender<Result<()>>,
 }
 
-/// The producer states a block commits, and the expired producers it deletes.
-type ProducerChanges = (Vec<(i64, ProducerState)>, Vec<i64>);
+/// What a block commits besides its entry: producer states, expired producers deleted,
+/// aborted transactions, the last stable offset.
+#[derive(Debug, Default)]
+struct ProducerChanges {
+    producers: Vec<(i64, ProducerState)>,
+    expired: Vec<i64>,
+    aborted: Vec<AbortedRange>,
+    last_stable_offset: Option<i64>,
+}
 
 /// A sealed segment after its PUT, waiting for its turn to commit.
 #[derive(Debug)]
@@ -140,6 +195,8 @@ pub(crate) struct PartitionRecords {
     pub compression: Compression,
     /// Set for a batch of an idempotent producer.
     pub producer: Option<ProducerFields>,
+    /// Set for a batch of a transactional producer (with `producer`).
+    pub transactional_id: Option<String>,
 }
 
 /// What [`Inner::append`] did.
@@ -296,8 +353,16 @@ impl Inner {
         // Read after the take-over: no earlier owner can commit any more, so this is the
         // state the high watermark read with it leaves.
         let (producers, expired_producers) = self.load_producers(key).await?;
-        self.partition_log(key)
-            .set_committed(state.log_start_offset, state.high_watermark);
+        let aborted = self.metastore.aborted_ranges(&key.0, key.1).await?;
+        let last_stable_offset = producers
+            .values()
+            .filter_map(|p| p.txn_first_offset)
+            .min()
+            .unwrap_or(state.high_watermark)
+            .min(state.high_watermark);
+        let log = self.partition_log(key);
+        log.set_committed(state.log_start_offset, state.high_watermark);
+        log.set_stable(last_stable_offset, aborted, state.high_watermark);
         let mut writer = self.writer.state.lock().expect("writer lock");
         if !self.cluster.registered() {
             // The registration was lost while taking it: the partition is about to move.
@@ -312,8 +377,14 @@ impl Inner {
                 owner,
                 next_offset: state.high_watermark,
                 committed_to: state.high_watermark,
+                open_transactions: producers
+                    .iter()
+                    .filter_map(|(id, p)| Some((*id, p.txn_first_offset?)))
+                    .collect(),
                 producers,
                 expired: expired_producers,
+                markers: 0,
+                stable_stored: state.last_stable_offset < state.high_watermark,
             },
         );
         Ok(())
@@ -372,6 +443,21 @@ impl Inner {
             self.ensure_owned(&(topic.to_string(), batch.partition), topic_id)
                 .await?;
         }
+        // A transactional batch opening its producer's transaction in the partition is
+        // checked against the coordinator's record first (one metastore read).
+        let mut verified_at_markers = None;
+        if let Some(batch) = batches.first()
+            && let (Some(fields), Some(transactional_id)) =
+                (batch.producer, batch.transactional_id.as_deref())
+        {
+            let key = (topic.to_string(), batch.partition);
+            let (open, markers) = self.transaction_open(&key, fields);
+            if !open {
+                self.verify_transaction(&key, topic_id, transactional_id, fields)
+                    .await?;
+                verified_at_markers = Some(markers);
+            }
+        }
         let request_bytes: usize = batches.iter().map(|b| batch_bytes(&b.records)).sum();
         let mut state = self.writer.state.lock().expect("writer lock");
         if state.closed {
@@ -404,6 +490,14 @@ impl Inner {
             && let Some(fields) = batch.producer
         {
             let key = (topic.to_string(), batch.partition);
+            if let Some(markers) = verified_at_markers
+                && state.owned.get(&key).is_some_and(|o| o.markers != markers)
+            {
+                return Err(Error::Unavailable(
+                    "a transaction marker was written while the batch was checked; retry"
+                        .to_string(),
+                ));
+            }
             if let Some(original) = self.check_producer(&mut state, &key, fields, batch, now)? {
                 return Ok(AppendOutcome {
                     first_offsets: vec![original],
@@ -422,43 +516,54 @@ impl Inner {
                 record.offset = base + i as i64;
             }
             ownership.next_offset += batch.records.len() as i64;
+            let transactional = batch.transactional_id.is_some();
             let producer_state = batch.producer.map(|fields| {
                 let count = batch.records.len() as i32;
                 let old = ownership.producers.remove(&fields.producer_id);
-                let new = record_batch(old, fields, count, base, now);
+                let mut new = record_batch(old, fields, count, base, now);
+                if transactional && new.txn_first_offset.is_none() {
+                    new.txn_first_offset = Some(base);
+                }
                 ownership.producers.insert(fields.producer_id, new.clone());
+                // Written again: no longer expired.
+                ownership.expired.retain(|id| *id != fields.producer_id);
                 (fields.producer_id, new)
             });
-            let expired_now: Vec<i64> = {
-                let keep = ownership
-                    .expired
-                    .len()
-                    .saturating_sub(MAX_EXPIRED_PER_BLOCK);
-                ownership.expired.drain(keep..).collect()
+            let kind = if transactional {
+                BatchKind::Transactional
+            } else {
+                BatchKind::Data
             };
             let owner = ownership.owner.clone();
             first_offsets.push(base);
+            let mut expired = std::mem::take(&mut ownership.expired);
             let block = state
                 .open
                 .blocks
                 .entry(key.clone())
-                .or_insert_with(|| PendingBlock {
-                    owner,
-                    compression: batch.compression,
-                    runs: Vec::new(),
-                    producers: BTreeMap::new(),
-                    expired: Vec::new(),
-                });
+                .or_insert_with(|| PendingBlock::new(owner, batch.compression));
             match (block.runs.last_mut(), batch.producer) {
-                (Some((None, records)), None) => records.append(&mut batch.records),
-                (_, producer) => block
-                    .runs
-                    .push((producer, std::mem::take(&mut batch.records))),
+                (Some((None, BatchKind::Data, records)), None) => {
+                    records.append(&mut batch.records)
+                }
+                (_, producer) => {
+                    block
+                        .runs
+                        .push((producer, kind, std::mem::take(&mut batch.records)))
+                }
             }
             if let Some((id, producer_state)) = producer_state {
-                block.producers.insert(id, producer_state);
+                block.set_producer(id, producer_state);
             }
-            block.expired.extend(expired_now);
+            // Expired states are deleted a few per block, never one the block writes.
+            let room = MAX_EXPIRED_PER_BLOCK.saturating_sub(block.expired.len());
+            let take = expired.len().min(room);
+            block.expired.extend(
+                expired
+                    .drain(..take)
+                    .filter(|id| !block.producers.contains_key(id)),
+            );
+            state.owned.get_mut(&key).expect("checked above").expired = expired;
             keys.push(key);
         }
         state.open.bytes += request_bytes;
@@ -515,7 +620,8 @@ impl Inner {
             }
             SequenceCheck::Duplicate(original) => {
                 return Err(Error::Unavailable(format!(
-                    "this batch of producer {} (offsets {} to {}) is still being committed;                      retry to get its offsets",
+                    "this batch of producer {} (offsets {} to {}) is still being committed; \
+                     retry to get its offsets",
                     fields.producer_id, original.base_offset, original.last_offset
                 )));
             }
@@ -539,7 +645,8 @@ impl Inner {
             if ownership.producers.len() >= limits.max_producers_per_partition {
                 return Err(crate::limits::full(
                     format!(
-                        "{}/{} has {} idempotent producers that wrote within                          producer_id_expiration_ms; a new one is refused until one expires",
+                        "{}/{} has {} idempotent producers that wrote within \
+                         producer_id_expiration_ms; a new one is refused until one expires",
                         key.0,
                         key.1,
                         ownership.producers.len()
@@ -552,11 +659,156 @@ impl Inner {
             && producers >= MAX_PRODUCERS_PER_BLOCK
         {
             return Err(Error::Overloaded(format!(
-                "{MAX_PRODUCERS_PER_BLOCK} producers already wrote to {}/{} since the last                  flush; retry",
+                "{MAX_PRODUCERS_PER_BLOCK} producers already wrote to {}/{} since the last \
+                 flush; retry",
                 key.0, key.1
             )));
         }
         Ok(None)
+    }
+
+    /// Whether `fields`' producer has an open transaction in the partition under its
+    /// epoch, and how many markers the partition had appended (see [`Ownership::markers`]).
+    fn transaction_open(&self, key: &PartitionKey, fields: ProducerFields) -> (bool, u64) {
+        let state = self.writer.state.lock().expect("writer lock");
+        let Some(ownership) = state.owned.get(key) else {
+            return (false, 0);
+        };
+        let open = ownership
+            .producers
+            .get(&fields.producer_id)
+            .is_some_and(|p| p.epoch == fields.producer_epoch && p.txn_first_offset.is_some());
+        (open, ownership.markers)
+    }
+
+    /// Checks with the transaction's record that a transactional batch may open its
+    /// producer's transaction in the partition: the transaction is ongoing under the
+    /// batch's producer id and epoch and lists the partition (KIP-890's check).
+    async fn verify_transaction(
+        &self,
+        key: &PartitionKey,
+        topic_id: &str,
+        transactional_id: &str,
+        fields: ProducerFields,
+    ) -> Result<()> {
+        let record = self.metastore.transaction(transactional_id).await?;
+        let not_in = |why: String| Error::NotInTransaction {
+            transactional_id: transactional_id.to_string(),
+            reason: why,
+        };
+        let Some(record) = record else {
+            return Err(not_in(
+                "the transactional id is unknown: call InitTransactions".into(),
+            ));
+        };
+        if record.producer_id != fields.producer_id || record.epoch > fields.producer_epoch {
+            return Err(Error::ProducerFenced {
+                producer_id: fields.producer_id,
+                epoch: fields.producer_epoch,
+                current: record.epoch,
+            });
+        }
+        if record.epoch != fields.producer_epoch
+            || record.status != strata_metastore::TransactionStatus::Ongoing
+        {
+            return Err(not_in(format!(
+                "its transaction is {} (epoch {})",
+                record.status.name(),
+                record.epoch
+            )));
+        }
+        let listed = record.partitions.get(&key.0).is_some_and(|t| {
+            t.partitions.contains(&key.1) && (t.topic_id.is_empty() || t.topic_id == topic_id)
+        });
+        if !listed {
+            return Err(not_in(format!(
+                "{}/{} was not added to the transaction: call AddPartitionsToTransaction first",
+                key.0, key.1
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends a transaction's COMMIT (or ABORT) marker for producer `producer_id` to a
+    /// partition and waits for its commit. A marker for a transaction the partition does
+    /// not have open (already closed, or never opened here) writes nothing.
+    pub(crate) async fn write_marker(
+        &self,
+        key: &PartitionKey,
+        topic_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<()> {
+        self.ensure_owned(key, topic_id).await?;
+        let receiver = {
+            let mut state = self.writer.state.lock().expect("writer lock");
+            if state.closed {
+                return Err(Error::Unavailable("agent is shutting down".to_string()));
+            }
+            let now = self.clock.now_ms();
+            let Some(ownership) = state.owned.get_mut(key) else {
+                return Err(Error::NotOwner {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    reason: "ownership was lost while the marker waited; retry".to_string(),
+                });
+            };
+            let Some(producer) = ownership.producers.get_mut(&producer_id) else {
+                return Ok(());
+            };
+            let Some(first) = producer
+                .txn_first_offset
+                .filter(|_| producer.epoch <= epoch)
+            else {
+                return Ok(());
+            };
+            let offset = ownership.next_offset;
+            ownership.next_offset += 1;
+            ownership.markers += 1;
+            producer.txn_first_offset = None;
+            producer.epoch = epoch;
+            producer.last_write_ms = producer.last_write_ms.max(now);
+            let snapshot = producer.clone();
+            let owner = ownership.owner.clone();
+            let marker = control_record(offset, now, commit, 0);
+            let fields = ProducerFields {
+                producer_id,
+                producer_epoch: epoch,
+                base_sequence: -1,
+            };
+            let bytes = batch_bytes(std::slice::from_ref(&marker));
+            let block = state
+                .open
+                .blocks
+                .entry(key.clone())
+                .or_insert_with(|| PendingBlock::new(owner, Compression::None));
+            block
+                .runs
+                .push((Some(fields), BatchKind::Control, vec![marker]));
+            block.set_producer(producer_id, snapshot);
+            if !commit {
+                block.aborted.push(AbortedRange {
+                    producer_id,
+                    first_offset: first,
+                    last_offset: offset,
+                });
+            }
+            state.open.bytes += bytes;
+            let (done, receiver) = oneshot::channel();
+            state.open.waiters.push(Waiter {
+                partitions: vec![key.clone()],
+                done,
+            });
+            if state.open.opened_at.is_none() {
+                state.open.opened_at = Some(Instant::now());
+            }
+            receiver
+        };
+        self.writer.wake_flusher.notify_one();
+        receiver
+            .await
+            .map_err(|_| Error::Unavailable("agent stopped before the commit".into()))?
     }
 
     /// Stops accepting writes; the flusher flushes what is open and exits.
@@ -601,7 +853,8 @@ impl Inner {
         while let Some(slot) = self.next_due_segment(&slots).await {
             let (segment, sequence) = {
                 let mut state = self.writer.state.lock().expect("writer lock");
-                let segment = std::mem::take(&mut state.open);
+                let mut segment = std::mem::take(&mut state.open);
+                seal_stable_offsets(&mut state, &mut segment);
                 state.flushing_bytes += segment.bytes;
                 state.next_sequence += 1;
                 self.metrics
@@ -671,16 +924,25 @@ impl Inner {
             .iter()
             .map(|(key, block)| (key.clone(), block.owner.clone()))
             .collect();
-        let producers = blocks
+        let producers: HashMap<PartitionKey, ProducerChanges> = blocks
             .iter()
-            .filter(|(_, block)| !block.producers.is_empty() || !block.expired.is_empty())
+            .filter(|(_, block)| {
+                !block.producers.is_empty()
+                    || !block.expired.is_empty()
+                    || block.last_stable_offset.is_some()
+            })
             .map(|(key, block)| {
-                let states = block
-                    .producers
-                    .iter()
-                    .map(|(id, state)| (*id, state.clone()))
-                    .collect();
-                (key.clone(), (states, block.expired.clone()))
+                let changes = ProducerChanges {
+                    producers: block
+                        .producers
+                        .iter()
+                        .map(|(id, state)| (*id, state.clone()))
+                        .collect(),
+                    expired: block.expired.clone(),
+                    aborted: block.aborted.clone(),
+                    last_stable_offset: block.last_stable_offset,
+                };
+                (key.clone(), changes)
             })
             .collect();
         let object = object_name(self.agent_epoch, sequence);
@@ -694,12 +956,13 @@ impl Inner {
                 let runs: Vec<BatchRun<'_>> = block
                     .runs
                     .iter()
-                    .map(|(producer, records)| BatchRun {
+                    .map(|(producer, kind, records)| BatchRun {
                         producer: *producer,
+                        kind: *kind,
                         records,
                     })
                     .collect();
-                let count = block.runs.iter().map(|(_, records)| records.len()).sum();
+                let count = block.runs.iter().map(|(_, _, records)| records.len()).sum();
                 match builder.add_batches(
                     &key.0,
                     &block.owner.topic_id,
@@ -767,7 +1030,7 @@ impl Inner {
             object,
             pending_bytes,
             written,
-            mut producers,
+            producers,
             owners,
             mut failed,
             waiters,
@@ -779,13 +1042,15 @@ impl Inner {
             let appends: Vec<PartitionAppend> = written
                 .iter()
                 .map(|(key, _, location)| {
-                    let (producers, expired_producers) = producers.remove(key).unwrap_or_default();
+                    let changes = producers.get(key);
                     PartitionAppend {
                         topic: key.0.clone(),
                         partition: key.1,
                         owner: owners[key].clone(),
-                        producers,
-                        expired_producers,
+                        producers: changes.map(|c| c.producers.clone()).unwrap_or_default(),
+                        expired_producers: changes.map(|c| c.expired.clone()).unwrap_or_default(),
+                        aborted: changes.map(|c| c.aborted.clone()).unwrap_or_default(),
+                        last_stable_offset: changes.and_then(|c| c.last_stable_offset),
                         entry: strata_metastore::IndexEntry {
                             base_offset: location.base_offset,
                             last_offset: location.last_offset,
@@ -852,14 +1117,23 @@ impl Inner {
             self.metrics.partition_blocks.inc_by(committed.len() as u64);
             self.metrics.records_committed.inc_by(records as u64);
         }
+        let mut stable: HashMap<PartitionKey, i64> = HashMap::new();
         {
-            // A retry of a batch committed now is answered with its offsets from here on.
+            // A retry of a batch committed now is answered with its offsets from here on,
+            // and the open transactions are as committed.
             let mut state = self.writer.state.lock().expect("writer lock");
             for (key, entry) in &committed {
                 if let Some(ownership) = state.owned.get_mut(key)
                     && ownership.owner == owners[key]
                 {
                     ownership.committed_to = ownership.committed_to.max(entry.last_offset + 1);
+                    for (id, producer) in producers.get(key).map_or(&[][..], |c| &c.producers) {
+                        match producer.txn_first_offset {
+                            Some(first) => ownership.open_transactions.insert(*id, first),
+                            None => ownership.open_transactions.remove(id),
+                        };
+                    }
+                    stable.insert(key.clone(), ownership.last_stable_offset());
                 }
             }
         }
@@ -868,7 +1142,14 @@ impl Inner {
                 .high_watermark
                 .with_label_values(&[key.0.as_str(), &key.1.to_string()])
                 .set(entry.last_offset + 1);
-            self.partition_log(&key).on_commit(entry);
+            let high_watermark = entry.last_offset + 1;
+            let log = self.partition_log(&key);
+            log.on_commit(entry);
+            // Only while still held: a new ownership sets its own.
+            if let Some(last_stable_offset) = stable.get(&key) {
+                let aborted = producers.get(&key).map_or(&[][..], |c| &c.aborted);
+                log.add_stable(*last_stable_offset, aborted, high_watermark);
+            }
         }
         {
             let mut state = self.writer.state.lock().expect("writer lock");
@@ -911,6 +1192,34 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+/// Sets, in each block of a segment being sealed whose partition has (or had) open
+/// transactions, the last stable offset after it: the newest segment holds every
+/// partition's latest appends, so the owner's producer states are the states after it.
+fn seal_stable_offsets(state: &mut WriterState, segment: &mut OpenSegment) {
+    for (key, block) in segment.blocks.iter_mut() {
+        let Some(ownership) = state.owned.get_mut(key) else {
+            continue;
+        };
+        let oldest_open = ownership
+            .producers
+            .values()
+            .filter_map(|p| p.txn_first_offset)
+            .min();
+        if oldest_open.is_none() && !ownership.stable_stored {
+            continue;
+        }
+        let end = block
+            .runs
+            .iter()
+            .filter_map(|(_, _, records)| records.last())
+            .map(|r| r.offset + 1)
+            .max()
+            .unwrap_or(ownership.next_offset);
+        block.last_stable_offset = Some(oldest_open.unwrap_or(end).min(end));
+        ownership.stable_stored = oldest_open.is_some();
     }
 }
 

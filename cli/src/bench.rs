@@ -476,6 +476,7 @@ async fn run_consumers(
                     break;
                 }
                 let request = proto::FetchRequest {
+                    isolation_level: 0,
                     topic_id: String::new(),
                     topic: topic.clone(),
                     partition: p.partition,

@@ -46,14 +46,28 @@ pub enum StartOffset {
 pub struct ConsumerConfig {
     /// Bytes per partition per fetch.
     pub max_bytes_per_partition: i32,
+    /// What the consumer sees of transactions (Kafka's `isolation.level`).
+    pub isolation: Isolation,
 }
 
 impl Default for ConsumerConfig {
     fn default() -> Self {
         Self {
             max_bytes_per_partition: 1 << 20,
+            isolation: Isolation::ReadUncommitted,
         }
     }
+}
+
+/// What a consumer sees of transactions (Kafka's `isolation.level`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Isolation {
+    /// Every record, committed or not, up to the high watermark (Kafka's default).
+    #[default]
+    ReadUncommitted,
+    /// Only records of committed transactions (and records outside transactions), up to
+    /// the last stable offset.
+    ReadCommitted,
 }
 
 /// A record as the consumer hands it out.
@@ -584,6 +598,10 @@ impl Consumer {
                 let mut log = LogClient::new(self.router.channel_for(&a.topic, a.partition))
                     .max_decoding_message_size(MAX_MESSAGE_BYTES);
                 let request = pb::FetchRequest {
+                    isolation_level: match self.config.isolation {
+                        Isolation::ReadUncommitted => pb::IsolationLevel::ReadUncommitted,
+                        Isolation::ReadCommitted => pb::IsolationLevel::ReadCommitted,
+                    } as i32,
                     topic: a.topic.clone(),
                     topic_id: a.topic_id.clone(),
                     partition: a.partition as i32,

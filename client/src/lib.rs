@@ -17,10 +17,11 @@ mod group;
 mod producer;
 mod router;
 mod session;
+mod transaction;
 
 pub use admin::{Admin, ResetTo};
 pub use connect::{Connection, Connector, Credentials, Transport};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, StartOffset};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, Isolation, StartOffset};
 pub use error::{Error, Result};
 pub use group::{GroupConfig, OffsetReset, RebalanceEvent, RebalanceKind, TopicPartition};
 pub use producer::{Acks, Delivery, Producer, ProducerConfig, ProducerRecord, RecordPosition};

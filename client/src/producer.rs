@@ -54,6 +54,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
 use crate::router::{Router, is_retriable};
+use crate::transaction::Transaction;
 use crate::{Error, Result};
 
 /// When the agent answers a produce request.
@@ -87,6 +88,13 @@ pub struct ProducerConfig {
     /// each batch is written once however often it is sent. Needs acks all; ignored with
     /// acks none.
     pub enable_idempotence: bool,
+    /// Makes the producer transactional (Kafka's `transactional.id`; implies idempotence):
+    /// [`Producer::init_transactions`] first, then its records are sent only inside
+    /// [`Producer::begin_transaction`] … [`Producer::commit_transaction`] (or abort).
+    pub transactional_id: Option<String>,
+    /// How long a transaction may stay open before the coordinator aborts it (Kafka's
+    /// `transaction.timeout.ms`).
+    pub transaction_timeout: Duration,
     /// How long a batch is retried (on retriable errors) before its records fail.
     pub delivery_timeout: Duration,
     /// Longest wait between two attempts of a batch (the first wait is 50 ms, doubling).
@@ -107,6 +115,8 @@ impl Default for ProducerConfig {
             linger: Duration::from_millis(2),
             max_in_flight_per_partition: 5,
             enable_idempotence: true,
+            transactional_id: None,
+            transaction_timeout: Duration::from_secs(60),
             delivery_timeout: Duration::from_secs(60),
             retry_backoff_max: Duration::from_secs(1),
             metadata_max_age: Duration::from_secs(300),
@@ -178,9 +188,9 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 
 /// An idempotent producer's id and epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Identity {
-    producer_id: i64,
-    epoch: i16,
+pub(crate) struct Identity {
+    pub(crate) producer_id: i64,
+    pub(crate) epoch: i16,
 }
 
 /// Where an idempotent producer's identity comes from: one producer id, shared by its
@@ -191,6 +201,11 @@ struct Identities {
 }
 
 impl Identities {
+    /// Sets the identity (a transactional producer's, from InitTransactions).
+    async fn set(&self, identity: Identity) {
+        *self.current.lock().await = Some(identity);
+    }
+
     /// The producer's identity: the current one unless it is `stale`, else a new one
     /// (asked of each agent known in turn, with backoff, until `deadline`).
     async fn get(
@@ -265,7 +280,67 @@ struct Queued {
     record: ProducerRecord,
     /// The incarnation the record was partitioned against.
     topic_id: String,
-    done: oneshot::Sender<Result<RecordPosition>>,
+    done: Completion,
+}
+
+/// Resolves one record's [`Delivery`]; in a transaction, also counts it out of the
+/// transaction's sends in flight (and notes a failure, which fails the commit).
+struct Completion {
+    sender: Option<oneshot::Sender<Result<RecordPosition>>>,
+    transaction: Option<Arc<Pending>>,
+}
+
+impl Completion {
+    fn send(mut self, result: Result<RecordPosition>) {
+        if let (Some(pending), Err(error)) = (&self.transaction, &result) {
+            pending
+                .failed
+                .lock()
+                .expect("pending lock")
+                .get_or_insert_with(|| error.clone());
+        }
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.send(result);
+        }
+    }
+}
+
+impl Drop for Completion {
+    fn drop(&mut self) {
+        if let Some(pending) = &self.transaction {
+            let mut count = pending.count.lock().expect("pending lock");
+            *count -= 1;
+            if *count == 0 {
+                pending.settled.notify_waiters();
+            }
+        }
+    }
+}
+
+/// The sends of the open transaction not resolved yet, and the first that failed.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    count: Mutex<usize>,
+    settled: tokio::sync::Notify,
+    pub(crate) failed: Mutex<Option<Error>>,
+}
+
+impl Pending {
+    pub(crate) fn add(self: &Arc<Self>) -> Arc<Self> {
+        *self.count.lock().expect("pending lock") += 1;
+        self.clone()
+    }
+
+    /// Waits until every send counted was resolved.
+    pub(crate) async fn settle(&self) {
+        loop {
+            let settled = self.settled.notified();
+            if *self.count.lock().expect("pending lock") == 0 {
+                return;
+            }
+            settled.await;
+        }
+    }
 }
 
 /// The queue of each (topic, partition) lane.
@@ -310,20 +385,46 @@ pub struct Producer {
     partitioning: Arc<Mutex<Partitioning>>,
     /// Set when the producer is idempotent.
     identities: Option<Arc<Identities>>,
+    /// Set when the producer is transactional.
+    transaction: Option<Arc<Transaction>>,
 }
 
 impl Producer {
     /// A producer over an open connection to any agent of the cluster; it learns the
     /// others from that agent's metadata and reaches them the same way.
     pub fn new(connection: Connection, config: ProducerConfig) -> Self {
-        let idempotent = config.enable_idempotence && config.acks == Acks::All;
+        let transactional = config.transactional_id.is_some();
+        let idempotent = transactional || (config.enable_idempotence && config.acks == Acks::All);
         Self {
             identities: idempotent.then(Arc::default),
+            transaction: config
+                .transactional_id
+                .clone()
+                .map(|id| Arc::new(Transaction::new(id))),
             admin: AdminClient::new(connection.transport()),
             router: Arc::new(Router::new(connection)),
             config: Arc::new(config),
             lanes: Arc::default(),
             partitioning: Arc::default(),
+        }
+    }
+
+    pub(crate) fn transaction_state(&self) -> Option<&Arc<Transaction>> {
+        self.transaction.as_ref()
+    }
+
+    pub(crate) fn config(&self) -> &ProducerConfig {
+        &self.config
+    }
+
+    pub(crate) fn router(&self) -> &Arc<Router> {
+        &self.router
+    }
+
+    /// Sets the identity every lane numbers its batches under from now on.
+    pub(crate) async fn set_identity(&self, identity: Identity) {
+        if let Some(identities) = &self.identities {
+            identities.set(identity).await;
         }
     }
 
@@ -410,7 +511,19 @@ impl Producer {
     pub async fn send(&self, topic: &str, record: ProducerRecord) -> Result<Delivery> {
         let (partition, topic_id) = self.choose_partition(topic, &record).await?;
         let lane = self.lane(topic, partition);
-        let (done, receiver) = oneshot::channel();
+        let (sender, receiver) = oneshot::channel();
+        let transaction = match &self.transaction {
+            Some(transaction) => Some(
+                transaction
+                    .enlist(self, topic, partition, &topic_id)
+                    .await?,
+            ),
+            None => None,
+        };
+        let done = Completion {
+            sender: Some(sender),
+            transaction,
+        };
         lane.send(Queued {
             record,
             topic_id,
@@ -441,6 +554,7 @@ impl Producer {
                     config: self.config.clone(),
                     partitioning: self.partitioning.clone(),
                     identities: self.identities.clone(),
+                    transactional_id: self.config.transactional_id.clone(),
                     topic: topic.to_string(),
                     partition,
                     numbering: None,
@@ -464,7 +578,7 @@ fn rand_partition(count: u32) -> u32 {
 /// A batch sent and not yet resolved.
 struct Flight {
     request: pb::ProduceRequest,
-    waiters: Vec<oneshot::Sender<Result<RecordPosition>>>,
+    waiters: Vec<Completion>,
     answer: oneshot::Receiver<Result<pb::ProduceResponse>>,
     /// When its records fail if it is still not acknowledged.
     deadline: Instant,
@@ -477,6 +591,10 @@ struct Numbering {
     identity: Identity,
     topic_id: String,
     next: i32,
+    /// A batch of this numbering was acknowledged: the partition knows the producer, so
+    /// it checks the sequence of every batch (until then it takes any: one batch is in
+    /// flight at a time).
+    acked: bool,
 }
 
 /// One partition's lane.
@@ -486,6 +604,9 @@ struct Lane {
     partitioning: Arc<Mutex<Partitioning>>,
     /// Set when the producer is idempotent.
     identities: Option<Arc<Identities>>,
+    /// Set when the producer is transactional: its batches name it, and a refusal of
+    /// one (fenced, out of order) fails it instead of taking a new producer id.
+    transactional_id: Option<String>,
     topic: String,
     partition: u32,
     numbering: Option<Numbering>,
@@ -542,12 +663,16 @@ async fn run_lane(mut lane: Lane, mut queue: mpsc::Receiver<Queued>) {
 impl Lane {
     fn max_in_flight(&self) -> usize {
         let max = self.config.max_in_flight_per_partition.max(1);
-        if self.identities.is_some() {
-            // The owner answers a retry from the last 5 batches it remembers.
-            max.min(MAX_IN_FLIGHT_IDEMPOTENT)
-        } else {
-            max
+        if self.identities.is_none() {
+            return max;
         }
+        if !self.numbering.as_ref().is_some_and(|n| n.acked) {
+            // A partition that does not know the producer takes any sequence: a second
+            // batch could land before a refused first one.
+            return 1;
+        }
+        // The owner answers a retry from the last 5 batches it remembers.
+        max.min(MAX_IN_FLIGHT_IDEMPOTENT)
     }
 
     /// Takes the records queued behind `first` (up to the batch size, within the linger
@@ -616,11 +741,22 @@ impl Lane {
         };
         let deadline = Instant::now() + self.config.delivery_timeout;
         if let Some(identities) = self.identities.clone() {
-            match identities.get(None, &self.router, deadline).await {
+            // While batches are in flight, the lane keeps their producer id (another
+            // lane may have taken a new one): its numbering must not mix two.
+            let kept = self
+                .numbering
+                .as_ref()
+                .filter(|_| !self.flights.is_empty())
+                .map(|n| n.identity);
+            let identity = match kept {
+                Some(identity) => Ok(identity),
+                None => identities.get(None, &self.router, deadline).await,
+            };
+            match identity {
                 Ok(identity) => self.number(&mut request, identity),
                 Err(error) => {
                     for done in waiters {
-                        let _ = done.send(Err(error.clone()));
+                        done.send(Err(error.clone()));
                     }
                     return;
                 }
@@ -650,12 +786,14 @@ impl Lane {
                 identity,
                 topic_id: request.topic_id.clone(),
                 next: 0,
+                acked: false,
             },
         };
         request.producer = Some(pb::ProducerBatch {
             producer_id: identity.producer_id,
             producer_epoch: i32::from(identity.epoch),
             base_sequence: numbering.next,
+            transactional_id: self.transactional_id.clone().unwrap_or_default(),
         });
         self.numbering = Some(Numbering {
             next: sequence_after(numbering.next, request.records.len() as i32),
@@ -670,6 +808,9 @@ impl Lane {
         match answer {
             Ok(response) => {
                 self.backoff = FIRST_BACKOFF;
+                if let Some(numbering) = &mut self.numbering {
+                    numbering.acked = true;
+                }
                 settle(Ok(response), front.waiters);
             }
             // Sent again, it would be refused again: the records are partitioned anew.
@@ -679,6 +820,7 @@ impl Lane {
             }
             Err(error)
                 if self.identities.is_some()
+                    && self.transactional_id.is_none()
                     && error.producer_error().is_some()
                     && before_deadline =>
             {
@@ -754,10 +896,7 @@ impl Lane {
 }
 
 /// Resolves a batch's deliveries with its answer.
-fn settle(
-    answer: Result<pb::ProduceResponse>,
-    waiters: Vec<oneshot::Sender<Result<RecordPosition>>>,
-) {
+fn settle(answer: Result<pb::ProduceResponse>, waiters: Vec<Completion>) {
     match answer {
         Ok(response) => {
             let mut positions = response.positions.into_iter();
@@ -770,12 +909,12 @@ fn settle(
                         topic_id: response.topic_id.clone(),
                     })
                     .ok_or(Error::Closed);
-                let _ = done.send(result);
+                done.send(result);
             }
         }
         Err(error) => {
             for done in waiters {
-                let _ = done.send(Err(error.clone()));
+                done.send(Err(error.clone()));
             }
         }
     }

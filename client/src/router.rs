@@ -248,6 +248,20 @@ impl Router {
 /// Whether an error may go away once the metadata is refreshed or the cluster settles:
 /// the owner moved, an agent is gone or stopping, or one is momentarily overloaded.
 pub(crate) fn is_retriable(error: &Error) -> bool {
+    // A refusal of a producer's batch (fenced, out of order) or of a transactional
+    // request its transaction does not allow is final for that request.
+    if let Error::Status(status) = error
+        && (status
+            .metadata()
+            .get(strata_proto::PRODUCER_ERROR)
+            .is_some()
+            || status
+                .metadata()
+                .get("strata-transaction-error")
+                .is_some_and(|kind| kind != "concurrent-transactions"))
+    {
+        return false;
+    }
     match error {
         Error::Status(status) => matches!(
             status.code(),

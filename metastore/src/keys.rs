@@ -7,15 +7,18 @@
 //! | `{root}/topics/{topic}` | [`TopicMeta`](crate::TopicMeta), JSON | created, deleted |
 //! | `{root}/partitions/{topic}/{p}/owner` | [`PartitionOwner`](crate::PartitionOwner), JSON: epoch, agent, topic id | on every take-over (epoch + 1) |
 //! | `{root}/partitions/{topic}/{p}/hwm` | high watermark, decimal; absent = 0 | every committed flush |
+//! | `{root}/partitions/{topic}/{p}/lso` | last stable offset, decimal; absent = the high watermark (no open transaction) | by flushes of partitions with transactions |
 //! | `{root}/partitions/{topic}/{p}/start` | log start offset, decimal; absent = 0 | retention |
 //! | `{root}/partitions/{topic}/{p}/index/{base:020}` | [`IndexEntry`](crate::IndexEntry), JSON | added by flushes; replaced by merges and log compaction, dropped by retention (compactor) |
 //! | `{root}/partitions/{topic}/{p}/producers/{pid:020}` | [`ProducerState`](crate::ProducerState), JSON: epoch, last 5 batches (sequences, offsets), last write | with the flush commit holding the producer's batches; deleted once expired |
+//! | `{root}/partitions/{topic}/{p}/aborted/{first:020}` | [`AbortedRange`](crate::AbortedRange), JSON: producer, first offset, abort marker offset | with the flush commit holding the abort marker |
 //! | `{root}/partitions/{topic}/{p}/cleaned` | [`CleanState`](crate::CleanState), JSON | by log compaction |
 //! | `{root}/partitions/{topic}/{p}/archived` | [`ArchiveState`](crate::ArchiveState), JSON | by the compactor, before and after each archive file |
 //! | `{root}/compaction/{job}` | the compactor working on a job: `{topic}/{p}` or `orphan-gc` | job start and end (under the compactor's lease on etcd) |
 //! | `{root}/agents/{agent_id}` | [`AgentRecord`](crate::AgentRecord), JSON | agent start (under a lease on etcd) |
 //! | `{root}/coordinators/{slot}` | [`PartitionOwner`](crate::PartitionOwner) of a group coordinator slot, JSON | on every take-over (epoch + 1) |
 //! | `{root}/groups/{group}` | [`GroupRecord`](crate::GroupRecord), JSON | by the group's coordinator, on membership and assignment changes |
+//! | `{root}/transactions/{transactional id}` | [`TransactionRecord`](crate::TransactionRecord), JSON: producer id, epoch, state, partitions, offsets | by the transaction's coordinator (under its coordinator slot), at each step of a transaction |
 //! | `{root}/offsets/{topic}/{group}/{p}` | [`CommittedOffset`](crate::CommittedOffset), JSON | offset commits; deleted with the topic or the group |
 //! | `{root}/counters/agent-epoch` | last agent incarnation number, decimal | agent start |
 //! | `{root}/counters/producer-id` | the next producer id not handed out, decimal; absent = 0 | when an agent takes a block of producer ids |
@@ -73,6 +76,11 @@ impl Keys {
         format!("{}/hwm", self.partition(topic, partition))
     }
 
+    /// A partition's last stable offset (absent: its high watermark).
+    pub fn last_stable(&self, topic: &str, partition: u32) -> String {
+        format!("{}/lso", self.partition(topic, partition))
+    }
+
     /// A partition's log start offset.
     pub fn log_start(&self, topic: &str, partition: u32) -> String {
         format!("{}/start", self.partition(topic, partition))
@@ -99,6 +107,29 @@ impl Keys {
             "{}{producer_id:020}",
             self.producers_prefix(topic, partition)
         )
+    }
+
+    /// Prefix of a partition's aborted transactions.
+    pub fn aborted_prefix(&self, topic: &str, partition: u32) -> String {
+        format!("{}/aborted/", self.partition(topic, partition))
+    }
+
+    /// An aborted transaction's range in a partition, by its first offset.
+    pub fn aborted_range(&self, topic: &str, partition: u32, first_offset: i64) -> String {
+        format!(
+            "{}{first_offset:020}",
+            self.aborted_prefix(topic, partition)
+        )
+    }
+
+    /// Prefix of every transaction record.
+    pub fn transactions_prefix(&self) -> String {
+        format!("{}/transactions/", self.root)
+    }
+
+    /// A transactional id's record.
+    pub fn transaction(&self, transactional_id: &str) -> String {
+        format!("{}/transactions/{transactional_id}", self.root)
     }
 
     /// The producer id counter.

@@ -12,9 +12,10 @@ use tracing::instrument;
 use crate::keys::Keys;
 use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
-    AgentRecord, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
+    AbortedRange, AgentRecord, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
     Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, PartitionAppend,
     PartitionOwner, PartitionState, ProducerState, Rejection, Result, StoredLimits, TopicMeta,
+    TransactionRecord,
 };
 
 /// What agents and the compactor know about the cluster's durable state.
@@ -253,6 +254,27 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
         topic: &str,
     ) -> Result<Vec<(u32, CommittedOffset)>>;
 
+    /// A transactional id's record, if stored.
+    async fn transaction(&self, transactional_id: &str) -> Result<Option<TransactionRecord>>;
+
+    /// Every stored transaction record.
+    async fn transactions(&self) -> Result<Vec<TransactionRecord>>;
+
+    /// Replaces a transaction record that still reads as `previous` (`None`: absent) by
+    /// `new`, if `coordinator` still owns its slot; with `commit_offsets`, writes the
+    /// group offsets of `new` as committed offsets in the same transaction (the commit
+    /// point of a transaction). Whether it did.
+    async fn store_transaction(
+        &self,
+        coordinator: &Coordinatorship,
+        previous: Option<&TransactionRecord>,
+        new: &TransactionRecord,
+        commit_offsets: bool,
+    ) -> Result<bool>;
+
+    /// A partition's aborted transactions, by first offset.
+    async fn aborted_ranges(&self, topic: &str, partition: u32) -> Result<Vec<AbortedRange>>;
+
     /// The stored records this metastore skipped when it last listed them, `(key,
     /// reason)`: values that do not decode (an older version or a foreign writer wrote
     /// them) or that are over the [`StoredLimits`]. Everything else keeps being served.
@@ -466,18 +488,19 @@ impl<B: KvBackend> KvMetastore<B> {
                     self.keys.owner(topic, p),
                     self.keys.log_start(topic, p),
                     self.keys.high_watermark(topic, p),
+                    self.keys.last_stable(topic, p),
                 ]
             })
             .collect();
         // Each transaction of reads holds whole partitions: a partition's keys are read at
         // one revision.
-        let per_request = (self.kv.max_txn_ops() / 3).max(1) * 3;
+        let per_request = (self.kv.max_txn_ops() / 4).max(1) * 4;
         let mut values = Vec::with_capacity(keys.len());
         for chunk in keys.chunks(per_request) {
             values.extend(self.kv.get_many(chunk).await?);
         }
-        keys.chunks(3)
-            .zip(values.chunks(3))
+        keys.chunks(4)
+            .zip(values.chunks(4))
             .map(|(keys, values)| {
                 let offset = |i: usize| {
                     values[i]
@@ -491,6 +514,10 @@ impl<B: KvBackend> KvMetastore<B> {
                         .transpose()?,
                     log_start_offset: offset(1)?,
                     high_watermark: offset(2)?,
+                    last_stable_offset: match values[3].as_deref() {
+                        Some(bytes) => decode_offset(&keys[3], bytes)?.min(offset(2)?),
+                        None => offset(2)?,
+                    },
                 })
             })
             .collect()
@@ -574,6 +601,21 @@ impl<B: KvBackend> KvMetastore<B> {
                 .iter()
                 .map(|id| Op::Delete(self.keys.producer_state(topic, partition, *id))),
         );
+        if let Some(stable) = append.last_stable_offset {
+            let key = self.keys.last_stable(topic, partition);
+            ops.push(if stable > append.entry.last_offset {
+                Op::Delete(key)
+            } else {
+                Op::Put(key, stable.to_string().into_bytes())
+            });
+        }
+        ops.extend(append.aborted.iter().map(|range| {
+            Op::Put(
+                self.keys
+                    .aborted_range(topic, partition, range.first_offset),
+                encode_json(range),
+            )
+        }));
         ops
     }
 
@@ -895,7 +937,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
 
     #[instrument(name = "metastore.partition_state", skip(self))]
     async fn partition_state(&self, topic: &str, partition: u32) -> Result<PartitionState> {
-        // One range of partitions `partition..=partition`: the three keys in one request.
+        // One range of partitions `partition..=partition`: its keys in one request.
         let mut states = self.partition_states_from(topic, partition, 1).await?;
         Ok(states.remove(0))
     }
@@ -970,13 +1012,18 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
     #[instrument(name = "metastore.commit_flush", skip_all, fields(partitions = appends.len()))]
     async fn commit_flush(&self, appends: &[PartitionAppend]) -> Result<CommitReport> {
         // An append takes two comparisons and two operations, plus one per producer
-        // state written or deleted; a transaction holds whole appends, as many as fit.
+        // state written or deleted, aborted transaction and last stable offset; a
+        // transaction holds whole appends, as many as fit.
         let max_ops = self.kv.max_txn_ops().max(2);
         let mut report = CommitReport::default();
         let mut chunks: Vec<Vec<(usize, &PartitionAppend)>> = vec![Vec::new()];
         let mut ops_in_chunk = 0;
         for (index, append) in appends.iter().enumerate() {
-            let ops = 2 + append.producers.len() + append.expired_producers.len();
+            let ops = 2
+                + usize::from(append.last_stable_offset.is_some())
+                + append.producers.len()
+                + append.expired_producers.len()
+                + append.aborted.len();
             if ops > max_ops {
                 report.rejected.push((
                     index,
@@ -1430,6 +1477,60 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
             }
         }
         Ok(false)
+    }
+
+    #[instrument(name = "metastore.transaction", skip(self))]
+    async fn transaction(&self, transactional_id: &str) -> Result<Option<TransactionRecord>> {
+        self.get_json(&self.keys.transaction(transactional_id))
+            .await
+    }
+
+    #[instrument(name = "metastore.transactions", skip(self))]
+    async fn transactions(&self) -> Result<Vec<TransactionRecord>> {
+        self.list_checked(&self.keys.transactions_prefix(), 0).await
+    }
+
+    #[instrument(name = "metastore.store_transaction", skip_all, fields(id = %new.transactional_id, status = new.status.name()))]
+    async fn store_transaction(
+        &self,
+        coordinator: &Coordinatorship,
+        previous: Option<&TransactionRecord>,
+        new: &TransactionRecord,
+        commit_offsets: bool,
+    ) -> Result<bool> {
+        let key = self.keys.transaction(&new.transactional_id);
+        let unchanged = match previous {
+            Some(previous) => Compare::ValueEquals(key.clone(), encode_json(previous)),
+            None => Compare::Absent(key.clone()),
+        };
+        let mut ops = vec![Op::Put(key, encode_json(new))];
+        if commit_offsets {
+            for (group, offsets) in &new.offsets {
+                ops.extend(offsets.iter().map(|(topic, partition, committed)| {
+                    Op::Put(
+                        self.keys.committed_offset(topic, group, *partition),
+                        encode_json(committed),
+                    )
+                }));
+            }
+        }
+        if ops.len() > self.kv.max_txn_ops() {
+            return Err(Error::Unavailable(format!(
+                "the transaction's {} offsets do not fit one metastore transaction ({} \
+                 operations)",
+                ops.len() - 1,
+                self.kv.max_txn_ops()
+            )));
+        }
+        self.kv
+            .txn(vec![self.coordinator_guard(coordinator), unchanged], ops)
+            .await
+    }
+
+    #[instrument(name = "metastore.aborted_ranges", skip(self))]
+    async fn aborted_ranges(&self, topic: &str, partition: u32) -> Result<Vec<AbortedRange>> {
+        self.list_checked(&self.keys.aborted_prefix(topic, partition), 0)
+            .await
     }
 
     #[instrument(name = "metastore.committed_offsets", skip(self))]

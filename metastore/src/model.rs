@@ -46,6 +46,9 @@ pub struct PartitionState {
     pub log_start_offset: i64,
     /// One past the last committed offset: the offset the next record gets.
     pub high_watermark: i64,
+    /// The first offset of the oldest open transaction, or the high watermark when none
+    /// is open.
+    pub last_stable_offset: i64,
 }
 
 /// Where a run of one partition's offsets is stored: a byte range of a segment object.
@@ -174,12 +177,116 @@ pub struct ProducerState {
     /// When it last wrote (ms, the owner's clock): the state expires
     /// `producer_id_expiration_ms` after.
     pub last_write_ms: i64,
+    /// The first offset of its open transaction in the partition, if one is open: the
+    /// partition's last stable offset is the smallest of these.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn_first_offset: Option<i64>,
 }
 
 impl ProducerState {
     /// The sequence number of its last record written, if any.
     pub fn last_sequence(&self) -> Option<i32> {
         self.batches.last().map(|b| b.last_sequence)
+    }
+}
+
+/// The offsets of an aborted transaction's records in one partition (Kafka's aborted
+/// transaction index): records of `producer_id` in `first_offset..last_offset` (the
+/// abort marker's offset) are never returned to `read_committed` readers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AbortedRange {
+    /// The producer.
+    pub producer_id: i64,
+    /// Its transaction's first offset in the partition.
+    pub first_offset: i64,
+    /// The abort marker's offset.
+    pub last_offset: i64,
+}
+
+/// Where a transaction is.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TransactionStatus {
+    /// No transaction is open.
+    #[default]
+    Empty,
+    /// Open: partitions are being added and written.
+    Ongoing,
+    /// Decided to commit; markers are being written.
+    PrepareCommit,
+    /// Decided to abort; markers are being written.
+    PrepareAbort,
+    /// Committed: every marker written.
+    CompleteCommit,
+    /// Aborted: every marker written.
+    CompleteAbort,
+}
+
+impl TransactionStatus {
+    /// Kafka's name of the state (as `kafka-transactions.sh` shows it).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::Ongoing => "Ongoing",
+            Self::PrepareCommit => "PrepareCommit",
+            Self::PrepareAbort => "PrepareAbort",
+            Self::CompleteCommit => "CompleteCommit",
+            Self::CompleteAbort => "CompleteAbort",
+        }
+    }
+}
+
+/// The partitions of one topic in a transaction.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionTopic {
+    /// The incarnation written to.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub topic_id: String,
+    /// Partition numbers.
+    pub partitions: BTreeSet<u32>,
+}
+
+/// A transactional producer's state, kept by its transaction coordinator.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TransactionRecord {
+    /// The transactional id.
+    pub transactional_id: String,
+    /// The producer id it holds.
+    pub producer_id: i64,
+    /// Its epoch: bumped by every `init_transactions` and by the coordinator when it
+    /// aborts a transaction that timed out, fencing older producers.
+    pub epoch: i16,
+    /// Where the current (or last) transaction is.
+    pub status: TransactionStatus,
+    /// `transaction.timeout.ms`.
+    pub timeout_ms: u64,
+    /// When the open transaction started (ms); 0 if none.
+    pub started_ms: i64,
+    /// When the record last changed (ms).
+    pub updated_ms: i64,
+    /// The open transaction's partitions, by topic.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub partitions: BTreeMap<String, TransactionTopic>,
+    /// Set when the coordinator aborted the last transaction because it was open longer
+    /// than `timeout_ms` (its producer is fenced).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub timed_out: bool,
+    /// Group offsets committed with it, by group: `(topic, partition, offset)`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub offsets: BTreeMap<String, Vec<(String, u32, CommittedOffset)>>,
+}
+
+impl TransactionRecord {
+    /// Every partition of the open transaction.
+    pub fn partition_list(&self) -> Vec<(String, String, u32)> {
+        self.partitions
+            .iter()
+            .flat_map(|(topic, t)| {
+                t.partitions
+                    .iter()
+                    .map(move |p| (topic.clone(), t.topic_id.clone(), *p))
+            })
+            .collect()
     }
 }
 
@@ -199,6 +306,11 @@ pub struct PartitionAppend {
     pub producers: Vec<(i64, ProducerState)>,
     /// Producer ids whose state expired: deleted with the run.
     pub expired_producers: Vec<i64>,
+    /// Transactions aborted by markers in the run: stored with it.
+    pub aborted: Vec<AbortedRange>,
+    /// The last stable offset after the run, when the partition has (or had) open
+    /// transactions: stored with it (one equal to the new high watermark clears it).
+    pub last_stable_offset: Option<i64>,
 }
 
 /// Why one partition's append was refused.

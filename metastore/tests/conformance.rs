@@ -7,9 +7,9 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use strata_metastore::{
-    ArchiveRange, ArchiveState, CleanState, CommittedOffset, EmbeddedKv, Error, EtcdKv,
-    GroupRecord, IndexEntry, KvMetastore, Metastore, PartitionAppend, PartitionOwner,
-    ProducerBatch, ProducerState, Rejection, TopicMeta,
+    AbortedRange, ArchiveRange, ArchiveState, CleanState, CommittedOffset, EmbeddedKv, Error,
+    EtcdKv, GroupRecord, IndexEntry, KvMetastore, Metastore, PartitionAppend, PartitionOwner,
+    ProducerBatch, ProducerState, Rejection, TopicMeta, TransactionRecord, TransactionStatus,
 };
 
 fn unique_root(test: &str) -> String {
@@ -74,6 +74,8 @@ fn append(
         },
         producers: Vec::new(),
         expired_producers: Vec::new(),
+        aborted: Vec::new(),
+        last_stable_offset: None,
     }
 }
 
@@ -87,6 +89,7 @@ fn producer(epoch: i16, first_sequence: i32, base_offset: i64, records: i32) -> 
             last_offset: base_offset + i64::from(records) - 1,
         }],
         last_write_ms: 1_700_000_000_000,
+        txn_first_offset: None,
     }
 }
 
@@ -147,10 +150,109 @@ async fn producer_states_commit_with_the_flush(store: Box<dyn Metastore>) {
         vec![(1003, producer(2, 6, 10, 1))]
     );
 
+    // An aborted range is stored with the flush of its abort marker.
+    let owner = taken.owner.unwrap();
+    let mut abort = append("t", 0, &owner, 11, 11);
+    let range = AbortedRange {
+        producer_id: 1003,
+        first_offset: 10,
+        last_offset: 11,
+    };
+    abort.aborted = vec![range];
+    assert!(
+        store
+            .commit_flush(&[abort])
+            .await
+            .unwrap()
+            .rejected
+            .is_empty()
+    );
+    assert_eq!(store.aborted_ranges("t", 0).await.unwrap(), vec![range]);
+    assert!(store.aborted_ranges("t", 1).await.unwrap().is_empty());
+
     // They go with the topic.
     store.delete_topic("t").await.unwrap();
     store.create_topic(&topic("t", 2)).await.unwrap();
     assert!(store.producer_states("t", 0, 0).await.unwrap().is_empty());
+    assert!(store.aborted_ranges("t", 0).await.unwrap().is_empty());
+}
+
+/// A transaction record is replaced only as read, only by its slot's coordinator; the
+/// commit point writes the transaction's group offsets with it.
+async fn transactions_are_compared_and_fenced(store: Box<dyn Metastore>) {
+    store.create_topic(&topic("out", 1)).await.unwrap();
+    let coordinator = store.acquire_coordinator(3, "a").await.unwrap();
+    let mut record = TransactionRecord {
+        transactional_id: "tx".into(),
+        producer_id: 7,
+        status: TransactionStatus::Empty,
+        timeout_ms: 60_000,
+        ..TransactionRecord::default()
+    };
+    assert!(
+        store
+            .store_transaction(&coordinator, None, &record, false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .store_transaction(&coordinator, None, &record, false)
+            .await
+            .unwrap()
+    );
+    let mut ongoing = record.clone();
+    ongoing.status = TransactionStatus::Ongoing;
+    ongoing
+        .partitions
+        .entry("out".into())
+        .or_default()
+        .partitions
+        .insert(0);
+    ongoing
+        .offsets
+        .insert("g".into(), vec![("out".into(), 0, committed(42, "m"))]);
+    assert!(
+        store
+            .store_transaction(&coordinator, Some(&record), &ongoing, false)
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .committed_offsets("g", "out")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let mut prepared = ongoing.clone();
+    prepared.status = TransactionStatus::PrepareCommit;
+    assert!(
+        store
+            .store_transaction(&coordinator, Some(&ongoing), &prepared, true)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.committed_offsets("g", "out").await.unwrap(),
+        vec![(0, committed(42, "m"))]
+    );
+    assert_eq!(
+        store.transaction("tx").await.unwrap(),
+        Some(prepared.clone())
+    );
+    assert_eq!(store.transactions().await.unwrap(), vec![prepared.clone()]);
+    // Another agent took the slot: the old coordinator writes nothing.
+    let _new = store.acquire_coordinator(3, "b").await.unwrap();
+    record = prepared.clone();
+    record.status = TransactionStatus::CompleteCommit;
+    assert!(
+        !store
+            .store_transaction(&coordinator, Some(&prepared), &record, false)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.transaction("tx").await.unwrap(), Some(prepared));
 }
 
 async fn topics_lifecycle(store: Box<dyn Metastore>) {
@@ -752,6 +854,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn producer_states_commit_with_the_flush() {
                 super::producer_states_commit_with_the_flush($make("producers").await).await;
+            }
+
+            #[tokio::test]
+            async fn transactions_are_compared_and_fenced() {
+                super::transactions_are_compared_and_fenced($make("transactions").await).await;
             }
 
             #[tokio::test]

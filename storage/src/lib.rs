@@ -21,6 +21,6 @@ pub mod store;
 
 pub use cache::BlockCache;
 pub use error::{Error, Result};
-pub use record::{Compression, ProducerFields, Record};
+pub use record::{BatchKind, Compression, DecodedBatch, ProducerFields, Record};
 pub use segment::{BatchRun, BlockLocation, SegmentBuilder};
 pub use store::{ObjectStoreConfig, SegmentStore};

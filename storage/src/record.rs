@@ -118,6 +118,41 @@ pub struct ProducerFields {
     pub base_sequence: i32,
 }
 
+/// What a batch holds: records of a plain or idempotent producer, records of a
+/// transaction (attributes bit 4), or a transaction marker (bit 5: a control batch).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BatchKind {
+    /// Data records, outside any transaction.
+    #[default]
+    Data,
+    /// Data records of a transaction: readers with `read_committed` see them once the
+    /// transaction committed.
+    Transactional,
+    /// One control record: a transaction's COMMIT or ABORT marker. Never returned as data.
+    Control,
+}
+
+impl BatchKind {
+    /// Its bits in a batch's attributes.
+    fn attributes(self) -> i16 {
+        match self {
+            Self::Data => 0,
+            Self::Transactional => 0x10,
+            Self::Control => 0x30,
+        }
+    }
+
+    fn from_attributes(attributes: i16) -> Self {
+        if attributes & 0x20 != 0 {
+            Self::Control
+        } else if attributes & 0x10 != 0 {
+            Self::Transactional
+        } else {
+            Self::Data
+        }
+    }
+}
+
 /// What a batch header says besides its records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchHeader {
@@ -127,20 +162,71 @@ pub struct BatchHeader {
     pub last_offset: i64,
     /// The producer fields; `None` for a batch of a producer that is not idempotent.
     pub producer: Option<ProducerFields>,
+    /// Data, transactional data, or a transaction marker.
+    pub kind: BatchKind,
+}
+
+/// One batch of a block, decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedBatch {
+    /// Its header.
+    pub header: BatchHeader,
+    /// Its records (one control record for a marker).
+    pub records: Vec<Record>,
+}
+
+/// A transaction marker's control record (Kafka's EndTransactionMarker): key version 0
+/// and type (0 abort, 1 commit), value version 0 and the coordinator's epoch.
+pub fn control_record(
+    offset: i64,
+    timestamp_ms: i64,
+    commit: bool,
+    coordinator_epoch: i32,
+) -> Record {
+    let mut key = BytesMut::with_capacity(4);
+    key.put_i16(0);
+    key.put_i16(i16::from(commit));
+    let mut value = BytesMut::with_capacity(6);
+    value.put_i16(0);
+    value.put_i32(coordinator_epoch);
+    Record {
+        offset,
+        timestamp_ms,
+        key: Some(key.freeze()),
+        value: Some(value.freeze()),
+        headers: Vec::new(),
+    }
+}
+
+/// Whether a control record is a COMMIT marker (`Some(true)`), an ABORT marker
+/// (`Some(false)`), or no marker Strata knows.
+pub fn marker_commits(record: &Record) -> Option<bool> {
+    match record.key.as_deref() {
+        Some([0, 0, 0, 1]) => Some(true),
+        Some([0, 0, 0, 0]) => Some(false),
+        _ => None,
+    }
 }
 
 /// Encodes `records` (in offset order, gaps allowed) as one RecordBatch v2.
 pub fn encode_batch(records: &[Record], compression: Compression) -> Result<Bytes> {
-    encode_producer_batch(records, compression, None)
+    encode_producer_batch(records, compression, None, BatchKind::Data)
 }
 
-/// Encodes `records` (in offset order, gaps allowed) as one RecordBatch v2 whose header
-/// carries `producer`'s fields (`None`: no producer, -1 in each).
+/// Encodes `records` (in offset order, gaps allowed) as one RecordBatch v2 of `kind` whose
+/// header carries `producer`'s fields (`None`: no producer, -1 in each). A control batch
+/// is never compressed (Kafka's rule).
 pub fn encode_producer_batch(
     records: &[Record],
     compression: Compression,
     producer: Option<ProducerFields>,
+    kind: BatchKind,
 ) -> Result<Bytes> {
+    let compression = if kind == BatchKind::Control {
+        Compression::None
+    } else {
+        compression
+    };
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Err(Error::Encode(
             "a batch needs at least one record".to_string(),
@@ -178,7 +264,7 @@ pub fn encode_producer_batch(
     batch.put_i32(-1); // partition leader epoch: none
     batch.put_i8(2); // magic
     batch.put_u32(0); // CRC, set below
-    batch.put_i16(compression.id());
+    batch.put_i16(compression.id() | kind.attributes());
     batch.put_i32(last_offset_delta);
     batch.put_i64(base_timestamp);
     batch.put_i64(max_timestamp);
@@ -342,13 +428,30 @@ pub fn decode_block(
     start: u64,
     expected: RangeInclusive<i64>,
 ) -> Result<Vec<Record>> {
+    Ok(decode_block_batches(block, object, start, expected)?
+        .into_iter()
+        .flat_map(|batch| batch.records)
+        .collect())
+}
+
+/// [`decode_block`], batch by batch with each batch's header: what a reader needs to
+/// leave out transaction markers and aborted records.
+pub fn decode_block_batches(
+    block: Bytes,
+    object: &str,
+    start: u64,
+    expected: RangeInclusive<i64>,
+) -> Result<Vec<DecodedBatch>> {
     let end = start + block.len() as u64;
-    let mut records: Vec<Record> = Vec::new();
+    let mut batches: Vec<DecodedBatch> = Vec::new();
     for_each_batch(block, object, start, |batch| {
-        decode_batch(batch, &mut records)
+        batches.push(decode_batch(batch)?);
+        Ok(())
     })?;
-    for (i, r) in records.iter().enumerate() {
-        let in_order = i == 0 || records[i - 1].offset < r.offset;
+    let mut previous: Option<i64> = None;
+    for r in batches.iter().flat_map(|b| b.records.iter()) {
+        let in_order = previous.is_none_or(|p| p < r.offset);
+        previous = Some(r.offset);
         if !in_order || !expected.contains(&r.offset) {
             return Err(Error::Corrupt {
                 object: object.to_string(),
@@ -363,7 +466,7 @@ pub fn decode_block(
             });
         }
     }
-    Ok(records)
+    Ok(batches)
 }
 
 /// Calls `visit` with every whole batch of `block`, in order; a batch that runs past the
@@ -401,11 +504,27 @@ pub async fn decode_block_off_async(
     start: u64,
     expected: RangeInclusive<i64>,
 ) -> Result<Vec<Record>> {
+    Ok(
+        decode_block_batches_off_async(block, object, start, expected)
+            .await?
+            .into_iter()
+            .flat_map(|batch| batch.records)
+            .collect(),
+    )
+}
+
+/// [`decode_block_batches`] for async callers, as [`decode_block_off_async`].
+pub async fn decode_block_batches_off_async(
+    block: Bytes,
+    object: &str,
+    start: u64,
+    expected: RangeInclusive<i64>,
+) -> Result<Vec<DecodedBatch>> {
     if block.len() < DECODE_INLINE_MAX {
-        return decode_block(block, object, start, expected);
+        return decode_block_batches(block, object, start, expected);
     }
     let name = object.to_string();
-    tokio::task::spawn_blocking(move || decode_block(block, &name, start, expected))
+    tokio::task::spawn_blocking(move || decode_block_batches(block, &name, start, expected))
         .await
         .map_err(|e| Error::Corrupt {
             object: object.to_string(),
@@ -420,30 +539,64 @@ pub async fn decode_block_off_async(
 pub fn batch_headers(block: Bytes, object: &str, start: u64) -> Result<Vec<BatchHeader>> {
     let mut headers = Vec::new();
     for_each_batch(block, object, start, |batch| {
-        let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
-        if crc32c::crc32c(&batch[CRC_START..]) != crc {
-            return Err("batch checksum mismatch".to_string());
-        }
-        let mut header = &batch[..BATCH_HEADER_LEN];
-        let base_offset = header.get_i64();
-        header.advance(4 + 4 + 1 + 4 + 2); // length, leader epoch, magic, crc, attributes
-        let last_offset_delta = header.get_i32();
-        header.advance(8 + 8); // timestamps
-        let producer_id = header.get_i64();
-        let producer_epoch = header.get_i16();
-        let base_sequence = header.get_i32();
-        headers.push(BatchHeader {
+        headers.push(read_header(&batch)?.header);
+        Ok(())
+    })?;
+    Ok(headers)
+}
+
+/// A batch's header, its CRC and magic checked.
+struct RawHeader {
+    header: BatchHeader,
+    attributes: i16,
+    last_offset_delta: i32,
+    base_timestamp: i64,
+    max_timestamp: i64,
+    count: i32,
+}
+
+fn read_header(batch: &Bytes) -> std::result::Result<RawHeader, String> {
+    let magic = batch[16] as i8;
+    if magic != 2 {
+        return Err(format!("record batch magic {magic}: only v2 is supported"));
+    }
+    let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&batch[CRC_START..]) != crc {
+        return Err("batch checksum mismatch".to_string());
+    }
+    let mut header = &batch[..BATCH_HEADER_LEN];
+    let base_offset = header.get_i64();
+    header.advance(4 + 4 + 1 + 4); // length, leader epoch, magic, crc
+    let attributes = header.get_i16();
+    let last_offset_delta = header.get_i32();
+    let base_timestamp = header.get_i64();
+    let max_timestamp = header.get_i64();
+    let producer_id = header.get_i64();
+    let producer_epoch = header.get_i16();
+    let base_sequence = header.get_i32();
+    let count = header.get_i32();
+    if count < 0 || last_offset_delta < 0 {
+        return Err(format!(
+            "batch header is invalid: {count} records, last offset delta {last_offset_delta}"
+        ));
+    }
+    Ok(RawHeader {
+        header: BatchHeader {
             base_offset,
-            last_offset: base_offset.saturating_add(i64::from(last_offset_delta.max(0))),
+            last_offset: base_offset.saturating_add(i64::from(last_offset_delta)),
             producer: (producer_id >= 0).then_some(ProducerFields {
                 producer_id,
                 producer_epoch,
                 base_sequence,
             }),
-        });
-        Ok(())
-    })?;
-    Ok(headers)
+            kind: BatchKind::from_attributes(attributes),
+        },
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        count,
+    })
 }
 
 /// Splits the next whole batch off `rest`.
@@ -466,30 +619,18 @@ fn split_batch(rest: &mut Bytes) -> std::result::Result<Bytes, String> {
     Ok(rest.split_to(total))
 }
 
-/// Decodes one whole batch (header and records) and appends its records to `out`.
-fn decode_batch(batch: Bytes, out: &mut Vec<Record>) -> std::result::Result<(), String> {
-    let magic = batch[16] as i8;
-    if magic != 2 {
-        return Err(format!("record batch magic {magic}: only v2 is supported"));
-    }
-    let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&batch[CRC_START..]) != crc {
-        return Err("batch checksum mismatch".to_string());
-    }
-    let mut header = &batch[..BATCH_HEADER_LEN];
-    let base_offset = header.get_i64();
-    header.advance(4 + 4 + 1 + 4); // length, leader epoch, magic, crc
-    let attributes = header.get_i16();
-    let last_offset_delta = header.get_i32();
-    let base_timestamp = header.get_i64();
-    let max_timestamp = header.get_i64();
-    header.advance(8 + 2 + 4); // producer id, epoch, base sequence
-    let count = header.get_i32();
-    if count < 0 || last_offset_delta < 0 {
-        return Err(format!(
-            "batch header is invalid: {count} records, last offset delta {last_offset_delta}"
-        ));
-    }
+/// Decodes one whole batch (header and records).
+fn decode_batch(batch: Bytes) -> std::result::Result<DecodedBatch, String> {
+    let RawHeader {
+        header: batch_header,
+        attributes,
+        last_offset_delta,
+        base_timestamp,
+        max_timestamp,
+        count,
+    } = read_header(&batch)?;
+    let base_offset = batch_header.base_offset;
+    let mut out: Vec<Record> = Vec::new();
     let log_append_time = attributes & 0x08 != 0;
     let body = decompress(batch.slice(BATCH_HEADER_LEN..), attributes & 0x07)?;
     // A count the bytes cannot hold is corrupt; so it never sizes an allocation alone.
@@ -559,7 +700,10 @@ fn decode_batch(batch: Bytes, out: &mut Vec<Record>) -> std::result::Result<(), 
             reader.buf.remaining()
         ));
     }
-    Ok(())
+    Ok(DecodedBatch {
+        header: batch_header,
+        records: out,
+    })
 }
 
 #[cfg(test)]
@@ -610,26 +754,52 @@ mod tests {
         let mut block = BytesMut::new();
         block.extend_from_slice(&encode_batch(&first, Compression::None).unwrap());
         block.extend_from_slice(
-            &encode_producer_batch(&second, Compression::Zstd, Some(producer)).unwrap(),
+            &encode_producer_batch(
+                &second,
+                Compression::Zstd,
+                Some(producer),
+                BatchKind::Transactional,
+            )
+            .unwrap(),
+        );
+        let marker = control_record(105, 1_700_000_000_005, true, 3);
+        assert_eq!(marker_commits(&marker), Some(true));
+        block.extend_from_slice(
+            &encode_producer_batch(
+                std::slice::from_ref(&marker),
+                Compression::Zstd,
+                Some(producer),
+                BatchKind::Control,
+            )
+            .unwrap(),
         );
         let block = block.freeze();
         let headers = batch_headers(block.clone(), "o", 0).unwrap();
         assert_eq!(
-            headers,
+            headers[..2],
             vec![
                 BatchHeader {
                     base_offset: 100,
                     last_offset: 102,
-                    producer: None
+                    producer: None,
+                    kind: BatchKind::Data,
                 },
                 BatchHeader {
                     base_offset: 103,
                     last_offset: 104,
-                    producer: Some(producer)
+                    producer: Some(producer),
+                    kind: BatchKind::Transactional,
                 },
             ]
         );
-        assert_eq!(decode_block(block, "o", 0, 100..=104).unwrap(), sample(5));
+        assert_eq!(headers.len(), 3);
+        assert_eq!(headers[2].kind, BatchKind::Control);
+        let batches = decode_block_batches(block.clone(), "o", 0, 100..=105).unwrap();
+        assert_eq!(batches[2].records, vec![marker.clone()]);
+        assert_eq!(marker_commits(&control_record(0, 0, false, 0)), Some(false));
+        let mut all = sample(5);
+        all.push(marker);
+        assert_eq!(decode_block(block, "o", 0, 100..=105).unwrap(), all);
     }
 
     #[test]

@@ -16,13 +16,15 @@
 use bytes::{Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{Compression, ProducerFields, Record, encode_producer_batch};
+use crate::record::{BatchKind, Compression, ProducerFields, Record, encode_producer_batch};
 
 /// Records that become one batch of a block, with the producer fields of its header.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchRun<'a> {
     /// The producer that wrote them, if it is idempotent.
     pub producer: Option<ProducerFields>,
+    /// Data, transactional data, or a transaction marker.
+    pub kind: BatchKind,
     /// The records, in offset order.
     pub records: &'a [Record],
 }
@@ -98,6 +100,7 @@ impl SegmentBuilder {
             partition,
             &[BatchRun {
                 producer: None,
+                kind: BatchKind::Data,
                 records,
             }],
             compression,
@@ -127,6 +130,7 @@ impl SegmentBuilder {
                 run.records,
                 compression,
                 run.producer,
+                run.kind,
             )?);
         }
         let block = block.freeze();

@@ -159,6 +159,7 @@ async fn subscribe_follows_the_tail() {
     }
     let mut stream = LogClient::new(channel.transport())
         .subscribe(proto::SubscribeRequest {
+            isolation_level: 0,
             topic_id: String::new(),
             topic: "tail".into(),
             partition: 0,

@@ -36,6 +36,7 @@ fn create(name: &str, partitions: i32, config: &[(&str, &str)]) -> proto::Create
 
 fn fetch(topic: &str, partition: i32, offset: i64) -> proto::FetchRequest {
     proto::FetchRequest {
+        isolation_level: 0,
         topic_id: String::new(),
         topic: topic.to_string(),
         partition,

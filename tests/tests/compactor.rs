@@ -112,6 +112,7 @@ async fn retention_drops_old_segments_and_moves_the_log_start() {
         .await
         .unwrap()
         .fetch(strata_client::proto::FetchRequest {
+            isolation_level: 0,
             topic_id: String::new(),
             topic: topic.to_string(),
             partition: 0,

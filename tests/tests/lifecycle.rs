@@ -175,6 +175,7 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
         assert_eq!(refused.code(), Code::Aborted, "{refused:?}");
         assert!(refused.message().contains("changed"), "{refused:?}");
         let fetch = proto::FetchRequest {
+            isolation_level: 0,
             topic: "t".into(),
             topic_id: old_id.clone(),
             partition: 1,
@@ -314,6 +315,7 @@ async fn deleted_records_are_out_of_range_and_the_compactor_removes_them() {
     let channel = strata_client::connect(&server).await.unwrap();
     let status = LogClient::new(channel.transport())
         .fetch(proto::FetchRequest {
+            isolation_level: 0,
             topic: "d".into(),
             topic_id: String::new(),
             partition: 0,
@@ -642,6 +644,7 @@ async fn deleting_and_creating_a_topic_under_load_loses_and_mixes_nothing() {
             let mut log = LogClient::new(channel.transport());
             for topic_id in [old_id.clone(), String::new()] {
                 let fetch = proto::FetchRequest {
+                    isolation_level: 0,
                     topic: TOPIC.into(),
                     topic_id,
                     partition: 0,

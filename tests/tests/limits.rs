@@ -192,6 +192,7 @@ async fn each_limit_is_refused_naming_its_setting_and_nothing_is_stored() {
     }
     let fetched = log
         .fetch(proto::FetchRequest {
+            isolation_level: 0,
             topic_id: String::new(),
             topic: "t1".into(),
             partition: 0,
@@ -420,6 +421,7 @@ async fn streams_per_connection_are_bounded() {
     let server = agent.server();
     create_topic(&server, "tail", 1, &[]).await;
     let subscribe = proto::SubscribeRequest {
+        isolation_level: 0,
         topic_id: String::new(),
         topic: "tail".into(),
         partition: 0,
@@ -517,6 +519,7 @@ fn idempotent(
             producer_id,
             producer_epoch: epoch,
             base_sequence: sequence,
+            transactional_id: String::new(),
         }),
         ..produce(topic, vec![record(value, &[])])
     }

@@ -488,6 +488,7 @@ async fn every_rpc_answers_bad_input_with_a_specific_status() {
     for topic in &topics {
         for partition in 0..topic.partitions {
             log.fetch(proto::FetchRequest {
+                isolation_level: 0,
                 topic_id: String::new(),
                 topic: topic.name.clone(),
                 partition,
