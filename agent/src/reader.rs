@@ -115,27 +115,24 @@ impl PartitionLog {
         }
     }
 
-    /// Records the committed bounds read from the metastore (the last stable offset as
-    /// the high watermark until [`PartitionLog::set_stable`] says otherwise).
-    pub(crate) fn set_committed(&self, log_start_offset: i64, high_watermark: i64) {
+    /// Records the committed bounds read from the metastore, in one change (a reader
+    /// never sees a last stable offset of another read).
+    pub(crate) fn set_committed(
+        &self,
+        log_start_offset: i64,
+        high_watermark: i64,
+        last_stable_offset: i64,
+    ) {
         self.committed.send_replace(Committed {
             log_start_offset,
             high_watermark,
-            last_stable_offset: high_watermark,
+            last_stable_offset: last_stable_offset.min(high_watermark),
         });
     }
 
-    /// Records the last stable offset and every aborted transaction whose marker is
-    /// below `complete_to` (the owner, when it takes the partition; a reader, when it
-    /// reloads them).
-    pub(crate) fn set_stable(
-        &self,
-        last_stable_offset: i64,
-        aborted: Vec<AbortedRange>,
-        complete_to: i64,
-    ) {
-        self.committed
-            .send_modify(|c| c.last_stable_offset = last_stable_offset.min(c.high_watermark));
+    /// Records every aborted transaction whose marker is below `complete_to` (the owner,
+    /// when it takes the partition; a reader, when it reloads them).
+    pub(crate) fn set_aborted(&self, aborted: Vec<AbortedRange>, complete_to: i64) {
         *self.aborted.lock().expect("aborted lock") = AbortedCache {
             complete_to,
             ranges: aborted,
@@ -155,6 +152,11 @@ impl PartitionLog {
         let mut cache = self.aborted.lock().expect("aborted lock");
         cache.ranges.extend_from_slice(aborted);
         cache.complete_to = cache.complete_to.max(complete_to);
+    }
+
+    /// Changes of the committed bounds.
+    pub(crate) fn subscribe(&self) -> watch::Receiver<Committed> {
+        self.committed.subscribe()
     }
 
     /// The aborted transactions, if every marker below `to` is known.
@@ -294,9 +296,11 @@ impl Inner {
                     "it was deleted and created again".to_string(),
                 ));
             }
-            log.set_committed(state.log_start_offset, state.high_watermark);
-            log.committed
-                .send_modify(|c| c.last_stable_offset = state.last_stable_offset);
+            log.set_committed(
+                state.log_start_offset,
+                state.high_watermark,
+                state.last_stable_offset,
+            );
             log.set_log_start(state.log_start_offset);
         } else {
             // The owner knows its high watermark; only the log start moves elsewhere.
@@ -330,11 +334,7 @@ impl Inner {
             && log.aborted_below(committed.high_watermark).is_none()
         {
             let ranges = self.metastore.aborted_ranges(&key.0, key.1).await?;
-            log.set_stable(
-                committed.last_stable_offset,
-                ranges,
-                committed.high_watermark,
-            );
+            log.set_aborted(ranges, committed.high_watermark);
         }
         let aborted = log
             .aborted_below(committed.last_stable_offset)

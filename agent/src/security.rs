@@ -129,6 +129,13 @@ impl BearerTokens {
         })
     }
 
+    /// The `authorization` value an agent presents to other agents for its own calls
+    /// (transaction markers): the first token.
+    pub fn agent_authorization(&self) -> Option<AsciiMetadataValue> {
+        let token = std::str::from_utf8(self.tokens.first()?).ok()?;
+        format!("Bearer {token}").parse().ok()
+    }
+
     /// Whether `presented` is one of the tokens (compared in constant time).
     fn accepts(&self, presented: &[u8]) -> bool {
         self.tokens.iter().fold(false, |found, token| {

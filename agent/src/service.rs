@@ -181,6 +181,10 @@ pub async fn serve(
         stopping,
         peers: Arc::default(),
         peer_tls: security.tls.as_ref().map(|tls| tls.peer_config()),
+        own_authorization: security
+            .tokens
+            .as_ref()
+            .and_then(|t| t.agent_authorization()),
     };
     tokio::spawn(service.clone().run_transaction_sweeper());
     let mut server = tonic::transport::Server::builder()
@@ -230,6 +234,8 @@ pub struct AgentService {
     peers: Arc<Mutex<HashMap<String, Channel>>>,
     /// TLS to other agents, when this agent serves TLS.
     peer_tls: Option<ClientTlsConfig>,
+    /// What this agent presents to other agents for its own calls (markers).
+    own_authorization: Option<AsciiMetadataValue>,
 }
 
 /// Marks a request forwarded by another agent; it is never forwarded again.
@@ -1150,7 +1156,7 @@ impl AgentService {
                     };
                     match self.peer(&address) {
                         Ok(channel) => TransactionsClient::new(channel)
-                            .write_marker(request)
+                            .write_marker(forwarded(request, self.own_authorization.clone()))
                             .await
                             .map(|_| ())
                             .or_else(|status| match status.code() {

@@ -34,6 +34,9 @@ pub const DEFAULT_TRANSACTION_TIMEOUT_MS: u64 = 60_000;
 pub const MAX_TRANSACTION_TIMEOUT_MS: u64 = 900_000;
 /// Most partitions in one transaction: its record is one metastore value.
 pub const MAX_TRANSACTION_PARTITIONS: usize = 1_000;
+/// How long a prepared transaction is left to whoever prepared it before the sweeper
+/// finishes it (its coordinator died, or the slot moved).
+const PREPARED_GRACE_MS: i64 = 5_000;
 /// Most group offsets in one transaction: they are written with the commit decision, in
 /// one metastore transaction (etcd allows 128 operations by default).
 pub const MAX_TRANSACTION_OFFSETS: usize = 100;
@@ -449,7 +452,11 @@ impl Agent {
             .into_iter()
             .filter(|r| held.contains(&coordinator_slot(&r.transactional_id)))
             .filter_map(|r| match r.status {
-                TransactionStatus::PrepareCommit | TransactionStatus::PrepareAbort => {
+                // Prepared ones left alone for a while (whoever prepared it is writing
+                // its markers), then finished here.
+                TransactionStatus::PrepareCommit | TransactionStatus::PrepareAbort
+                    if now.saturating_sub(r.updated_ms) > PREPARED_GRACE_MS =>
+                {
                     Some((r, false))
                 }
                 TransactionStatus::Ongoing

@@ -42,6 +42,18 @@ use crate::{Error, Result};
 const MAX_PRODUCERS_PER_BLOCK: usize = 64;
 /// Most expired producer states one block deletes.
 const MAX_EXPIRED_PER_BLOCK: usize = 32;
+/// What a marker request does once the writer lock is released.
+enum MarkerStep {
+    /// Nothing to write (no transaction of the producer open here).
+    Done,
+    /// An earlier request appended it: wait for its commit at this offset.
+    AwaitEarlier(i64, PartitionOwner),
+    /// Appended now: wait for the commit.
+    Appended(oneshot::Receiver<Result<()>>),
+}
+
+/// Longest a second request for a marker waits for the first one's commit.
+const MARKER_COMMIT_WAIT: Duration = Duration::from_secs(10);
 
 /// The write side of an agent.
 #[derive(Debug, Default)]
@@ -83,6 +95,9 @@ struct Ownership {
     /// Whether the metastore holds a last stable offset for the partition (it had an
     /// open transaction at its last flush): the next flush updates or clears it.
     stable_stored: bool,
+    /// Markers appended and not known committed: producer id → the marker's offset. A
+    /// second request for the same marker waits for it.
+    pending_markers: HashMap<i64, i64>,
 }
 
 impl Ownership {
@@ -361,8 +376,12 @@ impl Inner {
             .unwrap_or(state.high_watermark)
             .min(state.high_watermark);
         let log = self.partition_log(key);
-        log.set_committed(state.log_start_offset, state.high_watermark);
-        log.set_stable(last_stable_offset, aborted, state.high_watermark);
+        log.set_aborted(aborted, state.high_watermark);
+        log.set_committed(
+            state.log_start_offset,
+            state.high_watermark,
+            last_stable_offset,
+        );
         let mut writer = self.writer.state.lock().expect("writer lock");
         if !self.cluster.registered() {
             // The registration was lost while taking it: the partition is about to move.
@@ -385,6 +404,7 @@ impl Inner {
                 expired: expired_producers,
                 markers: 0,
                 stable_stored: state.last_stable_offset < state.high_watermark,
+                pending_markers: HashMap::new(),
             },
         );
         Ok(())
@@ -402,9 +422,13 @@ impl Inner {
             .producer_states(&key.0, key.1, limits.max_producers_per_partition)
             .await?;
         let now = self.clock.now_ms();
-        let (expired_states, live): (Vec<_>, Vec<_>) = stored
-            .into_iter()
-            .partition(|(_, state)| expired(state, now, limits.producer_id_expiration_ms));
+        // A state with an open transaction never expires: it holds the partition's last
+        // stable offset until the transaction's marker.
+        let (expired_states, live): (Vec<_>, Vec<_>) =
+            stored.into_iter().partition(|(_, state)| {
+                expired(state, now, limits.producer_id_expiration_ms)
+                    && state.txn_first_offset.is_none()
+            });
         Ok((
             live.into_iter().collect(),
             expired_states.into_iter().map(|(id, _)| id).collect(),
@@ -445,7 +469,9 @@ impl Inner {
         }
         // A transactional batch opening its producer's transaction in the partition is
         // checked against the coordinator's record first (one metastore read).
-        let mut verified_at_markers = None;
+        // A retry of a batch already written is answered with its offsets even if the
+        // transaction has closed since: the check's verdict waits for the sequence check.
+        let mut verified: Option<(u64, Result<()>)> = None;
         if let Some(batch) = batches.first()
             && let (Some(fields), Some(transactional_id)) =
                 (batch.producer, batch.transactional_id.as_deref())
@@ -453,9 +479,10 @@ impl Inner {
             let key = (topic.to_string(), batch.partition);
             let (open, markers) = self.transaction_open(&key, fields);
             if !open {
-                self.verify_transaction(&key, topic_id, transactional_id, fields)
-                    .await?;
-                verified_at_markers = Some(markers);
+                let verdict = self
+                    .verify_transaction(&key, topic_id, transactional_id, fields)
+                    .await;
+                verified = Some((markers, verdict));
             }
         }
         let request_bytes: usize = batches.iter().map(|b| batch_bytes(&b.records)).sum();
@@ -490,21 +517,24 @@ impl Inner {
             && let Some(fields) = batch.producer
         {
             let key = (topic.to_string(), batch.partition);
-            if let Some(markers) = verified_at_markers
-                && state.owned.get(&key).is_some_and(|o| o.markers != markers)
-            {
-                return Err(Error::Unavailable(
-                    "a transaction marker was written while the batch was checked; retry"
-                        .to_string(),
-                ));
-            }
-            if let Some(original) = self.check_producer(&mut state, &key, fields, batch, now)? {
+            let checked = self.check_producer(&mut state, &key, fields, batch, now);
+            if let Ok(Some(original)) = checked {
                 return Ok(AppendOutcome {
                     first_offsets: vec![original],
                     commit: None,
                     duplicate: true,
                 });
             }
+            if let Some((markers, verdict)) = verified {
+                verdict?;
+                if state.owned.get(&key).is_some_and(|o| o.markers != markers) {
+                    return Err(Error::Unavailable(
+                        "a transaction marker was written while the batch was checked; retry"
+                            .to_string(),
+                    ));
+                }
+            }
+            checked?;
         }
         let mut first_offsets = Vec::with_capacity(batches.len());
         let mut keys = Vec::with_capacity(batches.len());
@@ -614,6 +644,23 @@ impl Inner {
         });
         let ownership = state.owned.get_mut(key).expect("checked by the caller");
         let known = ownership.producers.get(&fields.producer_id);
+        if let Some(open) = known.filter(|p| p.txn_first_offset.is_some()) {
+            if fields.producer_epoch > open.epoch {
+                // Its marker is on its way (the coordinator aborts it under the new
+                // epoch); until then the old transaction holds the partition.
+                return Err(Error::Unavailable(format!(
+                    "producer {}'s transaction of epoch {} is still being closed in {}/{}; retry",
+                    fields.producer_id, open.epoch, key.0, key.1
+                )));
+            }
+            if batch.transactional_id.is_none() && fields.producer_epoch == open.epoch {
+                return Err(Error::InvalidArgument(format!(
+                    "producer {} has a transaction open in {}/{}: its batches there are \
+                     transactional until it ends",
+                    fields.producer_id, key.0, key.1
+                )));
+            }
+        }
         match check_sequence(&key.0, key.1, known, fields, count)? {
             SequenceCheck::Duplicate(original) if original.last_offset < ownership.committed_to => {
                 return Ok(Some(original.base_offset));
@@ -634,7 +681,7 @@ impl Inner {
                 let gone: Vec<i64> = ownership
                     .producers
                     .iter()
-                    .filter(|(_, s)| expired(s, now, expiration))
+                    .filter(|(_, s)| expired(s, now, expiration) && s.txn_first_offset.is_none())
                     .map(|(id, _)| *id)
                     .collect();
                 for id in &gone {
@@ -741,7 +788,7 @@ impl Inner {
         commit: bool,
     ) -> Result<()> {
         self.ensure_owned(key, topic_id).await?;
-        let receiver = {
+        let step = 'marker: {
             let mut state = self.writer.state.lock().expect("writer lock");
             if state.closed {
                 return Err(Error::Unavailable("agent is shutting down".to_string()));
@@ -754,20 +801,43 @@ impl Inner {
                     reason: "ownership was lost while the marker waited; retry".to_string(),
                 });
             };
+            // Any marker request fences: a transactional batch checked against the
+            // coordinator's record before it is checked again.
+            ownership.markers += 1;
             let Some(producer) = ownership.producers.get_mut(&producer_id) else {
-                return Ok(());
+                break 'marker MarkerStep::Done;
             };
-            let Some(first) = producer
+            let first = match producer
                 .txn_first_offset
                 .filter(|_| producer.epoch <= epoch)
-            else {
-                return Ok(());
+            {
+                Some(first) => first,
+                None => {
+                    if epoch > producer.epoch {
+                        // A new epoch's history starts empty (its sequences restart).
+                        producer.epoch = epoch;
+                        producer.batches.clear();
+                    }
+                    // Closed by a marker not committed yet: answer once it is.
+                    let pending = ownership
+                        .pending_markers
+                        .get(&producer_id)
+                        .copied()
+                        .filter(|offset| *offset >= ownership.committed_to);
+                    break 'marker match pending {
+                        Some(offset) => MarkerStep::AwaitEarlier(offset, ownership.owner.clone()),
+                        None => MarkerStep::Done,
+                    };
+                }
             };
             let offset = ownership.next_offset;
             ownership.next_offset += 1;
-            ownership.markers += 1;
+            ownership.pending_markers.insert(producer_id, offset);
             producer.txn_first_offset = None;
-            producer.epoch = epoch;
+            if epoch > producer.epoch {
+                producer.epoch = epoch;
+                producer.batches.clear();
+            }
             producer.last_write_ms = producer.last_write_ms.max(now);
             let snapshot = producer.clone();
             let owner = ownership.owner.clone();
@@ -803,12 +873,51 @@ impl Inner {
             if state.open.opened_at.is_none() {
                 state.open.opened_at = Some(Instant::now());
             }
-            receiver
+            MarkerStep::Appended(receiver)
         };
-        self.writer.wake_flusher.notify_one();
-        receiver
-            .await
-            .map_err(|_| Error::Unavailable("agent stopped before the commit".into()))?
+        match step {
+            MarkerStep::Done => Ok(()),
+            MarkerStep::AwaitEarlier(offset, owner) => self.await_marker(key, offset, owner).await,
+            MarkerStep::Appended(receiver) => {
+                self.writer.wake_flusher.notify_one();
+                receiver
+                    .await
+                    .map_err(|_| Error::Unavailable("agent stopped before the commit".into()))?
+            }
+        }
+    }
+
+    /// Waits until the marker at `offset` (appended under `owner`) is committed: the
+    /// partition's high watermark passes it while the ownership is still `owner`. If the
+    /// ownership changed (its flush failed), the marker must be written again: retry.
+    async fn await_marker(
+        &self,
+        key: &PartitionKey,
+        offset: i64,
+        owner: PartitionOwner,
+    ) -> Result<()> {
+        let mut committed = self.partition_log(key).subscribe();
+        let _ = tokio::time::timeout(
+            MARKER_COMMIT_WAIT,
+            committed.wait_for(|c| c.high_watermark > offset),
+        )
+        .await;
+        let still_owned = self
+            .writer
+            .state
+            .lock()
+            .expect("writer lock")
+            .owned
+            .get(key)
+            .is_some_and(|o| o.owner == owner && o.committed_to > offset);
+        if still_owned {
+            Ok(())
+        } else {
+            Err(Error::Unavailable(format!(
+                "the marker at {}/{} offset {offset} was not committed; retry",
+                key.0, key.1
+            )))
+        }
     }
 
     /// Stops accepting writes; the flusher flushes what is open and exits.
@@ -1127,6 +1236,10 @@ impl Inner {
                     && ownership.owner == owners[key]
                 {
                     ownership.committed_to = ownership.committed_to.max(entry.last_offset + 1);
+                    let committed_to = ownership.committed_to;
+                    ownership
+                        .pending_markers
+                        .retain(|_, offset| *offset >= committed_to);
                     for (id, producer) in producers.get(key).map_or(&[][..], |c| &c.producers) {
                         match producer.txn_first_offset {
                             Some(first) => ownership.open_transactions.insert(*id, first),

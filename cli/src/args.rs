@@ -110,9 +110,23 @@ pub enum Command {
     /// Inspect topics' Parquet archives (topics created with archive.enabled=true).
     #[command(subcommand)]
     Archive(ArchiveCommand),
+    /// List and describe transactional producers' transactions; abort a hanging one.
+    #[command(subcommand)]
+    Transactions(TransactionsCommand),
     /// Measure throughput, latency and what they cost in requests.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TransactionsCommand {
+    /// Every transactional id with its state, producer id and epoch, and coordinator.
+    List,
+    /// One transactional id: state, open transaction's partitions and age.
+    Describe { transactional_id: String },
+    /// Aborts a transactional id's open transaction (a hanging one): its records never
+    /// become visible to read_committed readers, and its producer is fenced.
+    Abort { transactional_id: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -628,8 +642,24 @@ pub struct ProduceArgs {
     pub headers: Vec<String>,
     /// Turn idempotence off (Kafka's enable.idempotence=false): a retry whose first
     /// attempt's outcome was unknown may then be written twice.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "transactional_id")]
     pub no_idempotence: bool,
+    /// Produce in transactions of this transactional id: they commit every
+    /// --transaction-records lines and at the end; the command fails if a commit does.
+    #[arg(long, value_name = "ID")]
+    pub transactional_id: Option<String>,
+    /// Lines per transaction (with --transactional-id).
+    #[arg(long, default_value_t = 1000, requires = "transactional_id")]
+    pub transaction_records: u64,
+}
+
+/// What a consumer reads of transactions (Kafka's isolation.level).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum IsolationArg {
+    /// Every record, committed or not (the default, as Kafka's).
+    ReadUncommitted,
+    /// Only committed transactions' records, up to the last stable offset.
+    ReadCommitted,
 }
 
 #[derive(Debug, Args)]
@@ -679,6 +709,10 @@ pub struct ConsumeArgs {
     /// Stop after this many records.
     #[arg(long)]
     pub max_messages: Option<u64>,
+    /// What to read of transactions: read-committed stops at the first open
+    /// transaction and leaves out aborted ones.
+    #[arg(long, value_enum, default_value = "read-uncommitted")]
+    pub isolation: IsolationArg,
     /// Keep reading new records instead of stopping at the end.
     #[arg(long)]
     pub follow: bool,

@@ -7,17 +7,28 @@ use std::time::Duration;
 use anyhow::Result;
 use base64::Engine;
 use strata_client::{
-    Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, OffsetReset, RebalanceKind, StartOffset,
+    Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, Isolation, OffsetReset, RebalanceKind,
+    StartOffset,
 };
 
-use crate::args::{CommitMode, ConsumeArgs};
+use crate::args::{CommitMode, ConsumeArgs, IsolationArg};
 use crate::target::Target;
+
+fn consumer_config(args: &ConsumeArgs) -> ConsumerConfig {
+    ConsumerConfig {
+        isolation: match args.isolation {
+            IsolationArg::ReadUncommitted => Isolation::ReadUncommitted,
+            IsolationArg::ReadCommitted => Isolation::ReadCommitted,
+        },
+        ..ConsumerConfig::default()
+    }
+}
 
 pub async fn run(server: &Target, args: ConsumeArgs) -> Result<()> {
     if let Some(group) = args.group.clone() {
         return run_group(server, &group, args).await;
     }
-    let mut consumer = Consumer::new(server.connect().await?, ConsumerConfig::default());
+    let mut consumer = Consumer::new(server.connect().await?, consumer_config(&args));
     let start = match (&args.from_timestamp, args.offset, args.from_beginning) {
         (Some(time), _, _) => {
             StartOffset::Timestamp(crate::group::parse_time(time, "--from-timestamp")?)
@@ -73,7 +84,7 @@ pub async fn run(server: &Target, args: ConsumeArgs) -> Result<()> {
 
 /// Reads as a group member until interrupted or --max-messages, then leaves the group.
 async fn run_group(server: &Target, group: &str, args: ConsumeArgs) -> Result<()> {
-    let mut consumer = Consumer::new(server.connect().await?, ConsumerConfig::default());
+    let mut consumer = Consumer::new(server.connect().await?, consumer_config(&args));
     let mut config = GroupConfig::new(group);
     config.instance_id = args.instance_id.clone();
     config.assignor = args.assignor.clone();

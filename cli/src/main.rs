@@ -10,6 +10,7 @@ mod produce;
 mod server;
 mod target;
 mod topic;
+mod transactions;
 
 use clap::Parser;
 
@@ -48,6 +49,7 @@ async fn run_user_command(command: Command, server: &Target) -> anyhow::Result<(
         Command::Cluster(command) => topic::cluster(server, command).await,
         Command::Group(command) => group::run(server, command).await,
         Command::Archive(command) => archive::run(server, command).await,
+        Command::Transactions(command) => transactions::run(server, command).await,
         Command::Bench(command) => bench::run(server, command).await,
         Command::Dev(_) | Command::Agent(_) | Command::Compactor(_) => {
             unreachable!("main runs the server commands")

@@ -30,9 +30,13 @@ pub async fn run(server: &Target, args: ProduceArgs) -> Result<()> {
             AcksArg::None => Acks::None,
         },
         enable_idempotence: !args.no_idempotence,
+        transactional_id: args.transactional_id.clone(),
         ..Default::default()
     };
     let producer = Producer::open(server.connect().await?, config).await;
+    if args.transactional_id.is_some() {
+        return produce_in_transactions(&producer, &args, &headers).await;
+    }
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let mut outstanding: VecDeque<Delivery> = VecDeque::new();
     let mut sent = 0u64;
@@ -45,13 +49,7 @@ pub async fn run(server: &Target, args: ProduceArgs) -> Result<()> {
         }
     };
     while let Some(line) = lines.next_line().await.context("reading standard input")? {
-        let (key, value) = match &args.key_separator {
-            Some(sep) => match line.split_once(sep.as_str()) {
-                Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
-                None => (None, line),
-            },
-            None => (None, line),
-        };
+        let (key, value) = split_line(&line, args.key_separator.as_deref());
         let record = ProducerRecord {
             key,
             value: Some(Bytes::from(value)),
@@ -74,4 +72,73 @@ pub async fn run(server: &Target, args: ProduceArgs) -> Result<()> {
     }
     eprintln!("produced {sent} records to {}", args.topic);
     Ok(())
+}
+
+/// `--transactional-id`: one transaction per `--transaction-records` lines (and one for
+/// the rest); each commits only once all its records are acknowledged.
+async fn produce_in_transactions(
+    producer: &Producer,
+    args: &ProduceArgs,
+    headers: &[(String, Bytes)],
+) -> Result<()> {
+    producer
+        .init_transactions()
+        .await
+        .context("taking the transactional id")?;
+    let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
+    let (mut sent, mut in_transaction, mut transactions) = (0u64, 0u64, 0u64);
+    let mut deliveries: Vec<Delivery> = Vec::new();
+    loop {
+        let line = lines.next_line().await.context("reading standard input")?;
+        if let Some(line) = &line {
+            if in_transaction == 0 {
+                producer.begin_transaction().await?;
+            }
+            let (key, value) = split_line(line, args.key_separator.as_deref());
+            let record = ProducerRecord {
+                key,
+                value: Some(Bytes::from(value)),
+                headers: headers.to_vec(),
+                partition: args.partition,
+                timestamp_ms: 0,
+            };
+            deliveries.push(producer.send(&args.topic, record).await?);
+            sent += 1;
+            in_transaction += 1;
+        }
+        let full = in_transaction >= args.transaction_records.max(1);
+        if in_transaction > 0 && (full || line.is_none()) {
+            for delivery in deliveries.drain(..) {
+                if let Err(e) = delivery.await {
+                    producer.abort_transaction().await.ok();
+                    bail!(
+                        "a record of transaction {} failed, so it was aborted: {e}",
+                        transactions + 1
+                    );
+                }
+            }
+            producer
+                .commit_transaction()
+                .await
+                .with_context(|| format!("committing transaction {}", transactions + 1))?;
+            transactions += 1;
+            in_transaction = 0;
+        }
+        if line.is_none() {
+            break;
+        }
+    }
+    eprintln!(
+        "produced {sent} records to {} in {transactions} committed transactions",
+        args.topic
+    );
+    Ok(())
+}
+
+/// A line as `(key, value)`: split at the first `separator`, if given and present.
+fn split_line(line: &str, separator: Option<&str>) -> (Option<Bytes>, String) {
+    match separator.and_then(|sep| line.split_once(sep)) {
+        Some((k, v)) => (Some(Bytes::from(k.to_string())), v.to_string()),
+        None => (None, line.to_string()),
+    }
 }

@@ -308,6 +308,14 @@ impl Completion {
 impl Drop for Completion {
     fn drop(&mut self) {
         if let Some(pending) = &self.transaction {
+            if self.sender.is_some() {
+                // Dropped unanswered (the producer closed): the record was not sent.
+                pending
+                    .failed
+                    .lock()
+                    .expect("pending lock")
+                    .get_or_insert(Error::Closed);
+            }
             let mut count = pending.count.lock().expect("pending lock");
             *count -= 1;
             if *count == 0 {
@@ -633,11 +641,10 @@ enum Event {
 /// certainly not written: the lane takes a new producer id and numbers the unresolved
 /// batches again from 0.
 async fn run_lane(mut lane: Lane, mut queue: mpsc::Receiver<Queued>) {
-    let max_in_flight = lane.max_in_flight();
     let mut carry: Option<Queued> = None;
     let mut open = true;
     loop {
-        let room = lane.flights.len() < max_in_flight;
+        let room = lane.flights.len() < lane.max_in_flight();
         if room && let Some(first) = carry.take() {
             lane.send_batch(first, &mut queue, &mut carry).await;
             continue;

@@ -331,7 +331,10 @@ impl Inner {
             .iter()
             .filter(|e| e.last_offset >= range.first && e.base_offset <= range.last)
             .collect();
-        let reads: Vec<_> = sources.iter().map(|e| self.read_records(e)).collect();
+        let reads: Vec<_> = sources
+            .iter()
+            .map(|e| self.read_records(topic, partition, e))
+            .collect();
         let mut blocks = futures::stream::iter(reads).buffered(READ_AHEAD);
         while let Some(records) = blocks.next().await {
             let records: Vec<Record> = records?

@@ -11,7 +11,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::StreamExt;
 use strata_metastore::{CleanState, IndexEntry, Liveness, TopicMeta, compaction_job};
-use strata_storage::record::{Compression, Record, decode_block_off_async, encode_batch};
+use strata_storage::BatchKind;
+use strata_storage::record::{
+    Compression, Record, decode_block_batches_off_async, decode_block_off_async, encode_batch,
+};
 use strata_storage::segment::{BlockLocation, SegmentBuilder};
 use tracing::instrument;
 
@@ -244,11 +247,23 @@ impl Inner {
             );
             return Ok(report);
         }
+        // The log start (retention moves it) and the last stable offset: archives and
+        // compaction stay below the first offset of the oldest open transaction, whose
+        // outcome is not known yet.
+        let state = self
+            .metastore
+            .partition_state(name, partition)
+            .await
+            .map_err(|e| step("retention")(e.into()))?;
+        let stable = entries
+            .iter()
+            .take_while(|e| e.last_offset < state.last_stable_offset)
+            .count();
         // On an archived topic, retention and compaction stay below what is archived.
         let archived_to = if policy.archive {
             let archived_files = report.archived_files;
             let to = self
-                .archive(name, partition, &entries, claim, &mut report)
+                .archive(name, partition, &entries[..stable], claim, &mut report)
                 .await
                 .map_err(step("archive"))?;
             if report.archived_files > archived_files {
@@ -263,11 +278,7 @@ impl Inner {
             None
         };
         // Entries wholly below the log start (records deleted) go like expired ones.
-        let log_start = self
-            .metastore
-            .log_start_offset(name, partition)
-            .await
-            .map_err(|e| step("retention")(e.into()))?;
+        let log_start = state.log_start_offset;
         let deleted = entries
             .iter()
             .take_while(|e| e.last_offset < log_start)
@@ -287,7 +298,12 @@ impl Inner {
                 .await
                 .map_err(|e| step("retention")(e.into()))?;
         }
-        let settled = archived_prefix(&entries, archived_to);
+        let settled = archived_prefix(&entries, archived_to).min(
+            entries
+                .iter()
+                .take_while(|e| e.last_offset < state.last_stable_offset)
+                .count(),
+        );
         if policy.compact
             && self
                 .compact(
@@ -454,7 +470,7 @@ impl Inner {
         // Pass 1: the newest offset of every key.
         let mut newest: HashMap<Bytes, i64> = HashMap::new();
         for entry in cleanable {
-            for record in self.read_records(entry).await? {
+            for record in self.read_records(name, partition, entry).await? {
                 if let Some(key) = record.key {
                     newest.insert(key, record.offset);
                 }
@@ -476,7 +492,9 @@ impl Inner {
                 // A tombstone's age is its timestamp's, but never later than its entry
                 // was appended (a future-dated tombstone still expires).
                 let appended = Some(entry.appended_at_ms).filter(|t| *t > 0);
-                for record in self.read_records(entry).await? {
+                let (records, left_out) = self.read_committed(name, partition, entry).await?;
+                total += left_out;
+                for record in records {
                     total += 1;
                     let time = appended.map_or(record.timestamp_ms, |t| t.min(record.timestamp_ms));
                     let stays = match &record.key {
@@ -549,16 +567,61 @@ impl Inner {
         Ok(block)
     }
 
-    /// An entry's records, checked.
-    pub(crate) async fn read_records(&self, entry: &IndexEntry) -> Result<Vec<Record>> {
+    /// An entry's data records that are committed (checked): what compaction keeps from
+    /// and the archive holds. Transaction markers and the records of aborted transactions
+    /// are left out (the entry must be below the partition's last stable offset).
+    pub(crate) async fn read_records(
+        &self,
+        topic: &str,
+        partition: u32,
+        entry: &IndexEntry,
+    ) -> Result<Vec<Record>> {
+        Ok(self.read_committed(topic, partition, entry).await?.0)
+    }
+
+    /// [`Inner::read_records`], and how many records it left out.
+    async fn read_committed(
+        &self,
+        topic: &str,
+        partition: u32,
+        entry: &IndexEntry,
+    ) -> Result<(Vec<Record>, usize)> {
         let block = self.read_block(entry).await?;
-        Ok(decode_block_off_async(
+        let batches = decode_block_batches_off_async(
             block,
             &entry.object,
             entry.byte_start,
             entry.base_offset..=entry.last_offset,
         )
-        .await?)
+        .await?;
+        // The aborted transactions are read only for entries with transactional records.
+        let mut aborted = None;
+        let mut records = Vec::new();
+        let mut left_out = 0;
+        for batch in batches {
+            let keep = match batch.header.kind {
+                BatchKind::Data => true,
+                BatchKind::Control => false,
+                BatchKind::Transactional => {
+                    if aborted.is_none() {
+                        aborted = Some(self.metastore.aborted_ranges(topic, partition).await?);
+                    }
+                    let producer = batch.header.producer.map_or(-1, |p| p.producer_id);
+                    let offset = batch.header.base_offset;
+                    !aborted.as_deref().unwrap_or_default().iter().any(|r| {
+                        r.producer_id == producer
+                            && r.first_offset <= offset
+                            && offset < r.last_offset
+                    })
+                }
+            };
+            if keep {
+                records.extend(batch.records);
+            } else {
+                left_out += batch.records.len();
+            }
+        }
+        Ok((records, left_out))
     }
 }
 

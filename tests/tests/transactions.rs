@@ -282,3 +282,101 @@ async fn a_transaction_is_all_or_nothing_when_its_coordinator_dies_mid_commit() 
         }
     }
 }
+
+/// `transaction.timeout.ms` aborts an abandoned transaction (its records never become
+/// visible, the read_committed reader moves past it) and its producer's late commit fails
+/// saying why; `strata transactions describe/abort` show and abort a hanging one; `strata
+/// produce --transactional-id` commits every N lines and `strata consume --isolation
+/// read-committed` reads them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn abandoned_transactions_time_out_and_hanging_ones_can_be_aborted() {
+    let agents = AgentProcess::start_cluster(3, "txn-timeout", &["--lease-ttl-secs", "4"]);
+    let server = agents[0].server();
+    create_topic(&server, "late", 1, &[]).await;
+    let abandoned = Producer::connect(
+        &server,
+        ProducerConfig {
+            transaction_timeout: Duration::from_secs(2),
+            ..transactional("abandoned")
+        },
+    )
+    .await
+    .unwrap();
+    abandoned.init_transactions().await.unwrap();
+    abandoned.begin_transaction().await.unwrap();
+    abandoned
+        .send_and_wait("late", record(0, "never-visible".into()))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let late = abandoned.commit_transaction().await.unwrap_err();
+    assert!(
+        late.to_string().contains("transaction.timeout.ms"),
+        "{late}"
+    );
+
+    // A hanging transaction, aborted by an operator.
+    let hanging = Producer::connect(&server, transactional("hanging"))
+        .await
+        .unwrap();
+    hanging.init_transactions().await.unwrap();
+    hanging.begin_transaction().await.unwrap();
+    hanging
+        .send_and_wait("late", record(0, "hung".into()))
+        .await
+        .unwrap();
+    let described = strata_tests::cli_ok(&server, &["transactions", "describe", "hanging"], b"");
+    assert!(described.contains("state: Ongoing"), "{described}");
+    assert!(described.contains("partition: late/0"), "{described}");
+    strata_tests::cli_ok(&server, &["transactions", "abort", "hanging"], b"");
+    assert!(hanging.commit_transaction().await.is_err());
+
+    let lines: String = (0..10).map(|i| format!("line-{i}\n")).collect();
+    let produced = strata_tests::cli(
+        &server,
+        &[
+            "produce",
+            "late",
+            "--transactional-id",
+            "cli",
+            "--transaction-records",
+            "3",
+        ],
+        lines.as_bytes(),
+    );
+    assert!(produced.status.success(), "{produced:?}");
+    let stderr = String::from_utf8_lossy(&produced.stderr);
+    assert!(stderr.contains("in 4 committed transactions"), "{stderr}");
+    let committed = strata_tests::cli_ok(
+        &server,
+        &[
+            "consume",
+            "late",
+            "--from-beginning",
+            "--isolation",
+            "read-committed",
+        ],
+        b"",
+    );
+    assert_eq!(committed, lines, "only the CLI's committed lines");
+    let uncommitted = strata_tests::cli_ok(&server, &["consume", "late", "--from-beginning"], b"");
+    assert_eq!(
+        uncommitted,
+        format!("never-visible\nhung\n{lines}"),
+        "read-uncommitted sees the aborted records, never the markers"
+    );
+    let listed = strata_tests::cli_ok(&server, &["transactions", "list"], b"");
+    report(&format!("TRANSACTIONS list:\n{listed}"));
+    for (id, state) in [
+        ("abandoned", "CompleteAbort"),
+        ("hanging", "CompleteAbort"),
+        ("cli", "CompleteCommit"),
+    ] {
+        assert!(
+            listed
+                .lines()
+                .any(|l| l.starts_with(&format!("{id}\t{state}\t"))),
+            "{id} {state}: {listed}"
+        );
+    }
+}
