@@ -7,7 +7,8 @@
 #   BENCH_SECONDS=10 scripts/bench.sh  # a quicker look
 #
 # Suite: (a) 1 KiB records, 16 partitions, 4 producers, acks=ALL (idempotent, the SDK's
-# default); (p) the same without idempotence, to show what it costs; (b) (a) with 1,000
+# default); (p) the same without idempotence, to show what it costs; (t) the same,
+# transactional, each producer committing every 100 ms; (b) (a) with 1,000
 # partitions; (c) 100-byte records; (d) catch-up consume of (a) from the object store
 # (agent restarted: cold cache); (e) e2e (tail consume) at 50% of (a)'s rate; and the
 # baseline: PUTs and GETs of the same sizes straight through object_store.
@@ -65,6 +66,7 @@ start_agent
 run a bench produce --topic bench-a --partitions 16 --record-size 1024 --producers 4 --acks all --duration "$SECONDS_PER_RUN"
 metrics a
 run p bench produce --topic bench-p --partitions 16 --record-size 1024 --producers 4 --acks all --no-idempotence --duration "$SECONDS_PER_RUN"
+run t bench produce --topic bench-t --partitions 16 --record-size 1024 --producers 4 --acks all --transactional-id bench --commit-interval-ms 100 --duration "$SECONDS_PER_RUN"
 run b bench produce --topic bench-b --partitions 1000 --record-size 1024 --producers 4 --acks all --duration "$SECONDS_PER_RUN"
 run c bench produce --topic bench-c --partitions 16 --record-size 100 --producers 4 --acks all --duration "$SECONDS_PER_RUN"
 HALF_RATE=$(python3 -c "print(int($(json a records_per_sec) / 2))")

@@ -41,7 +41,7 @@ def histogram_quantile(metrics_text, name, q):
     return float("inf")
 
 
-a, b, c, d, e, p, base = (load(n) for n in ["a", "b", "c", "d", "e", "p", "baseline"])
+a, b, c, d, e, p, t, base = (load(n) for n in ["a", "b", "c", "d", "e", "p", "t", "baseline"])
 with open(os.path.join(results, "a.metrics")) as f:
     a_metrics = f.read()
 commit_p99_ms = histogram_quantile(a_metrics, "strata_metastore_commit_latency_seconds", 0.99) * 1000
@@ -79,6 +79,7 @@ idempotence_cost = (p["mb_per_sec"] - a["mb_per_sec"]) / p["mb_per_sec"]
 rows = [
     ("a", "produce 1 KiB, 16 partitions, 4 producers, acks=ALL, idempotent (default)", a),
     ("p", "(a) without idempotence", p),
+    ("t", "(a) transactional, a commit every 100 ms per producer", t),
     ("b", "produce 1 KiB, 1,000 partitions", b),
     ("c", "produce 100 B, 16 partitions", c),
     ("d", "catch-up consume of (a), cold cache", d),
@@ -113,6 +114,10 @@ print(
 print(f"""
 Latency: (a)-(c) send to acknowledgement; (d) fetch round trip; (e) send to receipt by the
 tail consumer (its produce latency: {lat({"latency_ms": e["produce_latency_ms"]})}).
+Transactional produce (t): {t["transactions"]:,} transactions committed, commit latency
+ms p50 / p90 / p99 / max {t["commit_latency_ms"]["p50"]:.1f} / {t["commit_latency_ms"]["p90"]:.1f} / {t["commit_latency_ms"]["p99"]:.1f} / {t["commit_latency_ms"]["max"]:.1f}
+(commit_transaction: waiting for the transaction's last acknowledgements, the commit
+decision, the markers in every partition, completion).
 Metastore commit p99 during (a): ≤ {commit_p99_ms:.1f} ms (Prometheus bucket bound).
 Agent peak RSS over the suite: {peak_rss_kb / 1024:.0f} MiB.
 
@@ -135,7 +140,7 @@ Agent peak RSS over the suite: {peak_rss_kb / 1024:.0f} MiB.
 ## Commands
 
 ```sh""")
-for name in ["a", "p", "b", "c", "e", "d", "baseline"]:
+for name in ["a", "p", "t", "b", "c", "e", "d", "baseline"]:
     print(f"# {name}\n{cmd(name)}")
 print("```")
 

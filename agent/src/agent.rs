@@ -1301,6 +1301,25 @@ impl Agent {
             .cluster
             .owner_address(&(topic.to_string(), partition), &self.inner.config.agent_id)
     }
+
+    /// [`Agent::owner_address`], from the stored assignment when this agent's view does
+    /// not have the partition yet (a topic created moments ago).
+    pub async fn owner_address_now(&self, topic: &str, partition: u32) -> Option<String> {
+        if let Some(address) = self.owner_address(topic, partition) {
+            return Some(address);
+        }
+        let stored = self.inner.metastore.assignment().await.ok()??;
+        let owner = stored.agent_of(topic, partition)?;
+        if owner == self.inner.config.agent_id {
+            return None;
+        }
+        self.inner
+            .cluster
+            .agents()
+            .iter()
+            .find(|a| a.agent_id == owner)
+            .map(|a| a.address.clone())
+    }
 }
 
 /// What a panicked task said.

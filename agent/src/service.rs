@@ -678,9 +678,18 @@ impl Log for AgentService {
             Ok(appended) => appended,
             // Not this agent's partition: forward once to its owner.
             Err(Error::NotOwner {
-                topic, partition, ..
-            }) if !forwarded && let Some(owner) = self.agent.owner_address(&topic, partition) => {
-                return self.forward(&owner, request, authorization).await;
+                topic,
+                partition,
+                reason,
+            }) if !forwarded => {
+                return match self.agent.owner_address_now(&topic, partition).await {
+                    Some(owner) => self.forward(&owner, request, authorization).await,
+                    None => Err(status(Error::NotOwner {
+                        topic,
+                        partition,
+                        reason,
+                    })),
+                };
             }
             Err(e) => return Err(status(e)),
         };

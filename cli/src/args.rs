@@ -251,8 +251,15 @@ pub struct BenchProduceArgs {
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
     /// Producers without idempotence (to measure what it costs).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "transactional_id")]
     pub no_idempotence: bool,
+    /// Transactional producers (ids PREFIX-0, PREFIX-1, ...), committing every
+    /// --commit-interval-ms; the report adds the commit latency.
+    #[arg(long, value_name = "PREFIX")]
+    pub transactional_id: Option<String>,
+    /// With --transactional-id: how often each producer commits.
+    #[arg(long, default_value_t = 100)]
+    pub commit_interval_ms: u64,
     #[command(flatten)]
     pub output: BenchOutput,
 }

@@ -97,6 +97,12 @@ struct Report {
     /// E2e only: send to ack of the same records.
     #[serde(skip_serializing_if = "Option::is_none")]
     produce_latency_ms: Option<Latency>,
+    /// Transactional produce only: commit_transaction's latency.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commit_latency_ms: Option<Latency>,
+    /// Transactional produce only: transactions committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    transactions: Option<u64>,
     failed: u64,
     puts: u64,
     gets: u64,
@@ -174,6 +180,12 @@ fn print(output: &BenchOutput, r: &Report) -> Result<()> {
         println!(
             "  produce latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             p.p50, p.p90, p.p99, p.p999, p.max
+        );
+    }
+    if let (Some(c), Some(n)) = (&r.commit_latency_ms, r.transactions) {
+        println!(
+            "  {n} transactions, commit latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
+            c.p50, c.p90, c.p99, c.max
         );
     }
     if let (Some(mbs), Some(g)) = (r.get_mb_per_sec, &r.get_latency_ms) {
@@ -268,6 +280,8 @@ struct Produced {
     bytes: u64,
     failed: u64,
     latency: Histogram<u64>,
+    /// Transactional producers: commit latency.
+    commits: Histogram<u64>,
 }
 
 /// Runs `args.producers` producers until the budget is spent; each waits for its last
@@ -283,7 +297,13 @@ async fn run_producers(
     let mut tasks = Vec::new();
     let acked = Arc::new(AtomicU64::new(0));
     let per_task_rate = args.rate as f64 / args.producers as f64;
-    for _ in 0..args.producers {
+    let commit_interval = Duration::from_millis(args.commit_interval_ms.max(1));
+    for task in 0..args.producers {
+        let transactional_id = args
+            .transactional_id
+            .as_ref()
+            .map(|prefix| format!("{prefix}-{task}"));
+        let transactional = transactional_id.is_some();
         let producer = Producer::open(
             server.connect().await?,
             ProducerConfig {
@@ -292,10 +312,15 @@ async fn run_producers(
                     AcksArg::None => Acks::None,
                 },
                 enable_idempotence: !args.no_idempotence,
+                transactional_id,
                 ..Default::default()
             },
         )
         .await;
+        if transactional {
+            producer.init_transactions().await?;
+            producer.begin_transaction().await?;
+        }
         let (topic, size, keys) = (args.topic.clone(), args.record_size.max(8), args.keys);
         let in_flight_bytes = args.in_flight_bytes.max(size);
         let (budget, acked, bar) = (budget.clone(), acked.clone(), bar.clone());
@@ -342,6 +367,7 @@ async fn run_producers(
                         bytes,
                         failed,
                         latency,
+                        commits: new_histogram(),
                     }
                 })
             };
@@ -351,7 +377,19 @@ async fn run_producers(
             let start = Instant::now();
             let mut sent = 0u64;
             let mut send_failures = 0u64;
+            let mut commits = new_histogram();
+            let mut began = Instant::now();
             while budget.take() {
+                if transactional && began.elapsed() >= commit_interval {
+                    let at = Instant::now();
+                    if producer.commit_transaction().await.is_ok() {
+                        let _ = commits.record(at.elapsed().as_micros().max(1) as u64);
+                    } else {
+                        let _ = producer.abort_transaction().await;
+                    }
+                    let _ = producer.begin_transaction().await;
+                    began = Instant::now();
+                }
                 if per_task_rate > 0.0 {
                     let due = start + Duration::from_secs_f64(sent as f64 / per_task_rate);
                     tokio::time::sleep_until(due.into()).await;
@@ -392,9 +430,16 @@ async fn run_producers(
                 }
                 sent += 1;
             }
+            if transactional {
+                let at = Instant::now();
+                if producer.commit_transaction().await.is_ok() {
+                    let _ = commits.record(at.elapsed().as_micros().max(1) as u64);
+                }
+            }
             drop(tx);
             let mut produced = collector.await.expect("collector task");
             produced.failed += send_failures;
+            produced.commits = commits;
             produced
         }));
     }
@@ -403,6 +448,7 @@ async fn run_producers(
         bytes: 0,
         failed: 0,
         latency: new_histogram(),
+        commits: new_histogram(),
     };
     for task in tasks {
         let p = task.await?;
@@ -410,6 +456,7 @@ async fn run_producers(
         total.bytes += p.bytes;
         total.failed += p.failed;
         total.latency.add(&p.latency).expect("same bounds");
+        total.commits.add(&p.commits).expect("same bounds");
     }
     bar.finish_and_clear();
     Ok(total)
@@ -429,6 +476,10 @@ async fn produce(server: &Target, args: BenchProduceArgs) -> Result<Report> {
         .with_costs(&before, &after);
     report.failed = produced.failed;
     report.latency_ms = latency(&produced.latency);
+    if args.transactional_id.is_some() {
+        report.commit_latency_ms = Some(latency(&produced.commits));
+        report.transactions = Some(produced.commits.len());
+    }
     Ok(report)
 }
 

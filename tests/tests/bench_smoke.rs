@@ -51,6 +51,43 @@ fn bench_produce_consume_and_e2e_report_throughput_and_costs() {
     assert!(produce["commits"].as_u64().unwrap() > 0, "{produce}");
     assert!(produce["latency_ms"]["p50"].as_f64().unwrap() > 0.0);
 
+    // Transactional producers: every record acknowledged, transactions committed, their
+    // commit latency reported.
+    let transactional = last_json(&cli_ok(
+        &server,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "smoke-transactional",
+            "--partitions",
+            "4",
+            "--record-size",
+            "512",
+            "--duration",
+            "2",
+            "--producers",
+            "2",
+            "--transactional-id",
+            "smoke",
+            "--commit-interval-ms",
+            "100",
+            "--json",
+            "--quiet",
+        ],
+        b"",
+    ));
+    assert_eq!(transactional["failed"], 0, "{transactional}");
+    assert!(
+        transactional["records"].as_u64().unwrap() > 0,
+        "{transactional}"
+    );
+    assert!(
+        transactional["transactions"].as_u64().unwrap() > 2,
+        "{transactional}"
+    );
+    assert!(transactional["commit_latency_ms"]["p50"].as_f64().unwrap() > 0.0);
+
     // Catch-up reads exactly what was produced.
     let consume = last_json(&cli_ok(
         &server,
