@@ -727,6 +727,8 @@ impl Agent {
                     metadata: offset.map(|c| c.metadata.clone()).unwrap_or_default(),
                     log_end_offset: state.high_watermark,
                     lag: (state.high_watermark - from).max(0),
+                    last_stable_offset: state.last_stable_offset,
+                    lag_committed: (state.last_stable_offset - from).max(0),
                     member_id: owners
                         .get(&(topic.name.clone(), p))
                         .map(|m| m.to_string())

@@ -73,7 +73,7 @@ pub async fn run(server: &Target, command: GroupCommand) -> Result<()> {
                 );
             }
             println!();
-            println!("TOPIC\tPARTITION\tCOMMITTED\tLOG-END\tLAG\tMEMBER");
+            println!("TOPIC\tPARTITION\tCOMMITTED\tLOG-END\tLAG\tMEMBER\tLSO\tLAG-COMMITTED");
             for p in &d.partitions {
                 let committed = if p.committed_offset < 0 {
                     "-".to_string()
@@ -81,7 +81,7 @@ pub async fn run(server: &Target, command: GroupCommand) -> Result<()> {
                     p.committed_offset.to_string()
                 };
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     p.topic,
                     p.partition,
                     committed,
@@ -91,7 +91,9 @@ pub async fn run(server: &Target, command: GroupCommand) -> Result<()> {
                         "-"
                     } else {
                         &p.member_id
-                    }
+                    },
+                    p.last_stable_offset,
+                    p.lag_committed
                 );
             }
         }

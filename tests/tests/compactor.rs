@@ -572,3 +572,141 @@ async fn the_compactors_metrics_move_with_its_work() {
         health.trim()
     ));
 }
+
+/// Transactions and the compactor: the archive holds committed records only and never
+/// reaches the last stable offset (an open transaction's first offset); log compaction
+/// works below it too, leaves out aborted records and markers, and an aborted record never
+/// shadows a committed one of its key.
+#[tokio::test(flavor = "multi_thread")]
+async fn compaction_and_the_archive_leave_out_aborted_records_and_markers() {
+    use strata_client::Isolation;
+    let setup = setup("txn-compact", &[]).await;
+    let server = setup.agent.server();
+    let topic = "ledger";
+    create_topic(
+        &server,
+        topic,
+        1,
+        &[("cleanup.policy", "compact"), ("archive.enabled", "true")],
+    )
+    .await;
+    let producer = Producer::connect(
+        &server,
+        ProducerConfig {
+            transactional_id: Some("ledger-writer".into()),
+            ..ProducerConfig::default()
+        },
+    )
+    .await
+    .unwrap();
+    producer.init_transactions().await.unwrap();
+    let transaction = async |keys: std::ops::Range<u32>, prefix: &str, commit: bool| {
+        producer.begin_transaction().await.unwrap();
+        for k in keys {
+            producer
+                .send_and_wait(
+                    topic,
+                    ProducerRecord::keyed(format!("k{k}"), format!("{prefix}-{k}")),
+                )
+                .await
+                .unwrap();
+        }
+        if commit {
+            producer.commit_transaction().await.unwrap();
+        } else {
+            producer.abort_transaction().await.unwrap();
+        }
+    };
+    transaction(0..10, "first", true).await;
+    transaction(0..10, "aborted", false).await;
+    transaction(0..5, "second", true).await;
+    // Left open while the compactor works: its first offset is the last stable offset.
+    producer.begin_transaction().await.unwrap();
+    for k in 5..10 {
+        producer
+            .send_and_wait(
+                topic,
+                ProducerRecord::keyed(format!("k{k}"), format!("open-{k}")),
+            )
+            .await
+            .unwrap();
+    }
+    let state = setup.metastore.partition_state(topic, 0).await.unwrap();
+    // 10 + 1 marker + 10 + 1 marker + 5 + 1 marker, then the open transaction.
+    assert_eq!(state.last_stable_offset, 28, "{state:?}");
+    assert_eq!(state.high_watermark, 33, "{state:?}");
+    let _compactor = CompactorProcess::start(
+        &setup.kind,
+        &[
+            "--interval",
+            "500ms",
+            "--archive-interval",
+            "1s",
+            "--merge-min-age",
+            "0s",
+        ],
+    );
+    wait_until(
+        "archived and compacted up to the last stable offset",
+        async || {
+            let archive = setup.metastore.archive_state(topic, 0).await.unwrap();
+            let clean = setup.metastore.clean_state(topic, 0).await.unwrap();
+            archive.archived_to == 28 && clean.cleaned_to == 28
+        },
+    )
+    .await;
+    let archive = setup.metastore.archive_state(topic, 0).await.unwrap();
+    assert_eq!(archive.records, 15, "committed records only: {archive:?}");
+    check_index(&setup, topic, 0).await;
+    // Readers re-read the index within 10 s of the compactor's change.
+    let mut values = Vec::new();
+    wait_until("readers see the compacted log", async || {
+        values = read_all(&server, topic)
+            .await
+            .into_iter()
+            .map(|r| String::from_utf8(r.value.unwrap().to_vec()).unwrap())
+            .collect();
+        !values.iter().any(|v| v.starts_with("aborted"))
+    })
+    .await;
+    let mut expected: Vec<String> = (0..5)
+        .map(|k| format!("second-{k}"))
+        .chain((5..10).map(|k| format!("first-{k}")))
+        .chain((5..10).map(|k| format!("open-{k}")))
+        .collect();
+    expected.sort();
+    values.sort();
+    assert_eq!(
+        values, expected,
+        "compacted: newest committed per key, then the open tail"
+    );
+    // The open transaction is still invisible to read_committed, and once it commits it
+    // is visible.
+    let read_committed = async || {
+        let mut consumer = strata_client::Consumer::connect(
+            &server,
+            strata_client::ConsumerConfig {
+                isolation: Isolation::ReadCommitted,
+                ..strata_client::ConsumerConfig::default()
+            },
+        )
+        .await
+        .unwrap();
+        consumer
+            .assign(topic, &[], strata_client::StartOffset::Earliest)
+            .await
+            .unwrap();
+        let mut seen = 0;
+        for _ in 0..5 {
+            seen += consumer
+                .poll(Duration::from_millis(200))
+                .await
+                .unwrap()
+                .len();
+        }
+        seen
+    };
+    assert_eq!(read_committed().await, 10);
+    producer.commit_transaction().await.unwrap();
+    assert_eq!(read_committed().await, 15);
+}

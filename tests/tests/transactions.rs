@@ -386,7 +386,7 @@ async fn abandoned_transactions_time_out_and_hanging_ones_can_be_aborted() {
 /// (SIGKILL) itself, with the transaction coordinator's agent and with an owner of `out`
 /// killed too, at moments spread over its run, it is started again each time (as a
 /// supervisor would); at the end `out` read with read_committed holds every input record
-/// exactly once.
+/// exactly once, and the group has nothing left to read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn consume_transform_produce_writes_every_record_exactly_once_through_kills() {
     const RECORDS: usize = 100_000;
@@ -442,7 +442,12 @@ async fn consume_transform_produce_writes_every_record_exactly_once_through_kill
     let mut faults = Vec::new();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
     for step in 0..6 {
-        tokio::time::sleep(Duration::from_secs(3)).await;
+        // At moments 2 to 4 s apart, varying from run to run.
+        let jitter = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .subsec_millis();
+        tokio::time::sleep(Duration::from_millis(2_000 + u64::from(jitter % 2_000))).await;
         let progress = done(&mut groups).await;
         match step % 3 {
             0 => {
@@ -496,6 +501,18 @@ async fn consume_transform_produce_writes_every_record_exactly_once_through_kill
     }
     program.kill().unwrap();
     let _ = program.wait();
+    // The group's offsets, committed by the transactions, leave nothing to read.
+    let described = groups
+        .describe_group(strata_client::proto::DescribeGroupRequest {
+            group_id: "ctp".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    for p in described.partitions.iter().filter(|p| p.topic == "in") {
+        assert_eq!((p.lag, p.lag_committed), (0, 0), "{p:?}");
+        assert_eq!(p.last_stable_offset, p.log_end_offset, "{p:?}");
+    }
     let mut counts: HashMap<String, usize> = HashMap::new();
     for value in read_all(&servers[2], "out", Isolation::ReadCommitted).await {
         *counts.entry(value).or_default() += 1;
