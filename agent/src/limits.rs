@@ -61,6 +61,9 @@ pub struct Limits {
     /// How long a partition remembers an idempotent producer that stopped writing to it
     /// (Kafka's `producer.id.expiration.ms`); a retry after that may be written twice.
     pub producer_id_expiration_ms: u64,
+    /// Transactional ids in the cluster (each is a metastore record); a new one past it is
+    /// refused (RESOURCE_EXHAUSTED).
+    pub max_transactional_ids: usize,
 }
 
 impl Default for Limits {
@@ -83,6 +86,7 @@ impl Default for Limits {
             max_streams_per_connection: 1_024,
             max_producers_per_partition: 1_000,
             producer_id_expiration_ms: 86_400_000,
+            max_transactional_ids: 10_000,
         }
     }
 }
@@ -107,6 +111,7 @@ impl Limits {
         "max_streams_per_connection",
         "max_producers_per_partition",
         "producer_id_expiration_ms",
+        "max_transactional_ids",
     ];
 
     /// The part of the limits every stored value is checked against (agents and
@@ -146,6 +151,7 @@ impl Limits {
                 self.max_producers_per_partition as u64,
             ),
             ("producer_id_expiration_ms", self.producer_id_expiration_ms),
+            ("max_transactional_ids", self.max_transactional_ids as u64),
         ];
         if let Some((name, _)) = positive.iter().find(|(_, v)| *v == 0) {
             return Err(format!("{name} must be positive"));

@@ -170,15 +170,25 @@ impl Agent {
         let now = self.inner.clock.now_ms();
         let previous = self.inner.metastore.transaction(id).await?;
         let new = match &previous {
-            None => TransactionRecord {
-                transactional_id: id.to_string(),
-                producer_id: self.init_producer_id().await?,
-                epoch: 0,
-                status: TransactionStatus::Empty,
-                timeout_ms,
-                updated_ms: now,
-                ..TransactionRecord::default()
-            },
+            None => {
+                let limit = self.inner.config.limits.max_transactional_ids;
+                let known = self.inner.metastore.transactions().await?.len();
+                if known >= limit {
+                    return Err(crate::limits::full(
+                        format!("the cluster has {known} transactional ids; a new one is refused"),
+                        "max_transactional_ids",
+                    ));
+                }
+                TransactionRecord {
+                    transactional_id: id.to_string(),
+                    producer_id: self.init_producer_id().await?,
+                    epoch: 0,
+                    status: TransactionStatus::Empty,
+                    timeout_ms,
+                    updated_ms: now,
+                    ..TransactionRecord::default()
+                }
+            }
             Some(record) => match record.status {
                 TransactionStatus::PrepareCommit | TransactionStatus::PrepareAbort => {
                     return Ok(InitOutcome::Finish(record.clone()));

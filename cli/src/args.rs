@@ -407,6 +407,10 @@ pub struct Tuning {
     /// (Kafka's producer.id.expiration.ms) [default: 86400000].
     #[arg(long, env = "STRATA_PRODUCER_ID_EXPIRATION_MS")]
     pub producer_id_expiration_ms: Option<u64>,
+    /// Transactional ids in the cluster (one metastore record each); a new one past it is
+    /// refused [default: 10000].
+    #[arg(long, env = "STRATA_MAX_TRANSACTIONAL_IDS")]
+    pub max_transactional_ids: Option<usize>,
 }
 
 /// Where a cluster's state lives: shared by `agent` and `compactor`.

@@ -77,6 +77,7 @@ struct AgentFile {
     max_streams_per_connection: Option<u32>,
     max_producers_per_partition: Option<usize>,
     producer_id_expiration_ms: Option<u64>,
+    max_transactional_ids: Option<usize>,
 }
 
 /// The limits the flags (or the environment, or the file) set, over the defaults.
@@ -147,6 +148,10 @@ fn limits(tuning: &Tuning, stored: &StoredLimitArgs, file: &AgentFile) -> Result
             .producer_id_expiration_ms
             .or(file.producer_id_expiration_ms)
             .unwrap_or(d.producer_id_expiration_ms),
+        max_transactional_ids: tuning
+            .max_transactional_ids
+            .or(file.max_transactional_ids)
+            .unwrap_or(d.max_transactional_ids),
     };
     limits.validate().map_err(anyhow::Error::msg)?;
     Ok(limits)

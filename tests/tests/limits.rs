@@ -615,3 +615,98 @@ async fn idempotent_producers_are_bounded_and_checked() {
     let values = cli_ok(&server, &["consume", "idem", "--from-beginning"], b"");
     assert_eq!(values, "x\nx\nepoch 1\nthird\n");
 }
+
+/// Transactional bad input over plain gRPC: a transactional batch to a partition not added
+/// to the transaction, and an end of a transaction by a producer that two racing
+/// `InitTransactions` fenced, each refused with its own status and trailer, nothing
+/// written; transactional ids are bounded by `max_transactional_ids`.
+#[tokio::test(flavor = "multi_thread")]
+async fn transactional_requests_are_checked_and_bounded() {
+    use strata_client::proto::transactions_client::TransactionsClient;
+    let agent = AgentProcess::start(
+        AgentKind::new_cluster("txn-limits"),
+        &["--max-transactional-ids", "2"],
+    );
+    let server = agent.server();
+    create_topic(&server, "txn", 2, &[]).await;
+    let channel = strata_client::connect(&server).await.unwrap();
+    let mut transactions = TransactionsClient::new(channel.transport());
+    let Clients { mut log, .. } = clients(&server).await;
+    let init = |id: &str| proto::InitTransactionsRequest {
+        transactional_id: id.to_string(),
+        transaction_timeout_ms: 0,
+    };
+    let first = transactions
+        .init_transactions(init("t1"))
+        .await
+        .unwrap()
+        .into_inner();
+    let producer = proto::TransactionalProducer {
+        transactional_id: "t1".into(),
+        producer_id: first.producer_id,
+        producer_epoch: first.producer_epoch,
+    };
+    transactions
+        .add_partitions_to_transaction(proto::AddPartitionsToTransactionRequest {
+            producer: Some(producer.clone()),
+            partitions: vec![proto::TopicPartitions {
+                topic: "txn".into(),
+                partitions: vec![0],
+            }],
+        })
+        .await
+        .unwrap();
+    // Partition 1 was not added.
+    let mut batch = idempotent("txn", first.producer_id, first.producer_epoch, 0, b"stray");
+    batch.partition = Some(1);
+    batch.producer.as_mut().unwrap().transactional_id = "t1".into();
+    let stray = log.produce(batch).await.unwrap_err();
+    assert_eq!(stray.code(), Code::FailedPrecondition, "{stray:?}");
+    assert_eq!(
+        stray
+            .metadata()
+            .get("strata-transaction-error")
+            .and_then(|v| v.to_str().ok()),
+        Some("not-in-transaction")
+    );
+    assert!(
+        stray.message().contains("AddPartitionsToTransaction"),
+        "{stray:?}"
+    );
+
+    // Two InitTransactions of one id at once: both answer, with different epochs; the
+    // producer of the older one is fenced.
+    let (mut one, mut other) = (transactions.clone(), transactions.clone());
+    let (a, b) = tokio::join!(
+        one.init_transactions(init("t2")),
+        other.init_transactions(init("t2")),
+    );
+    let (a, b) = (a.unwrap().into_inner(), b.unwrap().into_inner());
+    assert_ne!(a.producer_epoch, b.producer_epoch);
+    let older = if a.producer_epoch < b.producer_epoch {
+        a
+    } else {
+        b
+    };
+    let end = transactions
+        .end_transaction(proto::EndTransactionRequest {
+            producer: Some(proto::TransactionalProducer {
+                transactional_id: "t2".into(),
+                producer_id: older.producer_id,
+                producer_epoch: older.producer_epoch,
+            }),
+            commit: true,
+        })
+        .await
+        .unwrap_err();
+    assert!(end.message().contains("fenced"), "{end:?}");
+
+    // A third transactional id is over the limit.
+    assert_limit(
+        transactions.init_transactions(init("t3")).await,
+        Code::ResourceExhausted,
+        "max_transactional_ids",
+    );
+    let values = cli_ok(&server, &["consume", "txn", "--from-beginning"], b"");
+    assert_eq!(values, "", "nothing of the refused requests was written");
+}
