@@ -127,7 +127,7 @@ Agent peak RSS over the suite: {peak_rss_kb / 1024:.0f} MiB.
 |---|---|---|
 | produce (a) ≥ 70% of raw PUT throughput | {a["mb_per_sec"]:.1f} / {base["mb_per_sec"]:.1f} MB/s = {put_ratio:.0%} | {ok(put_ratio >= 0.7)} |
 | produce p99 ≤ linger + 2 × (PUT p99 + commit p99) | {a["latency_ms"]["p99"]:.1f} ms vs {linger_ms:.0f} + 2 × ({put_p99_ms:.1f} + {commit_p99_ms:.1f}) = {latency_bound:.1f} ms | {ok(a["latency_ms"]["p99"] <= latency_bound)} |
-| idempotent produce (a) within 5% of plain produce (p) | {a["mb_per_sec"]:.1f} vs {p["mb_per_sec"]:.1f} MB/s ({idempotence_cost:+.1%} slower) | {ok(idempotence_cost <= 0.05)} |
+| idempotent produce (a) within 5% of plain produce (p), or faster | {a["mb_per_sec"]:.1f} vs {p["mb_per_sec"]:.1f} MB/s ({-idempotence_cost:+.1%}) | {ok(idempotence_cost <= 0.05)} |
 | produce p50 < 100 ms (default linger) | {a["latency_ms"]["p50"]:.1f} ms | {ok(a["latency_ms"]["p50"] < 100)} |
 | 16 → 1,000 partitions: PUTs/s change < 10% | {a["puts_per_sec"]:.1f} → {b["puts_per_sec"]:.1f} ({puts_change:.0%}) | {ok(puts_change < 0.10)} |
 | 16 → 1,000 partitions: throughput change < 20% | {a["mb_per_sec"]:.1f} → {b["mb_per_sec"]:.1f} MB/s ({tput_change:.0%}) | {ok(tput_change < 0.20)} |
