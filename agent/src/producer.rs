@@ -22,6 +22,7 @@
 //! flush); a partition keeps at most `max_producers_per_partition` producers.
 
 use strata_metastore::{PRODUCER_BATCHES_KEPT, ProducerBatch, ProducerState};
+use strata_proto::sequence_after;
 use strata_storage::ProducerFields;
 
 use crate::{Error, Result};
@@ -33,15 +34,6 @@ pub(crate) enum SequenceCheck {
     Append,
     /// It is a retry of this batch, already written: answer with its offsets.
     Duplicate(ProducerBatch),
-}
-
-/// The sequence number `records` after `sequence`, wrapping after `i32::MAX` to 0.
-pub(crate) fn sequence_after(sequence: i32, records: i32) -> i32 {
-    if sequence > i32::MAX - records {
-        records - (i32::MAX - sequence) - 1
-    } else {
-        sequence + records
-    }
 }
 
 /// Checks a batch's producer fields against the producer's state in the partition

@@ -229,15 +229,6 @@ pub enum Isolation {
     ReadCommitted,
 }
 
-/// Whether `record` of `producer_id` at `offset` belongs to an aborted transaction.
-fn is_aborted(aborted: &[AbortedRange], producer_id: i64, offset: i64) -> bool {
-    aborted.iter().any(|range| {
-        range.producer_id == producer_id
-            && range.first_offset <= offset
-            && offset < range.last_offset
-    })
-}
-
 /// Records read by one fetch.
 #[derive(Debug)]
 pub(crate) struct FetchResult {
@@ -661,7 +652,9 @@ impl Inner {
                     (BatchKind::Control, _) => false,
                     (BatchKind::Transactional, Some(aborted)) => {
                         let producer = header.producer.map_or(-1, |p| p.producer_id);
-                        !is_aborted(aborted, producer, header.base_offset)
+                        !aborted
+                            .iter()
+                            .any(|r| r.covers(producer, header.base_offset))
                     }
                     _ => true,
                 };

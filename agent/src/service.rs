@@ -123,8 +123,7 @@ fn group_error(message: String, kind: &'static str) -> Status {
     Status::with_metadata(tonic::Code::FailedPrecondition, message, metadata)
 }
 
-/// Trailer that says which transaction precondition failed.
-pub const TRANSACTION_ERROR: &str = "strata-transaction-error";
+use strata_proto::TRANSACTION_ERROR;
 
 fn transaction_error(message: String, kind: &'static str) -> Status {
     let mut metadata = MetadataMap::new();

@@ -247,7 +247,8 @@ impl Agent {
         let (lease, record) = self.producer_record(producer).await?;
         let mut new = self.opened(&record)?;
         for (topic, numbers) in partitions {
-            let meta = self.inner.catalog_topic(topic).await?;
+            let handle = self.inner.topic(topic).await?;
+            let meta = &handle.meta;
             let entry = new
                 .partitions
                 .entry(topic.clone())
@@ -263,7 +264,6 @@ impl Agent {
                 ));
             }
             for p in numbers {
-                let handle = self.inner.topic(topic).await?;
                 entry.partitions.insert(Self::check_partition(&handle, *p)?);
             }
         }

@@ -250,16 +250,6 @@ impl Identities {
     }
 }
 
-/// The sequence number `records` after `sequence`, wrapping after `i32::MAX` to 0 (as
-/// Kafka numbers records).
-fn sequence_after(sequence: i32, records: i32) -> i32 {
-    if sequence > i32::MAX - records {
-        records - (i32::MAX - sequence) - 1
-    } else {
-        sequence + records
-    }
-}
-
 /// Resolves once the record is acknowledged, with where it was written.
 #[derive(Debug)]
 pub struct Delivery {
@@ -803,7 +793,7 @@ impl Lane {
             transactional_id: self.transactional_id.clone().unwrap_or_default(),
         });
         self.numbering = Some(Numbering {
-            next: sequence_after(numbering.next, request.records.len() as i32),
+            next: strata_proto::sequence_after(numbering.next, request.records.len() as i32),
             ..numbering
         });
     }

@@ -257,7 +257,7 @@ pub(crate) fn is_retriable(error: &Error) -> bool {
             .is_some()
             || status
                 .metadata()
-                .get("strata-transaction-error")
+                .get(strata_proto::TRANSACTION_ERROR)
                 .is_some_and(|kind| kind != "concurrent-transactions"))
     {
         return false;

@@ -43,9 +43,6 @@ struct Open {
     pending: Arc<Pending>,
 }
 
-/// Trailer of transaction errors (the agent's `strata-transaction-error`).
-const TRANSACTION_ERROR: &str = "strata-transaction-error";
-
 /// Whether a transaction call may succeed if made again: the agent or coordinator is
 /// unreachable or moved, or the transaction is being finished.
 fn worth_retrying(error: &Error) -> bool {
@@ -54,7 +51,7 @@ fn worth_retrying(error: &Error) -> bool {
     };
     let kind = status
         .metadata()
-        .get(TRANSACTION_ERROR)
+        .get(strata_proto::TRANSACTION_ERROR)
         .or_else(|| status.metadata().get("strata-group-error"))
         .and_then(|v| v.to_str().ok());
     match kind {

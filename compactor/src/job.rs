@@ -608,11 +608,11 @@ impl Inner {
                     }
                     let producer = batch.header.producer.map_or(-1, |p| p.producer_id);
                     let offset = batch.header.base_offset;
-                    !aborted.as_deref().unwrap_or_default().iter().any(|r| {
-                        r.producer_id == producer
-                            && r.first_offset <= offset
-                            && offset < r.last_offset
-                    })
+                    !aborted
+                        .as_deref()
+                        .unwrap_or_default()
+                        .iter()
+                        .any(|r| r.covers(producer, offset))
                 }
             };
             if keep {

@@ -203,6 +203,14 @@ pub struct AbortedRange {
     pub last_offset: i64,
 }
 
+impl AbortedRange {
+    /// Whether a transactional batch of `producer_id` starting at `offset` is one of the
+    /// aborted transaction's.
+    pub fn covers(&self, producer_id: i64, offset: i64) -> bool {
+        self.producer_id == producer_id && self.first_offset <= offset && offset < self.last_offset
+    }
+}
+
 /// Where a transaction is.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

@@ -64,6 +64,22 @@ pub const TOPIC_CHANGED: &str = "strata-topic-changed";
 /// `out-of-order-sequence` or `producer-fenced`. Nothing of the batch was written.
 pub const PRODUCER_ERROR: &str = "strata-producer-error";
 
+/// Trailer of a FAILED_PRECONDITION (or, for `concurrent-transactions`, UNAVAILABLE)
+/// status refusing a transactional request: `not-in-transaction` or
+/// `concurrent-transactions`.
+pub const TRANSACTION_ERROR: &str = "strata-transaction-error";
+
+/// The sequence number `records` after `sequence`, wrapping after `i32::MAX` to 0, as
+/// Kafka numbers an idempotent producer's records (producer and partition owner agree on
+/// it).
+pub fn sequence_after(sequence: i32, records: i32) -> i32 {
+    if sequence > i32::MAX - records {
+        records - (i32::MAX - sequence) - 1
+    } else {
+        sequence + records
+    }
+}
+
 /// The partition Kafka's default partitioner gives `key` among `partitions`:
 /// `(murmur2(key) & 0x7fffffff) % partitions`, with Kafka's seed.
 ///
