@@ -27,7 +27,7 @@ COPY --from=build /usr/local/bin/strata /usr/local/bin/strata
 USER 10001:10001
 WORKDIR /var/lib/strata
 # gRPC and Prometheus metrics.
-EXPOSE 7070 9090
+EXPOSE 7070 9090 9092
 # The agent's standard gRPC health service, which needs no token (with TLS, override it:
 # strata --server https://localhost:7070 --tls-ca CA health). Compose and orchestrators
 # disable it for the compactor, which has no listener.

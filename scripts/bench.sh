@@ -29,12 +29,14 @@ mkdir -p "$RESULTS"
 
 AGENT_PORT=$(strata_free_port)
 METRICS_PORT=$(strata_free_port)
+KAFKA_PORT=$(strata_free_port)
 export STRATA_SERVER="http://127.0.0.1:$AGENT_PORT"
 S3_ARGS=(--s3-endpoint "$STRATA_TEST_S3_ENDPOINT" --s3-access-key "$STRATA_TEST_S3_ACCESS_KEY"
   --s3-secret-key "$STRATA_TEST_S3_SECRET_KEY" --s3-allow-http --create-bucket)
 AGENT_CMD=("$BIN" agent --metastore "etcd://$STRATA_TEST_ETCD" --object-store s3://bench/segments
   "${S3_ARGS[@]}" --cluster bench --agent-id bench-agent
-  --listen "127.0.0.1:$AGENT_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT")
+  --listen "127.0.0.1:$AGENT_PORT" --metrics-listen "127.0.0.1:$METRICS_PORT"
+  --kafka-listen "127.0.0.1:$KAFKA_PORT")
 PEAK_RSS_KB=0
 
 start_agent() {

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_metastore::{AgentRecord, ArchiveState, Metastore, PartitionState, TopicMeta};
-use strata_storage::{BlockCache, ProducerFields, Record, SegmentStore};
+use strata_storage::{BatchKind, BlockCache, ClientBatch, ProducerFields, Record, SegmentStore};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -18,7 +18,7 @@ use crate::limits::{Limits, full, over};
 use crate::metrics::Metrics;
 use crate::reader::{FetchResult, Isolation, PartitionLog};
 use crate::topic::{self, TopicSettings};
-use crate::writer::{PartitionRecords, Writer};
+use crate::writer::{EncodedBatch, PartitionRecords, Payload, Writer};
 use crate::{Error, Result};
 
 /// A partition: topic name and partition number.
@@ -33,6 +33,11 @@ pub struct AgentConfig {
     pub advertised_address: String,
     /// Availability zone, as registered (empty if not set).
     pub zone: String,
+    /// The cluster's name: Kafka's cluster id.
+    pub cluster: String,
+    /// host:port Kafka clients reach this agent's Kafka listener on; empty if it has
+    /// none.
+    pub kafka_advertised_address: String,
     /// Flush the open segment when it holds this many bytes.
     pub segment_max_bytes: usize,
     /// Flush the open segment at the latest this long after its first record.
@@ -55,6 +60,8 @@ impl Default for AgentConfig {
             agent_id: "agent-1".to_string(),
             advertised_address: "127.0.0.1:7070".to_string(),
             zone: String::new(),
+            cluster: "default".to_string(),
+            kafka_advertised_address: String::new(),
             segment_max_bytes: 4 << 20,
             linger: Duration::from_millis(50),
             max_pending_bytes: 64 << 20,
@@ -225,6 +232,12 @@ pub struct ClusterMetadata {
 }
 
 impl Inner {
+    /// This incarnation's Kafka node id: its incarnation number, which no other live
+    /// agent has and which it keeps for its life.
+    pub(crate) fn node_id(&self) -> i32 {
+        (self.agent_epoch % i32::MAX as u64) as i32
+    }
+
     /// A background part failed: stop accepting writes and fail every produce waiting on
     /// this agent (never an ack), and say so once. The process is expected to exit.
     pub(crate) fn fail(&self, part: &str, reason: &str) {
@@ -599,6 +612,11 @@ impl Agent {
     /// This agent's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// This agent's Kafka node id (see [`strata_metastore::AgentRecord::node_id`]).
+    pub fn node_id(&self) -> i32 {
+        self.inner.node_id()
     }
 
     /// A topic's definition, read from the metastore.
@@ -1089,7 +1107,6 @@ impl Agent {
                 commit: None,
             });
         }
-        let max = handle.settings.max_message_bytes;
         let partitions = handle.meta.partitions;
         let sticky = self.inner.sticky_partition.fetch_add(1, Ordering::Relaxed) % partitions;
         let now = self.inner.clock.now_ms();
@@ -1097,31 +1114,6 @@ impl Agent {
         let mut groups: BTreeMap<u32, (Vec<Record>, Vec<usize>)> = BTreeMap::new();
         let mut request_bytes = 0;
         for (i, r) in records.into_iter().enumerate() {
-            if r.headers.len() > limits.max_headers_per_record {
-                return Err(over(
-                    format!(
-                        "record {i} has {} headers, over the limit of {}",
-                        r.headers.len(),
-                        limits.max_headers_per_record
-                    ),
-                    "max_headers_per_record",
-                ));
-            }
-            if let Some((key, _)) = r
-                .headers
-                .iter()
-                .find(|(k, _)| k.len() > limits.max_header_key_bytes)
-            {
-                return Err(over(
-                    format!(
-                        "record {i} has a header key of {} bytes ('{}'), over the limit of {}",
-                        key.len(),
-                        crate::limits::shown(key),
-                        limits.max_header_key_bytes
-                    ),
-                    "max_header_key_bytes",
-                ));
-            }
             let record = Record {
                 offset: -1,
                 timestamp_ms: handle.settings.record_timestamp(i, r.timestamp_ms, now)?,
@@ -1129,8 +1121,7 @@ impl Agent {
                 value: r.value,
                 headers: r.headers,
             };
-            let size = record.payload_size();
-            request_bytes += size;
+            request_bytes += record.payload_size();
             if request_bytes > limits.max_request_bytes {
                 return Err(over(
                     format!(
@@ -1141,24 +1132,7 @@ impl Agent {
                     "max_request_bytes",
                 ));
             }
-            if size > max {
-                return Err(Error::InvalidArgument(format!(
-                    "record {i} is {size} bytes (key + value + headers), over the topic's \
-                     max.message.bytes of {max}; nothing of this request was written"
-                )));
-            }
-            if handle.settings.compacted && record.key.is_none() {
-                return Err(Error::InvalidArgument(format!(
-                    "record {i} has no key, but topic '{topic}' is compacted \
-                     (cleanup.policy={}): give every record a key; nothing of this request \
-                     was written",
-                    handle
-                        .meta
-                        .config
-                        .get("cleanup.policy")
-                        .map_or("compact", |p| p)
-                )));
-            }
+            self.check_record(&handle, i, &record)?;
             let p = match (explicit, &record.key) {
                 (Some(p), _) => p,
                 (None, Some(key)) => strata_proto::partition_for_key(key, partitions),
@@ -1179,7 +1153,7 @@ impl Agent {
                 places.push((partition, indexes));
                 PartitionRecords {
                     partition,
-                    records,
+                    payload: Payload::Records(records),
                     compression: handle.settings.compression,
                     producer,
                     transactional_id: transactional_id.clone(),
@@ -1207,6 +1181,165 @@ impl Agent {
         })
     }
 
+    /// Checks one record against the limits and the topic's configuration.
+    fn check_record(&self, handle: &TopicHandle, i: usize, record: &Record) -> Result<()> {
+        let limits = &self.inner.config.limits;
+        if record.headers.len() > limits.max_headers_per_record {
+            return Err(over(
+                format!(
+                    "record {i} has {} headers, over the limit of {}",
+                    record.headers.len(),
+                    limits.max_headers_per_record
+                ),
+                "max_headers_per_record",
+            ));
+        }
+        if let Some((key, _)) = record
+            .headers
+            .iter()
+            .find(|(k, _)| k.len() > limits.max_header_key_bytes)
+        {
+            return Err(over(
+                format!(
+                    "record {i} has a header key of {} bytes ('{}'), over the limit of {}",
+                    key.len(),
+                    crate::limits::shown(key),
+                    limits.max_header_key_bytes
+                ),
+                "max_header_key_bytes",
+            ));
+        }
+        let size = record.payload_size();
+        let max = handle.settings.max_message_bytes;
+        if size > max {
+            return Err(Error::RecordTooLarge(format!(
+                "record {i} is {size} bytes (key + value + headers), over the topic's \
+                 max.message.bytes of {max}; nothing of this request was written"
+            )));
+        }
+        if handle.settings.compacted && record.key.is_none() {
+            return Err(Error::InvalidArgument(format!(
+                "record {i} has no key, but topic '{}' is compacted (cleanup.policy={}): give \
+                 every record a key; nothing of this request was written",
+                handle.meta.name,
+                handle
+                    .meta
+                    .config
+                    .get("cleanup.policy")
+                    .map_or("compact", |p| p)
+            )));
+        }
+        Ok(())
+    }
+
+    /// Appends one record batch as a Kafka client sent it to a partition: checked like
+    /// [`Agent::append`]'s records (limits, the topic's configuration, the producer's
+    /// sequence), then stored as sent but for its base offset (and, on a `LogAppendTime`
+    /// topic, its timestamp type and max timestamp). Its one position is its base offset.
+    #[tracing::instrument(name = "agent.produce_batch", skip_all, fields(topic = %topic, partition))]
+    pub async fn append_client_batch(
+        &self,
+        topic: &str,
+        partition: i32,
+        batch: ClientBatch,
+        transactional_id: Option<&str>,
+        wait_for_commit: bool,
+    ) -> Result<Appended> {
+        let limits = &self.inner.config.limits;
+        if batch.records.len() > limits.max_request_records {
+            return Err(over(
+                format!(
+                    "the batch holds {} records, over the limit of {} per request",
+                    batch.records.len(),
+                    limits.max_request_records
+                ),
+                "max_request_records",
+            ));
+        }
+        if batch.bytes.len() > limits.max_request_bytes {
+            return Err(over(
+                format!(
+                    "the batch is {} bytes, over the limit of {} per request",
+                    batch.bytes.len(),
+                    limits.max_request_bytes
+                ),
+                "max_request_bytes",
+            ));
+        }
+        let handle = self.resolve_topic(topic, "").await?;
+        let partition = Self::check_partition(&handle, partition)?;
+        let transactional = batch.kind == BatchKind::Transactional;
+        let transactional_id = match (transactional, transactional_id) {
+            (true, Some(id)) => Some(id.to_string()),
+            (true, None) => {
+                return Err(Error::InvalidArgument(
+                    "a transactional batch needs the request's transactional id".to_string(),
+                ));
+            }
+            (false, _) => None,
+        };
+        if transactional && batch.producer.is_none() {
+            return Err(Error::InvalidArgument(
+                "a transactional batch needs a producer id".to_string(),
+            ));
+        }
+        if let Some(fields) = batch.producer {
+            crate::producer::check_fields(fields)?;
+        }
+        let now = self.inner.clock.now_ms();
+        let mut payload_bytes = 0;
+        for (i, record) in batch.records.iter().enumerate() {
+            if !handle.settings.log_append_time {
+                handle
+                    .settings
+                    .record_timestamp(i, record.timestamp_ms, now)?;
+            }
+            payload_bytes += record.payload_size();
+            self.check_record(&handle, i, record)?;
+        }
+        let (bytes, max_timestamp_ms) = if handle.settings.log_append_time {
+            (
+                strata_storage::record::with_log_append_time(&batch.bytes, now),
+                now,
+            )
+        } else {
+            let max = batch.max_timestamp_ms();
+            (batch.bytes, max)
+        };
+        let count = batch.records.len();
+        let metrics = &self.inner.metrics;
+        metrics.produce_records.inc_by(count as u64);
+        metrics.produce_bytes.inc_by(payload_bytes as u64);
+        let outcome = self
+            .inner
+            .append(
+                topic,
+                &handle.meta.topic_id,
+                vec![PartitionRecords {
+                    partition,
+                    payload: Payload::Encoded(EncodedBatch {
+                        bytes,
+                        count: count as i64,
+                        max_timestamp_ms,
+                    }),
+                    compression: handle.settings.compression,
+                    producer: batch.producer,
+                    transactional_id,
+                }],
+                wait_for_commit,
+            )
+            .await?;
+        if outcome.duplicate {
+            metrics.produce_duplicates.inc();
+        }
+        Ok(Appended {
+            topic_id: handle.meta.topic_id.clone(),
+            duplicate: outcome.duplicate,
+            positions: vec![(partition, outcome.first_offsets[0])],
+            commit: outcome.commit,
+        })
+    }
+
     /// Reads committed records of a partition from `offset`; at the high watermark waits
     /// up to `max_wait` for more.
     pub(crate) async fn fetch(
@@ -1220,6 +1353,30 @@ impl Agent {
         let partition = Self::check_partition(&handle, partition)?;
         self.inner
             .fetch(
+                &(topic.to_string(), partition),
+                &handle.meta.topic_id,
+                spec.offset,
+                spec.max_bytes,
+                spec.max_wait,
+                spec.isolation,
+            )
+            .await
+    }
+
+    /// Reads committed batches of a partition as stored, from the one holding
+    /// `spec.offset` (Kafka's Fetch); at what is readable waits up to `spec.max_wait` for
+    /// more.
+    pub async fn fetch_batches(
+        &self,
+        topic: &str,
+        topic_id: &str,
+        partition: i32,
+        spec: FetchSpec,
+    ) -> Result<crate::reader::BatchFetch> {
+        let handle = self.resolve_topic(topic, topic_id).await?;
+        let partition = Self::check_partition(&handle, partition)?;
+        self.inner
+            .fetch_batches(
                 &(topic.to_string(), partition),
                 &handle.meta.topic_id,
                 spec.offset,

@@ -118,6 +118,8 @@ impl Inner {
             agent_id: self.config.agent_id.clone(),
             address: self.config.advertised_address.clone(),
             zone: self.config.zone.clone(),
+            kafka_address: self.config.kafka_advertised_address.clone(),
+            node_id: self.node_id(),
         }
     }
 

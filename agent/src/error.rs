@@ -34,6 +34,9 @@ pub enum Error {
     /// The request is malformed; the message says what to fix.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A record larger than the topic's `max.message.bytes` (Kafka's MESSAGE_TOO_LARGE).
+    #[error("{0}")]
+    RecordTooLarge(String),
     /// A fetch offset outside the partition's readable range.
     #[error(
         "offset {offset} of {topic}/{partition} is out of range: readable offsets are \

@@ -52,4 +52,6 @@ pub use agent::{
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use metrics::Metrics;
+pub use reader::{BatchFetch, FetchedBatch};
 pub use reader::{Isolation, OffsetSpec};
+pub use writer::EncodedBatch;

@@ -100,6 +100,12 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The registry `/metrics` serves: other parts of the agent (the Kafka listener)
+    /// register theirs here too.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
     /// Creates and registers every metric.
     pub fn new() -> Self {
         let r = Registry::new();

@@ -22,7 +22,7 @@ use strata_metastore::{AbortedRange, IndexEntry};
 use strata_storage::BatchKind;
 use strata_storage::Record;
 use strata_storage::cache::CacheTier;
-use strata_storage::record::{decode_block_batches_off_async, decode_block_off_async};
+use strata_storage::record::{decode_block_batches_off_async, decode_block_off_async, split_block};
 use tokio::sync::watch;
 use tracing::instrument;
 
@@ -229,6 +229,44 @@ pub enum Isolation {
     ReadCommitted,
 }
 
+impl Isolation {
+    /// One past the last offset it reads.
+    fn readable(self, committed: &Committed) -> i64 {
+        match self {
+            Self::ReadUncommitted => committed.high_watermark,
+            Self::ReadCommitted => committed.last_stable_offset,
+        }
+    }
+}
+
+/// Batches read by one Kafka fetch, as stored.
+#[derive(Debug, Clone)]
+pub struct BatchFetch {
+    /// Whole batches, in offset order: the first holds the offset asked for (it may start
+    /// before it).
+    pub batches: Vec<FetchedBatch>,
+    /// The partition's log start.
+    pub log_start_offset: i64,
+    /// Its high watermark.
+    pub high_watermark: i64,
+    /// Its last stable offset.
+    pub last_stable_offset: i64,
+    /// For `read_committed`: the aborted transactions among the batches, as (producer id,
+    /// first offset), in offset order.
+    pub aborted: Vec<(i64, i64)>,
+}
+
+/// One stored batch.
+#[derive(Debug, Clone)]
+pub struct FetchedBatch {
+    /// Offset of its first record.
+    pub base_offset: i64,
+    /// Offset of its last record.
+    pub last_offset: i64,
+    /// Its bytes: a RecordBatch v2.
+    pub bytes: Bytes,
+}
+
 /// Records read by one fetch.
 #[derive(Debug)]
 pub(crate) struct FetchResult {
@@ -333,6 +371,65 @@ impl Inner {
         Ok((committed, aborted))
     }
 
+    /// The committed bounds (and, for `read_committed`, the aborted transactions) a read
+    /// of a partition from `offset` sees: at what is readable it first waits up to
+    /// `max_wait` for more.
+    async fn fetch_bounds(
+        &self,
+        key: &PartitionKey,
+        topic_id: &str,
+        offset: i64,
+        max_wait: Duration,
+        isolation: Isolation,
+    ) -> Result<(Committed, Vec<AbortedRange>)> {
+        let mut committed = self.refresh_committed(key, topic_id).await?;
+        if offset < committed.log_start_offset || offset > committed.high_watermark {
+            return Err(out_of_range(key, offset, committed));
+        }
+        let mut aborted = Vec::new();
+        if isolation == Isolation::ReadCommitted {
+            (committed, aborted) = self.stable_bounds(key, topic_id, committed).await?;
+        }
+        if offset >= isolation.readable(&committed) && !max_wait.is_zero() {
+            committed = self
+                .wait_for_records(key, topic_id, offset, max_wait, isolation)
+                .await?;
+            if isolation == Isolation::ReadCommitted {
+                (committed, aborted) = self.stable_bounds(key, topic_id, committed).await?;
+            }
+        }
+        Ok((committed, aborted))
+    }
+
+    /// Runs `read` (a read of the partition from `offset`); if it finds an object gone (a
+    /// compactor replaced the entries this agent had cached, by a merge or compaction, or
+    /// dropped them, by retention, and deleted the object after its grace period), reads
+    /// the index and log start again and runs it once more.
+    async fn reading<T, F, Fut>(
+        &self,
+        key: &PartitionKey,
+        topic_id: &str,
+        offset: i64,
+        read: F,
+    ) -> Result<T>
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<T>>,
+    {
+        match read().await {
+            Err(Error::ObjectGone(object)) => {
+                tracing::debug!(%object, "cached index entry names a deleted object; reloading");
+                self.partition_log(key).forget_index();
+                let committed = self.refresh_committed(key, topic_id).await?;
+                if offset < committed.log_start_offset {
+                    return Err(out_of_range(key, offset, committed));
+                }
+                read().await
+            }
+            other => other,
+        }
+    }
+
     /// Reads committed records of a partition from `offset`.
     #[instrument(name = "agent.fetch", skip(self), fields(topic = %key.0, partition = key.1))]
     pub(crate) async fn fetch(
@@ -344,27 +441,10 @@ impl Inner {
         max_wait: Duration,
         isolation: Isolation,
     ) -> Result<FetchResult> {
-        let mut committed = self.refresh_committed(key, topic_id).await?;
-        if offset < committed.log_start_offset || offset > committed.high_watermark {
-            return Err(out_of_range(key, offset, committed));
-        }
-        let mut aborted = Vec::new();
-        if isolation == Isolation::ReadCommitted {
-            (committed, aborted) = self.stable_bounds(key, topic_id, committed).await?;
-        }
-        let readable = |c: &Committed| match isolation {
-            Isolation::ReadUncommitted => c.high_watermark,
-            Isolation::ReadCommitted => c.last_stable_offset,
-        };
-        if offset >= readable(&committed) && !max_wait.is_zero() {
-            committed = self
-                .wait_for_records(key, topic_id, offset, max_wait, isolation)
-                .await?;
-            if isolation == Isolation::ReadCommitted {
-                (committed, aborted) = self.stable_bounds(key, topic_id, committed).await?;
-            }
-        }
-        let upper = readable(&committed);
+        let (committed, aborted) = self
+            .fetch_bounds(key, topic_id, offset, max_wait, isolation)
+            .await?;
+        let upper = isolation.readable(&committed);
         if offset >= upper {
             return Ok(FetchResult {
                 topic_id: topic_id.to_string(),
@@ -374,30 +454,56 @@ impl Inner {
             });
         }
         let filter = (isolation == Isolation::ReadCommitted).then_some(&aborted[..]);
-        let (records, next_offset) = match self
-            .read_records(key, topic_id, offset, upper, max_bytes, filter)
-            .await
-        {
-            Err(Error::ObjectGone(object)) => {
-                // A compactor replaced the entries this agent had cached (merge,
-                // compaction) or dropped them (retention), and deleted the object after
-                // its grace period: read the index and log start again.
-                tracing::debug!(%object, "cached index entry names a deleted object; reloading");
-                self.partition_log(key).forget_index();
-                committed = self.refresh_committed(key, topic_id).await?;
-                if offset < committed.log_start_offset {
-                    return Err(out_of_range(key, offset, committed));
-                }
+        let (records, next_offset) = self
+            .reading(key, topic_id, offset, || {
                 self.read_records(key, topic_id, offset, upper, max_bytes, filter)
-                    .await?
-            }
-            other => other?,
-        };
+            })
+            .await?;
         Ok(FetchResult {
             topic_id: topic_id.to_string(),
             records,
             committed,
             next_offset,
+        })
+    }
+
+    /// Reads committed batches of a partition as stored, from the one holding `offset`
+    /// (Kafka's fetch: the client skips what is before its offset, leaves out transaction
+    /// markers, and for `read_committed` the aborted transactions returned with them).
+    #[instrument(name = "agent.fetch_batches", skip(self), fields(topic = %key.0, partition = key.1))]
+    pub(crate) async fn fetch_batches(
+        &self,
+        key: &PartitionKey,
+        topic_id: &str,
+        offset: i64,
+        max_bytes: usize,
+        max_wait: Duration,
+        isolation: Isolation,
+    ) -> Result<BatchFetch> {
+        let (committed, aborted) = self
+            .fetch_bounds(key, topic_id, offset, max_wait, isolation)
+            .await?;
+        let upper = isolation.readable(&committed);
+        let batches = if offset >= upper {
+            Vec::new()
+        } else {
+            self.reading(key, topic_id, offset, || {
+                self.read_batches(key, topic_id, offset, upper, max_bytes)
+            })
+            .await?
+        };
+        let end = batches.last().map_or(offset, |b| b.last_offset + 1);
+        let aborted = aborted
+            .iter()
+            .filter(|r| r.last_offset >= offset && r.first_offset < end)
+            .map(|r| (r.producer_id, r.first_offset))
+            .collect();
+        Ok(BatchFetch {
+            batches,
+            log_start_offset: committed.log_start_offset,
+            high_watermark: committed.high_watermark,
+            last_stable_offset: committed.last_stable_offset,
+            aborted,
         })
     }
 
@@ -471,10 +577,7 @@ impl Inner {
     ) -> Result<Committed> {
         let deadline = tokio::time::Instant::now() + max_wait;
         let log = self.partition_log(key);
-        let past = |c: &Committed| match isolation {
-            Isolation::ReadUncommitted => c.high_watermark > offset,
-            Isolation::ReadCommitted => c.last_stable_offset > offset,
-        };
+        let past = |c: &Committed| isolation.readable(c) > offset;
         loop {
             if self.owns_incarnation(key, topic_id) {
                 let mut changes = log.committed.subscribe();
@@ -582,21 +685,21 @@ impl Inner {
         Ok((bytes, false))
     }
 
-    /// Reads records from `offset` up to `max_bytes`, and the offset to read next. The
-    /// blocks the fetch will likely need (their stored sizes add up to `max_bytes`) are
-    /// read concurrently, at most [`READ_AHEAD`] at a time, and decoded in order; further
-    /// blocks, rarely needed, one by one. So a catch-up fetch costs about one GET round
-    /// trip, and no block is read that the fetch does not use.
-    async fn read_records(
+    /// The blocks holding `[offset, upper)`, in order, as a stream of (entry, bytes and
+    /// whether they came from the cache). The blocks a read of `max_bytes` will likely
+    /// need (their stored sizes add up to `max_bytes`) are read concurrently, at most
+    /// [`READ_AHEAD`] at a time; further blocks, rarely needed, one by one. So a catch-up
+    /// fetch costs about one GET round trip, and no block is read that the fetch does not
+    /// use.
+    async fn located_blocks(
         &self,
         key: &PartitionKey,
         topic_id: &str,
         offset: i64,
-        high_watermark: i64,
+        upper: i64,
         max_bytes: usize,
-        aborted: Option<&[AbortedRange]>,
-    ) -> Result<(Vec<Record>, i64)> {
-        let entries = self.locate(key, offset, high_watermark).await?;
+    ) -> Result<impl futures::Stream<Item = (IndexEntry, Result<(Bytes, bool)>)> + '_> {
+        let entries = self.locate(key, offset, upper).await?;
         // Runs written for another incarnation of the topic (it was deleted and created
         // again while this agent held its index): never served as this one's.
         if let Some(other) = entries
@@ -618,16 +721,82 @@ impl Inner {
                 break;
             }
         }
-        let read = |entry: &IndexEntry| {
-            let entry = entry.clone();
-            async move {
-                let block = self.read_block(&entry).await;
-                (entry, block)
-            }
+        let read = move |entry: IndexEntry| async move {
+            let block = self.read_block(&entry).await;
+            (entry, block)
         };
-        let mut blocks = futures::stream::iter(entries[..planned].iter().map(read))
+        let later = entries[planned..].to_vec();
+        let mut first = entries;
+        first.truncate(planned);
+        Ok(futures::stream::iter(first.into_iter().map(read))
             .buffered(READ_AHEAD)
-            .chain(futures::stream::iter(entries[planned..].iter().map(read)).buffered(1));
+            .chain(futures::stream::iter(later.into_iter().map(read)).buffered(1)))
+    }
+
+    /// Reads whole batches from the one holding `offset` up to `max_bytes` (at least one
+    /// batch when there is one), as stored, each CRC checked.
+    async fn read_batches(
+        &self,
+        key: &PartitionKey,
+        topic_id: &str,
+        offset: i64,
+        upper: i64,
+        max_bytes: usize,
+    ) -> Result<Vec<FetchedBatch>> {
+        let blocks = self
+            .located_blocks(key, topic_id, offset, upper, max_bytes)
+            .await?;
+        futures::pin_mut!(blocks);
+        let mut out: Vec<FetchedBatch> = Vec::new();
+        let mut bytes = 0usize;
+        while let Some((entry, block)) = blocks.next().await {
+            let (block, cached) = block?;
+            let batches = split_block(block.clone(), &entry.object, entry.byte_start)?;
+            if !cached {
+                self.cache.insert(&entry.object, entry.byte_start, block);
+            }
+            for (header, batch) in batches {
+                if header.last_offset < offset {
+                    continue;
+                }
+                if header.base_offset >= upper {
+                    return Ok(out);
+                }
+                if !out.is_empty() && bytes + batch.len() > max_bytes {
+                    return Ok(out);
+                }
+                bytes += batch.len();
+                out.push(FetchedBatch {
+                    base_offset: header.base_offset,
+                    last_offset: header.last_offset,
+                    bytes: batch,
+                });
+            }
+            if bytes >= max_bytes {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Reads records from `offset` up to `max_bytes`, and the offset to read next. The
+    /// blocks the fetch will likely need (their stored sizes add up to `max_bytes`) are
+    /// read concurrently, at most [`READ_AHEAD`] at a time, and decoded in order; further
+    /// blocks, rarely needed, one by one. So a catch-up fetch costs about one GET round
+    /// trip, and no block is read that the fetch does not use.
+    async fn read_records(
+        &self,
+        key: &PartitionKey,
+        topic_id: &str,
+        offset: i64,
+        high_watermark: i64,
+        max_bytes: usize,
+        aborted: Option<&[AbortedRange]>,
+    ) -> Result<(Vec<Record>, i64)> {
+        let blocks = self
+            .located_blocks(key, topic_id, offset, high_watermark, max_bytes)
+            .await?;
+        futures::pin_mut!(blocks);
         let mut out: Vec<Record> = Vec::new();
         let mut bytes = 0usize;
         // Every offset below this was read (or compacted away).

@@ -143,6 +143,12 @@ impl BearerTokens {
         })
     }
 
+    /// Whether `token` (as a Kafka client's SASL exchange carries it) is one of the
+    /// tokens, compared in constant time.
+    pub fn accepts_token(&self, token: &[u8]) -> bool {
+        self.accepts(token)
+    }
+
     /// Checks a request's `authorization` header.
     pub fn check(&self, metadata: &MetadataMap) -> Result<(), Status> {
         let Some(value) = metadata.get(AUTHORIZATION) else {

@@ -125,9 +125,9 @@ struct OpenSegment {
 struct PendingBlock {
     owner: PartitionOwner,
     compression: Compression,
-    /// Runs of records, each one batch with its producer fields and kind (a run of plain
-    /// data takes every following batch of plain data).
-    runs: Vec<(Option<ProducerFields>, BatchKind, Vec<Record>)>,
+    /// Runs of records, each one batch (a run of plain data records takes every following
+    /// request's plain data records).
+    runs: Vec<Run>,
     /// The state of each producer with a batch here, as of its last batch here.
     producers: BTreeMap<i64, ProducerState>,
     /// Expired producers deleted with this block (at most [`MAX_EXPIRED_PER_BLOCK`],
@@ -154,10 +154,7 @@ impl PendingBlock {
     }
 
     fn bytes(&self) -> usize {
-        self.runs
-            .iter()
-            .map(|(_, _, records)| batch_bytes(records))
-            .sum()
+        self.runs.iter().map(Run::bytes).sum()
     }
 
     /// Notes `state` as producer `id`'s state at the end of the block: it is written, so
@@ -202,11 +199,87 @@ struct PutSegment {
     waiters: Vec<Waiter>,
 }
 
+/// One batch of a block in the open segment.
+#[derive(Debug)]
+enum Run {
+    /// Records to encode as one batch, with its producer fields and kind.
+    Records {
+        producer: Option<ProducerFields>,
+        kind: BatchKind,
+        records: Vec<Record>,
+    },
+    /// A Kafka client's batch, stored as sent but for its base offset.
+    Encoded {
+        batch: EncodedBatch,
+        base_offset: i64,
+    },
+}
+
+impl Run {
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Records { records, .. } => batch_bytes(records),
+            Self::Encoded { batch, .. } => batch.bytes.len(),
+        }
+    }
+
+    /// One past its last offset.
+    fn end(&self) -> Option<i64> {
+        match self {
+            Self::Records { records, .. } => records.last().map(|r| r.offset + 1),
+            Self::Encoded { batch, base_offset } => Some(base_offset + batch.count),
+        }
+    }
+
+    fn count(&self) -> usize {
+        match self {
+            Self::Records { records, .. } => records.len(),
+            Self::Encoded { batch, .. } => batch.count as usize,
+        }
+    }
+}
+
+/// A batch as a Kafka client sent it, checked: stored as is, only its base offset set.
+#[derive(Debug, Clone)]
+pub struct EncodedBatch {
+    /// The whole RecordBatch v2.
+    pub bytes: Bytes,
+    /// Its record count.
+    pub count: i64,
+    /// Its largest record timestamp.
+    pub max_timestamp_ms: i64,
+}
+
+/// What a produce request holds for one partition.
+#[derive(Debug)]
+pub(crate) enum Payload {
+    /// Records, encoded at the flush.
+    Records(Vec<Record>),
+    /// One batch already encoded (a Kafka client's).
+    Encoded(EncodedBatch),
+}
+
+impl Payload {
+    fn len(&self) -> usize {
+        match self {
+            Self::Records(records) => records.len(),
+            Self::Encoded(batch) => batch.count as usize,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Self::Records(records) => batch_bytes(records),
+            Self::Encoded(batch) => batch.bytes.len(),
+        }
+    }
+}
+
 /// Records of one partition in a produce request, offsets not yet assigned.
 #[derive(Debug)]
 pub(crate) struct PartitionRecords {
     pub partition: u32,
-    pub records: Vec<Record>,
+    pub payload: Payload,
     pub compression: Compression,
     /// Set for a batch of an idempotent producer.
     pub producer: Option<ProducerFields>,
@@ -485,7 +558,7 @@ impl Inner {
                 verified = Some((markers, verdict));
             }
         }
-        let request_bytes: usize = batches.iter().map(|b| batch_bytes(&b.records)).sum();
+        let request_bytes: usize = batches.iter().map(|b| b.payload.bytes()).sum();
         let mut state = self.writer.state.lock().expect("writer lock");
         if state.closed {
             return Err(Error::Unavailable("agent is shutting down".to_string()));
@@ -542,13 +615,15 @@ impl Inner {
             let key = (topic.to_string(), batch.partition);
             let ownership = state.owned.get_mut(&key).expect("checked above");
             let base = ownership.next_offset;
-            for (i, record) in batch.records.iter_mut().enumerate() {
-                record.offset = base + i as i64;
+            if let Payload::Records(records) = &mut batch.payload {
+                for (i, record) in records.iter_mut().enumerate() {
+                    record.offset = base + i as i64;
+                }
             }
-            ownership.next_offset += batch.records.len() as i64;
+            ownership.next_offset += batch.payload.len() as i64;
             let transactional = batch.transactional_id.is_some();
             let producer_state = batch.producer.map(|fields| {
-                let count = batch.records.len() as i32;
+                let count = batch.payload.len() as i32;
                 let old = ownership.producers.remove(&fields.producer_id);
                 let mut new = record_batch(old, fields, count, base, now);
                 if transactional && new.txn_first_offset.is_none() {
@@ -572,15 +647,26 @@ impl Inner {
                 .blocks
                 .entry(key.clone())
                 .or_insert_with(|| PendingBlock::new(owner, batch.compression));
-            match (block.runs.last_mut(), batch.producer) {
-                (Some((None, BatchKind::Data, records)), None) => {
-                    records.append(&mut batch.records)
-                }
-                (_, producer) => {
-                    block
-                        .runs
-                        .push((producer, kind, std::mem::take(&mut batch.records)))
-                }
+            let payload = std::mem::replace(&mut batch.payload, Payload::Records(Vec::new()));
+            match (block.runs.last_mut(), batch.producer, payload) {
+                (
+                    Some(Run::Records {
+                        producer: None,
+                        kind: BatchKind::Data,
+                        records,
+                    }),
+                    None,
+                    Payload::Records(mut more),
+                ) => records.append(&mut more),
+                (_, producer, Payload::Records(records)) => block.runs.push(Run::Records {
+                    producer,
+                    kind,
+                    records,
+                }),
+                (_, _, Payload::Encoded(encoded)) => block.runs.push(Run::Encoded {
+                    batch: encoded,
+                    base_offset: base,
+                }),
             }
             if let Some((id, producer_state)) = producer_state {
                 block.set_producer(id, producer_state);
@@ -633,7 +719,7 @@ impl Inner {
         now: i64,
     ) -> Result<Option<i64>> {
         let limits = &self.config.limits;
-        let count = i32::try_from(batch.records.len()).map_err(|_| {
+        let count = i32::try_from(batch.payload.len()).map_err(|_| {
             Error::InvalidArgument("a batch holds more than 2^31 records".to_string())
         })?;
         let in_block = state.open.blocks.get(key).map(|b| {
@@ -853,9 +939,11 @@ impl Inner {
                 .blocks
                 .entry(key.clone())
                 .or_insert_with(|| PendingBlock::new(owner, Compression::None));
-            block
-                .runs
-                .push((Some(fields), BatchKind::Control, vec![marker]));
+            block.runs.push(Run::Records {
+                producer: Some(fields),
+                kind: BatchKind::Control,
+                records: vec![marker],
+            });
             block.set_producer(producer_id, snapshot);
             if !commit {
                 block.aborted.push(AbortedRange {
@@ -1065,13 +1153,25 @@ impl Inner {
                 let runs: Vec<BatchRun<'_>> = block
                     .runs
                     .iter()
-                    .map(|(producer, kind, records)| BatchRun {
-                        producer: *producer,
-                        kind: *kind,
-                        records,
+                    .map(|run| match run {
+                        Run::Records {
+                            producer,
+                            kind,
+                            records,
+                        } => BatchRun::Records {
+                            producer: *producer,
+                            kind: *kind,
+                            records,
+                        },
+                        Run::Encoded { batch, base_offset } => BatchRun::Encoded {
+                            bytes: &batch.bytes,
+                            base_offset: *base_offset,
+                            count: batch.count,
+                            max_timestamp_ms: batch.max_timestamp_ms,
+                        },
                     })
                     .collect();
-                let count = block.runs.iter().map(|(_, _, records)| records.len()).sum();
+                let count = block.runs.iter().map(Run::count).sum();
                 match builder.add_batches(
                     &key.0,
                     &block.owner.topic_id,
@@ -1327,8 +1427,7 @@ fn seal_stable_offsets(state: &mut WriterState, segment: &mut OpenSegment) {
         let end = block
             .runs
             .iter()
-            .filter_map(|(_, _, records)| records.last())
-            .map(|r| r.offset + 1)
+            .filter_map(Run::end)
             .max()
             .unwrap_or(ownership.next_offset);
         block.last_stable_offset = Some(oldest_open.unwrap_or(end).min(end));

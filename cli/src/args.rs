@@ -79,6 +79,26 @@ pub struct SecurityArgs {
     pub auth_tokens: Option<String>,
 }
 
+/// The Kafka listener of `dev` and `agent`.
+#[derive(Debug, Args, Default)]
+pub struct KafkaArgs {
+    /// Kafka protocol listen address, or `off` [default: 0.0.0.0:9092 for an agent,
+    /// 127.0.0.1:9092 for dev].
+    #[arg(long, env = "STRATA_KAFKA_LISTEN")]
+    pub kafka_listen: Option<String>,
+    /// host:port Kafka clients reach this agent on (Metadata lists it) [default: the
+    /// host of --advertise with the port of --kafka-listen].
+    #[arg(long, env = "STRATA_KAFKA_ADVERTISE")]
+    pub kafka_advertise: Option<String>,
+    /// Largest Kafka request frame accepted, in bytes (Kafka's socket.request.max.bytes)
+    /// [default: 104857600].
+    #[arg(long, env = "STRATA_KAFKA_MAX_REQUEST_BYTES")]
+    pub kafka_max_request_bytes: Option<usize>,
+    /// Most Kafka connections open at once [default: 10000].
+    #[arg(long, env = "STRATA_KAFKA_MAX_CONNECTIONS")]
+    pub kafka_max_connections: Option<usize>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run an agent with the embedded metastore and a local-directory object store: nothing
@@ -332,6 +352,8 @@ pub struct DevArgs {
     #[arg(long, env = "STRATA_METRICS_LISTEN", default_value = "127.0.0.1:9090")]
     pub metrics_listen: String,
     #[command(flatten)]
+    pub kafka: KafkaArgs,
+    #[command(flatten)]
     pub security: SecurityArgs,
     #[command(flatten)]
     pub tuning: Tuning,
@@ -489,6 +511,8 @@ pub struct AgentArgs {
     /// Address clients reach this agent on [default: the listen address].
     #[arg(long, env = "STRATA_ADVERTISE")]
     pub advertise: Option<String>,
+    #[command(flatten)]
+    pub kafka: KafkaArgs,
     /// Unique agent id [default: random].
     #[arg(long, env = "STRATA_AGENT_ID")]
     pub agent_id: Option<String>,

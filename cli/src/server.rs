@@ -17,7 +17,8 @@ use strata_storage::{BlockCache, ObjectStoreConfig, SegmentStore};
 use tokio::net::TcpListener;
 
 use crate::args::{
-    AgentArgs, ClientArgs, CompactorArgs, DevArgs, SecurityArgs, StoreArgs, StoredLimitArgs, Tuning,
+    AgentArgs, ClientArgs, CompactorArgs, DevArgs, KafkaArgs, SecurityArgs, StoreArgs,
+    StoredLimitArgs, Tuning,
 };
 use crate::target::read_pem;
 
@@ -31,6 +32,10 @@ struct AgentFile {
     listen: Option<String>,
     metrics_listen: Option<String>,
     advertise: Option<String>,
+    kafka_listen: Option<String>,
+    kafka_advertise: Option<String>,
+    kafka_max_request_bytes: Option<usize>,
+    kafka_max_connections: Option<usize>,
     agent_id: Option<String>,
     cache_dir: Option<PathBuf>,
     s3_endpoint: Option<String>,
@@ -252,6 +257,8 @@ fn agent_config(
             .unwrap_or(defaults.max_inflight_flushes),
         lease_ttl: defaults.lease_ttl,
         zone: String::new(),
+        cluster: defaults.cluster,
+        kafka_advertised_address: String::new(),
     };
     anyhow::ensure!(
         config.max_inflight_flushes > 0,
@@ -308,18 +315,30 @@ pub async fn run_dev(args: DevArgs, client: &ClientArgs) -> Result<()> {
         Some(data_dir.join("cache")),
     ))
     .await?;
-    let config = agent_config(
+    let mut config = agent_config(
         "dev".to_string(),
         args.listen.clone(),
         &args.tuning,
         limits,
         &file,
     )?;
+    config.cluster = "dev".to_string();
+    let kafka = kafka_listen(
+        &args.kafka,
+        &file,
+        "127.0.0.1:9092",
+        &args.listen,
+        &security,
+    )?;
+    if let Some(kafka) = &kafka {
+        config.kafka_advertised_address = kafka.advertise.clone();
+    }
     tracing::info!(data_dir = %data_dir.display(), "strata dev: embedded metastore, local object store, compactor");
     let compactor = start_dev_compactor(metastore.clone(), store.clone()).await?;
     let listen = Listen {
         grpc: &args.listen,
         metrics: &args.metrics_listen,
+        kafka,
         security: &security,
     };
     let served = serve(config, listen, metastore, store, cache).await;
@@ -407,8 +426,18 @@ pub async fn run_agent(args: AgentArgs, client: &ClientArgs) -> Result<()> {
         .unwrap_or_else(|| format!("agent-{:08x}", rand_id()));
     let cache_dir = args.cache_dir.clone().or(file.cache_dir.clone());
     let cache = BlockCache::new(&cache_config(&args.tuning, &file, cache_dir)).await?;
+    let kafka = kafka_listen(&args.kafka, &file, "0.0.0.0:9092", &advertise, &security)?;
     let mut config = agent_config(agent_id, advertise, &args.tuning, limits, &file)?;
     config.zone = args.zone.clone().or(file.zone.clone()).unwrap_or_default();
+    config.cluster = args
+        .store
+        .cluster
+        .clone()
+        .or(file.cluster.clone())
+        .unwrap_or_else(|| "default".to_string());
+    if let Some(kafka) = &kafka {
+        config.kafka_advertised_address = kafka.advertise.clone();
+    }
     if let Some(secs) = args.lease_ttl_secs.or(file.lease_ttl_secs) {
         anyhow::ensure!(
             secs >= 2,
@@ -424,6 +453,7 @@ pub async fn run_agent(args: AgentArgs, client: &ClientArgs) -> Result<()> {
     let listen = Listen {
         grpc: &listen,
         metrics: &metrics_listen,
+        kafka,
         security: &security,
     };
     serve(config, listen, metastore, store, cache).await
@@ -623,7 +653,89 @@ fn rand_id() -> u32 {
 struct Listen<'a> {
     grpc: &'a str,
     metrics: &'a str,
+    /// The Kafka listener, unless it is off.
+    kafka: Option<KafkaListen>,
     security: &'a Security,
+}
+
+/// Where and how the Kafka listener serves.
+struct KafkaListen {
+    listen: String,
+    advertise: String,
+    config: strata_kafka::KafkaConfig,
+}
+
+/// The Kafka listener the flags (or the file) ask for; `None` with `--kafka-listen off`.
+/// It advertises `--kafka-advertise`, or the host clients reach the agent's gRPC on
+/// (`grpc_advertise`) with the Kafka listener's port.
+fn kafka_listen(
+    args: &KafkaArgs,
+    file: &AgentFile,
+    default_listen: &str,
+    grpc_advertise: &str,
+    security: &Security,
+) -> Result<Option<KafkaListen>> {
+    let listen = args
+        .kafka_listen
+        .clone()
+        .or(file.kafka_listen.clone())
+        .unwrap_or_else(|| default_listen.to_string());
+    if listen == "off" {
+        return Ok(None);
+    }
+    let port = listen
+        .rsplit_once(':')
+        .map(|(_, port)| port)
+        .context("--kafka-listen needs host:port (or off)")?;
+    let advertise = match args
+        .kafka_advertise
+        .clone()
+        .or(file.kafka_advertise.clone())
+    {
+        Some(advertise) => advertise,
+        None => {
+            let host = grpc_advertise
+                .rsplit_once(':')
+                .map_or(grpc_advertise, |(host, _)| host);
+            if host == "0.0.0.0" || host == "[::]" {
+                tracing::warn!(
+                    "Kafka listener off: it needs an address clients can reach; give \
+                     --kafka-advertise host:port (or --advertise)"
+                );
+                return Ok(None);
+            }
+            format!("{host}:{port}")
+        }
+    };
+    let defaults = strata_kafka::KafkaConfig::default();
+    let max_request_bytes = args
+        .kafka_max_request_bytes
+        .or(file.kafka_max_request_bytes)
+        .unwrap_or(defaults.max_request_bytes);
+    anyhow::ensure!(
+        (1024..=1 << 30).contains(&max_request_bytes),
+        "--kafka-max-request-bytes must be 1024 to 1073741824"
+    );
+    let tls = security
+        .tls
+        .as_ref()
+        .map(strata_kafka::server::tls_config)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("Kafka listener: {e}"))?;
+    Ok(Some(KafkaListen {
+        listen,
+        advertise,
+        config: strata_kafka::KafkaConfig {
+            max_request_bytes,
+            max_inflight_bytes: defaults.max_inflight_bytes.max(max_request_bytes),
+            max_connections: args
+                .kafka_max_connections
+                .or(file.kafka_max_connections)
+                .unwrap_or(defaults.max_connections),
+            tls,
+            tokens: security.tokens.clone(),
+        },
+    }))
 }
 
 async fn serve(
@@ -639,6 +751,14 @@ async fn serve(
     let metrics_listener = TcpListener::bind(listen.metrics)
         .await
         .with_context(|| format!("cannot listen on {} for metrics", listen.metrics))?;
+    let kafka_listener = match &listen.kafka {
+        Some(kafka) => Some(
+            TcpListener::bind(&kafka.listen)
+                .await
+                .with_context(|| format!("cannot listen on {} for Kafka", kafka.listen))?,
+        ),
+        None => None,
+    };
     let agent = Agent::start(config, metastore, store, cache, Arc::new(SystemClock)).await?;
     tracing::info!(
         address = %listener.local_addr()?,
@@ -649,6 +769,27 @@ async fn serve(
         "serving gRPC, and metrics at /metrics"
     );
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let kafka = match (kafka_listener, listen.kafka) {
+        (Some(listener), Some(kafka)) => {
+            tracing::info!(
+                address = %listener.local_addr()?,
+                advertised = %kafka.advertise,
+                tls = kafka.config.tls.is_some(),
+                sasl = kafka.config.tokens.is_some(),
+                "serving Kafka clients"
+            );
+            let mut stopped = stopped.clone();
+            Some(tokio::spawn(strata_kafka::serve(
+                agent.clone(),
+                listener,
+                kafka.config,
+                async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                },
+            )))
+        }
+        _ => None,
+    };
     let metrics = tokio::spawn(strata_agent::service::serve_metrics(
         agent.clone(),
         metrics_listener,
@@ -673,6 +814,9 @@ async fn serve(
     serving?;
     let _ = stop.send(true);
     let _ = metrics.await;
+    if let Some(kafka) = kafka {
+        let _ = kafka.await;
+    }
     if let Some(failure) = agent.failed().borrow().clone() {
         anyhow::bail!("agent {failure}; exiting so that a supervisor restarts it");
     }

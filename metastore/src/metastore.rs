@@ -1698,6 +1698,8 @@ mod tests {
                     agent_id: "a".into(),
                     address: "h:1".into(),
                     zone: String::new(),
+                    kafka_address: String::new(),
+                    node_id: 1,
                 }),
                 encode_json(&Assignment::default()),
                 encode_json(&group),

@@ -364,6 +364,13 @@ pub struct AgentRecord {
     /// Availability zone it runs in, if configured.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub zone: String,
+    /// host:port of its Kafka listener; empty if it has none.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub kafka_address: String,
+    /// Its Kafka node id: unique among live agents, fixed for the incarnation's life (its
+    /// incarnation number).
+    #[serde(default)]
+    pub node_id: i32,
 }
 
 /// Which agent serves each partition, as the controller decided it.

@@ -482,6 +482,8 @@ async fn agent_epochs_increase_and_agents_register(store: Box<dyn Metastore>) {
         agent_id: "x".into(),
         address: "127.0.0.1:1".into(),
         zone: "z1".into(),
+        kafka_address: "127.0.0.1:9092".into(),
+        node_id: 7,
     };
     let registration = store
         .register_agent(&agent, std::time::Duration::from_secs(5))
@@ -942,6 +944,8 @@ async fn etcd_registration_expires_without_renewals() {
         agent_id: "gone".into(),
         address: "127.0.0.1:2".into(),
         zone: String::new(),
+        kafka_address: String::new(),
+        node_id: 0,
     };
     let registration = store
         .register_agent(&agent, std::time::Duration::from_secs(2))

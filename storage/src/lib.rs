@@ -21,6 +21,8 @@ pub mod store;
 
 pub use cache::BlockCache;
 pub use error::{Error, Result};
-pub use record::{BatchKind, Compression, DecodedBatch, ProducerFields, Record};
+pub use record::{
+    BatchError, BatchKind, ClientBatch, Compression, DecodedBatch, ProducerFields, Record,
+};
 pub use segment::{BatchRun, BlockLocation, SegmentBuilder};
 pub use store::{ObjectStoreConfig, SegmentStore};

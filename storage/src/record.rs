@@ -15,8 +15,12 @@
 //! - a record count is trusted only as far as the bytes that hold the records: nothing is
 //!   allocated in proportion to a count that the data cannot back.
 //!
-//! Compression: none, lz4 (LZ4 frames, as Kafka's clients write them) and zstd, with the
-//! `lz4` and `zstd` crates.
+//! Compression: every codec Kafka's clients write — none, gzip (`flate2`), snappy (`snap`;
+//! Kafka's Java client frames it the xerial way, librdkafka and others do not: both are
+//! read), lz4 (LZ4 frames, `lz4`) and zstd (`zstd`).
+//!
+//! A batch a Kafka client sends is checked by [`decode_client_batch`] and then stored as
+//! sent: only its base offset (outside the CRC) is set, when its segment is built.
 
 use std::io::Read;
 use std::ops::RangeInclusive;
@@ -59,6 +63,10 @@ pub enum Compression {
     /// No compression.
     #[default]
     None,
+    /// gzip.
+    Gzip,
+    /// Snappy (xerial framing, as Kafka's Java client writes it).
+    Snappy,
     /// LZ4 frames.
     Lz4,
     /// Zstandard.
@@ -70,6 +78,8 @@ impl Compression {
     pub fn parse(name: &str) -> Option<Self> {
         match name {
             "none" | "uncompressed" => Some(Self::None),
+            "gzip" => Some(Self::Gzip),
+            "snappy" => Some(Self::Snappy),
             "lz4" => Some(Self::Lz4),
             "zstd" => Some(Self::Zstd),
             _ => None,
@@ -80,6 +90,8 @@ impl Compression {
     fn id(self) -> i16 {
         match self {
             Self::None => 0,
+            Self::Gzip => 1,
+            Self::Snappy => 2,
             Self::Lz4 => 3,
             Self::Zstd => 4,
         }
@@ -336,6 +348,30 @@ fn compress(body: Bytes, compression: Compression) -> Result<Bytes> {
     let failed = |e: std::io::Error| Error::Encode(format!("{compression:?} compression: {e}"));
     match compression {
         Compression::None => Ok(body),
+        Compression::Gzip => {
+            let mut encoder = flate2::write::GzEncoder::new(
+                Vec::with_capacity(body.len() / 2),
+                flate2::Compression::default(),
+            );
+            std::io::Write::write_all(&mut encoder, &body).map_err(failed)?;
+            encoder.finish().map(Bytes::from).map_err(failed)
+        }
+        Compression::Snappy => {
+            // Kafka's Java client's framing: the xerial header, then chunks of a 4-byte
+            // length and a raw snappy block.
+            let mut out = BytesMut::with_capacity(body.len() / 2 + 32);
+            out.put_slice(&XERIAL_HEADER);
+            out.put_i32(1); // version
+            out.put_i32(1); // compatible version
+            for chunk in body.chunks(XERIAL_CHUNK) {
+                let block = snap::raw::Encoder::new()
+                    .compress_vec(chunk)
+                    .map_err(|e| Error::Encode(format!("snappy compression: {e}")))?;
+                out.put_i32(block.len() as i32);
+                out.put_slice(&block);
+            }
+            Ok(out.freeze())
+        }
         Compression::Zstd => zstd::bulk::compress(&body, ZSTD_LEVEL)
             .map(Bytes::from)
             .map_err(failed),
@@ -363,8 +399,10 @@ fn decompress(body: Bytes, codec: i16) -> std::result::Result<Bytes, String> {
             .and_then(|decoder| decoder.take(limit).read_to_end(&mut out)),
         4 => zstd::stream::read::Decoder::new(body.reader())
             .and_then(|decoder| decoder.take(limit).read_to_end(&mut out)),
-        1 => return Err("gzip batches are not supported".to_string()),
-        2 => return Err("snappy batches are not supported".to_string()),
+        1 => flate2::read::MultiGzDecoder::new(body.reader())
+            .take(limit)
+            .read_to_end(&mut out),
+        2 => return snappy_decompress(&body).map(Bytes::from),
         other => return Err(format!("unknown compression codec {other}")),
     };
     read.map_err(|e| format!("cannot decompress: {e}"))?;
@@ -374,6 +412,53 @@ fn decompress(body: Bytes, codec: i16) -> std::result::Result<Bytes, String> {
         ));
     }
     Ok(Bytes::from(out))
+}
+
+/// The magic bytes that open a xerial-framed snappy stream.
+const XERIAL_HEADER: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
+/// Uncompressed bytes per xerial chunk (the Java client's block size).
+const XERIAL_CHUNK: usize = 32 << 10;
+
+/// Snappy: xerial-framed (Kafka's Java client) or one raw block (librdkafka and others);
+/// at most [`MAX_BATCH_BYTES`] out, checked from each block's stated length before it is
+/// decompressed.
+fn snappy_decompress(body: &[u8]) -> std::result::Result<Vec<u8>, String> {
+    let block = |bytes: &[u8], out: &mut Vec<u8>| -> std::result::Result<(), String> {
+        let len = snap::raw::decompress_len(bytes).map_err(|e| format!("snappy: {e}"))?;
+        if out.len() + len > MAX_BATCH_BYTES {
+            return Err(format!(
+                "batch decompresses to more than {MAX_BATCH_BYTES} bytes"
+            ));
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        snap::raw::Decoder::new()
+            .decompress(bytes, &mut out[start..])
+            .map_err(|e| format!("snappy: {e}"))?;
+        Ok(())
+    };
+    let mut out = Vec::new();
+    if !body.starts_with(&XERIAL_HEADER) {
+        block(body, &mut out)?;
+        return Ok(out);
+    }
+    // Header, version, compatible version; then chunks.
+    let mut rest = body
+        .get(16..)
+        .ok_or("snappy: xerial header runs past the end")?;
+    while !rest.is_empty() {
+        let len = rest
+            .get(..4)
+            .map(|b| i32::from_be_bytes(b.try_into().expect("4 bytes")))
+            .ok_or("snappy: a chunk length runs past the end")?;
+        let len = usize::try_from(len).map_err(|_| format!("snappy: chunk length {len}"))?;
+        let chunk = rest
+            .get(4..4 + len)
+            .ok_or("snappy: a chunk runs past the end")?;
+        block(chunk, &mut out)?;
+        rest = &rest[4 + len..];
+    }
+    Ok(out)
 }
 
 /// Reads fields of stored bytes; every read is checked against what is left.
@@ -491,6 +576,141 @@ fn for_each_batch(
         visit(batch).map_err(&corrupt)?;
     }
     Ok(())
+}
+
+/// Why a batch a client sent is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError {
+    /// Its CRC does not match its bytes (Kafka's CORRUPT_MESSAGE); otherwise it is
+    /// malformed (INVALID_RECORD).
+    pub corrupt: bool,
+    /// What is wrong.
+    pub reason: String,
+}
+
+/// A batch as a Kafka client sent it, checked by [`decode_client_batch`].
+#[derive(Debug, Clone)]
+pub struct ClientBatch {
+    /// The batch's bytes as sent: what is stored.
+    pub bytes: Bytes,
+    /// Its producer fields; `None` for a producer that is not idempotent.
+    pub producer: Option<ProducerFields>,
+    /// Data or transactional data (a client never sends a control batch).
+    pub kind: BatchKind,
+    /// Its records, decoded to be checked (offsets counted from 0).
+    pub records: Vec<Record>,
+}
+
+impl ClientBatch {
+    /// Its largest record timestamp.
+    pub fn max_timestamp_ms(&self) -> i64 {
+        self.records
+            .iter()
+            .map(|r| r.timestamp_ms)
+            .max()
+            .unwrap_or(-1)
+    }
+}
+
+/// Checks one partition's records of a Kafka Produce request: exactly one RecordBatch v2
+/// whose CRC matches, that decodes (within [`MAX_BATCH_BYTES`]) into at least one record,
+/// whose offset deltas are 0, 1, 2, ... (Kafka's rule for what clients send), and that
+/// is not a control batch.
+pub fn decode_client_batch(bytes: Bytes) -> std::result::Result<ClientBatch, BatchError> {
+    let invalid = |reason: String| BatchError {
+        corrupt: false,
+        reason,
+    };
+    let mut rest = bytes.clone();
+    if rest.remaining() < BATCH_HEADER_LEN {
+        return Err(invalid(format!(
+            "{} bytes are too few for a record batch (its header alone is {BATCH_HEADER_LEN})",
+            rest.remaining()
+        )));
+    }
+    let batch = split_batch(&mut rest).map_err(invalid)?;
+    if rest.has_remaining() {
+        return Err(invalid(
+            "a partition's records must be exactly one record batch (v2); this one has more \
+             bytes after the first"
+                .to_string(),
+        ));
+    }
+    if batch[16] as i8 != 2 {
+        return Err(invalid(format!(
+            "record batch magic {}: only v2 (Kafka 0.11 and later clients) is supported",
+            batch[16] as i8
+        )));
+    }
+    let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
+    if crc32c::crc32c(&batch[CRC_START..]) != crc {
+        return Err(BatchError {
+            corrupt: true,
+            reason: "the record batch's CRC does not match its bytes".to_string(),
+        });
+    }
+    let decoded = decode_batch(batch.clone()).map_err(invalid)?;
+    let header = decoded.header;
+    if header.kind == BatchKind::Control {
+        return Err(invalid(
+            "a client may not send a control batch (transaction markers are the \
+             coordinator's)"
+                .to_string(),
+        ));
+    }
+    if decoded.records.is_empty() {
+        return Err(invalid("the record batch holds no records".to_string()));
+    }
+    let count = decoded.records.len() as i64;
+    if header.last_offset - header.base_offset != count - 1 {
+        return Err(invalid(format!(
+            "the batch holds {count} records but its last offset delta is {}",
+            header.last_offset - header.base_offset
+        )));
+    }
+    let mut records = decoded.records;
+    for (i, record) in records.iter_mut().enumerate() {
+        if record.offset - header.base_offset != i as i64 {
+            return Err(invalid(format!(
+                "record {i} has offset delta {}; a client's batch numbers its records 0, 1, \
+                 2, ...",
+                record.offset - header.base_offset
+            )));
+        }
+        record.offset = i as i64;
+    }
+    Ok(ClientBatch {
+        bytes: batch,
+        producer: header.producer,
+        kind: header.kind,
+        records,
+    })
+}
+
+/// A copy of a client's batch with `LogAppendTime` set: the timestamp-type attribute and
+/// the batch's max timestamp (which readers then give every record) become `now_ms`,
+/// and the CRC is computed again. The records are not touched.
+pub fn with_log_append_time(batch: &[u8], now_ms: i64) -> Bytes {
+    let mut out = BytesMut::from(batch);
+    let attributes = i16::from_be_bytes(out[21..23].try_into().expect("2 bytes")) | 0x08;
+    out[21..23].copy_from_slice(&attributes.to_be_bytes());
+    // base offset 8, length 4, leader epoch 4, magic 1, crc 4, attributes 2, last offset
+    // delta 4, base timestamp 8: the max timestamp is at 35.
+    out[35..43].copy_from_slice(&now_ms.to_be_bytes());
+    let crc = crc32c::crc32c(&out[CRC_START..]);
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out.freeze()
+}
+
+/// Every batch of `block` with its header, each CRC checked, as slices of the block: what
+/// a Kafka fetch returns unchanged. `object` and `start` only name the bytes in errors.
+pub fn split_block(block: Bytes, object: &str, start: u64) -> Result<Vec<(BatchHeader, Bytes)>> {
+    let mut batches = Vec::new();
+    for_each_batch(block, object, start, |batch| {
+        batches.push((read_header(&batch)?.header, batch));
+        Ok(())
+    })?;
+    Ok(batches)
 }
 
 /// Blocks at least this big are decoded on a blocking thread by [`decode_block_off_async`].
@@ -887,6 +1107,85 @@ mod tests {
         assert!(err.to_string().contains("claims"), "{err}");
     }
 
+    #[test]
+    fn a_client_batch_is_checked_and_kept_as_sent() {
+        let records = sample(7);
+        for compression in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let bytes = encode_batch(&records, compression).unwrap();
+            let batch = decode_client_batch(bytes.clone()).unwrap();
+            assert_eq!(batch.bytes, bytes, "{compression:?}: stored as sent");
+            assert_eq!(batch.records.len(), 7);
+            assert_eq!(batch.records[3].key, records[3].key);
+            assert_eq!(batch.records[3].offset, 3, "offsets counted from 0");
+            assert_eq!(batch.max_timestamp_ms(), 1_700_000_000_006);
+        }
+        let bytes = encode_batch(&records, Compression::None).unwrap();
+        // A flipped byte in the records: CORRUPT_MESSAGE.
+        let mut flipped = BytesMut::from(&bytes[..]);
+        let last = flipped.len() - 1;
+        flipped[last] ^= 0xff;
+        assert!(decode_client_batch(flipped.freeze()).unwrap_err().corrupt);
+        // Two batches, or a trailing byte: INVALID_RECORD.
+        let mut two = BytesMut::from(&bytes[..]);
+        two.extend_from_slice(&bytes);
+        let error = decode_client_batch(two.freeze()).unwrap_err();
+        assert!(
+            !error.corrupt && error.reason.contains("exactly one"),
+            "{error:?}"
+        );
+        assert!(
+            !decode_client_batch(Bytes::from_static(b"short"))
+                .unwrap_err()
+                .corrupt
+        );
+        // A control batch is the coordinator's, never a client's.
+        let marker = control_record(0, 1, true, 0);
+        let control = encode_producer_batch(
+            &[marker],
+            Compression::None,
+            Some(ProducerFields {
+                producer_id: 1,
+                producer_epoch: 0,
+                base_sequence: -1,
+            }),
+            BatchKind::Control,
+        )
+        .unwrap();
+        assert!(
+            decode_client_batch(control)
+                .unwrap_err()
+                .reason
+                .contains("control")
+        );
+        // Offsets with a gap: not what a client sends.
+        let mut gap = sample(3);
+        gap[2].offset += 1;
+        let gapped = encode_batch(&gap, Compression::None).unwrap();
+        assert!(decode_client_batch(gapped).is_err());
+    }
+
+    #[test]
+    fn log_append_time_rewrites_only_the_header() {
+        let records = sample(3);
+        let bytes = encode_batch(&records, Compression::Lz4).unwrap();
+        let stamped = with_log_append_time(&bytes, 1_800_000_000_000);
+        assert_eq!(stamped.len(), bytes.len());
+        assert_eq!(stamped[BATCH_HEADER_LEN..], bytes[BATCH_HEADER_LEN..]);
+        let decoded = decode_client_batch(stamped).unwrap();
+        assert!(
+            decoded
+                .records
+                .iter()
+                .all(|r| r.timestamp_ms == 1_800_000_000_000)
+        );
+    }
+
     /// Kafka's own bytes: `kafka-protocol` (what a Kafka client or broker writes) and our
     /// codec read each other's batches.
     #[test]
@@ -919,6 +1218,8 @@ mod tests {
         };
         for (ours, theirs) in [
             (Compression::None, KafkaCompression::None),
+            (Compression::Gzip, KafkaCompression::Gzip),
+            (Compression::Snappy, KafkaCompression::Snappy),
             (Compression::Lz4, KafkaCompression::Lz4),
             (Compression::Zstd, KafkaCompression::Zstd),
         ] {

@@ -18,15 +18,50 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::{BatchKind, Compression, ProducerFields, Record, encode_producer_batch};
 
-/// Records that become one batch of a block, with the producer fields of its header.
+/// One batch of a block: records to encode, or a batch a Kafka client sent, stored as is.
 #[derive(Debug, Clone, Copy)]
-pub struct BatchRun<'a> {
-    /// The producer that wrote them, if it is idempotent.
-    pub producer: Option<ProducerFields>,
-    /// Data, transactional data, or a transaction marker.
-    pub kind: BatchKind,
-    /// The records, in offset order.
-    pub records: &'a [Record],
+pub enum BatchRun<'a> {
+    /// Records that become one batch, with the producer fields of its header.
+    Records {
+        /// The producer that wrote them, if it is idempotent.
+        producer: Option<ProducerFields>,
+        /// Data, transactional data, or a transaction marker.
+        kind: BatchKind,
+        /// The records, in offset order.
+        records: &'a [Record],
+    },
+    /// A whole RecordBatch v2 as its client sent it (checked by
+    /// [`decode_client_batch`](crate::record::decode_client_batch)); only its base offset
+    /// is written, which is outside its CRC.
+    Encoded {
+        /// The batch's bytes.
+        bytes: &'a [u8],
+        /// The offset the owner gave its first record.
+        base_offset: i64,
+        /// Its record count.
+        count: i64,
+        /// Its largest record timestamp.
+        max_timestamp_ms: i64,
+    },
+}
+
+impl BatchRun<'_> {
+    /// First and last offset, and largest timestamp; `None` for an empty run.
+    fn span(&self) -> Option<(i64, i64, i64)> {
+        match self {
+            Self::Records { records, .. } => {
+                let (first, last) = (records.first()?, records.last()?);
+                let max = records.iter().map(|r| r.timestamp_ms).max()?;
+                Some((first.offset, last.offset, max))
+            }
+            Self::Encoded {
+                base_offset,
+                count,
+                max_timestamp_ms,
+                ..
+            } => (*count > 0).then_some((*base_offset, base_offset + count - 1, *max_timestamp_ms)),
+        }
+    }
 }
 use crate::{Error, Result};
 
@@ -98,7 +133,7 @@ impl SegmentBuilder {
             topic,
             topic_id,
             partition,
-            &[BatchRun {
+            &[BatchRun::Records {
                 producer: None,
                 kind: BatchKind::Data,
                 records,
@@ -118,31 +153,46 @@ impl SegmentBuilder {
         runs: &[BatchRun<'_>],
         compression: Compression,
     ) -> Result<(Bytes, BlockLocation)> {
-        let records = || runs.iter().flat_map(|run| run.records.iter());
-        let (Some(first), Some(last)) = (records().next(), records().last()) else {
+        let spans: Vec<(i64, i64, i64)> = runs.iter().filter_map(BatchRun::span).collect();
+        let (Some(first), Some(last)) = (spans.first(), spans.last()) else {
             return Err(Error::Encode(
                 "a block needs at least one record".to_string(),
             ));
         };
+        let (base_offset, last_offset) = (first.0, last.1);
+        let max_timestamp_ms = spans.iter().map(|s| s.2).max().unwrap_or(0);
         let mut block = BytesMut::new();
-        for run in runs.iter().filter(|run| !run.records.is_empty()) {
-            block.extend_from_slice(&encode_producer_batch(
-                run.records,
-                compression,
-                run.producer,
-                run.kind,
-            )?);
+        for run in runs.iter().filter(|run| run.span().is_some()) {
+            match run {
+                BatchRun::Records {
+                    producer,
+                    kind,
+                    records,
+                } => block.extend_from_slice(&encode_producer_batch(
+                    records,
+                    compression,
+                    *producer,
+                    *kind,
+                )?),
+                BatchRun::Encoded {
+                    bytes, base_offset, ..
+                } => {
+                    let at = block.len();
+                    block.extend_from_slice(bytes);
+                    block[at..at + 8].copy_from_slice(&base_offset.to_be_bytes());
+                }
+            }
         }
         let block = block.freeze();
         let location = BlockLocation {
             topic: topic.to_string(),
             topic_id: topic_id.to_string(),
             partition,
-            base_offset: first.offset,
-            last_offset: last.offset,
+            base_offset,
+            last_offset,
             byte_start: self.body.len() as u64,
             byte_len: block.len() as u64,
-            max_timestamp_ms: records().map(|r| r.timestamp_ms).max().unwrap_or(0),
+            max_timestamp_ms,
         };
         self.body.extend_from_slice(&block);
         self.blocks.push(location.clone());
@@ -230,6 +280,45 @@ mod tests {
                 headers: vec![],
             })
             .collect()
+    }
+
+    #[test]
+    fn a_client_batch_is_stored_as_sent_with_its_base_offset() {
+        // A client numbers from 0; the owner gives it offsets 10..=12, after a run of
+        // records 7..=9 in the same block.
+        let sent = crate::record::encode_batch(&records(0, 3), Compression::Gzip).unwrap();
+        let mut builder = SegmentBuilder::new();
+        let (block, location) = builder
+            .add_batches(
+                "t",
+                "",
+                0,
+                &[
+                    BatchRun::Records {
+                        producer: None,
+                        kind: BatchKind::Data,
+                        records: &records(7, 3),
+                    },
+                    BatchRun::Encoded {
+                        bytes: &sent,
+                        base_offset: 10,
+                        count: 3,
+                        max_timestamp_ms: 1_002,
+                    },
+                ],
+                Compression::None,
+            )
+            .unwrap();
+        assert_eq!((location.base_offset, location.last_offset), (7, 12));
+        assert_eq!(location.max_timestamp_ms, 1_009);
+        // Everything after the base offset is the client's bytes.
+        let stored = &block[block.len() - sent.len()..];
+        assert_eq!(stored[8..], sent[8..]);
+        assert_eq!(stored[..8], 10i64.to_be_bytes());
+        let decoded = decode_block(block, "o", 0, 7..=12).unwrap();
+        let offsets: Vec<i64> = decoded.iter().map(|r| r.offset).collect();
+        assert_eq!(offsets, [7, 8, 9, 10, 11, 12]);
+        assert_eq!(decoded[3].key.as_deref(), Some(&b"k0"[..]));
     }
 
     #[test]

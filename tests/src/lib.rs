@@ -14,6 +14,7 @@ pub mod compactor;
 pub mod etcd;
 pub mod groups;
 pub mod history;
+pub mod kafka;
 pub mod pki;
 
 /// Where the test etcd and S3 server are.
@@ -172,6 +173,7 @@ pub struct AgentProcess {
     kind: AgentKind,
     port: u16,
     metrics_port: u16,
+    kafka_port: u16,
     extra_args: Vec<String>,
     /// Environment variables set for the process (test hooks: `STRATA_FAILPOINT`).
     env: Vec<(String, String)>,
@@ -202,6 +204,7 @@ impl AgentProcess {
             kind,
             port: free_port(),
             metrics_port: free_port(),
+            kafka_port: free_port(),
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             env: env
                 .iter()
@@ -243,6 +246,12 @@ impl AgentProcess {
     /// The agent's address, `http://127.0.0.1:port`.
     pub fn server(&self) -> String {
         format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The agent's Kafka listener, `127.0.0.1:port`: a Kafka client's
+    /// `bootstrap.servers`.
+    pub fn kafka_bootstrap(&self) -> String {
+        format!("127.0.0.1:{}", self.kafka_port)
     }
 
     /// The agent's metrics URL, `http://127.0.0.1:port/metrics`.
@@ -289,6 +298,12 @@ impl AgentProcess {
                 "--metrics-listen",
                 &format!("127.0.0.1:{}", self.metrics_port),
             ])
+            .args(
+                (!self.extra_args.iter().any(|a| a == "--kafka-listen"))
+                    .then(|| ["--kafka-listen".to_string(), self.kafka_bootstrap()])
+                    .into_iter()
+                    .flatten(),
+            )
             .args(&self.extra_args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())

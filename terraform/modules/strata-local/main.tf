@@ -167,6 +167,7 @@ resource "docker_container" "agent" {
     "--agent-id", each.key,
     "--listen", "127.0.0.1:${7070 + each.value}",
     "--metrics-listen", "127.0.0.1:${9090 + each.value}",
+    "--kafka-listen", "127.0.0.1:${9192 + each.value}",
     "--cache-dir", "/var/lib/strata/cache",
   ]
   # SIGTERM hands the agent's partitions off before it exits.

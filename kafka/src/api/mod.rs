@@ -1,0 +1,211 @@
+//! The APIs the listener implements, and the versions it advertises: each request mapped
+//! onto the agent's operations, each answer built for the version asked.
+//!
+//! - [`metadata`]: ApiVersions, Metadata, DescribeCluster;
+//! - [`data`]: Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, InitProducerId;
+//! - [`admin`]: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
+//!   AlterConfigs, IncrementalAlterConfigs, DeleteRecords;
+//! - [`auth`]: SaslHandshake, SaslAuthenticate.
+//!
+//! `kafka-protocol` refuses to encode a field the answer's version does not have, so
+//! every handler sets a field only for the versions that carry it.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
+use kafka_protocol::protocol::StrBytes;
+
+use crate::sasl::{Mechanism, Principal};
+use crate::server::{Pending, Shared};
+
+mod admin;
+mod auth;
+mod data;
+mod metadata;
+
+/// The versions of each API implemented: exactly what ApiVersions advertises.
+///
+/// Produce stops at 11 and Fetch at 12: Produce 12 means the producer leaves
+/// AddPartitionsToTxn to the broker (KIP-890), and Fetch 13 names topics by id only;
+/// neither is implemented yet.
+pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 12),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 4),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::InitProducerId, 0, 4),
+    (ApiKey::OffsetForLeaderEpoch, 2, 4),
+    (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
+    (ApiKey::IncrementalAlterConfigs, 0, 1),
+    (ApiKey::CreatePartitions, 0, 3),
+    (ApiKey::DeleteRecords, 0, 2),
+    (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::SaslHandshake, 1, 1),
+    (ApiKey::SaslAuthenticate, 0, 2),
+];
+
+/// The versions of `api` implemented, if it is.
+pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
+    VERSIONS
+        .iter()
+        .find(|(key, ..)| *key == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+/// An API's name in metrics and logs (Kafka's, in snake case).
+pub fn name(api: ApiKey) -> &'static str {
+    match api {
+        ApiKey::Produce => "produce",
+        ApiKey::Fetch => "fetch",
+        ApiKey::ListOffsets => "list_offsets",
+        ApiKey::Metadata => "metadata",
+        ApiKey::ApiVersions => "api_versions",
+        ApiKey::CreateTopics => "create_topics",
+        ApiKey::DeleteTopics => "delete_topics",
+        ApiKey::InitProducerId => "init_producer_id",
+        ApiKey::OffsetForLeaderEpoch => "offset_for_leader_epoch",
+        ApiKey::DescribeConfigs => "describe_configs",
+        ApiKey::AlterConfigs => "alter_configs",
+        ApiKey::IncrementalAlterConfigs => "incremental_alter_configs",
+        ApiKey::CreatePartitions => "create_partitions",
+        ApiKey::DeleteRecords => "delete_records",
+        ApiKey::DescribeCluster => "describe_cluster",
+        ApiKey::SaslHandshake => "sasl_handshake",
+        ApiKey::SaslAuthenticate => "sasl_authenticate",
+        _ => "other",
+    }
+}
+
+/// Whether a connection that has not authenticated may call `api`.
+pub fn allowed_before_authentication(api: ApiKey) -> bool {
+    matches!(
+        api,
+        ApiKey::ApiVersions | ApiKey::SaslHandshake | ApiKey::SaslAuthenticate
+    )
+}
+
+/// One connection's state.
+#[derive(Debug)]
+pub struct Session {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// Whether it may call every API: it authenticated, or the agent has no tokens.
+    pub authenticated: bool,
+    /// The mechanism its SaslHandshake chose.
+    pub mechanism: Option<Mechanism>,
+    /// Who it authenticated as.
+    pub principal: Option<Principal>,
+}
+
+impl Session {
+    /// A new connection's session.
+    pub fn new(peer: SocketAddr, authenticated: bool) -> Self {
+        Self {
+            peer,
+            authenticated,
+            mechanism: None,
+            principal: None,
+        }
+    }
+}
+
+/// What a request comes to.
+pub(crate) enum Outcome {
+    /// An answer.
+    Reply(Pending),
+    /// No answer (a produce with acks=0).
+    NoReply,
+    /// An answer, then the connection is closed (a failed authentication), for this
+    /// reason.
+    ReplyAndClose(Pending, String),
+}
+
+fn ready(response: ResponseKind) -> Outcome {
+    Outcome::Reply(Pending::Ready(Box::new(response)))
+}
+
+/// Serves one decoded request.
+pub(crate) async fn handle(
+    shared: &Arc<Shared>,
+    session: &mut Session,
+    header: &RequestHeader,
+    request: RequestKind,
+) -> Outcome {
+    let version = header.request_api_version;
+    let context = Context {
+        shared,
+        version,
+        api: ApiKey::try_from(header.request_api_key).expect("checked when decoded"),
+    };
+    match request {
+        RequestKind::ApiVersions(_) => ready(metadata::api_versions(version)),
+        RequestKind::Metadata(r) => ready(metadata::metadata(&context, r).await),
+        RequestKind::DescribeCluster(r) => ready(metadata::describe_cluster(&context, r).await),
+        RequestKind::Produce(r) => data::produce(&context, r).await,
+        RequestKind::Fetch(r) => ready(data::fetch(&context, r).await),
+        RequestKind::ListOffsets(r) => ready(data::list_offsets(&context, r).await),
+        RequestKind::OffsetForLeaderEpoch(r) => {
+            ready(data::offset_for_leader_epoch(&context, r).await)
+        }
+        RequestKind::InitProducerId(r) => ready(data::init_producer_id(&context, r).await),
+        RequestKind::CreateTopics(r) => ready(admin::create_topics(&context, r).await),
+        RequestKind::DeleteTopics(r) => ready(admin::delete_topics(&context, r).await),
+        RequestKind::CreatePartitions(r) => ready(admin::create_partitions(&context, r).await),
+        RequestKind::DescribeConfigs(r) => ready(admin::describe_configs(&context, r).await),
+        RequestKind::AlterConfigs(r) => ready(admin::alter_configs(&context, r).await),
+        RequestKind::IncrementalAlterConfigs(r) => {
+            ready(admin::incremental_alter_configs(&context, r).await)
+        }
+        RequestKind::DeleteRecords(r) => ready(admin::delete_records(&context, r).await),
+        RequestKind::SaslHandshake(r) => ready(auth::handshake(&context, session, r)),
+        RequestKind::SaslAuthenticate(r) => auth::authenticate(&context, session, r),
+        // `supported` lets no other API through.
+        _ => unreachable!("an API VERSIONS does not list was decoded"),
+    }
+}
+
+/// What a handler works with.
+pub(crate) struct Context<'a> {
+    pub shared: &'a Arc<Shared>,
+    /// The request's version: the answer's too.
+    pub version: i16,
+    pub api: ApiKey,
+}
+
+impl Context<'_> {
+    /// Counts an error returned (per partition or topic where the answer has one per
+    /// partition or topic) and returns its code.
+    pub fn error(&self, error: ResponseError) -> i16 {
+        self.shared
+            .metrics
+            .errors
+            .with_label_values(&[name(self.api), &format!("{error:?}")])
+            .inc();
+        error.code()
+    }
+
+    /// The code for an agent error, counted.
+    pub fn agent_error(&self, error: &strata_agent::Error, context: crate::error::Context) -> i16 {
+        self.error(crate::error::code(error, context))
+    }
+}
+
+/// A string for an answer.
+pub(crate) fn str_bytes(s: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(s.into())
+}
+
+/// The answer to an ApiVersions request of a newer version than implemented.
+pub(crate) fn api_versions_unsupported(version: i16) -> ResponseKind {
+    tracing::debug!(
+        version,
+        "ApiVersions of an unknown version: answering v0 so the client falls back"
+    );
+    metadata::api_versions_error(ResponseError::UnsupportedVersion)
+}

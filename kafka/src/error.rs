@@ -1,0 +1,111 @@
+//! The one place agent errors become Kafka error codes.
+//!
+//! Kafka clients act on the code: a retriable one (NOT_LEADER_OR_FOLLOWER,
+//! UNKNOWN_TOPIC_OR_PARTITION, REQUEST_TIMED_OUT, ...) makes them refresh their metadata
+//! and retry; the others reach the application. The message that goes with the code is
+//! the agent's own, which says what to fix.
+
+use kafka_protocol::error::ResponseError;
+use strata_agent::Error;
+
+/// What a request was doing when it failed: some agent errors mean something more
+/// precise to Kafka in one place than in another.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Context {
+    /// Produce: a refused request is about its records.
+    Produce,
+    /// Topic administration (create, delete, configs, partitions).
+    Admin,
+    /// Anything else.
+    Other,
+}
+
+/// The Kafka error code for `error` in `context`.
+pub fn code(error: &Error, context: Context) -> ResponseError {
+    match error {
+        Error::TopicNotFound(_) | Error::PartitionNotFound { .. } => {
+            ResponseError::UnknownTopicOrPartition
+        }
+        // Retriable: the client refreshes its metadata and finds the current incarnation.
+        Error::TopicChanged { .. } => ResponseError::UnknownTopicOrPartition,
+        Error::TopicExists(_) => ResponseError::TopicAlreadyExists,
+        Error::InvalidArgument(_) => match context {
+            Context::Produce => ResponseError::InvalidRecord,
+            Context::Admin => ResponseError::PolicyViolation,
+            Context::Other => ResponseError::InvalidRequest,
+        },
+        Error::RecordTooLarge(_) => ResponseError::MessageTooLarge,
+        Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
+        // Retriable: the client refreshes its metadata and follows the owner.
+        Error::NotOwner { .. } => ResponseError::NotLeaderOrFollower,
+        Error::NotCoordinator { .. } => ResponseError::NotCoordinator,
+        Error::GroupNotFound(_) => ResponseError::GroupIdNotFound,
+        Error::UnknownMember { .. } => ResponseError::UnknownMemberId,
+        Error::FencedMember { .. } => ResponseError::FencedMemberEpoch,
+        Error::NotAssigned { .. } => ResponseError::IllegalGeneration,
+        Error::GroupNotEmpty { .. } => ResponseError::NonEmptyGroup,
+        Error::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
+        Error::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
+        Error::NotInTransaction { .. } => ResponseError::InvalidTxnState,
+        Error::ConcurrentTransactions(_) => ResponseError::ConcurrentTransactions,
+        Error::FailedPrecondition(_) => match context {
+            Context::Admin => ResponseError::PolicyViolation,
+            _ => ResponseError::InvalidRequest,
+        },
+        Error::Overloaded(_) => match context {
+            Context::Admin => ResponseError::PolicyViolation,
+            // Retriable: the producer backs off and sends again.
+            _ => ResponseError::RequestTimedOut,
+        },
+        Error::DataLoss(_) => ResponseError::KafkaStorageError,
+        // Retriable; a produce refused this way (the agent is handing off, the object
+        // store failed) is sent again after a metadata refresh.
+        Error::Unavailable(_) | Error::ObjectGone(_) => match context {
+            Context::Produce => ResponseError::NotLeaderOrFollower,
+            _ => ResponseError::RequestTimedOut,
+        },
+    }
+}
+
+/// Most bytes of an error message sent to a client.
+const MAX_MESSAGE: usize = 1024;
+
+/// The message that goes with a code: the agent's, cut to [`MAX_MESSAGE`] bytes.
+pub fn message(error: &Error) -> String {
+    let mut message = error.to_string();
+    if message.len() > MAX_MESSAGE {
+        let mut end = MAX_MESSAGE;
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        message.truncate(end);
+        message.push('…');
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_partition_is_retriable_and_a_bad_record_is_not() {
+        let moved = Error::NotOwner {
+            topic: "t".into(),
+            partition: 0,
+            reason: "x".into(),
+        };
+        assert!(code(&moved, Context::Produce).is_retriable());
+        let bad = Error::InvalidArgument("record 0 has no key".into());
+        assert_eq!(code(&bad, Context::Produce), ResponseError::InvalidRecord);
+        assert!(!code(&bad, Context::Produce).is_retriable());
+        let big = Error::RecordTooLarge("too big".into());
+        assert_eq!(code(&big, Context::Produce), ResponseError::MessageTooLarge);
+    }
+
+    #[test]
+    fn messages_are_bounded() {
+        let long = Error::InvalidArgument("é".repeat(5000));
+        assert!(message(&long).len() <= MAX_MESSAGE + '…'.len_utf8());
+    }
+}

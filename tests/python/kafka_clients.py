@@ -1,0 +1,293 @@
+"""Real Kafka clients against Strata's Kafka listener: confluent-kafka (librdkafka) and
+kafka-python, driven by tests/tests/kafka.rs.
+
+  kafka_clients.py roundtrip CLIENT BOOTSTRAP TOPIC PARTITIONS RECORDS OUT
+      Creates TOPIC through the client's admin API, produces RECORDS keyed records with
+      headers (split evenly over every codec the client has: none, gzip, snappy, lz4,
+      zstd), reads the topic back by partition assignment from the beginning, checks
+      that every acknowledged record is there exactly once with its value and headers,
+      each partition in offset order, each key in its murmur2 partition, and writes
+      what it read to OUT (one JSON object per line: partition, offset, key, value,
+      headers) for the test to compare with `strata consume --json`.
+
+  kafka_clients.py describe BOOTSTRAP TOPIC
+      Creates TOPIC with two configs set, writes 5 records to partition 0 and deletes 2;
+      prints its configs (value, source), partition count, and partition 0's earliest and
+      latest offsets as the AdminClient sees them, to check against `strata topic
+      describe`.
+
+  kafka_clients.py admin BOOTSTRAP TOPIC
+      confluent-kafka's AdminClient: create, describe and alter configs, create
+      partitions, list offsets, delete records, describe cluster, delete; prints one JSON
+      object of what it saw.
+
+Exits non-zero, saying why, on any failure.
+"""
+
+import json
+import sys
+import time
+
+from kafka.partitioner.default import murmur2
+
+CODECS = ["none", "gzip", "snappy", "lz4", "zstd"]
+
+
+def partition_of(key: bytes, partitions: int) -> int:
+    """Kafka's default partitioner: murmur2(key), positive, modulo the partition count."""
+    return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def record(i: int, codec: str):
+    key = f"key-{i}".encode()
+    value = f"value-{i}-{codec}-".encode() * (1 + i % 7)
+    headers = [("n", str(i).encode()), ("codec", codec.encode()), ("n", b"again")]
+    return key, value, headers
+
+
+def fail(message: str):
+    print(f"FAIL: {message}", file=sys.stderr)
+    sys.exit(1)
+
+
+def check(read, sent, partitions: int):
+    """Every sent record read exactly once, in its murmur2 partition, with its value and
+    headers; offsets increase within each partition."""
+    by_key = {}
+    last_offset = {}
+    for r in read:
+        key = r["key"].encode()
+        if key in by_key:
+            fail(f"{r['key']} read twice")
+        by_key[key] = r
+        if r["offset"] <= last_offset.get(r["partition"], -1):
+            fail(f"partition {r['partition']} out of order at offset {r['offset']}")
+        last_offset[r["partition"]] = r["offset"]
+    missing = [k for k in sent if k not in by_key]
+    if missing:
+        fail(f"{len(missing)} acknowledged records missing, e.g. {missing[:3]}")
+    if len(read) != len(sent):
+        fail(f"read {len(read)} records, sent {len(sent)}")
+    for key, (value, headers, partition, offset) in sent.items():
+        r = by_key[key]
+        if r["value"].encode() != value:
+            fail(f"{key!r}: value differs")
+        if [(k, v.encode()) for k, v in r["headers"]] != headers:
+            fail(f"{key!r}: headers {r['headers']} differ from {headers}")
+        if r["partition"] != partition_of(key, partitions):
+            fail(f"{key!r} in partition {r['partition']}, murmur2 says {partition_of(key, partitions)}")
+        if (r["partition"], r["offset"]) != (partition, offset):
+            fail(f"{key!r} acknowledged at {partition}/{offset}, read at {r['partition']}/{r['offset']}")
+
+
+def as_row(partition, offset, key, value, headers):
+    return {
+        "partition": partition,
+        "offset": offset,
+        "key": key.decode(),
+        "value": value.decode(),
+        "headers": [[k, (v or b"").decode()] for k, v in (headers or [])],
+    }
+
+
+def confluent_roundtrip(bootstrap, topic, partitions, count):
+    from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for f in admin.create_topics([NewTopic(topic, num_partitions=partitions)]).values():
+        f.result(30)
+    acked = {}
+    sent = {}
+    errors = []
+
+    def delivered(err, msg):
+        if err is not None:
+            errors.append(str(err))
+        else:
+            acked[msg.key()] = (msg.partition(), msg.offset())
+
+    per_codec = count // len(CODECS)
+    for n, codec in enumerate(CODECS):
+        producer = Producer({
+            "bootstrap.servers": bootstrap,
+            "compression.type": codec,
+            "partitioner": "murmur2_random",
+            "enable.idempotence": True,
+            "linger.ms": 20,
+        })
+        for i in range(n * per_codec, (n + 1) * per_codec):
+            key, value, headers = record(i, codec)
+            sent[key] = (value, headers)
+            while True:
+                try:
+                    producer.produce(topic, key=key, value=value, headers=headers, on_delivery=delivered)
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+            producer.poll(0)
+        if producer.flush(120) != 0:
+            fail(f"{codec}: records still unacknowledged after 120 s")
+    if errors:
+        fail(f"{len(errors)} deliveries failed, e.g. {errors[:3]}")
+    sent = {k: (v, h) + acked[k] for k, (v, h) in sent.items() if k in acked}
+
+    consumer = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "strata-test-unused",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+    })
+    consumer.assign([TopicPartition(topic, p, -2) for p in range(partitions)])
+    read, done, deadline = [], set(), time.time() + 120
+    while len(done) < partitions and time.time() < deadline:
+        msg = consumer.poll(1.0)
+        if msg is None:
+            continue
+        if msg.error():
+            if msg.error().code() == -191:  # _PARTITION_EOF
+                done.add(msg.partition())
+                continue
+            raise KafkaException(msg.error())
+        read.append(as_row(msg.partition(), msg.offset(), msg.key(), msg.value(), msg.headers()))
+    consumer.close()
+    return sent, read
+
+
+def kafka_python_roundtrip(bootstrap, topic, partitions, count):
+    from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka.admin import NewTopic
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    admin.create_topics([NewTopic(topic, partitions, 1)])
+    admin.close()
+    sent = {}
+    per_codec = count // len(CODECS)
+    for n, codec in enumerate(CODECS):
+        producer = KafkaProducer(
+            bootstrap_servers=bootstrap,
+            compression_type=None if codec == "none" else codec,
+            linger_ms=20,
+            acks="all",
+        )
+        futures = []
+        for i in range(n * per_codec, (n + 1) * per_codec):
+            key, value, headers = record(i, codec)
+            futures.append((key, value, headers, producer.send(topic, key=key, value=value, headers=headers)))
+        producer.flush(120)
+        for key, value, headers, future in futures:
+            meta = future.get(timeout=120)
+            sent[key] = (value, headers, meta.partition, meta.offset)
+        producer.close()
+
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
+    tps = [TopicPartition(topic, p) for p in range(partitions)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning()
+    ends = consumer.end_offsets(tps)
+    read, deadline = [], time.time() + 120
+    while any(consumer.position(tp) < ends[tp] for tp in tps) and time.time() < deadline:
+        for tp, messages in consumer.poll(timeout_ms=1000).items():
+            for m in messages:
+                read.append(as_row(m.partition, m.offset, m.key, m.value, m.headers))
+    consumer.close()
+    return sent, read
+
+
+def roundtrip(client, bootstrap, topic, partitions, count, out):
+    partitions, count = int(partitions), int(count)
+    run = {"confluent": confluent_roundtrip, "kafka-python": kafka_python_roundtrip}[client]
+    started = time.time()
+    sent, read = run(bootstrap, topic, partitions, count)
+    check(read, sent, partitions)
+    with open(out, "w") as f:
+        for r in read:
+            f.write(json.dumps(r) + "\n")
+    print(json.dumps({
+        "client": client,
+        "acknowledged": len(sent),
+        "read": len(read),
+        "codecs": CODECS,
+        "seconds": round(time.time() - started, 1),
+    }))
+
+
+def admin(bootstrap, topic):
+    from confluent_kafka import TopicPartition
+    from confluent_kafka.admin import (AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource,
+                                       NewPartitions, NewTopic, OffsetSpec, ResourceType)
+
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    seen = {}
+    for f in a.create_topics([NewTopic(topic, num_partitions=2, config={"retention.ms": "3600000"})]).values():
+        f.result(30)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    configs = a.describe_configs([resource])[resource].result(30)
+    seen["configs"] = {k: [c.value, c.source] for k, c in configs.items()}
+    a.incremental_alter_configs([ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("max.message.bytes", "2000000", incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("retention.ms", None, incremental_operation=AlterConfigOpType.DELETE),
+    ])])[ConfigResource(ResourceType.TOPIC, topic)].result(30)
+    configs = a.describe_configs([resource])[resource].result(30)
+    seen["altered"] = {k: [c.value, c.source] for k, c in configs.items()}
+    for f in a.create_partitions([NewPartitions(topic, 4)]).values():
+        f.result(30)
+    # Records to list and delete: 10 in partition 0, timestamps 1 s apart.
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": bootstrap})
+    base = int(time.time() * 1000) - 60_000
+    for i in range(10):
+        p.produce(topic, value=f"v{i}".encode(), partition=0, timestamp=base + i * 1000)
+    if p.flush(60) != 0:
+        fail("records unacknowledged")
+    tp = TopicPartition(topic, 0)
+    offsets = {}
+    for name, spec in [("earliest", OffsetSpec.earliest()), ("latest", OffsetSpec.latest()),
+                       ("timestamp", OffsetSpec.for_timestamp(base + 4500)), ("max_timestamp", OffsetSpec.max_timestamp())]:
+        offsets[name] = a.list_offsets({tp: spec})[tp].result(30).offset
+    seen["offsets"] = offsets
+    deleted = a.delete_records([TopicPartition(topic, 0, 3)])
+    seen["low_watermark"] = list(deleted.values())[0].result(30).low_watermark
+    seen["earliest_after_delete"] = a.list_offsets({tp: OffsetSpec.earliest()})[tp].result(30).offset
+    cluster = a.describe_cluster().result(30)
+    seen["cluster"] = {"cluster_id": cluster.cluster_id, "nodes": sorted(n.id for n in cluster.nodes),
+                       "controller": cluster.controller.id if cluster.controller else None}
+    meta = a.list_topics(topic, timeout=30)
+    seen["partitions"] = len(meta.topics[topic].partitions)
+    for f in a.delete_topics([topic]).values():
+        f.result(30)
+    print(json.dumps(seen))
+
+
+def describe(bootstrap, topic):
+    """A topic created with two configs set, 5 records in partition 0 of which 2 are
+    deleted: its configs (value, source), partition count, and partition 0's earliest and
+    latest offsets, as the AdminClient sees them."""
+    from confluent_kafka import Producer, TopicPartition
+    from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, OffsetSpec, ResourceType
+
+    a = AdminClient({"bootstrap.servers": bootstrap})
+    config = {"retention.ms": "7200000", "max.message.bytes": "500000"}
+    for f in a.create_topics([NewTopic(topic, num_partitions=3, config=config)]).values():
+        f.result(30)
+    p = Producer({"bootstrap.servers": bootstrap})
+    for i in range(5):
+        p.produce(topic, value=f"v{i}".encode(), partition=0)
+    if p.flush(60) != 0:
+        fail("records unacknowledged")
+    for f in a.delete_records([TopicPartition(topic, 0, 2)]).values():
+        f.result(30)
+    resource = ConfigResource(ResourceType.TOPIC, topic)
+    configs = a.describe_configs([resource])[resource].result(30)
+    tp = TopicPartition(topic, 0)
+    print(json.dumps({
+        "configs": {k: [c.value, c.source] for k, c in configs.items()},
+        "partitions": len(a.list_topics(topic, timeout=30).topics[topic].partitions),
+        "earliest": a.list_offsets({tp: OffsetSpec.earliest()})[tp].result(30).offset,
+        "latest": a.list_offsets({tp: OffsetSpec.latest()})[tp].result(30).offset,
+    }))
+
+
+if __name__ == "__main__":
+    command, args = sys.argv[1], sys.argv[2:]
+    {"roundtrip": roundtrip, "admin": admin, "describe": describe}[command](*args)
