@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The one test command. On a machine with only the Rust toolchain it installs what the
-# tests need (etcd from Debian, s3s-fs from crates.io, Python packages from PyPI), starts
+# tests need (etcd and kcat from Debian, s3s-fs from crates.io, Python packages from
+# PyPI), builds the Java Kafka client test programs (Maven Central), starts
 # etcd and s3s-fs on free loopback ports with their own data directories, checks
 # formatting and lints, builds, checks the deployment files, runs every test of the
 # workspace against them, and stops them at the end.
@@ -10,6 +11,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/install-test-deps.sh
+scripts/build-test-clients.sh
 # shellcheck source=scripts/test-env.sh
 source scripts/test-env.sh
 

@@ -240,3 +240,66 @@ pub fn answers_api_versions(address: &str) -> bool {
     request(address, &api_versions_v0(77))
         .is_some_and(|reply| reply[..4] == 77i32.to_be_bytes() && reply[4..6] == [0, 0])
 }
+
+/// Runs Kafka's Java client test program (`tests/java`, built by
+/// `scripts/build-test-clients.sh`): `java strata.Clients ARGS`. Returns its exit status
+/// and standard output; its standard error goes to the test's.
+pub fn java(args: &[&str]) -> (bool, String) {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/target");
+    assert!(
+        dir.join("classes/strata/Clients.class").exists(),
+        "{} lacks the Java test programs: run scripts/build-test-clients.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    let classpath = format!(
+        "{}:{}/*",
+        dir.join("classes").display(),
+        dir.join("lib").display()
+    );
+    let output = Command::new("java")
+        .args([
+            "-Dorg.slf4j.simpleLogger.defaultLogLevel=error",
+            "-cp",
+            &classpath,
+        ])
+        .arg("strata.Clients")
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run java");
+    (
+        output.status.success(),
+        String::from_utf8(output.stdout).unwrap(),
+    )
+}
+
+/// [`java`], panicking unless it succeeds.
+pub fn java_ok(args: &[&str]) -> String {
+    let (ok, out) = java(args);
+    assert!(ok, "java strata.Clients {args:?} failed:\n{out}");
+    out
+}
+
+/// Runs the KafkaJS program (`tests/node/kafkajs_client.js ARGS`, its packages installed by
+/// `scripts/build-test-clients.sh`); panics with its output unless it succeeds; returns
+/// its standard output.
+pub fn kafkajs(args: &[&str]) -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("node");
+    assert!(
+        dir.join("node_modules/kafkajs").exists(),
+        "{} lacks KafkaJS: run scripts/build-test-clients.sh (scripts/test.sh does)",
+        dir.display()
+    );
+    let output = Command::new("node")
+        .arg(dir.join("kafkajs_client.js"))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run node");
+    assert!(
+        output.status.success(),
+        "kafkajs_client.js {args:?} failed:\n{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}

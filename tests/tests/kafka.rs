@@ -1,22 +1,28 @@
-//! The Kafka listener with real Kafka clients (kcat, confluent-kafka, kafka-python), on 3
-//! agents with etcd + s3s-fs and on `strata dev`:
+//! The Kafka listener with real Kafka clients (kcat, confluent-kafka, kafka-python, KafkaJS
+//! and Kafka's own Java client), on 3 agents with etcd + s3s-fs and on `strata dev`:
 //!
 //! - each client creates a topic (kcat, which has no admin API: `strata topic create`),
 //!   produces 100,000 keyed records with headers in every codec it has, and reads them
 //!   back by partition assignment from the beginning: every acknowledged record is there
 //!   once, in its partition's order and its key's murmur2 partition, headers intact; and
 //!   `strata consume --json` reads exactly the same records;
+//! - KafkaJS (whose consumer needs consumer groups) produces the same way; every record is
+//!   read by `strata consume --json` at its acknowledged offset;
 //! - records produced through gRPC (`strata produce`) read the same through kcat;
-//! - confluent-kafka's AdminClient: configs, partitions, offsets, records, cluster, each
-//!   checked against `strata topic describe`;
+//! - confluent-kafka's and Java's AdminClient: configs, partitions, offsets, records,
+//!   cluster, each checked against what strata shows;
+//! - the Java producer with its defaults (idempotent, acks=all) through a SIGKILL of a
+//!   partition owner: every acknowledged record present exactly once;
+//! - SASL/PLAIN over TLS with kcat and the Java client: the right token works, a wrong or
+//!   missing one is refused and changes nothing;
 //! - a sweep of malformed frames closes each one's connection and leaves the agent
 //!   serving.
 
 use std::time::Duration;
 
 use strata_tests::kafka::{
-    answers_api_versions, driver, driver_rows, frame, kcat, kcat_rows, raw_exchange, request,
-    strata_rows,
+    answers_api_versions, driver, driver_rows, frame, java, java_ok, kafkajs, kcat, kcat_rows,
+    raw_exchange, request, strata_rows,
 };
 use strata_tests::{AgentKind, AgentProcess, cli_ok, report, unique_name};
 
@@ -29,15 +35,18 @@ const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 fn python_roundtrip(client: &str, bootstrap: &str, server: &str) {
     let topic = format!("{client}-records");
     let out = tempfile::NamedTempFile::new().unwrap();
-    let summary = driver(&[
-        "roundtrip",
-        client,
+    let args = [
         bootstrap,
         &topic,
         &PARTITIONS.to_string(),
         &RECORDS.to_string(),
         out.path().to_str().unwrap(),
-    ]);
+    ];
+    let summary = if client == "java" {
+        java_ok(&[&["roundtrip"], &args[..]].concat())
+    } else {
+        driver(&[&["roundtrip", client], &args[..]].concat())
+    };
     let theirs = driver_rows(out.path());
     assert_eq!(theirs.len(), RECORDS, "{client}: {summary}");
     let ours = strata_rows(server, &topic);
@@ -139,6 +148,68 @@ fn kcat_roundtrip(bootstrap: &str, server: &str) {
     ));
 }
 
+/// KafkaJS: its admin client creates the topic, an idempotent producer sends 100,000 keyed
+/// records with headers in each codec it has (none, gzip, snappy, lz4); every one is
+/// read by `strata consume --json` at its acknowledged partition and offset, with its
+/// value and headers, in its key's murmur2 partition. (KafkaJS's consumer needs consumer
+/// groups: part 2.)
+fn kafkajs_roundtrip(bootstrap: &str, server: &str) {
+    let topic = "kafkajs-records";
+    let out = kafkajs(&[
+        bootstrap,
+        topic,
+        &PARTITIONS.to_string(),
+        &RECORDS.to_string(),
+    ]);
+    let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    let codecs: Vec<&str> = out["codecs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c.as_str().unwrap())
+        .collect();
+    let acked = out["acknowledged"].as_object().unwrap();
+    let per_codec = RECORDS / codecs.len();
+    assert_eq!(acked.len(), per_codec * codecs.len());
+    let ours = strata_rows(server, topic);
+    assert_eq!(ours.len(), acked.len(), "strata reads another count");
+    for (key, position) in acked {
+        let position = (
+            position[0].as_u64().unwrap() as u32,
+            position[1].as_i64().unwrap(),
+        );
+        let row = ours
+            .get(&position)
+            .unwrap_or_else(|| panic!("{key}: nothing at its acknowledged {position:?}"));
+        let i: usize = key.trim_start_matches("key-").parse().unwrap();
+        let codec = codecs[i / per_codec];
+        assert_eq!(row.key.as_deref(), Some(key.as_str()));
+        assert_eq!(
+            row.value.as_deref(),
+            Some(&*format!("value-{i}-{codec}-").repeat(1 + i % 7))
+        );
+        assert_eq!(
+            row.headers,
+            vec![
+                ("n".to_string(), i.to_string()),
+                ("codec".to_string(), codec.to_string())
+            ]
+        );
+        assert_eq!(
+            position.0,
+            strata_proto::partition_for_key(key.as_bytes(), PARTITIONS),
+            "{key} is not in its murmur2 partition"
+        );
+    }
+    report(&format!(
+        "kafka kafkajs: {} records in {} codecs ({}) acknowledged, each read by strata \
+         consume --json at its acknowledged offset with its value and headers",
+        acked.len(),
+        codecs.len(),
+        codecs.join(", ")
+    ));
+}
+
 /// Records produced through gRPC read the same through kcat.
 fn grpc_to_kcat(bootstrap: &str, server: &str) {
     let topic = "from-grpc";
@@ -203,6 +274,57 @@ fn admin(bootstrap: &str, server: &str, agents: usize) {
     assert!(!described.status.success());
 }
 
+/// Java's AdminClient; the topic id it sees is the one strata shows.
+fn java_admin(bootstrap: &str, server: &str, agents: usize) {
+    let topic = "java-admin";
+    let seen: serde_json::Value =
+        serde_json::from_str(java_ok(&["admin", bootstrap, topic]).trim()).unwrap();
+    assert_eq!(
+        seen["configs"]["retention.ms"],
+        serde_json::json!(["3600000", "DYNAMIC_TOPIC_CONFIG"])
+    );
+    assert_eq!(
+        seen["configs"]["max.message.bytes"],
+        serde_json::json!(["1048576", "DEFAULT_CONFIG"])
+    );
+    assert_eq!(
+        seen["altered"]["max.message.bytes"],
+        serde_json::json!(["2000000", "DYNAMIC_TOPIC_CONFIG"])
+    );
+    assert_eq!(
+        seen["altered"]["retention.ms"],
+        serde_json::json!(["604800000", "DEFAULT_CONFIG"])
+    );
+    assert_eq!(seen["partitions"], 4);
+    assert_eq!(
+        seen["offsets"],
+        serde_json::json!({"earliest": 0, "latest": 10, "timestamp": 5, "max_timestamp": 9})
+    );
+    assert_eq!(seen["earliest_after_delete"], 3);
+    assert_eq!(seen["nodes"], agents);
+    assert_eq!(seen["deleted_topic_listed"], false);
+    report(&format!(
+        "kafka admin (Java AdminClient): create, describe/alter configs, create partitions, \
+         list offsets, delete records, describe cluster ({agents} nodes), delete: all as \
+         strata shows them"
+    ));
+    // The id Java shows (base64) is the topic's id as strata shows it (a UUID).
+    let java_id = java_ok(&["topic-id", bootstrap, "java-records"]);
+    let java_id = base64::Engine::decode(
+        &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+        java_id.trim(),
+    )
+    .unwrap();
+    let described = cli_ok(server, &["topic", "describe", "java-records"], b"");
+    let uuid: String = described
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("id "))
+        .unwrap()
+        .replace('-', "");
+    let hex: String = java_id.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hex, uuid, "{described}");
+}
+
 /// The admin checks against `strata topic describe` while the topic exists.
 fn admin_matches_describe(bootstrap: &str, server: &str) {
     let topic = "admin-described";
@@ -247,9 +369,12 @@ fn kafka_clients_on_three_agents() {
     let server = agents[0].server();
     python_roundtrip("confluent", &bootstrap, &server);
     python_roundtrip("kafka-python", &bootstrap, &server);
+    python_roundtrip("java", &bootstrap, &server);
     kcat_roundtrip(&bootstrap, &server);
+    kafkajs_roundtrip(&bootstrap, &server);
     grpc_to_kcat(&bootstrap, &server);
     admin(&bootstrap, &server, agents.len());
+    java_admin(&bootstrap, &server, agents.len());
     admin_matches_describe(&bootstrap, &server);
     // Every agent is a broker of the Kafka cluster.
     let metadata = kcat(&["-b", &bootstrap, "-L", "-J"], b"");
@@ -357,4 +482,223 @@ fn malformed_frames_close_their_connection_and_nothing_else() {
          agent kept serving",
         sweep.len()
     ));
+}
+
+/// The agent id owning each partition of `topic`, from `strata topic describe`.
+fn owners(server: &str, topic: &str) -> Vec<String> {
+    cli_ok(server, &["topic", "describe", topic], b"")
+        .lines()
+        .skip_while(|l| !l.starts_with("partition\t"))
+        .skip(1)
+        .map(|l| l.split('\t').nth(3).unwrap_or_default().to_string())
+        .collect()
+}
+
+#[test]
+fn java_producer_through_a_sigkill_of_an_owner_loses_and_duplicates_nothing() {
+    let mut agents = AgentProcess::start_cluster(3, "kafka-kill", &["--lease-ttl-secs", "3"]);
+    let bootstrap = agents
+        .iter()
+        .map(AgentProcess::kafka_bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+    let server = agents[1].server();
+    let topic = "java-kill";
+    cli_ok(&server, &["topic", "create", topic, "-p", "6"], b"");
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let records = 60_000;
+    let producer = {
+        let (bootstrap, path) = (bootstrap.clone(), out.path().to_str().unwrap().to_string());
+        std::thread::spawn(move || {
+            // About 12 s at 5,000 a second: the kill lands in the middle.
+            java_ok(&[
+                "produce",
+                &bootstrap,
+                topic,
+                &records.to_string(),
+                "5000",
+                &path,
+            ])
+        })
+    };
+    std::thread::sleep(Duration::from_secs(4));
+    let owner = owners(&server, topic)[0].clone();
+    let victim = agents
+        .iter()
+        .position(|a| a.agent_id() == owner)
+        .unwrap_or_else(|| panic!("no agent is {owner}"));
+    agents[victim].kill();
+    std::thread::sleep(Duration::from_secs(4));
+    agents[victim].start_again();
+    let summary = producer.join().unwrap();
+    let acked: std::collections::HashMap<String, (u32, i64)> = std::fs::read_to_string(out.path())
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut parts = l.split(' ');
+            let key = parts.next().unwrap().to_string();
+            let partition = parts.next().unwrap().parse().unwrap();
+            let offset = parts.next().unwrap().parse().unwrap();
+            (key, (partition, offset))
+        })
+        .collect();
+    let server = agents[(victim + 1) % 3].server();
+    let rows = strata_rows(&server, topic);
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for row in rows.values() {
+        *seen.entry(row.key.clone().unwrap()).or_default() += 1;
+    }
+    let lost = acked.keys().filter(|k| !seen.contains_key(*k)).count();
+    let duplicated: usize = seen.values().map(|n| n - 1).sum();
+    let misplaced = acked
+        .iter()
+        .filter(|(k, position)| {
+            rows.get(position)
+                .is_none_or(|row| row.key.as_deref() != Some(k.as_str()))
+        })
+        .count();
+    report(&format!(
+        "kafka java producer (defaults: idempotent, acks=all) through a SIGKILL of {owner}: \
+         {} acknowledged of {records}; lost {lost}, duplicated {duplicated}, not at their \
+         acknowledged offset {misplaced} ({})",
+        acked.len(),
+        summary.trim()
+    ));
+    assert!(acked.len() > records / 2, "too few acknowledged: {summary}");
+    assert_eq!(lost, 0, "acknowledged records lost");
+    assert_eq!(duplicated, 0, "records written twice");
+    assert_eq!(misplaced, 0, "records not where they were acknowledged");
+}
+
+#[test]
+fn sasl_plain_over_tls_takes_the_right_token_and_refuses_the_rest() {
+    const TOKEN: &str = "kafka-test-token-0123456789";
+    let pki = strata_tests::pki::Pki::generate();
+    let tokens = pki.path("tokens");
+    std::fs::write(&tokens, format!("{TOKEN}\n")).unwrap();
+    let (cert, ca) = (pki.agent(), pki.ca());
+    let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+    let agent = AgentProcess::start(
+        AgentKind::new_cluster("kafka-sasl"),
+        &[
+            "--tls-cert",
+            &path(&cert.cert),
+            "--tls-key",
+            &path(&cert.key),
+            "--tls-ca",
+            &path(&ca),
+            "--auth-tokens-file",
+            &path(&tokens),
+        ],
+    );
+    let bootstrap = agent.kafka_bootstrap();
+    let kcat_with = |password: &str| {
+        vec![
+            "-X".to_string(),
+            "security.protocol=SASL_SSL".to_string(),
+            "-X".to_string(),
+            "sasl.mechanisms=PLAIN".to_string(),
+            "-X".to_string(),
+            "sasl.username=tester".to_string(),
+            "-X".to_string(),
+            format!("sasl.password={password}"),
+            "-X".to_string(),
+            format!("ssl.ca.location={}", path(&ca)),
+        ]
+    };
+    // kcat with the token: produce and read back.
+    let good = kcat_with(TOKEN);
+    let good: Vec<&str> = good.iter().map(String::as_str).collect();
+    let server = agent.server().replace("http://", "https://");
+    let admin = |args: &[&str]| {
+        let mut all = vec!["--tls-ca", ca.to_str().unwrap(), "--token", TOKEN];
+        all.extend_from_slice(args);
+        cli_ok(&server, &all, b"")
+    };
+    admin(&["topic", "create", "sasl"]);
+    kcat(
+        &[&["-b", &bootstrap, "-P", "-t", "sasl"], &good[..]].concat(),
+        b"with the token\n",
+    );
+    let rows = kcat_rows(&bootstrap, "sasl", &good);
+    assert_eq!(rows.len(), 1);
+    // kcat with a wrong token: refused (kcat exits non-zero), nothing written.
+    let bad = kcat_with("not-the-token-not-the-token");
+    let modes: [&[&str]; 2] = [
+        &["-L", "-m", "5"],
+        &["-P", "-t", "sasl", "-X", "message.timeout.ms=5000"],
+    ];
+    for mode in modes {
+        let mut child = std::process::Command::new("kcat")
+            .args(["-b", &bootstrap])
+            .args(mode)
+            .args(&bad)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::io::Write::write_all(child.stdin.as_mut().unwrap(), b"refused\n").unwrap();
+        drop(child.stdin.take());
+        let output = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            !output.status.success() || stderr.contains("failed"),
+            "kcat {mode:?} with a wrong token succeeded: {stderr}"
+        );
+    }
+    // The Java client: the token works; a wrong one and none are refused.
+    let props = pki.path("java-good.properties");
+    let java_props = |password: Option<&str>| match password {
+        Some(password) => format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=PLAIN\nsasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required username=\"tester\" password=\"{password}\";\nssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            path(&ca)
+        ),
+        None => format!(
+            "security.protocol=SSL\nssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            path(&ca)
+        ),
+    };
+    std::fs::write(&props, java_props(Some(TOKEN))).unwrap();
+    let ok = java_ok(&["try", &bootstrap, "java-good", props.to_str().unwrap()]);
+    assert_eq!(ok.trim(), "ok");
+    let wrong = pki.path("java-wrong.properties");
+    std::fs::write(&wrong, java_props(Some("not-the-token-not-the-token"))).unwrap();
+    let refused = java_ok(&["try", &bootstrap, "java-wrong", wrong.to_str().unwrap()]);
+    assert!(refused.contains("SaslAuthentication"), "{refused}");
+    let none = pki.path("java-none.properties");
+    std::fs::write(&none, java_props(None)).unwrap();
+    let (_, refused_none) = java(&["try", &bootstrap, "java-none", none.to_str().unwrap()]);
+    assert_ne!(refused_none.trim(), "ok");
+    // Nothing changed: neither refused client's topic exists, and "sasl" holds one record.
+    let topics = admin(&["topic", "list"]);
+    assert!(topics.contains("java-good"), "{topics}");
+    assert!(
+        !topics.contains("java-wrong") && !topics.contains("java-none"),
+        "{topics}"
+    );
+    assert_eq!(strata_rows_with(&server, &ca, TOKEN, "sasl"), 1);
+    report(
+        "kafka SASL/PLAIN over TLS: kcat and Java with the token served; a wrong token \
+         (kcat, Java) and no SASL (Java) refused, nothing changed",
+    );
+}
+
+/// How many records `strata consume` reads from `topic` over TLS with a token.
+fn strata_rows_with(server: &str, ca: &std::path::Path, token: &str, topic: &str) -> usize {
+    cli_ok(
+        server,
+        &[
+            "--tls-ca",
+            ca.to_str().unwrap(),
+            "--token",
+            token,
+            "consume",
+            topic,
+            "--from-beginning",
+        ],
+        b"",
+    )
+    .lines()
+    .count()
 }

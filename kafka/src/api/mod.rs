@@ -46,7 +46,10 @@ pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
-    (ApiKey::SaslHandshake, 1, 1),
+    // v0 is advertised because clients (librdkafka) look for it to know the broker does
+    // SASL at all; a client that then authenticates the v0 way (raw tokens after the
+    // handshake, no SaslAuthenticate) has its connection closed.
+    (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
 

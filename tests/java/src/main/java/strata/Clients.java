@@ -1,0 +1,384 @@
+package strata;
+
+import java.io.FileReader;
+import java.io.IOException;
+import java.io.PrintWriter;
+import java.nio.charset.StandardCharsets;
+import java.time.Duration;
+import java.util.ArrayList;
+import java.util.HashMap;
+import java.util.List;
+import java.util.Map;
+import java.util.Properties;
+import java.util.TreeMap;
+import java.util.concurrent.ConcurrentHashMap;
+import java.util.concurrent.TimeUnit;
+import java.util.concurrent.atomic.AtomicLong;
+
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.AlterConfigOp;
+import org.apache.kafka.clients.admin.Config;
+import org.apache.kafka.clients.admin.ConfigEntry;
+import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.clients.admin.NewPartitions;
+import org.apache.kafka.clients.admin.NewTopic;
+import org.apache.kafka.clients.admin.OffsetSpec;
+import org.apache.kafka.clients.admin.RecordsToDelete;
+import org.apache.kafka.clients.admin.TopicDescription;
+import org.apache.kafka.clients.consumer.ConsumerRecord;
+import org.apache.kafka.clients.consumer.KafkaConsumer;
+import org.apache.kafka.clients.producer.KafkaProducer;
+import org.apache.kafka.clients.producer.ProducerRecord;
+import org.apache.kafka.clients.producer.RecordMetadata;
+import org.apache.kafka.common.TopicPartition;
+import org.apache.kafka.common.config.ConfigResource;
+import org.apache.kafka.common.header.Header;
+import org.apache.kafka.common.serialization.ByteArrayDeserializer;
+import org.apache.kafka.common.serialization.ByteArraySerializer;
+import org.apache.kafka.common.utils.Utils;
+
+/**
+ * Kafka's own Java client against Strata's Kafka listener, driven by tests/tests/kafka.rs.
+ *
+ * <pre>
+ * roundtrip BOOTSTRAP TOPIC PARTITIONS RECORDS OUT [PROPS]
+ *     AdminClient creates TOPIC; a producer with its defaults (idempotent, acks=all) sends
+ *     RECORDS keyed records with headers, a fifth in each codec; a consumer reads them back
+ *     by assignment from the beginning; every acknowledged record must be there once, in
+ *     its key's murmur2 partition, in offset order, headers intact. Writes what it read to
+ *     OUT (JSON lines: partition, offset, key, value, headers).
+ * produce BOOTSTRAP TOPIC RECORDS RATE OUT [PROPS]
+ *     A producer with its defaults sends RECORDS keyed records at about RATE a second and
+ *     writes each acknowledged one to OUT ("key partition offset"); failed sends to
+ *     stderr. For the SIGKILL test.
+ * admin BOOTSTRAP TOPIC [PROPS]
+ *     AdminClient: create (with a config), describe and alter configs, create partitions,
+ *     list offsets, delete records, describe cluster and topic, delete; prints JSON.
+ * topic-id BOOTSTRAP TOPIC
+ *     Prints the topic's id as the client shows it (base64).
+ * try BOOTSTRAP TOPIC PROPS
+ *     Creates TOPIC and sends one record with the given security settings: prints "ok",
+ *     or the error's class and message (exit 0 either way).
+ * </pre>
+ */
+public final class Clients {
+    static final String[] CODECS = {"none", "gzip", "snappy", "lz4", "zstd"};
+
+    public static void main(String[] args) throws Exception {
+        switch (args[0]) {
+            case "roundtrip" -> roundtrip(args[1], args[2], Integer.parseInt(args[3]),
+                    Integer.parseInt(args[4]), args[5], props(args, 6));
+            case "produce" -> produce(args[1], args[2], Integer.parseInt(args[3]),
+                    Integer.parseInt(args[4]), args[5], props(args, 6));
+            case "admin" -> admin(args[1], args[2], props(args, 3));
+            case "try" -> tryAccess(args[1], args[2], props(args, 3));
+            case "topic-id" -> {
+                try (Admin admin = Admin.create(with(props(args, 3), args[1]))) {
+                    System.out.println(admin.describeTopics(List.of(args[2])).allTopicNames()
+                            .get(30, TimeUnit.SECONDS).get(args[2]).topicId().toString());
+                }
+            }
+            default -> throw new IllegalArgumentException("unknown command " + args[0]);
+        }
+    }
+
+    static Properties props(String[] args, int index) throws IOException {
+        Properties props = new Properties();
+        if (args.length > index) {
+            try (FileReader reader = new FileReader(args[index])) {
+                props.load(reader);
+            }
+        }
+        return props;
+    }
+
+    static Properties with(Properties base, String bootstrap) {
+        Properties props = new Properties();
+        props.putAll(base);
+        props.put("bootstrap.servers", bootstrap);
+        return props;
+    }
+
+    static void fail(String message) {
+        System.err.println("FAIL: " + message);
+        System.exit(1);
+    }
+
+    static String json(String s) {
+        StringBuilder out = new StringBuilder("\"");
+        for (char c : s.toCharArray()) {
+            switch (c) {
+                case '"' -> out.append("\\\"");
+                case '\\' -> out.append("\\\\");
+                case '\n' -> out.append("\\n");
+                default -> {
+                    if (c < 0x20) {
+                        out.append(String.format("\\u%04x", (int) c));
+                    } else {
+                        out.append(c);
+                    }
+                }
+            }
+        }
+        return out.append('"').toString();
+    }
+
+    static String text(byte[] bytes) {
+        return bytes == null ? "" : new String(bytes, StandardCharsets.UTF_8);
+    }
+
+    static KafkaProducer<byte[], byte[]> producer(Properties props) {
+        return new KafkaProducer<>(props, new ByteArraySerializer(), new ByteArraySerializer());
+    }
+
+    /** Kafka's default partitioner for a keyed record. */
+    static int partitionOf(byte[] key, int partitions) {
+        return Utils.toPositive(Utils.murmur2(key)) % partitions;
+    }
+
+    record Sent(String value, List<String[]> headers, int partition, long offset) {}
+
+    static void roundtrip(String bootstrap, String topic, int partitions, int count, String out,
+            Properties base) throws Exception {
+        long started = System.currentTimeMillis();
+        try (Admin admin = Admin.create(with(base, bootstrap))) {
+            admin.createTopics(List.of(new NewTopic(topic, partitions, (short) 1))).all()
+                    .get(30, TimeUnit.SECONDS);
+        }
+        Map<String, Sent> sent = new ConcurrentHashMap<>();
+        List<String> errors = new ArrayList<>();
+        int perCodec = count / CODECS.length;
+        for (int n = 0; n < CODECS.length; n++) {
+            String codec = CODECS[n];
+            Properties props = with(base, bootstrap);
+            props.put("compression.type", codec);
+            props.put("linger.ms", "20");
+            try (KafkaProducer<byte[], byte[]> producer = producer(props)) {
+                for (int i = n * perCodec; i < (n + 1) * perCodec; i++) {
+                    String key = "key-" + i;
+                    String value = ("value-" + i + "-" + codec + "-").repeat(1 + i % 7);
+                    ProducerRecord<byte[], byte[]> record = new ProducerRecord<>(topic,
+                            key.getBytes(StandardCharsets.UTF_8), value.getBytes(StandardCharsets.UTF_8));
+                    record.headers().add("n", Integer.toString(i).getBytes(StandardCharsets.UTF_8));
+                    record.headers().add("codec", codec.getBytes(StandardCharsets.UTF_8));
+                    record.headers().add("n", "again".getBytes(StandardCharsets.UTF_8));
+                    List<String[]> headers = List.of(new String[] {"n", Integer.toString(i)},
+                            new String[] {"codec", codec}, new String[] {"n", "again"});
+                    producer.send(record, (meta, error) -> {
+                        if (error != null) {
+                            synchronized (errors) {
+                                errors.add(error.toString());
+                            }
+                        } else {
+                            sent.put(key, new Sent(value, headers, meta.partition(), meta.offset()));
+                        }
+                    });
+                }
+                producer.flush();
+            }
+        }
+        if (!errors.isEmpty()) {
+            fail(errors.size() + " sends failed, e.g. " + errors.get(0));
+        }
+        Properties props = with(base, bootstrap);
+        props.put("enable.auto.commit", "false");
+        List<ConsumerRecord<byte[], byte[]>> read = new ArrayList<>();
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(props,
+                new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+            List<TopicPartition> tps = new ArrayList<>();
+            for (int p = 0; p < partitions; p++) {
+                tps.add(new TopicPartition(topic, p));
+            }
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            Map<TopicPartition, Long> ends = consumer.endOffsets(tps);
+            long deadline = System.currentTimeMillis() + 120_000;
+            while (System.currentTimeMillis() < deadline
+                    && tps.stream().anyMatch(tp -> consumer.position(tp) < ends.get(tp))) {
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofSeconds(1))) {
+                    read.add(r);
+                }
+            }
+        }
+        Map<String, ConsumerRecord<byte[], byte[]>> byKey = new HashMap<>();
+        Map<Integer, Long> last = new HashMap<>();
+        try (PrintWriter writer = new PrintWriter(out, StandardCharsets.UTF_8)) {
+            for (ConsumerRecord<byte[], byte[]> r : read) {
+                String key = text(r.key());
+                if (byKey.put(key, r) != null) {
+                    fail(key + " read twice");
+                }
+                if (r.offset() <= last.getOrDefault(r.partition(), -1L)) {
+                    fail("partition " + r.partition() + " out of order at " + r.offset());
+                }
+                last.put(r.partition(), r.offset());
+                StringBuilder headers = new StringBuilder("[");
+                for (Header h : r.headers()) {
+                    if (headers.length() > 1) {
+                        headers.append(',');
+                    }
+                    headers.append('[').append(json(h.key())).append(',').append(json(text(h.value())))
+                            .append(']');
+                }
+                headers.append(']');
+                writer.println("{\"partition\":" + r.partition() + ",\"offset\":" + r.offset()
+                        + ",\"key\":" + json(key) + ",\"value\":" + json(text(r.value()))
+                        + ",\"headers\":" + headers + "}");
+            }
+        }
+        if (sent.size() != count / CODECS.length * CODECS.length || read.size() != sent.size()) {
+            fail("acknowledged " + sent.size() + ", read " + read.size());
+        }
+        for (Map.Entry<String, Sent> e : sent.entrySet()) {
+            ConsumerRecord<byte[], byte[]> r = byKey.get(e.getKey());
+            Sent s = e.getValue();
+            if (r == null) {
+                fail(e.getKey() + " acknowledged but not read");
+            }
+            if (!text(r.value()).equals(s.value())) {
+                fail(e.getKey() + ": value differs");
+            }
+            List<String[]> headers = new ArrayList<>();
+            for (Header h : r.headers()) {
+                headers.add(new String[] {h.key(), text(h.value())});
+            }
+            if (headers.size() != s.headers().size()) {
+                fail(e.getKey() + ": headers differ");
+            }
+            for (int i = 0; i < headers.size(); i++) {
+                if (!java.util.Arrays.equals(headers.get(i), s.headers().get(i))) {
+                    fail(e.getKey() + ": header " + i + " differs");
+                }
+            }
+            int expected = partitionOf(e.getKey().getBytes(StandardCharsets.UTF_8), partitions);
+            if (r.partition() != expected || r.partition() != s.partition() || r.offset() != s.offset()) {
+                fail(e.getKey() + " acknowledged at " + s.partition() + "/" + s.offset() + ", read at "
+                        + r.partition() + "/" + r.offset() + ", murmur2 says " + expected);
+            }
+        }
+        System.out.println("{\"client\":\"java\",\"acknowledged\":" + sent.size() + ",\"read\":"
+                + read.size() + ",\"seconds\":" + (System.currentTimeMillis() - started) / 1000.0 + "}");
+    }
+
+    static void produce(String bootstrap, String topic, int count, int rate, String out, Properties base)
+            throws Exception {
+        AtomicLong failed = new AtomicLong();
+        long started = System.nanoTime();
+        try (PrintWriter writer = new PrintWriter(out, StandardCharsets.UTF_8);
+                KafkaProducer<byte[], byte[]> producer = producer(with(base, bootstrap))) {
+            for (int i = 0; i < count; i++) {
+                long due = started + (long) i * 1_000_000_000L / rate;
+                long wait = due - System.nanoTime();
+                if (wait > 0) {
+                    TimeUnit.NANOSECONDS.sleep(wait);
+                }
+                String key = "java-" + i;
+                producer.send(new ProducerRecord<>(topic, key.getBytes(StandardCharsets.UTF_8),
+                        ("value-" + i).getBytes(StandardCharsets.UTF_8)), (RecordMetadata meta, Exception error) -> {
+                            if (error != null) {
+                                failed.incrementAndGet();
+                                System.err.println("send of " + key + " failed: " + error);
+                            } else {
+                                synchronized (writer) {
+                                    writer.println(key + " " + meta.partition() + " " + meta.offset());
+                                }
+                            }
+                        });
+            }
+            producer.flush();
+        }
+        System.out.println("{\"sent\":" + count + ",\"failed\":" + failed.get() + "}");
+    }
+
+    static void admin(String bootstrap, String topic, Properties base) throws Exception {
+        Map<String, Object> seen = new TreeMap<>();
+        try (Admin admin = Admin.create(with(base, bootstrap))) {
+            NewTopic created = new NewTopic(topic, 2, (short) 1).configs(Map.of("retention.ms", "3600000"));
+            admin.createTopics(List.of(created)).all().get(30, TimeUnit.SECONDS);
+            ConfigResource resource = new ConfigResource(ConfigResource.Type.TOPIC, topic);
+            seen.put("configs", configs(admin, resource));
+            admin.incrementalAlterConfigs(Map.of(resource, List.of(
+                    new AlterConfigOp(new ConfigEntry("max.message.bytes", "2000000"), AlterConfigOp.OpType.SET),
+                    new AlterConfigOp(new ConfigEntry("retention.ms", ""), AlterConfigOp.OpType.DELETE))))
+                    .all().get(30, TimeUnit.SECONDS);
+            seen.put("altered", configs(admin, resource));
+            admin.createPartitions(Map.of(topic, NewPartitions.increaseTo(4))).all().get(30, TimeUnit.SECONDS);
+            TopicDescription description = admin.describeTopics(List.of(topic)).allTopicNames()
+                    .get(30, TimeUnit.SECONDS).get(topic);
+            seen.put("partitions", description.partitions().size());
+            seen.put("topic_id", json(description.topicId().toString()));
+            long base0 = System.currentTimeMillis() - 60_000;
+            try (KafkaProducer<byte[], byte[]> producer = producer(with(base, bootstrap))) {
+                for (int i = 0; i < 10; i++) {
+                    producer.send(new ProducerRecord<>(topic, 0, base0 + i * 1000L, null,
+                            ("v" + i).getBytes(StandardCharsets.UTF_8))).get(30, TimeUnit.SECONDS);
+                }
+            }
+            TopicPartition tp = new TopicPartition(topic, 0);
+            Map<String, Object> offsets = new TreeMap<>();
+            offsets.put("earliest", offset(admin, tp, OffsetSpec.earliest()));
+            offsets.put("latest", offset(admin, tp, OffsetSpec.latest()));
+            offsets.put("timestamp", offset(admin, tp, OffsetSpec.forTimestamp(base0 + 4500)));
+            offsets.put("max_timestamp", offset(admin, tp, OffsetSpec.maxTimestamp()));
+            seen.put("offsets", offsets);
+            long low = admin.deleteRecords(Map.of(tp, RecordsToDelete.beforeOffset(3))).all()
+                    .thenApply(v -> 0L).get(30, TimeUnit.SECONDS);
+            seen.put("deleted", low);
+            seen.put("earliest_after_delete", offset(admin, tp, OffsetSpec.earliest()));
+            DescribeClusterResult cluster = admin.describeCluster();
+            seen.put("cluster_id", json(cluster.clusterId().get(30, TimeUnit.SECONDS)));
+            seen.put("nodes", cluster.nodes().get(30, TimeUnit.SECONDS).size());
+            seen.put("controller", cluster.controller().get(30, TimeUnit.SECONDS).id());
+            admin.deleteTopics(List.of(topic)).all().get(30, TimeUnit.SECONDS);
+            seen.put("deleted_topic_listed", admin.listTopics().names().get(30, TimeUnit.SECONDS).contains(topic));
+        }
+        System.out.println(toJson(seen));
+    }
+
+    static Map<String, Object> configs(Admin admin, ConfigResource resource) throws Exception {
+        Config config = admin.describeConfigs(List.of(resource)).all().get(30, TimeUnit.SECONDS).get(resource);
+        Map<String, Object> out = new TreeMap<>();
+        for (ConfigEntry entry : config.entries()) {
+            out.put(entry.name(), "[" + json(entry.value()) + "," + json(entry.source().name()) + "]");
+        }
+        return out;
+    }
+
+    static long offset(Admin admin, TopicPartition tp, OffsetSpec spec) throws Exception {
+        return admin.listOffsets(Map.of(tp, spec)).partitionResult(tp).get(30, TimeUnit.SECONDS).offset();
+    }
+
+    @SuppressWarnings("unchecked")
+    static String toJson(Object value) {
+        if (value instanceof Map<?, ?> map) {
+            StringBuilder out = new StringBuilder("{");
+            for (Map.Entry<String, Object> e : ((Map<String, Object>) map).entrySet()) {
+                if (out.length() > 1) {
+                    out.append(',');
+                }
+                out.append(json(e.getKey())).append(':').append(toJson(e.getValue()));
+            }
+            return out.append('}').toString();
+        }
+        return String.valueOf(value);
+    }
+
+    static void tryAccess(String bootstrap, String topic, Properties base) {
+        Properties props = with(base, bootstrap);
+        props.put("request.timeout.ms", "10000");
+        props.put("default.api.timeout.ms", "15000");
+        props.put("max.block.ms", "15000");
+        props.put("delivery.timeout.ms", "20000");
+        try (Admin admin = Admin.create(props)) {
+            admin.createTopics(List.of(new NewTopic(topic, 1, (short) 1))).all().get(20, TimeUnit.SECONDS);
+            try (KafkaProducer<byte[], byte[]> producer = producer(props)) {
+                producer.send(new ProducerRecord<>(topic, "k".getBytes(StandardCharsets.UTF_8),
+                        "v".getBytes(StandardCharsets.UTF_8))).get(20, TimeUnit.SECONDS);
+            }
+            System.out.println("ok");
+        } catch (Exception e) {
+            Throwable cause = e.getCause() != null ? e.getCause() : e;
+            System.out.println(cause.getClass().getSimpleName() + ": " + cause.getMessage());
+        }
+    }
+}
