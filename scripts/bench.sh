@@ -12,6 +12,12 @@
 # partitions; (c) 100-byte records; (d) catch-up consume of (a) from the object store
 # (agent restarted: cold cache); (e) e2e (tail consume) at 50% of (a)'s rate; and the
 # baseline: PUTs and GETs of the same sizes straight through object_store.
+# Kafka suite: Kafka's own producer perf tool (kafka-producer-perf-test, from kafka-tools)
+# and a consumer reading by assignment (tests/java; Kafka's consumer perf tool needs
+# consumer groups, which the Kafka listener does not have yet), 1 KiB records, 16
+# partitions, acks=all, against Strata's Kafka listener and against an Apache Kafka 4
+# broker (one KRaft node, local disk) started here; (k) is (a) with one producer, the
+# gRPC figure the Kafka path is compared with. BENCH_KAFKA_RECORDS sets the records.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -77,6 +83,64 @@ stop_agent
 start_agent   # a cold cache: the catch-up reads come from the object store
 run d bench consume --topic bench-a
 stop_agent
+
+# The Kafka suite.
+scripts/build-test-clients.sh
+mvn -q -B -Dmaven.repo.local="${STRATA_M2:-$HOME/.cache/strata/m2}" -f scripts/kafka-bench/pom.xml \
+  dependency:copy-dependencies -DoutputDirectory=target/lib
+KAFKA_CP="scripts/kafka-bench/target/lib/*"
+CLIENTS_CP="tests/java/target/classes:tests/java/target/lib/*"
+KAFKA_RECORDS=${BENCH_KAFKA_RECORDS:-$((SECONDS_PER_RUN * 25000))}
+PRODUCER_PROPS=(acks=all linger.ms=20 batch.size=1048576 max.request.size=67108864 buffer.memory=268435456)
+kafka_suite() { # name bootstrap
+  local name=$1 bootstrap=$2
+  echo "== kafka suite against $name ($bootstrap): $KAFKA_RECORDS records" >&2
+  java -cp "$KAFKA_CP" org.apache.kafka.tools.TopicCommand --bootstrap-server "$bootstrap" \
+    --create --topic "perf-$name" --partitions 16 --replication-factor 1 >&2
+  echo "kafka-producer-perf-test --topic perf-$name --num-records $KAFKA_RECORDS --record-size 1024 --throughput -1 --producer-props bootstrap.servers=$bootstrap ${PRODUCER_PROPS[*]}" \
+    >"$RESULTS/kafka-$name-produce.cmd"
+  java -Xmx2g -cp "$KAFKA_CP" org.apache.kafka.tools.ProducerPerformance --topic "perf-$name" \
+    --num-records "$KAFKA_RECORDS" --record-size 1024 --throughput -1 \
+    --producer-props "bootstrap.servers=$bootstrap" "${PRODUCER_PROPS[@]}" 2>/dev/null \
+    | tee "$RESULTS/kafka-$name-produce.log" >&2
+  tail -n 1 "$RESULTS/kafka-$name-produce.log" >"$RESULTS/kafka-$name-produce.out"
+  echo "java strata.Clients consume-perf $bootstrap perf-$name $KAFKA_RECORDS (tests/java: assign every partition, read from the beginning)" \
+    >"$RESULTS/kafka-$name-consume.cmd"
+  java -Xmx2g -Dorg.slf4j.simpleLogger.defaultLogLevel=error -cp "$CLIENTS_CP" strata.Clients \
+    consume-perf "$bootstrap" "perf-$name" "$KAFKA_RECORDS" | tee "$RESULTS/kafka-$name-consume.out" >&2
+}
+
+start_agent
+run k bench produce --topic bench-k --partitions 16 --record-size 1024 --producers 1 --acks all --duration "$SECONDS_PER_RUN"
+kafka_suite strata "127.0.0.1:$KAFKA_PORT"
+stop_agent
+
+# Apache Kafka: one KRaft node (broker and controller), its log on local disk.
+APACHE_PORT=$(strata_free_port)
+APACHE_CONTROLLER_PORT=$(strata_free_port)
+mkdir -p "$STRATA_TEST_ROOT/kafka"
+cat >"$STRATA_TEST_ROOT/kafka/server.properties" <<PROPS
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$APACHE_CONTROLLER_PORT
+listeners=PLAINTEXT://127.0.0.1:$APACHE_PORT,CONTROLLER://127.0.0.1:$APACHE_CONTROLLER_PORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$APACHE_PORT
+controller.listener.names=CONTROLLER
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+log.dirs=$STRATA_TEST_ROOT/kafka/data
+offsets.topic.replication.factor=1
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+PROPS
+java -cp "$KAFKA_CP" kafka.tools.StorageTool format -t "$(java -cp "$KAFKA_CP" kafka.tools.StorageTool random-uuid)" \
+  -c "$STRATA_TEST_ROOT/kafka/server.properties" >&2
+java -Xmx2g -cp "$KAFKA_CP" kafka.Kafka "$STRATA_TEST_ROOT/kafka/server.properties" \
+  >"$STRATA_TEST_ROOT/kafka/broker.log" 2>&1 &
+APACHE_PID=$!
+strata_wait_port kafka "$APACHE_PORT" "$APACHE_PID" "$STRATA_TEST_ROOT/kafka/broker.log"
+kafka_suite kafka "127.0.0.1:$APACHE_PORT"
+kill -TERM "$APACHE_PID" 2>/dev/null || true
+wait "$APACHE_PID" 2>/dev/null || true
 
 PUT_SIZE=$(python3 -c "a=__import__('json').load(open('$RESULTS/a.json')); print(max(1, a['put_bytes'] // max(1, a['puts'])))")
 GET_SIZE=$(python3 -c "d=__import__('json').load(open('$RESULTS/d.json')); print(max(1, d['get_bytes'] // max(1, d['gets'])))")

@@ -41,7 +41,35 @@ def histogram_quantile(metrics_text, name, q):
     return float("inf")
 
 
-a, b, c, d, e, p, t, base = (load(n) for n in ["a", "b", "c", "d", "e", "p", "t", "baseline"])
+a, b, c, d, e, p, t, k, base = (load(n) for n in ["a", "b", "c", "d", "e", "p", "t", "k", "baseline"])
+
+
+def kafka_produce(name):
+    """The last line of kafka-producer-perf-test: records/s, MB/s, latency percentiles."""
+    with open(os.path.join(results, f"kafka-{name}-produce.out")) as f:
+        line = f.read().strip()
+    n = [float(x) for x in __import__("re").findall(r"[0-9.]+", line)]
+    # N records sent, R records/sec (M MB/sec), avg ms avg latency, max ms max latency,
+    # p50 ms 50th, p95 ms 95th, p99 ms 99th, p999 ms 99.9th.
+    return {"records": n[0], "records_per_sec": n[1], "mb_per_sec": n[2], "avg": n[3], "max": n[4],
+            "p50": n[5], "p95": n[7], "p99": n[9], "p999": n[11]}
+
+
+def kafka_consume(name):
+    with open(os.path.join(results, f"kafka-{name}-consume.out")) as f:
+        records, seconds, nbytes = f.read().split()[-3:]
+    seconds = float(seconds)
+    return {"records": int(records), "records_per_sec": int(records) / seconds,
+            "mb_per_sec": int(nbytes) / seconds / 2**20}
+
+
+def kafka_cmd(name, what):
+    with open(os.path.join(results, f"kafka-{name}-{what}.cmd")) as f:
+        return f.read().strip()
+
+
+kp = {n: kafka_produce(n) for n in ["strata", "kafka"]}
+kc = {n: kafka_consume(n) for n in ["strata", "kafka"]}
 with open(os.path.join(results, "a.metrics")) as f:
     a_metrics = f.read()
 commit_p99_ms = histogram_quantile(a_metrics, "strata_metastore_commit_latency_seconds", 0.99) * 1000
@@ -84,6 +112,7 @@ rows = [
     ("c", "produce 100 B, 16 partitions", c),
     ("d", "catch-up consume of (a), cold cache", d),
     ("e", "e2e at 50% of (a)'s rate (tail consume)", e),
+    ("k", "(a) with one producer (compared with the Kafka path)", k),
 ]
 
 print(f"""# Benchmarks
@@ -137,11 +166,37 @@ Agent peak RSS over the suite: {peak_rss_kb / 1024:.0f} MiB.
 | catch-up: ≤ 1 GET per partition block | {d["gets"]} GETs for {blocks_read} blocks read | {ok(d["gets"] <= blocks_read)} |
 | bounded memory under load | peak RSS {peak_rss_kb / 1024:.0f} MiB (produce beyond the store's pace gets RESOURCE_EXHAUSTED past 64 MiB pending) | see figure |
 
+## Kafka suite: Strata's Kafka listener and Apache Kafka
+
+The same Kafka clients against Strata's Kafka listener (the agent above: segments in
+s3s-fs, commits in etcd) and against an Apache Kafka 4.1 broker started by the script (one
+KRaft node, its log on local disk, default settings): Kafka's own
+`kafka-producer-perf-test` (1 KiB records, 16 partitions, acks=all, one producer:
+`{" ".join(["linger.ms=20", "batch.size=1048576", "max.request.size=67108864", "buffer.memory=268435456"])}`
+on both), then a consumer reading every partition by assignment from the beginning
+(Kafka's consumer perf tool needs consumer groups, which the Kafka listener does not have
+yet). Latencies are the perf tool's, send to acknowledgement.
+
+| | records | produce records/s | produce MB/s | latency ms p50 / p95 / p99 / p99.9 / max | consume records/s | consume MB/s |
+|---|---|---|---|---|---|---|""")
+for n, label in [("strata", "Strata (Kafka listener)"), ("kafka", "Apache Kafka 4.1")]:
+    r, c_ = kp[n], kc[n]
+    print(f'| {label} | {r["records"]:,.0f} | {r["records_per_sec"]:,.0f} | {r["mb_per_sec"]:.1f} | '
+          f'{r["p50"]:.0f} / {r["p95"]:.0f} / {r["p99"]:.0f} / {r["p999"]:.0f} / {r["max"]:.0f} | '
+          f'{c_["records_per_sec"]:,.0f} | {c_["mb_per_sec"]:.1f} |')
+print(f"""| ratio Strata / Kafka | | {kp["strata"]["records_per_sec"] / kp["kafka"]["records_per_sec"]:.2f} | {kp["strata"]["mb_per_sec"] / kp["kafka"]["mb_per_sec"]:.2f} | p99 {kp["strata"]["p99"] / max(1, kp["kafka"]["p99"]):.2f} | {kc["strata"]["records_per_sec"] / kc["kafka"]["records_per_sec"]:.2f} | {kc["strata"]["mb_per_sec"] / kc["kafka"]["mb_per_sec"]:.2f} |
+
+| target | figure | status |
+|---|---|---|
+| Strata's Kafka-path produce ≥ its gRPC path (one producer each: (k)) | {kp["strata"]["mb_per_sec"]:.1f} vs {k["mb_per_sec"]:.1f} MB/s | {ok(kp["strata"]["mb_per_sec"] >= k["mb_per_sec"])} |
+
 ## Commands
 
 ```sh""")
-for name in ["a", "p", "t", "b", "c", "e", "d", "baseline"]:
+for name in ["a", "p", "t", "b", "c", "e", "d", "k", "baseline"]:
     print(f"# {name}\n{cmd(name)}")
+for n in ["strata", "kafka"]:
+    print(f"# kafka suite, {n}\n{kafka_cmd(n, 'produce')}\n{kafka_cmd(n, 'consume')}")
 print("```")
 
 analysis = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "docs", "bench-analysis.md")

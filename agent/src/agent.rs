@@ -180,6 +180,9 @@ pub struct Appended {
     /// The request was a retry of an idempotent producer's batch already written:
     /// nothing was appended, and the positions are the ones it got then.
     pub duplicate: bool,
+    /// The time given to the records of a `LogAppendTime` topic's client batch; -1
+    /// otherwise.
+    pub log_append_time_ms: i64,
     positions: Vec<(u32, i64)>,
     commit: Option<tokio::sync::oneshot::Receiver<Result<()>>>,
 }
@@ -1103,6 +1106,7 @@ impl Agent {
             return Ok(Appended {
                 topic_id: handle.meta.topic_id.clone(),
                 duplicate: false,
+                log_append_time_ms: -1,
                 positions: Vec::new(),
                 commit: None,
             });
@@ -1176,6 +1180,7 @@ impl Agent {
         Ok(Appended {
             topic_id: handle.meta.topic_id.clone(),
             duplicate: outcome.duplicate,
+            log_append_time_ms: -1,
             positions,
             commit: outcome.commit,
         })
@@ -1246,25 +1251,31 @@ impl Agent {
         wait_for_commit: bool,
     ) -> Result<Appended> {
         let limits = &self.inner.config.limits;
+        let too_large = |e: Error| match e {
+            Error::InvalidArgument(message) => Error::RecordTooLarge(message),
+            other => other,
+        };
         if batch.records.len() > limits.max_request_records {
-            return Err(over(
+            return Err(too_large(over(
                 format!(
                     "the batch holds {} records, over the limit of {} per request",
                     batch.records.len(),
                     limits.max_request_records
                 ),
                 "max_request_records",
-            ));
+            )));
         }
-        if batch.bytes.len() > limits.max_request_bytes {
-            return Err(over(
+        let payload_bytes: usize = batch.records.iter().map(Record::payload_size).sum();
+        if payload_bytes.max(batch.bytes.len()) > limits.max_request_bytes {
+            return Err(too_large(over(
                 format!(
-                    "the batch is {} bytes, over the limit of {} per request",
+                    "the batch holds {payload_bytes} bytes of keys, values and headers ({} \
+                     as sent), over the limit of {} per request",
                     batch.bytes.len(),
                     limits.max_request_bytes
                 ),
                 "max_request_bytes",
-            ));
+            )));
         }
         let handle = self.resolve_topic(topic, "").await?;
         let partition = Self::check_partition(&handle, partition)?;
@@ -1287,14 +1298,12 @@ impl Agent {
             crate::producer::check_fields(fields)?;
         }
         let now = self.inner.clock.now_ms();
-        let mut payload_bytes = 0;
         for (i, record) in batch.records.iter().enumerate() {
             if !handle.settings.log_append_time {
                 handle
                     .settings
                     .record_timestamp(i, record.timestamp_ms, now)?;
             }
-            payload_bytes += record.payload_size();
             self.check_record(&handle, i, record)?;
         }
         let (bytes, max_timestamp_ms) = if handle.settings.log_append_time {
@@ -1335,6 +1344,11 @@ impl Agent {
         Ok(Appended {
             topic_id: handle.meta.topic_id.clone(),
             duplicate: outcome.duplicate,
+            log_append_time_ms: if handle.settings.log_append_time {
+                now
+            } else {
+                -1
+            },
             positions: vec![(partition, outcome.first_offsets[0])],
             commit: outcome.commit,
         })
@@ -1361,6 +1375,20 @@ impl Agent {
                 spec.isolation,
             )
             .await
+    }
+
+    /// What a Kafka client's batch may hold, checked while it is decoded (before anything
+    /// is allocated for it): the request limits, with room for the records' framing.
+    pub fn client_batch_limits(&self) -> strata_storage::BatchLimits {
+        let limits = &self.inner.config.limits;
+        strata_storage::BatchLimits {
+            max_records: limits.max_request_records,
+            max_decompressed_bytes: limits
+                .max_request_bytes
+                .saturating_mul(2)
+                .saturating_add(limits.max_request_records.saturating_mul(64)),
+            max_headers_per_record: limits.max_headers_per_record,
+        }
     }
 
     /// Reads committed batches of a partition as stored, from the one holding

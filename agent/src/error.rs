@@ -34,7 +34,11 @@ pub enum Error {
     /// The request is malformed; the message says what to fix.
     #[error("{0}")]
     InvalidArgument(String),
-    /// A record larger than the topic's `max.message.bytes` (Kafka's MESSAGE_TOO_LARGE).
+    /// A record timestamp outside the topic's bounds (Kafka's INVALID_TIMESTAMP).
+    #[error("{0}")]
+    InvalidTimestamp(String),
+    /// A record larger than the topic's `max.message.bytes`, or a batch over the request
+    /// limits (Kafka's MESSAGE_TOO_LARGE: a Java producer splits the batch).
     #[error("{0}")]
     RecordTooLarge(String),
     /// A fetch offset outside the partition's readable range.

@@ -404,12 +404,13 @@ impl Inner {
     /// Runs `read` (a read of the partition from `offset`); if it finds an object gone (a
     /// compactor replaced the entries this agent had cached, by a merge or compaction, or
     /// dropped them, by retention, and deleted the object after its grace period), reads
-    /// the index and log start again and runs it once more.
+    /// the index and log start again (into `committed`) and runs it once more.
     async fn reading<T, F, Fut>(
         &self,
         key: &PartitionKey,
         topic_id: &str,
         offset: i64,
+        committed: &mut Committed,
         read: F,
     ) -> Result<T>
     where
@@ -420,10 +421,11 @@ impl Inner {
             Err(Error::ObjectGone(object)) => {
                 tracing::debug!(%object, "cached index entry names a deleted object; reloading");
                 self.partition_log(key).forget_index();
-                let committed = self.refresh_committed(key, topic_id).await?;
-                if offset < committed.log_start_offset {
-                    return Err(out_of_range(key, offset, committed));
+                let refreshed = self.refresh_committed(key, topic_id).await?;
+                if offset < refreshed.log_start_offset {
+                    return Err(out_of_range(key, offset, refreshed));
                 }
+                committed.log_start_offset = refreshed.log_start_offset;
                 read().await
             }
             other => other,
@@ -441,7 +443,7 @@ impl Inner {
         max_wait: Duration,
         isolation: Isolation,
     ) -> Result<FetchResult> {
-        let (committed, aborted) = self
+        let (mut committed, aborted) = self
             .fetch_bounds(key, topic_id, offset, max_wait, isolation)
             .await?;
         let upper = isolation.readable(&committed);
@@ -455,7 +457,7 @@ impl Inner {
         }
         let filter = (isolation == Isolation::ReadCommitted).then_some(&aborted[..]);
         let (records, next_offset) = self
-            .reading(key, topic_id, offset, || {
+            .reading(key, topic_id, offset, &mut committed, || {
                 self.read_records(key, topic_id, offset, upper, max_bytes, filter)
             })
             .await?;
@@ -480,14 +482,15 @@ impl Inner {
         max_wait: Duration,
         isolation: Isolation,
     ) -> Result<BatchFetch> {
-        let (committed, aborted) = self
+        let (mut committed, aborted) = self
             .fetch_bounds(key, topic_id, offset, max_wait, isolation)
             .await?;
         let upper = isolation.readable(&committed);
-        let batches = if offset >= upper {
+        // A `max_bytes` of 0 asks for the bounds alone.
+        let batches = if offset >= upper || max_bytes == 0 {
             Vec::new()
         } else {
-            self.reading(key, topic_id, offset, || {
+            self.reading(key, topic_id, offset, &mut committed, || {
                 self.read_batches(key, topic_id, offset, upper, max_bytes)
             })
             .await?
@@ -752,6 +755,28 @@ impl Inner {
         while let Some((entry, block)) = blocks.next().await {
             let (block, cached) = block?;
             let batches = split_block(block.clone(), &entry.object, entry.byte_start)?;
+            // Base offsets are outside the CRC: each batch must lie within its index entry,
+            // in order, or the block is corrupt.
+            let mut previous = entry.base_offset - 1;
+            for (header, _) in &batches {
+                if header.base_offset <= previous
+                    || header.last_offset < header.base_offset
+                    || header.last_offset > entry.last_offset
+                {
+                    return Err(Error::DataLoss(format!(
+                        "corrupt data in '{}' bytes {}..{}: batch offsets {}..={} outside \
+                         the index entry's {}..={} or out of order",
+                        entry.object,
+                        entry.byte_start,
+                        entry.byte_start + entry.byte_len,
+                        header.base_offset,
+                        header.last_offset,
+                        entry.base_offset,
+                        entry.last_offset
+                    )));
+                }
+                previous = header.last_offset;
+            }
             if !cached {
                 self.cache.insert(&entry.object, entry.byte_start, block);
             }

@@ -71,7 +71,9 @@ pub fn status(error: Error) -> Status {
             }
             Status::with_metadata(tonic::Code::Aborted, message, metadata)
         }
-        Error::InvalidArgument(_) | Error::RecordTooLarge(_) => Status::invalid_argument(message),
+        Error::InvalidArgument(_) | Error::RecordTooLarge(_) | Error::InvalidTimestamp(_) => {
+            Status::invalid_argument(message)
+        }
         Error::OffsetOutOfRange {
             log_start_offset,
             high_watermark,

@@ -197,7 +197,7 @@ impl TopicSettings {
             return Ok(now_ms);
         }
         let refuse = |what: String| {
-            Err(Error::InvalidArgument(format!(
+            Err(Error::InvalidTimestamp(format!(
                 "record {index} has timestamp {sent_ms}, {what}; nothing of this request was \
                  written"
             )))

@@ -35,6 +35,7 @@ pub fn code(error: &Error, context: Context) -> ResponseError {
             Context::Other => ResponseError::InvalidRequest,
         },
         Error::RecordTooLarge(_) => ResponseError::MessageTooLarge,
+        Error::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
         Error::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         // Retriable: the client refreshes its metadata and follows the owner.
         Error::NotOwner { .. } => ResponseError::NotLeaderOrFollower,

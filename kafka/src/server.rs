@@ -44,6 +44,18 @@ pub const MAX_INFLIGHT_REQUESTS: usize = 16;
 /// How long a frame's body may take to arrive once its length has.
 pub const FRAME_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// How long a connection may stay idle between requests (Kafka's
+/// `connections.max.idle.ms`).
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long an answer may take to be written (a client that does not read its answers is
+/// closed, and the memory they hold freed).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Largest frame of a connection that has not authenticated (when the agent has tokens):
+/// ApiVersions and SASL are small (Kafka's `sasl.server.max.receive.size`).
+pub const MAX_UNAUTHENTICATED_FRAME: usize = 512 * 1024;
+
 /// Smallest frame: API key, version and correlation id.
 const MIN_FRAME: usize = 8;
 
@@ -213,6 +225,8 @@ pub(crate) struct Outgoing {
     /// The frame's bytes, held until it is answered.
     pub permit: Option<OwnedSemaphorePermit>,
     pub started: tokio::time::Instant,
+    /// Told once the answer is written.
+    pub written: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// An answer: ready, or once a future (a produce's commits) resolves.
@@ -246,9 +260,28 @@ async fn connection<S>(
     );
     let mut session = Session::new(peer, shared.config.tokens.is_none());
     let closed = loop {
+        let max = if session.authenticated {
+            shared.config.max_request_bytes
+        } else {
+            MAX_UNAUTHENTICATED_FRAME.min(shared.config.max_request_bytes)
+        };
         let frame = tokio::select! {
-            frame = read_frame(shared, &mut reader) => frame,
+            frame = tokio::time::timeout(IDLE_TIMEOUT, read_frame(shared, &mut reader, max)) => {
+                match frame {
+                    Ok(frame) => frame,
+                    Err(_) => break Closed::Refused(
+                        format!("idle for {} s", IDLE_TIMEOUT.as_secs()),
+                        "idle",
+                    ),
+                }
+            }
             _ = stopping.wait_for(|s| *s) => break Closed::Stopping,
+            // The writer stopped (a client that does not read, an answer that does not
+            // encode): nothing more can be answered.
+            () = answers.closed() => break Closed::Refused(
+                "its answers could not be written".to_string(),
+                "write",
+            ),
         };
         let (frame, permit) = match frame {
             Ok(Some(frame)) => frame,
@@ -256,6 +289,19 @@ async fn connection<S>(
             Err(closed) => break closed,
         };
         let started = tokio::time::Instant::now();
+        // Before authenticating, only ApiVersions and SASL are even decoded.
+        if !session.authenticated {
+            let key = i16::from_be_bytes([frame[0], frame[1]]);
+            if !ApiKey::try_from(key).is_ok_and(api::allowed_before_authentication) {
+                break Closed::Refused(
+                    format!(
+                        "API key {key} before authenticating: this listener needs SASL (PLAIN \
+                         or OAUTHBEARER) with a token first"
+                    ),
+                    "unauthenticated",
+                );
+            }
+        }
         let (header, request) = match decode(frame) {
             Ok(decoded) => decoded,
             Err(Decoded::Unsupported(correlation_id, version)) => {
@@ -268,6 +314,7 @@ async fn connection<S>(
                     response: Pending::Ready(Box::new(api::api_versions_unsupported(version))),
                     permit: Some(permit),
                     started,
+                    written: None,
                 };
                 if answers.send(outgoing).await.is_err() {
                     break Closed::ByClient;
@@ -277,22 +324,25 @@ async fn connection<S>(
             Err(Decoded::Refused(reason)) => break Closed::Refused(reason, "malformed"),
         };
         let api = ApiKey::try_from(header.request_api_key).expect("checked by decode");
-        if !session.authenticated && !api::allowed_before_authentication(api) {
-            break Closed::Refused(
-                format!(
-                    "{api:?} before authenticating: this listener needs SASL (PLAIN or \
-                     OAUTHBEARER) with a token first"
-                ),
-                "unauthenticated",
-            );
-        }
         let outcome = api::handle(shared, &mut session, &header, request).await;
         let (response, close) = match outcome {
             Outcome::Reply(response) => (Some(response), None),
             Outcome::NoReply => (None, None),
-            Outcome::ReplyAndClose(response, reason) => (Some(response), Some(reason)),
+            Outcome::ReplyAndClose(response, reason) => {
+                (Some(response), Some((reason, "authentication_failed")))
+            }
+            Outcome::Close(reason) => (None, Some((reason, "refused_acks_0"))),
         };
         if let Some(response) = response {
+            // A fetch answer can be large: the next request is read only once it is
+            // written (Kafka mutes a connection while it answers), so a client that does
+            // not read holds one at most.
+            let (written, wait) = if api == ApiKey::Fetch {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (Some(tx), Some(rx))
+            } else {
+                (None, None)
+            };
             let outgoing = Outgoing {
                 correlation_id: header.correlation_id,
                 api,
@@ -300,9 +350,15 @@ async fn connection<S>(
                 response,
                 permit: Some(permit),
                 started,
+                written,
             };
             if answers.send(outgoing).await.is_err() {
                 break Closed::ByClient;
+            }
+            if let Some(wait) = wait
+                && wait.await.is_err()
+            {
+                break Closed::Refused("a fetch answer could not be written".to_string(), "write");
             }
         } else {
             shared
@@ -311,8 +367,8 @@ async fn connection<S>(
                 .with_label_values(&[api_name(api)])
                 .inc();
         }
-        if let Some(reason) = close {
-            break Closed::Refused(reason, "authentication_failed");
+        if let Some((reason, label)) = close {
+            break Closed::Refused(reason, label);
         }
     };
     drop(answers);
@@ -333,10 +389,12 @@ async fn connection<S>(
     }
 }
 
-/// Reads one frame: `None` at a clean end of the stream between frames.
+/// Reads one frame of at most `max` bytes: `None` at a clean end of the stream between
+/// frames.
 async fn read_frame<R: AsyncRead + Unpin>(
     shared: &Shared,
     reader: &mut R,
+    max: usize,
 ) -> Result<Option<(BytesMut, OwnedSemaphorePermit)>, Closed> {
     let mut length = [0u8; 4];
     match reader.read_exact(&mut length).await {
@@ -345,7 +403,6 @@ async fn read_frame<R: AsyncRead + Unpin>(
         Err(_) => return Ok(None),
     }
     let length = i32::from_be_bytes(length);
-    let max = shared.config.max_request_bytes;
     let length = usize::try_from(length)
         .ok()
         .filter(|len| (MIN_FRAME..=max).contains(len))
@@ -353,7 +410,8 @@ async fn read_frame<R: AsyncRead + Unpin>(
             Closed::Refused(
                 format!(
                     "frame length {length} is outside {MIN_FRAME} to {max} bytes \
-                     (--kafka-max-request-bytes)"
+                     (--kafka-max-request-bytes; {MAX_UNAUTHENTICATED_FRAME} before \
+                     authenticating)"
                 ),
                 "frame_length",
             )
@@ -444,11 +502,27 @@ async fn write_answers<W: AsyncWrite + Unpin>(
             .metrics
             .latency(name)
             .observe(outgoing.started.elapsed().as_secs_f64());
-        if writer.write_all(&frame).await.is_err() {
-            return;
+        let write = async {
+            writer.write_all(&frame).await?;
+            if queue.is_empty() {
+                writer.flush().await?;
+            }
+            Ok::<(), std::io::Error>(())
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => {
+                tracing::info!(
+                    api = name,
+                    "kafka answer not read within {} s; closing",
+                    WRITE_TIMEOUT.as_secs()
+                );
+                return;
+            }
         }
-        if queue.is_empty() && writer.flush().await.is_err() {
-            return;
+        if let Some(written) = outgoing.written {
+            let _ = written.send(());
         }
     }
     let _ = writer.flush().await;

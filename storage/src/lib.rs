@@ -22,7 +22,8 @@ pub mod store;
 pub use cache::BlockCache;
 pub use error::{Error, Result};
 pub use record::{
-    BatchError, BatchKind, ClientBatch, Compression, DecodedBatch, ProducerFields, Record,
+    BatchError, BatchKind, BatchLimits, ClientBatch, Compression, DecodedBatch, ProducerFields,
+    Record,
 };
 pub use segment::{BatchRun, BlockLocation, SegmentBuilder};
 pub use store::{ObjectStoreConfig, SegmentStore};

@@ -389,10 +389,10 @@ fn compress(body: Bytes, compression: Compression) -> Result<Bytes> {
     }
 }
 
-/// Decompresses at most [`MAX_BATCH_BYTES`]; more is an error, not an allocation.
-fn decompress(body: Bytes, codec: i16) -> std::result::Result<Bytes, String> {
+/// Decompresses at most `max` bytes; more is an error, not an allocation.
+fn decompress(body: Bytes, codec: i16, max: usize) -> std::result::Result<Bytes, String> {
     let mut out = Vec::new();
-    let limit = MAX_BATCH_BYTES as u64 + 1;
+    let limit = max as u64 + 1;
     let read = match codec {
         0 => return Ok(body),
         3 => lz4::Decoder::new(body.reader())
@@ -402,14 +402,12 @@ fn decompress(body: Bytes, codec: i16) -> std::result::Result<Bytes, String> {
         1 => flate2::read::MultiGzDecoder::new(body.reader())
             .take(limit)
             .read_to_end(&mut out),
-        2 => return snappy_decompress(&body).map(Bytes::from),
+        2 => return snappy_decompress(&body, max).map(Bytes::from),
         other => return Err(format!("unknown compression codec {other}")),
     };
     read.map_err(|e| format!("cannot decompress: {e}"))?;
-    if out.len() > MAX_BATCH_BYTES {
-        return Err(format!(
-            "batch decompresses to more than {MAX_BATCH_BYTES} bytes"
-        ));
+    if out.len() > max {
+        return Err(format!("batch decompresses to more than {max} bytes"));
     }
     Ok(Bytes::from(out))
 }
@@ -420,15 +418,13 @@ const XERIAL_HEADER: [u8; 8] = [0x82, b'S', b'N', b'A', b'P', b'P', b'Y', 0];
 const XERIAL_CHUNK: usize = 32 << 10;
 
 /// Snappy: xerial-framed (Kafka's Java client) or one raw block (librdkafka and others);
-/// at most [`MAX_BATCH_BYTES`] out, checked from each block's stated length before it is
+/// at most `max` bytes out, checked from each block's stated length before it is
 /// decompressed.
-fn snappy_decompress(body: &[u8]) -> std::result::Result<Vec<u8>, String> {
+fn snappy_decompress(body: &[u8], max: usize) -> std::result::Result<Vec<u8>, String> {
     let block = |bytes: &[u8], out: &mut Vec<u8>| -> std::result::Result<(), String> {
         let len = snap::raw::decompress_len(bytes).map_err(|e| format!("snappy: {e}"))?;
-        if out.len() + len > MAX_BATCH_BYTES {
-            return Err(format!(
-                "batch decompresses to more than {MAX_BATCH_BYTES} bytes"
-            ));
+        if out.len() + len > max {
+            return Err(format!("batch decompresses to more than {max} bytes"));
         }
         let start = out.len();
         out.resize(start + len, 0);
@@ -613,10 +609,15 @@ impl ClientBatch {
 }
 
 /// Checks one partition's records of a Kafka Produce request: exactly one RecordBatch v2
-/// whose CRC matches, that decodes (within [`MAX_BATCH_BYTES`]) into at least one record,
+/// whose CRC matches, that decodes within `limits` into at least one record (its record
+/// count and each record's header count are checked before anything is allocated for
+/// them, and decompression stops at the limit),
 /// whose offset deltas are 0, 1, 2, ... (Kafka's rule for what clients send), and that
 /// is not a control batch.
-pub fn decode_client_batch(bytes: Bytes) -> std::result::Result<ClientBatch, BatchError> {
+pub fn decode_client_batch(
+    bytes: Bytes,
+    limits: &BatchLimits,
+) -> std::result::Result<ClientBatch, BatchError> {
     let invalid = |reason: String| BatchError {
         corrupt: false,
         reason,
@@ -649,7 +650,7 @@ pub fn decode_client_batch(bytes: Bytes) -> std::result::Result<ClientBatch, Bat
             reason: "the record batch's CRC does not match its bytes".to_string(),
         });
     }
-    let decoded = decode_batch(batch.clone()).map_err(invalid)?;
+    let decoded = decode_batch_within(batch.clone(), limits).map_err(invalid)?;
     let header = decoded.header;
     if header.kind == BatchKind::Control {
         return Err(invalid(
@@ -680,7 +681,9 @@ pub fn decode_client_batch(bytes: Bytes) -> std::result::Result<ClientBatch, Bat
         record.offset = i as i64;
     }
     Ok(ClientBatch {
-        bytes: batch,
+        // A copy: the batch outlives its request (until its segment is flushed), and a
+        // slice would keep the whole request's bytes alive with it.
+        bytes: Bytes::copy_from_slice(&batch),
         producer: header.producer,
         kind: header.kind,
         records,
@@ -841,6 +844,35 @@ fn split_batch(rest: &mut Bytes) -> std::result::Result<Bytes, String> {
 
 /// Decodes one whole batch (header and records).
 fn decode_batch(batch: Bytes) -> std::result::Result<DecodedBatch, String> {
+    decode_batch_within(batch, &BatchLimits::STORED)
+}
+
+/// Bounds on what one batch may hold, checked while it is decoded, before anything is
+/// allocated for it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchLimits {
+    /// Most records.
+    pub max_records: usize,
+    /// Most bytes once decompressed.
+    pub max_decompressed_bytes: usize,
+    /// Most headers of one record.
+    pub max_headers_per_record: usize,
+}
+
+impl BatchLimits {
+    /// What a stored batch may hold: anything an agent or compactor writes.
+    pub const STORED: Self = Self {
+        max_records: usize::MAX,
+        max_decompressed_bytes: MAX_BATCH_BYTES,
+        max_headers_per_record: usize::MAX,
+    };
+}
+
+/// Decodes one whole batch (header and records) within `limits`.
+fn decode_batch_within(
+    batch: Bytes,
+    limits: &BatchLimits,
+) -> std::result::Result<DecodedBatch, String> {
     let RawHeader {
         header: batch_header,
         attributes,
@@ -852,7 +884,17 @@ fn decode_batch(batch: Bytes) -> std::result::Result<DecodedBatch, String> {
     let base_offset = batch_header.base_offset;
     let mut out: Vec<Record> = Vec::new();
     let log_append_time = attributes & 0x08 != 0;
-    let body = decompress(batch.slice(BATCH_HEADER_LEN..), attributes & 0x07)?;
+    if count as usize > limits.max_records {
+        return Err(format!(
+            "the batch holds {count} records, over the limit of {}",
+            limits.max_records
+        ));
+    }
+    let body = decompress(
+        batch.slice(BATCH_HEADER_LEN..),
+        attributes & 0x07,
+        limits.max_decompressed_bytes.min(MAX_BATCH_BYTES),
+    )?;
     // A count the bytes cannot hold is corrupt; so it never sizes an allocation alone.
     if count as usize > body.len() / MIN_RECORD_LEN {
         return Err(format!(
@@ -885,6 +927,12 @@ fn decode_batch(batch: Bytes) -> std::result::Result<DecodedBatch, String> {
             .ok()
             .filter(|n| *n <= record.buf.remaining() / 2)
             .ok_or_else(|| format!("header count {header_count} is invalid"))?;
+        if header_count > limits.max_headers_per_record {
+            return Err(format!(
+                "a record has {header_count} headers, over the limit of {}",
+                limits.max_headers_per_record
+            ));
+        }
         let mut headers = Vec::with_capacity(header_count);
         for _ in 0..header_count {
             let key = record
@@ -1118,7 +1166,7 @@ mod tests {
             Compression::Zstd,
         ] {
             let bytes = encode_batch(&records, compression).unwrap();
-            let batch = decode_client_batch(bytes.clone()).unwrap();
+            let batch = decode_client_batch(bytes.clone(), &BatchLimits::STORED).unwrap();
             assert_eq!(batch.bytes, bytes, "{compression:?}: stored as sent");
             assert_eq!(batch.records.len(), 7);
             assert_eq!(batch.records[3].key, records[3].key);
@@ -1130,17 +1178,21 @@ mod tests {
         let mut flipped = BytesMut::from(&bytes[..]);
         let last = flipped.len() - 1;
         flipped[last] ^= 0xff;
-        assert!(decode_client_batch(flipped.freeze()).unwrap_err().corrupt);
+        assert!(
+            decode_client_batch(flipped.freeze(), &BatchLimits::STORED)
+                .unwrap_err()
+                .corrupt
+        );
         // Two batches, or a trailing byte: INVALID_RECORD.
         let mut two = BytesMut::from(&bytes[..]);
         two.extend_from_slice(&bytes);
-        let error = decode_client_batch(two.freeze()).unwrap_err();
+        let error = decode_client_batch(two.freeze(), &BatchLimits::STORED).unwrap_err();
         assert!(
             !error.corrupt && error.reason.contains("exactly one"),
             "{error:?}"
         );
         assert!(
-            !decode_client_batch(Bytes::from_static(b"short"))
+            !decode_client_batch(Bytes::from_static(b"short"), &BatchLimits::STORED)
                 .unwrap_err()
                 .corrupt
         );
@@ -1158,7 +1210,7 @@ mod tests {
         )
         .unwrap();
         assert!(
-            decode_client_batch(control)
+            decode_client_batch(control, &BatchLimits::STORED)
                 .unwrap_err()
                 .reason
                 .contains("control")
@@ -1167,7 +1219,36 @@ mod tests {
         let mut gap = sample(3);
         gap[2].offset += 1;
         let gapped = encode_batch(&gap, Compression::None).unwrap();
-        assert!(decode_client_batch(gapped).is_err());
+        assert!(decode_client_batch(gapped, &BatchLimits::STORED).is_err());
+    }
+
+    #[test]
+    fn a_client_batch_is_refused_past_its_limits_before_it_is_decoded() {
+        let limits = BatchLimits {
+            max_records: 5,
+            max_decompressed_bytes: 4096,
+            max_headers_per_record: 1,
+        };
+        // Too many records: refused from the header, nothing decompressed.
+        let many = encode_batch(&sample(6), Compression::Zstd).unwrap();
+        let error = decode_client_batch(many, &limits).unwrap_err();
+        assert!(error.reason.contains("6 records"), "{error:?}");
+        // A record that decompresses past the limit.
+        let mut big = sample(1);
+        big[0].value = Some(Bytes::from(vec![b'x'; 10_000]));
+        big[0].headers.clear();
+        let error = decode_client_batch(encode_batch(&big, Compression::Gzip).unwrap(), &limits)
+            .unwrap_err();
+        assert!(error.reason.contains("more than 4096"), "{error:?}");
+        // Too many headers in one record.
+        let mut headers = sample(1);
+        headers[0]
+            .headers
+            .push(("h2".to_string(), Bytes::from_static(b"v")));
+        let error =
+            decode_client_batch(encode_batch(&headers, Compression::None).unwrap(), &limits)
+                .unwrap_err();
+        assert!(error.reason.contains("2 headers"), "{error:?}");
     }
 
     #[test]
@@ -1177,7 +1258,7 @@ mod tests {
         let stamped = with_log_append_time(&bytes, 1_800_000_000_000);
         assert_eq!(stamped.len(), bytes.len());
         assert_eq!(stamped[BATCH_HEADER_LEN..], bytes[BATCH_HEADER_LEN..]);
-        let decoded = decode_client_batch(stamped).unwrap();
+        let decoded = decode_client_batch(stamped, &BatchLimits::STORED).unwrap();
         assert!(
             decoded
                 .records

@@ -469,6 +469,11 @@ fn malformed_frames_close_their_connection_and_nothing_else() {
     kcat(&["-b", &address, "-P", "-t", &topic], b"still serving\n");
     let rows = kcat_rows(&address, &topic, &[]);
     assert_eq!(rows.len(), 1);
+    // A Produce whose zstd batch decompresses far past the request limits is refused
+    // (INVALID_RECORD, 87) before it is inflated; the connection stays open.
+    let bomb = produce_v3(&topic, 0, &zstd_bomb());
+    let reply = request(&address, &bomb).expect("an answer to the produce");
+    assert_eq!(produce_v3_error(&reply), 87, "{reply:?}");
     assert!(dev.is_running(), "the agent exited");
     let log = dev.log_text();
     let closed = log.matches("kafka connection closed").count();
@@ -701,4 +706,76 @@ fn strata_rows_with(server: &str, ca: &std::path::Path, token: &str, topic: &str
     )
     .lines()
     .count()
+}
+
+/// A Produce v3 frame of one batch for `topic`/`partition`, acks=all.
+fn produce_v3(topic: &str, partition: i32, batch: &[u8]) -> Vec<u8> {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // no transactional id
+    body.extend_from_slice(&(-1i16).to_be_bytes()); // acks=all
+    body.extend_from_slice(&30_000i32.to_be_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&(topic.len() as i16).to_be_bytes());
+    body.extend_from_slice(topic.as_bytes());
+    body.extend_from_slice(&1i32.to_be_bytes());
+    body.extend_from_slice(&partition.to_be_bytes());
+    body.extend_from_slice(&(batch.len() as i32).to_be_bytes());
+    body.extend_from_slice(batch);
+    frame(0, 3, 11, &body)
+}
+
+/// The first partition's error code of a Produce v3 answer (correlation id, topics,
+/// name, partitions, index, error code).
+fn produce_v3_error(reply: &[u8]) -> i16 {
+    let name_len = i16::from_be_bytes([reply[8], reply[9]]) as usize;
+    let at = 10 + name_len + 4 + 4;
+    i16::from_be_bytes([reply[at], reply[at + 1]])
+}
+
+/// A zstd batch of one record whose value is 200 MiB of zeros: a few KB sent.
+fn zstd_bomb() -> Vec<u8> {
+    let record = strata_storage::Record {
+        offset: 0,
+        timestamp_ms: 0,
+        key: None,
+        value: Some(bytes::Bytes::from(vec![0u8; 200 << 20])),
+        headers: Vec::new(),
+    };
+    let batch =
+        strata_storage::record::encode_batch(&[record], strata_storage::Compression::Zstd).unwrap();
+    assert!(batch.len() < 1 << 20, "{} bytes", batch.len());
+    batch.to_vec()
+}
+
+#[test]
+fn before_authenticating_only_sasl_is_served() {
+    let data = tempfile::tempdir().unwrap();
+    let dev = AgentProcess::start(
+        AgentKind::Dev {
+            data_dir: data.path().to_path_buf(),
+        },
+        &["--auth-tokens", "kafka-test-token-0123456789"],
+    );
+    let address = dev.kafka_bootstrap();
+    // ApiVersions is answered.
+    assert!(answers_api_versions(&address));
+    // Metadata (v4, all topics) before SASL: closed, unanswered.
+    let (reply, closed) = raw_exchange(
+        &address,
+        &frame(3, 4, 1, &[0xff, 0xff, 0xff, 0xff, 1]),
+        Duration::from_secs(5),
+    );
+    assert!(closed && reply.is_empty(), "{reply:?}");
+    // A frame over 512 KiB before SASL: closed before its body is read.
+    let mut big = (1i32 << 20).to_be_bytes().to_vec();
+    big.extend_from_slice(&[0, 18, 0, 0, 0, 0, 0, 1]);
+    let (reply, closed) = raw_exchange(&address, &big, Duration::from_secs(5));
+    assert!(closed && reply.is_empty(), "{reply:?}");
+    // SaslHandshake (v1, PLAIN) is answered: error code 0.
+    let mut mechanism = (5i16).to_be_bytes().to_vec();
+    mechanism.extend_from_slice(b"PLAIN");
+    let reply = request(&address, &frame(17, 1, 3, &mechanism)).expect("a handshake answer");
+    assert_eq!(reply[4..6], [0, 0], "{reply:?}");
+    let log = dev.log_text();
+    assert!(log.contains("before authenticating"), "{log}");
 }

@@ -43,12 +43,14 @@ use super::{Context, Outcome, str_bytes};
 use crate::error::Context as ErrorContext;
 use crate::server::Pending;
 
+/// Batches at least this big are decoded on a blocking thread.
+const DECODE_INLINE_MAX: usize = 64 << 10;
+
 /// Longest a fetch waits for records (Kafka clients ask for 500 ms by default).
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
-/// Most bytes of records one fetch answer carries, whatever the request asks (Kafka's
-/// `fetch.max.bytes` default is 55 MiB).
-const MAX_FETCH_BYTES: usize = 64 << 20;
+/// Partitions a fetch reads at once.
+const READ_CHUNK: usize = 8;
 
 /// One partition's place in a produce answer: settled, or waiting for its commit.
 enum Slot {
@@ -90,7 +92,24 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
                 continue;
             }
             let records = partition.records.unwrap_or_default();
-            let batch = match strata_storage::record::decode_client_batch(records) {
+            let limits = agent.client_batch_limits();
+            // Decompressing and decoding a large batch is CPU work: off the async
+            // workers, so that it never holds up heartbeats and lease renewals.
+            let decoded = if records.len() < DECODE_INLINE_MAX {
+                strata_storage::record::decode_client_batch(records, &limits)
+            } else {
+                tokio::task::spawn_blocking(move || {
+                    strata_storage::record::decode_client_batch(records, &limits)
+                })
+                .await
+                .unwrap_or_else(|e| {
+                    Err(strata_storage::BatchError {
+                        corrupt: false,
+                        reason: format!("decoding failed: {e}"),
+                    })
+                })
+            };
+            let batch = match decoded {
                 Ok(batch) => batch,
                 Err(e) => {
                     let error = if e.corrupt {
@@ -118,7 +137,21 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
         topics.push((topic.name, slots));
     }
     if acks == 0 {
-        return Outcome::NoReply;
+        // Nothing is answered; a refused batch closes the connection instead, as Kafka
+        // does, so that the producer finds out (and refreshes its metadata).
+        let refused = topics
+            .iter()
+            .flat_map(|(_, slots)| slots)
+            .find_map(|slot| match slot {
+                Slot::Settled(p) if p.error_code != 0 => Some(p.error_code),
+                _ => None,
+            });
+        return match refused {
+            Some(code) => Outcome::Close(format!(
+                "an acks=0 produce was refused (error {code}); closing so the producer notices"
+            )),
+            None => Outcome::NoReply,
+        };
     }
     let shared = cx.shared.clone();
     let (version, api) = (cx.version, cx.api);
@@ -135,23 +168,27 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
             for slot in slots {
                 let partition = match slot {
                     Slot::Settled(p) => p,
-                    Slot::Waiting(index, appended) => match appended.committed().await {
-                        Ok(positions) => {
-                            let mut p = PartitionProduceResponse::default();
-                            p.index = index;
-                            p.base_offset = positions.first().map_or(-1, |(_, offset)| *offset);
-                            p
+                    Slot::Waiting(index, appended) => {
+                        let log_append_time_ms = appended.log_append_time_ms;
+                        match appended.committed().await {
+                            Ok(positions) => {
+                                let mut p = PartitionProduceResponse::default();
+                                p.index = index;
+                                p.base_offset = positions.first().map_or(-1, |(_, offset)| *offset);
+                                p.log_append_time_ms = log_append_time_ms;
+                                p
+                            }
+                            Err(e) => match produce_error(
+                                &cx,
+                                index,
+                                cx.agent_error(&e, ErrorContext::Produce),
+                                crate::error::message(&e),
+                            ) {
+                                Slot::Settled(p) => p,
+                                Slot::Waiting(..) => unreachable!("an error is settled"),
+                            },
                         }
-                        Err(e) => match produce_error(
-                            &cx,
-                            index,
-                            cx.agent_error(&e, ErrorContext::Produce),
-                            crate::error::message(&e),
-                        ) {
-                            Slot::Settled(p) => p,
-                            Slot::Waiting(..) => unreachable!("an error is settled"),
-                        },
-                    },
+                    }
                 };
                 topic.partition_responses.push(partition);
             }
@@ -186,8 +223,9 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
         Isolation::ReadUncommitted
     };
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
-    let response_max = (request.max_bytes.max(1) as usize).min(MAX_FETCH_BYTES);
-    let max_partitions = agent.config().limits.max_partitions as usize;
+    let response_max = request.max_bytes.max(1) as usize;
+    let limits = &agent.config().limits;
+    let response_max = response_max.min(limits.max_fetch_bytes);
     let names: Vec<String> = request
         .topics
         .iter()
@@ -202,47 +240,89 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
                 topic: i,
                 partition: p.partition,
                 offset: p.fetch_offset,
-                max_bytes: (p.partition_max_bytes.max(1) as usize).min(MAX_FETCH_BYTES),
+                max_bytes: (p.partition_max_bytes.max(1) as usize).min(response_max),
             })
         })
         .collect();
-    if wanted.len() > max_partitions {
-        response.error_code = cx.error(ResponseError::InvalidRequest);
-        return ResponseKind::Fetch(response);
-    }
-    let read = |w: &Wanted, wait: Duration| {
+    // A partition named twice is answered once; the request is refused beyond the
+    // cluster's partition count.
+    let mut seen = std::collections::HashSet::new();
+    let refused: Vec<Option<ResponseError>> = wanted
+        .iter()
+        .enumerate()
+        .map(|(i, w)| {
+            let over = i >= limits.max_partitions as usize;
+            (over || !seen.insert((w.topic, w.partition))).then_some(ResponseError::InvalidRequest)
+        })
+        .collect();
+    let read = |w: &Wanted, max_bytes: usize, wait: Duration| {
         let spec = FetchSpec {
             offset: w.offset,
-            max_bytes: w.max_bytes,
+            max_bytes,
             max_wait: wait,
             isolation,
         };
         agent.fetch_batches(&names[w.topic], "", w.partition, spec)
     };
-    let mut results =
-        futures::future::join_all(wanted.iter().map(|w| read(w, Duration::ZERO))).await;
+    // Read in order, a few partitions at a time, each within what is left of the
+    // answer's budget: a fetch reads about what it returns, never every partition's
+    // maximum.
+    let read_all = || async {
+        let mut results = Vec::with_capacity(wanted.len());
+        let mut remaining = response_max;
+        for (chunk, refused) in wanted.chunks(READ_CHUNK).zip(refused.chunks(READ_CHUNK)) {
+            let share = (remaining / chunk.len()).max(1);
+            let reads = chunk.iter().zip(refused).map(|(w, refused)| {
+                // Out of budget (or refused): the bounds alone.
+                let budget = if remaining == 0 || refused.is_some() {
+                    0
+                } else {
+                    w.max_bytes.min(share)
+                };
+                read(w, budget, Duration::ZERO)
+            });
+            for result in futures::future::join_all(reads).await {
+                if let Ok(fetched) = &result {
+                    let read: usize = fetched.batches.iter().map(|b| b.bytes.len()).sum();
+                    remaining = remaining.saturating_sub(read);
+                }
+                results.push(result);
+            }
+        }
+        results
+    };
+    let mut results = read_all().await;
     let found = |results: &[strata_agent::Result<BatchFetch>]| {
         results
             .iter()
             .any(|r| r.as_ref().map_or(true, |f| !f.batches.is_empty()))
     };
     if !found(&results) && !max_wait.is_zero() && !wanted.is_empty() {
-        // Wait for the first partition with records (or the deadline), then read all.
-        let mut waiting: futures::stream::FuturesUnordered<_> =
-            wanted.iter().map(|w| read(w, max_wait)).collect();
+        // Wait for the first partition with records (or the deadline), reading nothing
+        // meanwhile, then read them all.
+        let mut waiting: futures::stream::FuturesUnordered<_> = wanted
+            .iter()
+            .zip(&refused)
+            .filter(|(_, refused)| refused.is_none())
+            .map(|(w, _)| async move { (w.offset, read(w, 0, max_wait).await) })
+            .collect();
         let deadline = tokio::time::sleep(max_wait);
         tokio::pin!(deadline);
+        let readable = |f: &BatchFetch| match isolation {
+            Isolation::ReadUncommitted => f.high_watermark,
+            Isolation::ReadCommitted => f.last_stable_offset,
+        };
         loop {
             tokio::select! {
                 next = waiting.next() => match next {
-                    Some(Ok(f)) if f.batches.is_empty() => continue,
+                    Some((offset, Ok(f))) if readable(&f) <= offset => continue,
                     _ => break,
                 },
                 () = &mut deadline => break,
             }
         }
         drop(waiting);
-        results = futures::future::join_all(wanted.iter().map(|w| read(w, Duration::ZERO))).await;
+        results = read_all().await;
     }
     let mut topics: Vec<FetchableTopicResponse> = request
         .topics
@@ -255,10 +335,16 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
         })
         .collect();
     let mut total = 0usize;
-    for (w, result) in wanted.iter().zip(results) {
+    for ((w, result), refused) in wanted.iter().zip(results).zip(refused) {
         let mut p = PartitionData::default();
         p.partition_index = w.partition;
         p.aborted_transactions = None;
+        if let Some(error) = refused {
+            p.error_code = cx.error(error);
+            p.high_watermark = -1;
+            topics[w.topic].partitions.push(p);
+            continue;
+        }
         match result {
             Ok(fetched) => {
                 p.high_watermark = fetched.high_watermark;

@@ -137,7 +137,13 @@ pub(crate) async fn metadata(cx: &Context<'_>, request: MetadataRequest) -> Resp
         );
     }
     let names: Vec<(Option<String>, uuid::Uuid)> = match wanted {
-        Some(wanted) => wanted,
+        Some(mut wanted) => {
+            // Each name once; no more than the cluster can hold.
+            let mut seen = std::collections::HashSet::new();
+            wanted.retain(|w| seen.insert(w.clone()));
+            wanted.truncate(agent.config().limits.max_topics as usize);
+            wanted
+        }
         None => match agent.list_topics().await {
             Ok(topics) => topics
                 .into_iter()
@@ -149,12 +155,21 @@ pub(crate) async fn metadata(cx: &Context<'_>, request: MetadataRequest) -> Resp
             }
         },
     };
+    // Topics asked for by id (v12) are found among all topics, listed once.
+    let by_id = if names.iter().any(|(name, _)| name.is_none()) {
+        agent.list_topics().await.unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     for (name, id) in names {
         let mut topic = MetadataResponseTopic::default();
         let name = match name {
             Some(name) => name,
-            // By id (v12): found among the topics.
-            None => match find_by_id(cx, id).await {
+            None => match by_id
+                .iter()
+                .find(|t| !id.is_nil() && topic_uuid(&t.topic_id) == id)
+                .map(|t| t.name.clone())
+            {
                 Some(name) => name,
                 None => {
                     topic.error_code = cx.error(ResponseError::UnknownTopicId);
@@ -202,15 +217,6 @@ pub(crate) async fn metadata(cx: &Context<'_>, request: MetadataRequest) -> Resp
         response.topics.push(topic);
     }
     ResponseKind::Metadata(response)
-}
-
-/// The name of the topic whose id is `id`.
-async fn find_by_id(cx: &Context<'_>, id: uuid::Uuid) -> Option<String> {
-    let topics = cx.shared.agent.list_topics().await.ok()?;
-    topics
-        .into_iter()
-        .find(|t| topic_uuid(&t.topic_id) == id && !id.is_nil())
-        .map(|t| t.name)
 }
 
 /// DescribeCluster: the brokers, the controller, the cluster id.

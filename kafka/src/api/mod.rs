@@ -127,6 +127,9 @@ pub(crate) enum Outcome {
     /// An answer, then the connection is closed (a failed authentication), for this
     /// reason.
     ReplyAndClose(Pending, String),
+    /// No answer, and the connection is closed (a refused acks=0 produce), for this
+    /// reason.
+    Close(String),
 }
 
 fn ready(response: ResponseKind) -> Outcome {

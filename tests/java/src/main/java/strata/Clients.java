@@ -54,6 +54,9 @@ import org.apache.kafka.common.utils.Utils;
  * admin BOOTSTRAP TOPIC [PROPS]
  *     AdminClient: create (with a config), describe and alter configs, create partitions,
  *     list offsets, delete records, describe cluster and topic, delete; prints JSON.
+ * consume-perf BOOTSTRAP TOPIC RECORDS
+ *     Reads RECORDS records of TOPIC from the beginning of every partition, by assignment
+ *     (no consumer group), and prints "records seconds bytes" (scripts/bench.sh).
  * topic-id BOOTSTRAP TOPIC
  *     Prints the topic's id as the client shows it (base64).
  * try BOOTSTRAP TOPIC PROPS
@@ -72,6 +75,7 @@ public final class Clients {
                     Integer.parseInt(args[4]), args[5], props(args, 6));
             case "admin" -> admin(args[1], args[2], props(args, 3));
             case "try" -> tryAccess(args[1], args[2], props(args, 3));
+            case "consume-perf" -> consumePerf(args[1], args[2], Long.parseLong(args[3]), props(args, 4));
             case "topic-id" -> {
                 try (Admin admin = Admin.create(with(props(args, 3), args[1]))) {
                     System.out.println(admin.describeTopics(List.of(args[2])).allTopicNames()
@@ -361,6 +365,32 @@ public final class Clients {
             return out.append('}').toString();
         }
         return String.valueOf(value);
+    }
+
+    static void consumePerf(String bootstrap, String topic, long count, Properties base) {
+        Properties props = with(base, bootstrap);
+        props.put("enable.auto.commit", "false");
+        props.put("fetch.max.bytes", "52428800");
+        props.put("max.partition.fetch.bytes", "4194304");
+        props.put("max.poll.records", "10000");
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(props,
+                new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
+            List<TopicPartition> tps = new ArrayList<>();
+            consumer.partitionsFor(topic).forEach(p -> tps.add(new TopicPartition(topic, p.partition())));
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            long started = System.nanoTime();
+            long records = 0;
+            long bytes = 0;
+            long deadline = System.currentTimeMillis() + 600_000;
+            while (records < count && System.currentTimeMillis() < deadline) {
+                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(500))) {
+                    records++;
+                    bytes += r.serializedValueSize() + Math.max(0, r.serializedKeySize());
+                }
+            }
+            System.out.println(records + " " + (System.nanoTime() - started) / 1e9 + " " + bytes);
+        }
     }
 
     static void tryAccess(String bootstrap, String topic, Properties base) {
