@@ -7,6 +7,7 @@ RESULTS_DIR/NAME.cmd (the command); run a also left a.metrics (the agent's /metr
 
 import datetime
 import json
+import re
 import os
 import platform
 import subprocess
@@ -48,7 +49,7 @@ def kafka_produce(name):
     """The last line of kafka-producer-perf-test: records/s, MB/s, latency percentiles."""
     with open(os.path.join(results, f"kafka-{name}-produce.out")) as f:
         line = f.read().strip()
-    n = [float(x) for x in __import__("re").findall(r"[0-9.]+", line)]
+    n = [float(x) for x in re.findall(r"[0-9]+(?:\.[0-9]+)?", line)]
     # N records sent, R records/sec (M MB/sec), avg ms avg latency, max ms max latency,
     # p50 ms 50th, p95 ms 95th, p99 ms 99th, p999 ms 99.9th.
     return {"records": n[0], "records_per_sec": n[1], "mb_per_sec": n[2], "avg": n[3], "max": n[4],

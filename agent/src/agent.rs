@@ -1363,18 +1363,20 @@ impl Agent {
         partition: i32,
         spec: FetchSpec,
     ) -> Result<FetchResult> {
+        let (key, topic_id) = self.resolve_partition(topic, topic_id, partition).await?;
+        self.inner.fetch(&key, &topic_id, spec).await
+    }
+
+    /// A request's partition: its key and the topic incarnation it reads.
+    async fn resolve_partition(
+        &self,
+        topic: &str,
+        topic_id: &str,
+        partition: i32,
+    ) -> Result<(PartitionKey, String)> {
         let handle = self.resolve_topic(topic, topic_id).await?;
         let partition = Self::check_partition(&handle, partition)?;
-        self.inner
-            .fetch(
-                &(topic.to_string(), partition),
-                &handle.meta.topic_id,
-                spec.offset,
-                spec.max_bytes,
-                spec.max_wait,
-                spec.isolation,
-            )
-            .await
+        Ok(((topic.to_string(), partition), handle.meta.topic_id.clone()))
     }
 
     /// What a Kafka client's batch may hold, checked while it is decoded (before anything
@@ -1401,18 +1403,8 @@ impl Agent {
         partition: i32,
         spec: FetchSpec,
     ) -> Result<crate::reader::BatchFetch> {
-        let handle = self.resolve_topic(topic, topic_id).await?;
-        let partition = Self::check_partition(&handle, partition)?;
-        self.inner
-            .fetch_batches(
-                &(topic.to_string(), partition),
-                &handle.meta.topic_id,
-                spec.offset,
-                spec.max_bytes,
-                spec.max_wait,
-                spec.isolation,
-            )
-            .await
+        let (key, topic_id) = self.resolve_partition(topic, topic_id, partition).await?;
+        self.inner.fetch_batches(&key, &topic_id, spec).await
     }
 
     /// Registered agents, the controller, and the topics' partitions (all topics if

@@ -226,5 +226,22 @@ impl From<strata_storage::Error> for Error {
     }
 }
 
+impl Error {
+    /// Its message, cut to at most `max` bytes (and an ellipsis), so that a message
+    /// quoting a huge argument never becomes a huge answer.
+    pub fn message_within(&self, max: usize) -> String {
+        let mut message = self.to_string();
+        if message.len() > max {
+            let mut end = max;
+            while !message.is_char_boundary(end) {
+                end -= 1;
+            }
+            message.truncate(end);
+            message.push('…');
+        }
+        message
+    }
+}
+
 /// Result with the agent's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;

@@ -26,7 +26,7 @@ use strata_storage::record::{decode_block_batches_off_async, decode_block_off_as
 use tokio::sync::watch;
 use tracing::instrument;
 
-use crate::agent::{Inner, PartitionKey};
+use crate::agent::{FetchSpec, Inner, PartitionKey};
 use crate::{Error, Result};
 
 /// Committed bounds of a partition.
@@ -438,11 +438,14 @@ impl Inner {
         &self,
         key: &PartitionKey,
         topic_id: &str,
-        offset: i64,
-        max_bytes: usize,
-        max_wait: Duration,
-        isolation: Isolation,
+        spec: FetchSpec,
     ) -> Result<FetchResult> {
+        let FetchSpec {
+            offset,
+            max_bytes,
+            max_wait,
+            isolation,
+        } = spec;
         let (mut committed, aborted) = self
             .fetch_bounds(key, topic_id, offset, max_wait, isolation)
             .await?;
@@ -477,11 +480,14 @@ impl Inner {
         &self,
         key: &PartitionKey,
         topic_id: &str,
-        offset: i64,
-        max_bytes: usize,
-        max_wait: Duration,
-        isolation: Isolation,
+        spec: FetchSpec,
     ) -> Result<BatchFetch> {
+        let FetchSpec {
+            offset,
+            max_bytes,
+            max_wait,
+            isolation,
+        } = spec;
         let (mut committed, aborted) = self
             .fetch_bounds(key, topic_id, offset, max_wait, isolation)
             .await?;

@@ -52,15 +52,7 @@ const MAX_STATUS_MESSAGE: usize = 4096;
 
 /// Maps an agent error to the gRPC status clients see.
 pub fn status(error: Error) -> Status {
-    let mut message = error.to_string();
-    if message.len() > MAX_STATUS_MESSAGE {
-        let mut end = MAX_STATUS_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
+    let message = error.message_within(MAX_STATUS_MESSAGE);
     match error {
         Error::TopicNotFound(_) | Error::PartitionNotFound { .. } => Status::not_found(message),
         Error::TopicExists(_) => Status::already_exists(message),

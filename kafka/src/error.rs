@@ -73,16 +73,7 @@ const MAX_MESSAGE: usize = 1024;
 
 /// The message that goes with a code: the agent's, cut to [`MAX_MESSAGE`] bytes.
 pub fn message(error: &Error) -> String {
-    let mut message = error.to_string();
-    if message.len() > MAX_MESSAGE {
-        let mut end = MAX_MESSAGE;
-        while !message.is_char_boundary(end) {
-            end -= 1;
-        }
-        message.truncate(end);
-        message.push('…');
-    }
-    message
+    error.message_within(MAX_MESSAGE)
 }
 
 #[cfg(test)]

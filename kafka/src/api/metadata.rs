@@ -81,6 +81,20 @@ pub(crate) fn brokers(agents: &[AgentRecord]) -> HashMap<String, Broker> {
         .collect()
 }
 
+/// The controller's node id; -1 while there is none (or it has no Kafka listener).
+fn controller(
+    cluster: &strata_agent::ClusterMetadata,
+    brokers: &HashMap<String, Broker>,
+) -> BrokerId {
+    BrokerId(
+        cluster
+            .controller
+            .as_ref()
+            .and_then(|c| brokers.get(c))
+            .map_or(-1, |b| b.node_id),
+    )
+}
+
 /// A topic id as Kafka writes it; the nil id when it is not a UUID (topics stored
 /// before topics had ids).
 pub(crate) fn topic_uuid(topic_id: &str) -> uuid::Uuid {
@@ -128,13 +142,7 @@ pub(crate) async fn metadata(cx: &Context<'_>, request: MetadataRequest) -> Resp
         response.cluster_id = Some(str_bytes(&agent.config().cluster));
     }
     if v >= 1 {
-        response.controller_id = BrokerId(
-            cluster
-                .controller
-                .as_ref()
-                .and_then(|c| brokers.get(c))
-                .map_or(-1, |b| b.node_id),
-        );
+        response.controller_id = controller(&cluster, &brokers);
     }
     let names: Vec<(Option<String>, uuid::Uuid)> = match wanted {
         Some(mut wanted) => {
@@ -240,13 +248,7 @@ pub(crate) async fn describe_cluster(
     match agent.metadata(&[], true).await {
         Ok(cluster) => {
             let brokers = brokers(&cluster.agents);
-            response.controller_id = BrokerId(
-                cluster
-                    .controller
-                    .as_ref()
-                    .and_then(|c| brokers.get(c))
-                    .map_or(-1, |b| b.node_id),
-            );
+            response.controller_id = controller(&cluster, &brokers);
             for broker in brokers.values() {
                 let mut b = DescribeClusterBroker::default();
                 b.broker_id = BrokerId(broker.node_id);
