@@ -28,14 +28,27 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let client = cli.client;
-    runtime.block_on(async move {
+    let result = runtime.block_on(async move {
         match cli.command {
             Command::Dev(args) => server::run_dev(*args, &client).await,
             Command::Agent(args) => server::run_agent(*args, &client).await,
             Command::Compactor(args) => server::run_compactor(*args).await,
             user => run_user_command(user, &Target::new(&client)?).await,
         }
-    })
+    });
+    match result {
+        // Whoever reads the output stopped (`strata consume … | head`): not an error.
+        Err(e)
+            if e.chain().any(|cause| {
+                cause
+                    .downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+        {
+            Ok(())
+        }
+        other => other,
+    }
 }
 
 /// A user command, against the agent `server` names.

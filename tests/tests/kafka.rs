@@ -13,8 +13,9 @@
 //!   cluster, each checked against what strata shows;
 //! - the Java producer with its defaults (idempotent, acks=all) through a SIGKILL of a
 //!   partition owner: every acknowledged record present exactly once;
-//! - SASL/PLAIN over TLS with kcat and the Java client: the right token works, a wrong or
-//!   missing one is refused and changes nothing;
+//! - SASL over TLS (PLAIN with kcat and the Java client, OAUTHBEARER with Java): the right
+//!   token works, a wrong or missing one is refused and changes nothing; before
+//!   authenticating only ApiVersions and SASL are served;
 //! - a sweep of malformed frames closes each one's connection and leaves the agent
 //!   serving.
 
@@ -399,6 +400,17 @@ fn kafka_clients_on_dev() {
     python_roundtrip("confluent", &bootstrap, &dev.server());
     kcat_roundtrip(&bootstrap, &dev.server());
     grpc_to_kcat(&bootstrap, &dev.server());
+    // The listener's metrics: requests by API, connections.
+    let metrics = strata_tests::http_get(&dev.metrics_url());
+    for metric in [
+        "strata_kafka_requests_total{api=\"produce\"}",
+        "strata_kafka_requests_total{api=\"fetch\"}",
+        "strata_kafka_requests_total{api=\"metadata\"}",
+        "strata_kafka_request_seconds_bucket{api=\"produce\"",
+        "strata_kafka_connections_accepted_total",
+    ] {
+        assert!(metrics.contains(metric), "{metric} missing:\n{metrics}");
+    }
 }
 
 #[test]
@@ -576,7 +588,7 @@ fn java_producer_through_a_sigkill_of_an_owner_loses_and_duplicates_nothing() {
 }
 
 #[test]
-fn sasl_plain_over_tls_takes_the_right_token_and_refuses_the_rest() {
+fn sasl_over_tls_takes_the_right_token_and_refuses_the_rest() {
     const TOKEN: &str = "kafka-test-token-0123456789";
     let pki = strata_tests::pki::Pki::generate();
     let tokens = pki.path("tokens");
@@ -671,21 +683,52 @@ fn sasl_plain_over_tls_takes_the_right_token_and_refuses_the_rest() {
     std::fs::write(&wrong, java_props(Some("not-the-token-not-the-token"))).unwrap();
     let refused = java_ok(&["try", &bootstrap, "java-wrong", wrong.to_str().unwrap()]);
     assert!(refused.contains("SaslAuthentication"), "{refused}");
+    // SASL/OAUTHBEARER: the bearer token itself.
+    let oauth = |token: &str| {
+        format!(
+            "security.protocol=SASL_SSL\nsasl.mechanism=OAUTHBEARER\nsasl.login.callback.handler.class=strata.TokenLoginCallbackHandler\nsasl.jaas.config=org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule required token=\"{token}\";\nssl.truststore.type=PEM\nssl.truststore.location={}\n",
+            path(&ca)
+        )
+    };
+    let oauth_good = pki.path("java-oauth.properties");
+    std::fs::write(&oauth_good, oauth(TOKEN)).unwrap();
+    let ok = java_ok(&[
+        "try",
+        &bootstrap,
+        "java-oauth",
+        oauth_good.to_str().unwrap(),
+    ]);
+    assert_eq!(ok.trim(), "ok");
+    let oauth_wrong = pki.path("java-oauth-wrong.properties");
+    std::fs::write(&oauth_wrong, oauth("not-the-token-not-the-token")).unwrap();
+    let refused = java_ok(&[
+        "try",
+        &bootstrap,
+        "java-oauth-wrong",
+        oauth_wrong.to_str().unwrap(),
+    ]);
+    assert!(refused.contains("SaslAuthentication"), "{refused}");
     let none = pki.path("java-none.properties");
     std::fs::write(&none, java_props(None)).unwrap();
     let (_, refused_none) = java(&["try", &bootstrap, "java-none", none.to_str().unwrap()]);
     assert_ne!(refused_none.trim(), "ok");
     // Nothing changed: neither refused client's topic exists, and "sasl" holds one record.
     let topics = admin(&["topic", "list"]);
-    assert!(topics.contains("java-good"), "{topics}");
     assert!(
-        !topics.contains("java-wrong") && !topics.contains("java-none"),
+        topics.contains("java-good") && topics.contains("java-oauth"),
+        "{topics}"
+    );
+    assert!(
+        !topics.contains("java-wrong")
+            && !topics.contains("java-none")
+            && !topics.contains("java-oauth-wrong"),
         "{topics}"
     );
     assert_eq!(strata_rows_with(&server, &ca, TOKEN, "sasl"), 1);
     report(
-        "kafka SASL/PLAIN over TLS: kcat and Java with the token served; a wrong token \
-         (kcat, Java) and no SASL (Java) refused, nothing changed",
+        "kafka SASL over TLS: kcat (PLAIN) and Java (PLAIN, OAUTHBEARER) with the token \
+         served; a wrong token (kcat, Java PLAIN and OAUTHBEARER) and no SASL (Java) refused, \
+         nothing changed",
     );
 }
 
