@@ -127,13 +127,29 @@ pub fn strata_bin() -> PathBuf {
     bin
 }
 
-/// A free loopback port (bound and released; the agent binds it right after).
+/// A free loopback port for a server the test starts (bound and released; the server
+/// binds it right after). It is below Linux's ephemeral range (32768 and up), so the
+/// outgoing connections of the test's clients (Kafka clients open many) never take it
+/// between the check and the bind; and this process never hands it out twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind an ephemeral port")
-        .local_addr()
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap();
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
-        .port()
+        .subsec_nanos() as usize
+        ^ (std::process::id() as usize).rotate_left(7);
+    for i in 0..10_000usize {
+        let port = (20_000 + (seed.wrapping_add(i.wrapping_mul(7919)) % 12_000)) as u16;
+        if handed_out.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            handed_out.push(port);
+            return port;
+        }
+    }
+    panic!("no free port in 20000..32000");
 }
 
 /// How to start an agent process.
