@@ -389,6 +389,9 @@ fn compress(body: Bytes, compression: Compression) -> Result<Bytes> {
     }
 }
 
+/// How a decompression past its limit begins its error.
+const OVER_DECOMPRESSED: &str = "batch decompresses to more than";
+
 /// Decompresses at most `max` bytes; more is an error, not an allocation.
 fn decompress(body: Bytes, codec: i16, max: usize) -> std::result::Result<Bytes, String> {
     let mut out = Vec::new();
@@ -407,7 +410,7 @@ fn decompress(body: Bytes, codec: i16, max: usize) -> std::result::Result<Bytes,
     };
     read.map_err(|e| format!("cannot decompress: {e}"))?;
     if out.len() > max {
-        return Err(format!("batch decompresses to more than {max} bytes"));
+        return Err(format!("{OVER_DECOMPRESSED} {max} bytes"));
     }
     Ok(Bytes::from(out))
 }
@@ -424,7 +427,7 @@ fn snappy_decompress(body: &[u8], max: usize) -> std::result::Result<Vec<u8>, St
     let block = |bytes: &[u8], out: &mut Vec<u8>| -> std::result::Result<(), String> {
         let len = snap::raw::decompress_len(bytes).map_err(|e| format!("snappy: {e}"))?;
         if out.len() + len > max {
-            return Err(format!("batch decompresses to more than {max} bytes"));
+            return Err(format!("{OVER_DECOMPRESSED} {max} bytes"));
         }
         let start = out.len();
         out.resize(start + len, 0);
@@ -577,9 +580,12 @@ fn for_each_batch(
 /// Why a batch a client sent is refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BatchError {
-    /// Its CRC does not match its bytes (Kafka's CORRUPT_MESSAGE); otherwise it is
-    /// malformed (INVALID_RECORD).
+    /// Its CRC does not match its bytes (Kafka's CORRUPT_MESSAGE).
     pub corrupt: bool,
+    /// It holds more records, or decompresses to more bytes, than the limits allow
+    /// (Kafka's MESSAGE_TOO_LARGE: a Java producer splits the batch). Otherwise, and not
+    /// corrupt, it is malformed (INVALID_RECORD).
+    pub too_large: bool,
     /// What is wrong.
     pub reason: String,
 }
@@ -620,6 +626,7 @@ pub fn decode_client_batch(
 ) -> std::result::Result<ClientBatch, BatchError> {
     let invalid = |reason: String| BatchError {
         corrupt: false,
+        too_large: false,
         reason,
     };
     let mut rest = bytes.clone();
@@ -647,10 +654,26 @@ pub fn decode_client_batch(
     if crc32c::crc32c(&batch[CRC_START..]) != crc {
         return Err(BatchError {
             corrupt: true,
+            too_large: false,
             reason: "the record batch's CRC does not match its bytes".to_string(),
         });
     }
-    let decoded = decode_batch_within(batch.clone(), limits).map_err(invalid)?;
+    let count = read_header(&batch).map_err(invalid)?.count;
+    if count as usize > limits.max_records {
+        return Err(BatchError {
+            corrupt: false,
+            too_large: true,
+            reason: format!(
+                "the batch holds {count} records, over the limit of {}",
+                limits.max_records
+            ),
+        });
+    }
+    let decoded = decode_batch_within(batch.clone(), limits).map_err(|reason| BatchError {
+        corrupt: false,
+        too_large: reason.starts_with(OVER_DECOMPRESSED),
+        reason,
+    })?;
     let header = decoded.header;
     if header.kind == BatchKind::Control {
         return Err(invalid(
@@ -1232,14 +1255,20 @@ mod tests {
         // Too many records: refused from the header, nothing decompressed.
         let many = encode_batch(&sample(6), Compression::Zstd).unwrap();
         let error = decode_client_batch(many, &limits).unwrap_err();
-        assert!(error.reason.contains("6 records"), "{error:?}");
+        assert!(
+            error.reason.contains("6 records") && error.too_large,
+            "{error:?}"
+        );
         // A record that decompresses past the limit.
         let mut big = sample(1);
         big[0].value = Some(Bytes::from(vec![b'x'; 10_000]));
         big[0].headers.clear();
         let error = decode_client_batch(encode_batch(&big, Compression::Gzip).unwrap(), &limits)
             .unwrap_err();
-        assert!(error.reason.contains("more than 4096"), "{error:?}");
+        assert!(
+            error.reason.contains("more than 4096") && error.too_large,
+            "{error:?}"
+        );
         // Too many headers in one record.
         let mut headers = sample(1);
         headers[0]

@@ -482,10 +482,10 @@ fn malformed_frames_close_their_connection_and_nothing_else() {
     let rows = kcat_rows(&address, &topic, &[]);
     assert_eq!(rows.len(), 1);
     // A Produce whose zstd batch decompresses far past the request limits is refused
-    // (INVALID_RECORD, 87) before it is inflated; the connection stays open.
+    // (MESSAGE_TOO_LARGE, 10) before it is inflated; the connection stays open.
     let bomb = produce_v3(&topic, 0, &zstd_bomb());
     let reply = request(&address, &bomb).expect("an answer to the produce");
-    assert_eq!(produce_v3_error(&reply), 87, "{reply:?}");
+    assert_eq!(produce_v3_error(&reply), 10, "{reply:?}");
     assert!(dev.is_running(), "the agent exited");
     let log = dev.log_text();
     let closed = log.matches("kafka connection closed").count();

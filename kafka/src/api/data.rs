@@ -105,6 +105,7 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
                 .unwrap_or_else(|e| {
                     Err(strata_storage::BatchError {
                         corrupt: false,
+                        too_large: false,
                         reason: format!("decoding failed: {e}"),
                     })
                 })
@@ -114,6 +115,8 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
                 Err(e) => {
                     let error = if e.corrupt {
                         ResponseError::CorruptMessage
+                    } else if e.too_large {
+                        ResponseError::MessageTooLarge
                     } else {
                         ResponseError::InvalidRecord
                     };
@@ -272,14 +275,18 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
         let mut remaining = response_max;
         for (chunk, refused) in wanted.chunks(READ_CHUNK).zip(refused.chunks(READ_CHUNK)) {
             let share = (remaining / chunk.len()).max(1);
-            let reads = chunk.iter().zip(refused).map(|(w, refused)| {
-                // Out of budget (or refused): the bounds alone.
-                let budget = if remaining == 0 || refused.is_some() {
+            let reads = chunk.iter().zip(refused).map(|(w, refused)| async move {
+                if refused.is_some() {
+                    // Answered with its error: not read at all.
+                    return Err(strata_agent::Error::InvalidArgument(String::new()));
+                }
+                // Out of budget: the bounds alone.
+                let budget = if remaining == 0 {
                     0
                 } else {
                     w.max_bytes.min(share)
                 };
-                read(w, budget, Duration::ZERO)
+                read(w, budget, Duration::ZERO).await
             });
             for result in futures::future::join_all(reads).await {
                 if let Ok(fetched) = &result {
@@ -323,6 +330,11 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
         }
         drop(waiting);
         results = read_all().await;
+        if !found(&results) {
+            // New offsets that hold no batch a fetch returns (a compacted tail): wait out
+            // the rest of max_wait rather than answer at once and be asked again at once.
+            deadline.await;
+        }
     }
     let mut topics: Vec<FetchableTopicResponse> = request
         .topics
