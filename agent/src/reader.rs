@@ -372,16 +372,20 @@ impl Inner {
     }
 
     /// The committed bounds (and, for `read_committed`, the aborted transactions) a read
-    /// of a partition from `offset` sees: at what is readable it first waits up to
-    /// `max_wait` for more.
+    /// of a partition from `spec.offset` sees, and one past the last offset it may read:
+    /// at what is readable it first waits up to `spec.max_wait` for more.
     async fn fetch_bounds(
         &self,
         key: &PartitionKey,
         topic_id: &str,
-        offset: i64,
-        max_wait: Duration,
-        isolation: Isolation,
-    ) -> Result<(Committed, Vec<AbortedRange>)> {
+        spec: FetchSpec,
+    ) -> Result<(Committed, Vec<AbortedRange>, i64)> {
+        let FetchSpec {
+            offset,
+            max_wait,
+            isolation,
+            ..
+        } = spec;
         let mut committed = self.refresh_committed(key, topic_id).await?;
         if offset < committed.log_start_offset || offset > committed.high_watermark {
             return Err(out_of_range(key, offset, committed));
@@ -398,7 +402,8 @@ impl Inner {
                 (committed, aborted) = self.stable_bounds(key, topic_id, committed).await?;
             }
         }
-        Ok((committed, aborted))
+        let upper = isolation.readable(&committed);
+        Ok((committed, aborted, upper))
     }
 
     /// Runs `read` (a read of the partition from `offset`); if it finds an object gone (a
@@ -443,13 +448,10 @@ impl Inner {
         let FetchSpec {
             offset,
             max_bytes,
-            max_wait,
             isolation,
+            ..
         } = spec;
-        let (mut committed, aborted) = self
-            .fetch_bounds(key, topic_id, offset, max_wait, isolation)
-            .await?;
-        let upper = isolation.readable(&committed);
+        let (mut committed, aborted, upper) = self.fetch_bounds(key, topic_id, spec).await?;
         if offset >= upper {
             return Ok(FetchResult {
                 topic_id: topic_id.to_string(),
@@ -483,15 +485,9 @@ impl Inner {
         spec: FetchSpec,
     ) -> Result<BatchFetch> {
         let FetchSpec {
-            offset,
-            max_bytes,
-            max_wait,
-            isolation,
+            offset, max_bytes, ..
         } = spec;
-        let (mut committed, aborted) = self
-            .fetch_bounds(key, topic_id, offset, max_wait, isolation)
-            .await?;
-        let upper = isolation.readable(&committed);
+        let (mut committed, aborted, upper) = self.fetch_bounds(key, topic_id, spec).await?;
         // A `max_bytes` of 0 asks for the bounds alone.
         let batches = if offset >= upper || max_bytes == 0 {
             Vec::new()
