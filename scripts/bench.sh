@@ -12,10 +12,9 @@
 # partitions; (c) 100-byte records; (d) catch-up consume of (a) from the object store
 # (agent restarted: cold cache); (e) e2e (tail consume) at 50% of (a)'s rate; and the
 # baseline: PUTs and GETs of the same sizes straight through object_store.
-# Kafka suite: Kafka's own producer perf tool (kafka-producer-perf-test, from kafka-tools)
-# and a consumer reading by assignment (tests/java; Kafka's consumer perf tool needs
-# consumer groups, which the Kafka listener does not have yet), 1 KiB records, 16
-# partitions, acks=all, against Strata's Kafka listener and against an Apache Kafka 4
+# Kafka suite: Kafka's own perf tools (kafka-producer-perf-test and
+# kafka-consumer-perf-test, from kafka-tools, the consumer in a consumer group), 1 KiB
+# records, 16 partitions, acks=all, against Strata's Kafka listener and against an Apache Kafka 4
 # broker (one KRaft node, local disk) started here; (k) is (a) with one producer, the
 # gRPC figure the Kafka path is compared with. BENCH_KAFKA_RECORDS sets the records.
 set -euo pipefail
@@ -104,10 +103,12 @@ kafka_suite() { # name bootstrap
     --producer-props "bootstrap.servers=$bootstrap" "${PRODUCER_PROPS[@]}" 2>/dev/null \
     | tee "$RESULTS/kafka-$name-produce.log" >&2
   tail -n 1 "$RESULTS/kafka-$name-produce.log" >"$RESULTS/kafka-$name-produce.out"
-  echo "java strata.Clients consume-perf $bootstrap perf-$name $KAFKA_RECORDS (tests/java: assign every partition, read from the beginning)" \
+  echo "kafka-consumer-perf-test --bootstrap-server $bootstrap --topic perf-$name --messages $KAFKA_RECORDS --group perf-$name --timeout 120000" \
     >"$RESULTS/kafka-$name-consume.cmd"
-  java -Xmx2g -Dorg.slf4j.simpleLogger.defaultLogLevel=error -cp "$CLIENTS_CP" strata.Clients \
-    consume-perf "$bootstrap" "perf-$name" "$KAFKA_RECORDS" | tee "$RESULTS/kafka-$name-consume.out" >&2
+  java -Xmx2g -cp "$KAFKA_CP" org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$bootstrap" \
+    --topic "perf-$name" --messages "$KAFKA_RECORDS" --group "perf-$name" --timeout 120000 2>/dev/null \
+    | tee "$RESULTS/kafka-$name-consume.log" >&2
+  tail -n 1 "$RESULTS/kafka-$name-consume.log" >"$RESULTS/kafka-$name-consume.out"
 }
 
 start_agent

@@ -26,6 +26,7 @@ use strata_proto::{topic_partition_lists, topic_partition_pairs};
 use tokio::time::Instant;
 
 use crate::agent::{Agent, Inner};
+use crate::classic::{ClassicJoin, ClassicJoined, ClassicSync, ClassicSynced, JoinStep};
 use crate::controller::coordinator_slot;
 use crate::group::{Group, Heartbeat};
 use crate::{Error, Result};
@@ -297,6 +298,7 @@ impl Inner {
                 }
             }
         }
+        changed.classic.changed();
         if changed.is_empty() {
             groups.remove(&group_id);
         } else {
@@ -349,7 +351,9 @@ impl Inner {
             let ids: Vec<String> = groups.keys().cloned().collect();
             for id in ids {
                 let mut work = groups[&id].clone();
-                if work.expire(&topics, now).is_empty() {
+                let expired = !work.expire(&topics, now).is_empty();
+                let classic_changed = work.classic_tick(now);
+                if !expired && !classic_changed {
                     continue;
                 }
                 if let Err(e) = self.save_group(&slot, &mut groups, work).await {
@@ -380,32 +384,37 @@ impl Inner {
 }
 
 impl Agent {
-    /// The live agent that coordinates `group_id`.
-    pub fn find_coordinator(&self, group_id: &str) -> Result<pb::FindCoordinatorResponse> {
-        validate_group_id(group_id)?;
-        let slot = coordinator_slot(group_id);
+    /// The live agent that coordinates `key` (a group id or a transactional id: both
+    /// are placed by the same slots).
+    pub fn coordinator_agent(&self, key: &str) -> Result<strata_metastore::AgentRecord> {
+        validate_group_id(key)?;
+        let slot = coordinator_slot(key);
         let assignment = self.inner.cluster.assignment();
         let agent = assignment.coordinator_of(slot).ok_or_else(|| {
             Error::Unavailable(format!(
-                "no agent coordinates group '{group_id}' yet (the controller has not assigned \
-                 its slot); retry"
+                "no agent coordinates '{key}' yet (the controller has not assigned its slot); \
+                 retry"
             ))
         })?;
-        let address = self
-            .inner
+        self.inner
             .cluster
             .agents()
             .iter()
             .find(|a| a.agent_id == agent)
-            .map(|a| a.address.clone())
+            .cloned()
             .ok_or_else(|| {
                 Error::Unavailable(format!(
-                    "the coordinator of group '{group_id}', agent '{agent}', is not live; retry"
+                    "the coordinator of '{key}', agent '{agent}', is not live; retry"
                 ))
-            })?;
+            })
+    }
+
+    /// The live agent that coordinates `group_id`.
+    pub fn find_coordinator(&self, group_id: &str) -> Result<pb::FindCoordinatorResponse> {
+        let agent = self.coordinator_agent(group_id)?;
         Ok(pb::FindCoordinatorResponse {
-            agent_id: agent.to_string(),
-            address,
+            agent_id: agent.agent_id,
+            address: agent.address,
         })
     }
 
@@ -440,6 +449,14 @@ impl Agent {
             }
             other => other?,
         };
+        if r.member_epoch == crate::group::JOIN && work.classic_state().is_some() {
+            return Err(Error::InconsistentProtocol {
+                group: r.group_id.clone(),
+                reason: "its members use Kafka's classic group protocol (JoinGroup); a group \
+                         has members of one protocol at a time"
+                    .to_string(),
+            });
+        }
         let max_size = inner.config.limits.group_max_size;
         let replaces_static = !r.instance_id.is_empty()
             && work
@@ -605,6 +622,9 @@ impl Agent {
             }
             // A group known only by its offsets is listed all the same.
             inner.save_group(&slot, &mut groups, group).await?;
+        } else if group.is_classic_member(&r.member_id) || group.classic_state().is_some() {
+            let generation = i32::try_from(r.member_epoch).unwrap_or(i32::MAX);
+            group.check_classic_commit(&r.member_id, generation)?;
         } else {
             let partitions: Vec<TopicPartition> =
                 offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
@@ -665,7 +685,8 @@ impl Agent {
         pb::GroupSummary {
             group_id: record.group_id.clone(),
             state: Group::state(record).to_string(),
-            members: record.members.len() as i32,
+            members: (record.members.len() + record.classic.as_ref().map_or(0, |c| c.members.len()))
+                as i32,
             coordinator_agent_id: self
                 .inner
                 .cluster
@@ -693,6 +714,12 @@ impl Agent {
             .group(group_id)
             .await?
             .ok_or_else(|| Error::GroupNotFound(group_id.to_string()))?;
+        let classic_members = record
+            .classic
+            .as_ref()
+            .map(|c| c.members.values())
+            .into_iter()
+            .flatten();
         let owners: BTreeMap<TopicPartition, &str> = record
             .members
             .values()
@@ -702,6 +729,15 @@ impl Agent {
                     .chain(&m.revoking)
                     .map(move |tp| (tp.clone(), m.member_id.as_str()))
             })
+            .chain(classic_members.clone().flat_map(|m| {
+                m.assigned
+                    .iter()
+                    .map(move |tp| (tp.clone(), m.member_id.as_str()))
+            }))
+            .collect();
+        let classic_topics: BTreeSet<&str> = classic_members
+            .clone()
+            .flat_map(|m| m.topics.iter().map(String::as_str))
             .collect();
         let mut partitions = Vec::new();
         for topic in self.list_topics().await? {
@@ -712,7 +748,8 @@ impl Agent {
                 .await?
                 .into_iter()
                 .collect();
-            let subscribed = record.topic_partitions.contains_key(&topic.name);
+            let subscribed = record.topic_partitions.contains_key(&topic.name)
+                || classic_topics.contains(topic.name.as_str());
             if committed.is_empty() && !subscribed {
                 continue;
             }
@@ -738,8 +775,14 @@ impl Agent {
         }
         Ok(pb::DescribeGroupResponse {
             group: Some(self.group_summary(&record)),
-            assignor: record.assignor.clone(),
-            group_epoch: record.epoch as i64,
+            assignor: match record.classic.as_ref().filter(|c| !c.members.is_empty()) {
+                Some(classic) => classic.protocol_name.clone(),
+                None => record.assignor.clone(),
+            },
+            group_epoch: match record.classic.as_ref().filter(|c| !c.members.is_empty()) {
+                Some(classic) => classic.generation as i64,
+                None => record.epoch as i64,
+            },
             members: record
                 .members
                 .values()
@@ -752,6 +795,15 @@ impl Agent {
                     assignment: topic_partition_lists(&m.assigned),
                     revoking: topic_partition_lists(&m.revoking),
                 })
+                .chain(classic_members.map(|m| pb::MemberDescription {
+                    member_id: m.member_id.clone(),
+                    instance_id: m.instance_id.clone(),
+                    member_epoch: record.classic.as_ref().map_or(0, |c| c.generation) as i64,
+                    topics: m.topics.clone(),
+                    topic_regex: String::new(),
+                    assignment: topic_partition_lists(&m.assigned),
+                    revoking: Vec::new(),
+                }))
                 .collect(),
             partitions,
         })
@@ -862,5 +914,295 @@ impl Agent {
         }
         tracing::info!(group = group_id, "deleted group");
         Ok(())
+    }
+}
+
+/// Longest a JoinGroup or SyncGroup waits beyond the group's rebalance timeout (the
+/// rebalance completes by then; this only bounds a wait whose group vanished).
+const CLASSIC_WAIT_SLACK: Duration = Duration::from_secs(5);
+
+impl Agent {
+    /// Checks the sizes of a JoinGroup before anything is kept for it.
+    fn check_classic_join(&self, join: &ClassicJoin) -> Result<()> {
+        let limits = &self.inner.config.limits;
+        validate_group_id(&join.group_id)?;
+        crate::limits::check_member_id(&join.member_id)?;
+        if !join.instance_id.is_empty() {
+            crate::topic::validate_key_part("group.instance.id", &join.instance_id)?;
+        }
+        let subscription: usize = join
+            .protocols
+            .iter()
+            .map(|p| p.name.len() + p.metadata.len())
+            .sum::<usize>()
+            + join.topics.iter().map(String::len).sum::<usize>()
+            + join.protocol_type.len()
+            + join.client_id.len();
+        if subscription > limits.max_subscription_bytes {
+            return Err(crate::limits::over(
+                format!(
+                    "the JoinGroup's protocols and subscription take {subscription} bytes, over \
+                     the limit of {}",
+                    limits.max_subscription_bytes
+                ),
+                "max_subscription_bytes",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Waits until `answer` has one for the group (it is asked again at every stored
+    /// change of the group, and at least every [`SWEEP_INTERVAL`]), for at most `wait`.
+    async fn classic_wait<T>(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        wait: Duration,
+        answer: impl Fn(&Group) -> Option<Result<T>>,
+    ) -> Result<T> {
+        let deadline = Instant::now() + wait;
+        loop {
+            let slot = self.inner.slot_for(group_id).await?;
+            let mut changes = {
+                let groups = slot.groups.lock().await;
+                let Some(group) = groups.get(group_id) else {
+                    // Emptied, or dropped after a write of unknown outcome: join again.
+                    return Err(Error::UnknownMember {
+                        group: group_id.to_string(),
+                        member: member_id.to_string(),
+                    });
+                };
+                if let Some(answer) = answer(group) {
+                    return answer;
+                }
+                group.classic.subscribe()
+            };
+            if Instant::now() >= deadline {
+                return Err(Error::RebalanceInProgress(group_id.to_string()));
+            }
+            tokio::select! {
+                _ = changes.changed() => {}
+                () = tokio::time::sleep(SWEEP_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// A JoinGroup of Kafka's classic group protocol: answers when the rebalance it
+    /// takes part in completed (see [`crate::classic`]).
+    #[tracing::instrument(name = "group.classic_join", skip_all, fields(group = %join.group_id, member = %join.member_id))]
+    pub async fn classic_join(&self, join: ClassicJoin) -> Result<ClassicJoined> {
+        self.check_classic_join(&join)?;
+        let inner = &self.inner;
+        let (member_id, after_generation, wait) = {
+            let slot = inner.slot_for(&join.group_id).await?;
+            let mut groups = slot.groups.lock().await;
+            let mut work = inner.loaded_group(&groups, &join.group_id, true).await?;
+            let step =
+                work.classic_join(&join, inner.config.limits.group_max_size, Instant::now())?;
+            let wait = work
+                .record
+                .classic
+                .as_ref()
+                .and_then(|c| c.members.values().map(|m| m.rebalance_timeout_ms).max())
+                .map_or(
+                    crate::group::DEFAULT_REBALANCE_TIMEOUT,
+                    Duration::from_millis,
+                );
+            match step {
+                JoinStep::MemberIdRequired(id) => return Ok(ClassicJoined::MemberIdRequired(id)),
+                JoinStep::Current(member_id) => {
+                    let joined = work.joined_generation(&member_id);
+                    inner.save_group(&slot, &mut groups, work).await?;
+                    return Ok(ClassicJoined::Joined(joined));
+                }
+                JoinStep::Wait {
+                    member_id,
+                    after_generation,
+                } => {
+                    inner.save_group(&slot, &mut groups, work).await?;
+                    (member_id, after_generation, wait)
+                }
+            }
+        };
+        self.classic_wait(
+            &join.group_id,
+            &member_id,
+            wait + CLASSIC_WAIT_SLACK,
+            |group| group.classic_join_result(&member_id, after_generation),
+        )
+        .await
+        .map(ClassicJoined::Joined)
+    }
+
+    /// A SyncGroup: the leader hands in the generation's assignment; every member gets
+    /// its part once the leader did.
+    #[tracing::instrument(name = "group.classic_sync", skip_all, fields(group = %sync.group_id, member = %sync.member_id, generation = sync.generation))]
+    pub async fn classic_sync(&self, sync: ClassicSync) -> Result<ClassicSynced> {
+        validate_group_id(&sync.group_id)?;
+        crate::limits::check_member_id(&sync.member_id)?;
+        let inner = &self.inner;
+        let wait = {
+            let slot = inner.slot_for(&sync.group_id).await?;
+            let mut groups = slot.groups.lock().await;
+            let mut work = match inner.loaded_group(&groups, &sync.group_id, false).await {
+                Err(Error::GroupNotFound(_)) => {
+                    return Err(Error::UnknownMember {
+                        group: sync.group_id.clone(),
+                        member: sync.member_id.clone(),
+                    });
+                }
+                other => other?,
+            };
+            let answer = work.classic_sync(&sync, Instant::now())?;
+            let wait = work
+                .record
+                .classic
+                .as_ref()
+                .and_then(|c| c.members.get(&sync.member_id))
+                .map_or(crate::group::DEFAULT_REBALANCE_TIMEOUT, |m| {
+                    Duration::from_millis(m.rebalance_timeout_ms.max(m.session_timeout_ms))
+                });
+            inner.save_group(&slot, &mut groups, work).await?;
+            if let Some(answer) = answer {
+                return Ok(answer);
+            }
+            wait
+        };
+        self.classic_wait(&sync.group_id, &sync.member_id, wait, |group| {
+            group.classic_sync_result(&sync.member_id, sync.generation)
+        })
+        .await
+    }
+
+    /// A Heartbeat of a classic member.
+    #[tracing::instrument(name = "group.classic_heartbeat", skip(self), level = "debug")]
+    pub async fn classic_heartbeat(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: &str,
+        generation: i32,
+    ) -> Result<()> {
+        validate_group_id(group_id)?;
+        crate::limits::check_member_id(member_id)?;
+        let inner = &self.inner;
+        let slot = inner.slot_for(group_id).await?;
+        let mut groups = slot.groups.lock().await;
+        let mut work = match inner.loaded_group(&groups, group_id, false).await {
+            Err(Error::GroupNotFound(_)) => {
+                return Err(Error::UnknownMember {
+                    group: group_id.to_string(),
+                    member: member_id.to_string(),
+                });
+            }
+            other => other?,
+        };
+        let result = work.classic_heartbeat(member_id, instance_id, generation, Instant::now());
+        if matches!(result, Ok(()) | Err(Error::RebalanceInProgress(_))) {
+            inner.save_group(&slot, &mut groups, work).await?;
+        }
+        result
+    }
+
+    /// A LeaveGroup of classic members `(member id, instance id)`: one result each.
+    #[tracing::instrument(name = "group.classic_leave", skip(self, members), fields(members = members.len()))]
+    pub async fn classic_leave(
+        &self,
+        group_id: &str,
+        members: &[(String, String)],
+    ) -> Result<Vec<Result<()>>> {
+        validate_group_id(group_id)?;
+        for (member_id, _) in members {
+            crate::limits::check_member_id(member_id)?;
+        }
+        let inner = &self.inner;
+        let slot = inner.slot_for(group_id).await?;
+        let mut groups = slot.groups.lock().await;
+        let mut work = match inner.loaded_group(&groups, group_id, false).await {
+            Err(Error::GroupNotFound(_)) => {
+                return Ok(members
+                    .iter()
+                    .map(|(member_id, _)| {
+                        Err(Error::UnknownMember {
+                            group: group_id.to_string(),
+                            member: member_id.clone(),
+                        })
+                    })
+                    .collect());
+            }
+            other => other?,
+        };
+        let results = work.classic_leave(members, Instant::now());
+        inner.save_group(&slot, &mut groups, work).await?;
+        Ok(results)
+    }
+
+    /// A group's stored record (Kafka's DescribeGroups and ListGroups read it).
+    pub async fn group_record(&self, group_id: &str) -> Result<Option<GroupRecord>> {
+        validate_group_id(group_id)?;
+        Ok(self.inner.metastore.group(group_id).await?)
+    }
+
+    /// Every stored group's record.
+    pub async fn group_records(&self) -> Result<Vec<GroupRecord>> {
+        Ok(self.inner.metastore.groups().await?)
+    }
+
+    /// Deletes committed offsets of a group (Kafka's OffsetDelete): refused for topics
+    /// the group's members subscribe to.
+    #[tracing::instrument(name = "group.delete_offsets", skip(self, partitions), fields(partitions = partitions.len()))]
+    pub async fn delete_offsets(
+        &self,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<()> {
+        validate_group_id(group_id)?;
+        let max = self.inner.config.limits.max_partitions;
+        if partitions.len() as u64 > max {
+            return Err(crate::limits::over(
+                format!(
+                    "the request names {} partitions, more than the cluster has",
+                    partitions.len()
+                ),
+                "max_partitions",
+            ));
+        }
+        let inner = &self.inner;
+        let slot = inner.slot_for(group_id).await?;
+        let groups = slot.groups.lock().await;
+        let group = inner.loaded_group(&groups, group_id, false).await?;
+        let subscribed: BTreeSet<&str> = group
+            .record
+            .members
+            .values()
+            .flat_map(|m| m.topics.iter())
+            .chain(
+                group
+                    .record
+                    .classic
+                    .iter()
+                    .flat_map(|c| c.members.values().flat_map(|m| m.topics.iter())),
+            )
+            .map(String::as_str)
+            .chain(group.record.topic_partitions.keys().map(String::as_str))
+            .collect();
+        if let Some((topic, _)) = partitions
+            .iter()
+            .find(|(t, _)| subscribed.contains(t.as_str()))
+        {
+            return Err(Error::FailedPrecondition(format!(
+                "group '{group_id}' subscribes to topic '{topic}': its offsets can be deleted only \
+                 once no member does"
+            )));
+        }
+        if inner
+            .metastore
+            .delete_offsets(&slot.lease, group_id, partitions)
+            .await?
+        {
+            Ok(())
+        } else {
+            Err(inner.lose_slot(&slot, group_id).await)
+        }
     }
 }

@@ -117,6 +117,45 @@ pub enum Error {
         /// The partitions, `topic/p`, comma-separated.
         partitions: String,
     },
+    /// A classic-protocol member's generation is not the group's (it missed a rebalance).
+    #[error(
+        "member '{member}' of group '{group}' is at generation {generation} but the group \
+         is at {current}; join again"
+    )]
+    IllegalGeneration {
+        /// The group.
+        group: String,
+        /// The member.
+        member: String,
+        /// The generation given.
+        generation: i32,
+        /// The group's generation.
+        current: i32,
+    },
+    /// The group is rebalancing: the member must join again.
+    #[error("group '{0}' is rebalancing; join again")]
+    RebalanceInProgress(String),
+    /// A static member (`group.instance.id`) was replaced by a newer instance with the same
+    /// id.
+    #[error(
+        "group.instance.id '{instance}' of group '{group}' belongs to another member now (a \
+         newer consumer with the same id joined); this one is fenced"
+    )]
+    FencedInstance {
+        /// The group.
+        group: String,
+        /// The instance id.
+        instance: String,
+    },
+    /// The member's protocol does not fit the group's: another protocol type, no assignor
+    /// in common, or the group's members use the other group protocol.
+    #[error("cannot join group '{group}': {reason}")]
+    InconsistentProtocol {
+        /// The group.
+        group: String,
+        /// What does not match.
+        reason: String,
+    },
     /// The operation needs a group without members.
     #[error("group '{group}' has active members ({members}); stop its consumers first")]
     GroupNotEmpty {

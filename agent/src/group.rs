@@ -21,6 +21,7 @@ use strata_metastore::{GroupRecord, MemberRecord, TopicPartition};
 use tokio::time::Instant;
 
 use crate::assignor::{self, Assignor, MemberInput};
+use crate::classic::ClassicRuntime;
 use crate::{Error, Result};
 
 /// Session timeout when a member sets none (Kafka's default).
@@ -68,9 +69,11 @@ pub(crate) struct Group {
     session_deadlines: HashMap<String, Instant>,
     /// When each member with partitions to give up is removed unless it does.
     revoke_deadlines: HashMap<String, Instant>,
+    /// The in-memory part of its classic-protocol state.
+    pub(crate) classic: ClassicRuntime,
 }
 
-fn timeout(given: Option<Duration>, default: Duration, what: &str) -> Result<Duration> {
+pub(crate) fn timeout(given: Option<Duration>, default: Duration, what: &str) -> Result<Duration> {
     let value = given.unwrap_or(default);
     if !(MIN_TIMEOUT..=MAX_TIMEOUT).contains(&value) {
         return Err(Error::InvalidArgument(format!(
@@ -97,12 +100,14 @@ impl Group {
     /// A group taken over from its stored record (or a new one): every member gets a
     /// whole session (and, if it has partitions to give up, a whole rebalance timeout)
     /// from `now`, since the previous coordinator's clocks are gone.
-    pub(crate) fn new(record: GroupRecord, now: Instant) -> Self {
+    pub(crate) fn new(mut record: GroupRecord, now: Instant) -> Self {
+        let classic = ClassicRuntime::taken_over(&mut record.classic, now);
         let mut group = Self {
             record,
             stored: true,
             session_deadlines: HashMap::new(),
             revoke_deadlines: HashMap::new(),
+            classic,
         };
         for member in group.record.members.values() {
             group.session_deadlines.insert(
@@ -121,11 +126,18 @@ impl Group {
 
     /// Whether the group has no members.
     pub(crate) fn is_empty(&self) -> bool {
-        self.record.members.is_empty()
+        self.record.members.is_empty() && self.classic_state().is_none()
     }
 
     /// `empty`, `stable` (every member owns exactly its target) or `reconciling`.
     pub(crate) fn state(record: &GroupRecord) -> &'static str {
+        if let Some(classic) = record.classic.as_ref().filter(|c| !c.members.is_empty()) {
+            return match classic.state.as_str() {
+                crate::classic::STABLE => "stable",
+                crate::classic::COMPLETING => "completing_rebalance",
+                _ => "preparing_rebalance",
+            };
+        }
         if record.members.is_empty() {
             "empty"
         } else if record.assignment_epoch == record.epoch

@@ -17,14 +17,16 @@
 //!   controller's assignment; `controller`: the assignment it computes (partitions and
 //!   group coordinator slots);
 //! - `coordinator`: the group coordinator slots this agent holds and the `Groups`
-//!   operations; `group`: one group's membership state machine; `assignor`: the uniform
-//!   and range assignors.
+//!   operations; `group`: one group's membership state machine (the consumer protocol:
+//!   KIP-848 and the SDK); `classic`: the same for Kafka's classic protocol (JoinGroup,
+//!   SyncGroup); `assignor`: the uniform and range assignors.
 //!
 //! Invariant: a record is acknowledged (acks=ALL) only after its segment is in the object
 //! store and its partition's commit succeeded under the epoch it was written with.
 
 mod agent;
 mod assignor;
+mod classic;
 pub use strata_storage::clock;
 mod cluster;
 mod controller;
@@ -49,9 +51,11 @@ pub use agent::{
     Agent, AgentConfig, Appended, ArchiveDescription, ClusterMetadata, FetchSpec, NewRecord,
     PartitionDescription, ProducerBatch,
 };
+pub use classic::{ClassicJoin, ClassicJoined, ClassicSync, ClassicSynced, JoinedGeneration};
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use metrics::Metrics;
 pub use reader::{BatchFetch, FetchedBatch};
 pub use reader::{Isolation, OffsetSpec};
+pub use strata_metastore::{ClassicGroupRecord, ClassicMemberRecord, ClassicProtocol, GroupRecord};
 pub use writer::EncodedBatch;

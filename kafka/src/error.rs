@@ -16,6 +16,8 @@ pub enum Context {
     Produce,
     /// Topic administration (create, delete, configs, partitions).
     Admin,
+    /// Consumer groups and coordinators.
+    Group,
     /// Anything else.
     Other,
 }
@@ -32,7 +34,7 @@ pub fn code(error: &Error, context: Context) -> ResponseError {
         Error::InvalidArgument(_) => match context {
             Context::Produce => ResponseError::InvalidRecord,
             Context::Admin => ResponseError::PolicyViolation,
-            Context::Other => ResponseError::InvalidRequest,
+            Context::Group | Context::Other => ResponseError::InvalidRequest,
         },
         Error::RecordTooLarge(_) => ResponseError::MessageTooLarge,
         Error::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
@@ -45,6 +47,10 @@ pub fn code(error: &Error, context: Context) -> ResponseError {
         Error::FencedMember { .. } => ResponseError::FencedMemberEpoch,
         Error::NotAssigned { .. } => ResponseError::IllegalGeneration,
         Error::GroupNotEmpty { .. } => ResponseError::NonEmptyGroup,
+        Error::IllegalGeneration { .. } => ResponseError::IllegalGeneration,
+        Error::RebalanceInProgress(_) => ResponseError::RebalanceInProgress,
+        Error::FencedInstance { .. } => ResponseError::FencedInstanceId,
+        Error::InconsistentProtocol { .. } => ResponseError::InconsistentGroupProtocol,
         Error::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         Error::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
         Error::NotInTransaction { .. } => ResponseError::InvalidTxnState,
@@ -55,6 +61,8 @@ pub fn code(error: &Error, context: Context) -> ResponseError {
         },
         Error::Overloaded(_) => match context {
             Context::Admin => ResponseError::PolicyViolation,
+            // A group at its member or state limit.
+            Context::Group => ResponseError::GroupMaxSizeReached,
             // Retriable: the producer backs off and sends again.
             _ => ResponseError::RequestTimedOut,
         },
@@ -63,6 +71,8 @@ pub fn code(error: &Error, context: Context) -> ResponseError {
         // store failed) is sent again after a metadata refresh.
         Error::Unavailable(_) | Error::ObjectGone(_) => match context {
             Context::Produce => ResponseError::NotLeaderOrFollower,
+            // Retriable: the client finds the coordinator again.
+            Context::Group => ResponseError::CoordinatorNotAvailable,
             _ => ResponseError::RequestTimedOut,
         },
     }

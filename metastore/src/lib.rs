@@ -47,9 +47,9 @@ pub fn compaction_job(topic: &str, partition: u32) -> String {
 /// The compactor job that deletes orphaned objects.
 pub const ORPHAN_GC_JOB: &str = "orphan-gc";
 pub use model::{
-    AbortedRange, AgentRecord, ArchiveRange, ArchiveState, Assignment, CleanState, CommitReport,
-    CommittedOffset, Coordinatorship, GroupRecord, IndexEntry, MemberRecord, PRODUCER_BATCHES_KEPT,
-    PartitionAppend, PartitionOwner, PartitionState, ProducerBatch, ProducerState, Rejection,
-    StoredLimits, TopicMeta, TopicPartition, TransactionRecord, TransactionStatus,
-    TransactionTopic,
+    AbortedRange, AgentRecord, ArchiveRange, ArchiveState, Assignment, ClassicGroupRecord,
+    ClassicMemberRecord, ClassicProtocol, CleanState, CommitReport, CommittedOffset,
+    Coordinatorship, GroupRecord, IndexEntry, MemberRecord, PRODUCER_BATCHES_KEPT, PartitionAppend,
+    PartitionOwner, PartitionState, ProducerBatch, ProducerState, Rejection, StoredLimits,
+    TopicMeta, TopicPartition, TransactionRecord, TransactionStatus, TransactionTopic,
 };

@@ -15,7 +15,7 @@ use crate::{
     AbortedRange, AgentRecord, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
     Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, PartitionAppend,
     PartitionOwner, PartitionState, ProducerState, Rejection, Result, StoredLimits, TopicMeta,
-    TransactionRecord,
+    TopicPartition, TransactionRecord,
 };
 
 /// What agents and the compactor know about the cluster's durable state.
@@ -245,6 +245,15 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
         coordinator: &Coordinatorship,
         group_id: &str,
         offsets: &[(String, u32, CommittedOffset)],
+    ) -> Result<bool>;
+
+    /// Deletes committed offsets `(topic, partition)` of a group if `coordinator` still
+    /// owns its slot; returns whether it did.
+    async fn delete_offsets(
+        &self,
+        coordinator: &Coordinatorship,
+        group_id: &str,
+        partitions: &[TopicPartition],
     ) -> Result<bool>;
 
     /// A group's committed offsets for `topic`, by partition.
@@ -1477,6 +1486,23 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
             }
         }
         Ok(false)
+    }
+
+    #[instrument(name = "metastore.delete_offsets", skip(self, coordinator, partitions), fields(partitions = partitions.len()))]
+    async fn delete_offsets(
+        &self,
+        coordinator: &Coordinatorship,
+        group_id: &str,
+        partitions: &[TopicPartition],
+    ) -> Result<bool> {
+        let ops = partitions
+            .iter()
+            .map(|(topic, partition)| {
+                Op::Delete(self.keys.committed_offset(topic, group_id, *partition))
+            })
+            .collect();
+        self.guarded_chunks(vec![self.coordinator_guard(coordinator)], ops)
+            .await
     }
 
     #[instrument(name = "metastore.transaction", skip(self))]

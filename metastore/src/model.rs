@@ -460,6 +460,86 @@ pub struct GroupRecord {
     pub topic_partitions: BTreeMap<String, u32>,
     /// Members by member id.
     pub members: BTreeMap<String, MemberRecord>,
+    /// The group's state under Kafka's classic protocol (JoinGroup / SyncGroup, the
+    /// assignment computed by a member); absent while the group has no classic member.
+    /// A group has members of one protocol at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub classic: Option<ClassicGroupRecord>,
+}
+
+/// A consumer group under Kafka's classic protocol: the generation its members last
+/// joined, and what they were told.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicGroupRecord {
+    /// The protocol type every member joined with (`consumer`, `connect`, ...).
+    pub protocol_type: String,
+    /// The generation: bumped each time a rebalance completes.
+    pub generation: i32,
+    /// The protocol (assignor) chosen for the generation.
+    pub protocol_name: String,
+    /// The member that computes the generation's assignment.
+    pub leader: String,
+    /// `Empty`, `PreparingRebalance`, `CompletingRebalance` or `Stable`.
+    pub state: String,
+    /// Members by member id.
+    pub members: BTreeMap<String, ClassicMemberRecord>,
+}
+
+/// A member of a classic group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicMemberRecord {
+    /// The member id the coordinator handed out.
+    pub member_id: String,
+    /// `group.instance.id` of a static member; empty for a dynamic one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub instance_id: String,
+    /// The client's id and address, for describing the group.
+    pub client_id: String,
+    pub client_host: String,
+    /// Removed when no heartbeat comes for this long.
+    pub session_timeout_ms: u64,
+    /// How long a rebalance waits for the member to join again.
+    pub rebalance_timeout_ms: u64,
+    /// The protocols (assignors) the member supports, in its order of preference, each
+    /// with its metadata (its subscription), opaque to the coordinator.
+    pub protocols: Vec<ClassicProtocol>,
+    /// The assignment the leader gave it in the current generation, opaque.
+    #[serde(with = "base64_bytes")]
+    pub assignment: Vec<u8>,
+    /// Topics of its subscription, when the protocol type is `consumer` (for describing
+    /// the group and its lag).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub topics: Vec<String>,
+    /// Partitions of its assignment, when the protocol type is `consumer`.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub assigned: BTreeSet<TopicPartition>,
+}
+
+/// One protocol a classic member supports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassicProtocol {
+    /// Its name (the assignor's).
+    pub name: String,
+    /// Its metadata, opaque.
+    #[serde(with = "base64_bytes")]
+    pub metadata: Vec<u8>,
+}
+
+/// Opaque bytes in JSON as base64 (a JSON array of numbers would take four times the
+/// space of the group's state limit).
+mod base64_bytes {
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(d)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
 }
 
 /// A member of a consumer group.

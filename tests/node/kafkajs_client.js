@@ -1,13 +1,14 @@
 // KafkaJS against Strata's Kafka listener, driven by tests/tests/kafka.rs:
 //
-//   node kafkajs_client.js BOOTSTRAP TOPIC PARTITIONS RECORDS
+//   node kafkajs_client.js BOOTSTRAP TOPIC PARTITIONS RECORDS CONSUMED_FILE
 //
 // Creates TOPIC with KafkaJS's admin client, then an idempotent producer sends RECORDS
 // keyed records with headers, a quarter in each codec KafkaJS has here (none, gzip,
 // snappy, lz4; its zstd codec needs a native build), and prints one JSON object: what
-// was acknowledged, per partition, in send order. The test reads the topic back with
-// `strata consume --json` and checks every record. (KafkaJS's consumer has no
-// partition-assignment mode: it needs consumer groups, Kafka part 2.)
+// was acknowledged, per partition, in send order. Then a KafkaJS consumer reads the topic
+// from the beginning (KafkaJS has no assign(): it reads through a consumer group, which
+// is given every partition) and writes each record it got, in the order it got them, to
+// CONSUMED_FILE as JSON lines. The test checks both against `strata consume --json`.
 const { Kafka, CompressionTypes, CompressionCodecs, logLevel } = require('kafkajs');
 const SnappyCodec = require('kafkajs-snappy');
 const LZ4Codec = require('@2l/kafkajs-lz4');
@@ -23,7 +24,7 @@ const CODECS = [
 ];
 
 async function main() {
-  const [bootstrap, topic, partitions, records] = process.argv.slice(2);
+  const [bootstrap, topic, partitions, records, consumedFile] = process.argv.slice(2);
   const count = Number(records);
   const kafka = new Kafka({ clientId: 'strata-test', brokers: bootstrap.split(','), logLevel: logLevel.ERROR });
   const admin = kafka.admin();
@@ -63,7 +64,36 @@ async function main() {
     }
   }
   await producer.disconnect();
+  await consumeAll(kafka, topic, count, consumedFile);
   console.log(JSON.stringify({ client: 'kafkajs', codecs: CODECS.map((c) => c[0]), acknowledged: acked }));
+}
+
+// Reads `count` records of `topic` from the beginning through a consumer group, and
+// writes them as JSON lines [partition, offset, key, value, headers].
+async function consumeAll(kafka, topic, count, file) {
+  const fs = require('fs');
+  const out = fs.createWriteStream(file);
+  const consumer = kafka.consumer({ groupId: `kafkajs-${topic}`, sessionTimeout: 10000, heartbeatInterval: 1000 });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  let seen = 0;
+  let done;
+  const finished = new Promise((resolve) => { done = resolve; });
+  await consumer.run({
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) {
+        const headers = Object.entries(m.headers || {}).map(([k, v]) => [k, v.toString()]);
+        out.write(JSON.stringify([batch.partition, Number(m.offset), m.key && m.key.toString(), m.value && m.value.toString(), headers]) + '\n');
+        seen += 1;
+      }
+      if (seen >= count) done();
+    },
+  });
+  const timer = setTimeout(() => done(), 120000);
+  await finished;
+  clearTimeout(timer);
+  await consumer.disconnect();
+  await new Promise((resolve) => out.end(resolve));
 }
 
 main().catch((e) => {

@@ -152,15 +152,18 @@ fn kcat_roundtrip(bootstrap: &str, server: &str) {
 /// KafkaJS: its admin client creates the topic, an idempotent producer sends 100,000 keyed
 /// records with headers in each codec it has (none, gzip, snappy, lz4); every one is
 /// read by `strata consume --json` at its acknowledged partition and offset, with its
-/// value and headers, in its key's murmur2 partition. (KafkaJS's consumer needs consumer
-/// groups: part 2.)
+/// value and headers, in its key's murmur2 partition; and a KafkaJS consumer reading from
+/// the beginning (through a consumer group: KafkaJS has no `assign()`) gets every one of
+/// them once, in order within each partition, identical to what `strata consume` reads.
 fn kafkajs_roundtrip(bootstrap: &str, server: &str) {
     let topic = "kafkajs-records";
+    let consumed = tempfile::NamedTempFile::new().unwrap();
     let out = kafkajs(&[
         bootstrap,
         topic,
         &PARTITIONS.to_string(),
         &RECORDS.to_string(),
+        consumed.path().to_str().unwrap(),
     ]);
     let out: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     let codecs: Vec<&str> = out["codecs"]
@@ -202,12 +205,47 @@ fn kafkajs_roundtrip(bootstrap: &str, server: &str) {
             "{key} is not in its murmur2 partition"
         );
     }
+    // What KafkaJS's consumer read: every stored record once, in partition order.
+    let mut last: std::collections::BTreeMap<u32, i64> = Default::default();
+    let mut read = std::collections::BTreeSet::new();
+    for line in std::fs::read_to_string(consumed.path()).unwrap().lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let position = (v[0].as_u64().unwrap() as u32, v[1].as_i64().unwrap());
+        let row = ours
+            .get(&position)
+            .unwrap_or_else(|| panic!("KafkaJS read {position:?}, which strata does not hold"));
+        assert_eq!(row.key.as_deref(), v[2].as_str(), "key at {position:?}");
+        assert_eq!(row.value.as_deref(), v[3].as_str(), "value at {position:?}");
+        let headers: Vec<(String, String)> = v[4]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|h| (h[0].as_str().unwrap().into(), h[1].as_str().unwrap().into()))
+            .collect();
+        assert_eq!(row.headers, headers, "headers at {position:?}");
+        if let Some(previous) = last.insert(position.0, position.1) {
+            assert!(
+                position.1 > previous,
+                "KafkaJS read partition {} out of order: {} after {previous}",
+                position.0,
+                position.1
+            );
+        }
+        assert!(read.insert(position), "KafkaJS read {position:?} twice");
+    }
+    assert_eq!(
+        read.len(),
+        ours.len(),
+        "KafkaJS's consumer read another count"
+    );
     report(&format!(
         "kafka kafkajs: {} records in {} codecs ({}) acknowledged, each read by strata \
-         consume --json at its acknowledged offset with its value and headers",
+         consume --json at its acknowledged offset with its value and headers; KafkaJS's \
+         consumer (group, from the beginning) read all {} once, in partition order",
         acked.len(),
         codecs.len(),
-        codecs.join(", ")
+        codecs.join(", "),
+        read.len()
     ));
 }
 

@@ -157,12 +157,14 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
         };
     }
     let shared = cx.shared.clone();
-    let (version, api) = (cx.version, cx.api);
+    let (version, api, peer) = (cx.version, cx.api, cx.peer);
     Outcome::Reply(Pending::Later(Box::pin(async move {
         let cx = Context {
             shared: &shared,
             version,
             api,
+            client_id: "",
+            peer,
         };
         let mut response = ProduceResponse::default();
         for (name, slots) in topics {

@@ -5,6 +5,8 @@
 //! - [`data`]: Produce, Fetch, ListOffsets, OffsetForLeaderEpoch, InitProducerId;
 //! - [`admin`]: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
 //!   AlterConfigs, IncrementalAlterConfigs, DeleteRecords;
+//! - [`group`]: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
+//!   OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete;
 //! - [`auth`]: SaslHandshake, SaslAuthenticate.
 //!
 //! `kafka-protocol` refuses to encode a field the answer's version does not have, so
@@ -23,6 +25,7 @@ use crate::server::{Pending, Shared};
 mod admin;
 mod auth;
 mod data;
+mod group;
 mod metadata;
 
 /// The versions of each API implemented: exactly what ApiVersions advertises.
@@ -46,6 +49,17 @@ pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DeleteRecords, 0, 2),
     (ApiKey::DescribeCluster, 0, 1),
+    (ApiKey::FindCoordinator, 0, 6),
+    (ApiKey::JoinGroup, 0, 9),
+    (ApiKey::SyncGroup, 0, 5),
+    (ApiKey::Heartbeat, 0, 4),
+    (ApiKey::LeaveGroup, 0, 5),
+    (ApiKey::OffsetCommit, 2, 9),
+    (ApiKey::OffsetFetch, 1, 9),
+    (ApiKey::ListGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
+    (ApiKey::DeleteGroups, 0, 2),
+    (ApiKey::OffsetDelete, 0, 0),
     // v0 is advertised because clients (librdkafka) look for it to know the broker does
     // SASL at all; a client that then authenticates the v0 way (raw tokens after the
     // handshake, no SaslAuthenticate) has its connection closed.
@@ -79,6 +93,17 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::CreatePartitions => "create_partitions",
         ApiKey::DeleteRecords => "delete_records",
         ApiKey::DescribeCluster => "describe_cluster",
+        ApiKey::FindCoordinator => "find_coordinator",
+        ApiKey::JoinGroup => "join_group",
+        ApiKey::SyncGroup => "sync_group",
+        ApiKey::Heartbeat => "heartbeat",
+        ApiKey::LeaveGroup => "leave_group",
+        ApiKey::OffsetCommit => "offset_commit",
+        ApiKey::OffsetFetch => "offset_fetch",
+        ApiKey::ListGroups => "list_groups",
+        ApiKey::DescribeGroups => "describe_groups",
+        ApiKey::DeleteGroups => "delete_groups",
+        ApiKey::OffsetDelete => "offset_delete",
         ApiKey::SaslHandshake => "sasl_handshake",
         ApiKey::SaslAuthenticate => "sasl_authenticate",
         _ => "other",
@@ -148,6 +173,8 @@ pub(crate) async fn handle(
         shared,
         version,
         api: ApiKey::try_from(header.request_api_key).expect("checked when decoded"),
+        client_id: header.client_id.as_deref().unwrap_or(""),
+        peer: session.peer,
     };
     match request {
         RequestKind::ApiVersions(_) => ready(metadata::api_versions(version)),
@@ -169,6 +196,17 @@ pub(crate) async fn handle(
             ready(admin::incremental_alter_configs(&context, r).await)
         }
         RequestKind::DeleteRecords(r) => ready(admin::delete_records(&context, r).await),
+        RequestKind::FindCoordinator(r) => ready(group::find_coordinator(&context, r).await),
+        RequestKind::JoinGroup(r) => group::join_group(&context, r),
+        RequestKind::SyncGroup(r) => group::sync_group(&context, r),
+        RequestKind::Heartbeat(r) => ready(group::heartbeat(&context, r).await),
+        RequestKind::LeaveGroup(r) => ready(group::leave_group(&context, r).await),
+        RequestKind::OffsetCommit(r) => ready(group::offset_commit(&context, r).await),
+        RequestKind::OffsetFetch(r) => ready(group::offset_fetch(&context, r).await),
+        RequestKind::ListGroups(r) => ready(group::list_groups(&context, r).await),
+        RequestKind::DescribeGroups(r) => ready(group::describe_groups(&context, r).await),
+        RequestKind::DeleteGroups(r) => ready(group::delete_groups(&context, r).await),
+        RequestKind::OffsetDelete(r) => ready(group::offset_delete(&context, r).await),
         RequestKind::SaslHandshake(r) => ready(auth::handshake(&context, session, r)),
         RequestKind::SaslAuthenticate(r) => auth::authenticate(&context, session, r),
         // `supported` lets no other API through.
@@ -182,6 +220,10 @@ pub(crate) struct Context<'a> {
     /// The request's version: the answer's too.
     pub version: i16,
     pub api: ApiKey,
+    /// The client's id, from the request header.
+    pub client_id: &'a str,
+    /// The client's address.
+    pub peer: SocketAddr,
 }
 
 impl Context<'_> {

@@ -54,9 +54,10 @@ import org.apache.kafka.common.utils.Utils;
  * admin BOOTSTRAP TOPIC [PROPS]
  *     AdminClient: create (with a config), describe and alter configs, create partitions,
  *     list offsets, delete records, describe cluster and topic, delete; prints JSON.
- * consume-perf BOOTSTRAP TOPIC RECORDS
- *     Reads RECORDS records of TOPIC from the beginning of every partition, by assignment
- *     (no consumer group), and prints "records seconds bytes" (scripts/bench.sh).
+ * group BOOTSTRAP TOPIC GROUP OUT [PROPS]
+ *     A member of a consumer group: see {@link #group}.
+ * group-describe BOOTSTRAP GROUP TOPIC [PROPS]
+ *     AdminClient's view of a group: see {@link #groupDescribe}.
  * topic-id BOOTSTRAP TOPIC
  *     Prints the topic's id as the client shows it (base64).
  * try BOOTSTRAP TOPIC PROPS
@@ -75,7 +76,8 @@ public final class Clients {
                     Integer.parseInt(args[4]), args[5], props(args, 6));
             case "admin" -> admin(args[1], args[2], props(args, 3));
             case "try" -> tryAccess(args[1], args[2], props(args, 3));
-            case "consume-perf" -> consumePerf(args[1], args[2], Long.parseLong(args[3]), props(args, 4));
+            case "group" -> group(args[1], args[2], args[3], args[4], props(args, 5));
+            case "group-describe" -> groupDescribe(args[1], args[2], args[3], props(args, 4));
             case "topic-id" -> {
                 try (Admin admin = Admin.create(with(props(args, 3), args[1]))) {
                     System.out.println(admin.describeTopics(List.of(args[2])).allTopicNames()
@@ -367,29 +369,123 @@ public final class Clients {
         return String.valueOf(value);
     }
 
-    static void consumePerf(String bootstrap, String topic, long count, Properties base) {
+    /**
+     * A member of consumer group GROUP subscribed to TOPIC (classic protocol,
+     * cooperative-sticky unless PROPS say otherwise), committing synchronously after each
+     * poll. Writes to OUT, flushed as it goes: "R partition offset key" per record, and
+     * "A ms p,p,..." / "V ms p,..." / "L ms p,..." when its assignment callbacks report
+     * partitions assigned, revoked or lost (ms: wall clock). Runs until SIGTERM (then
+     * commits and leaves the group) or SIGKILL.
+     */
+    static void group(String bootstrap, String topic, String groupId, String out, Properties base)
+            throws IOException {
         Properties props = with(base, bootstrap);
+        props.put("group.id", groupId);
+        props.putIfAbsent("partition.assignment.strategy",
+                "org.apache.kafka.clients.consumer.CooperativeStickyAssignor");
         props.put("enable.auto.commit", "false");
-        props.put("fetch.max.bytes", "52428800");
-        props.put("max.partition.fetch.bytes", "4194304");
-        props.put("max.poll.records", "10000");
-        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(props,
-                new ByteArrayDeserializer(), new ByteArrayDeserializer())) {
-            List<TopicPartition> tps = new ArrayList<>();
-            consumer.partitionsFor(topic).forEach(p -> tps.add(new TopicPartition(topic, p.partition())));
-            consumer.assign(tps);
-            consumer.seekToBeginning(tps);
-            long started = System.nanoTime();
-            long records = 0;
-            long bytes = 0;
-            long deadline = System.currentTimeMillis() + 600_000;
-            while (records < count && System.currentTimeMillis() < deadline) {
-                for (ConsumerRecord<byte[], byte[]> r : consumer.poll(Duration.ofMillis(500))) {
-                    records++;
-                    bytes += r.serializedValueSize() + Math.max(0, r.serializedKeySize());
+        props.put("auto.offset.reset", "earliest");
+        props.putIfAbsent("session.timeout.ms", "10000");
+        props.putIfAbsent("heartbeat.interval.ms", "1000");
+        PrintWriter log = new PrintWriter(out, StandardCharsets.UTF_8);
+        KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(props,
+                new ByteArrayDeserializer(), new ByteArrayDeserializer());
+        Thread main = Thread.currentThread();
+        java.util.concurrent.atomic.AtomicBoolean stopping = new java.util.concurrent.atomic.AtomicBoolean();
+        Runtime.getRuntime().addShutdownHook(new Thread(() -> {
+            stopping.set(true);
+            consumer.wakeup();
+            try {
+                main.join(30_000);
+            } catch (InterruptedException e) {
+                Thread.currentThread().interrupt();
+            }
+        }));
+        consumer.subscribe(List.of(topic), new org.apache.kafka.clients.consumer.ConsumerRebalanceListener() {
+            void note(String kind, java.util.Collection<TopicPartition> partitions) {
+                if (partitions.isEmpty()) {
+                    return;
+                }
+                StringBuilder line = new StringBuilder(kind).append(' ').append(System.currentTimeMillis()).append(' ');
+                String sep = "";
+                for (TopicPartition tp : partitions) {
+                    line.append(sep).append(tp.partition());
+                    sep = ",";
+                }
+                log.println(line);
+                log.flush();
+            }
+
+            @Override
+            public void onPartitionsRevoked(java.util.Collection<TopicPartition> partitions) {
+                note("V", partitions);
+            }
+
+            @Override
+            public void onPartitionsAssigned(java.util.Collection<TopicPartition> partitions) {
+                note("A", partitions);
+            }
+
+            @Override
+            public void onPartitionsLost(java.util.Collection<TopicPartition> partitions) {
+                note("L", partitions);
+            }
+        });
+        try {
+            while (!stopping.get()) {
+                var records = consumer.poll(Duration.ofMillis(500));
+                for (ConsumerRecord<byte[], byte[]> r : records) {
+                    log.println("R " + r.partition() + " " + r.offset() + " "
+                            + (r.key() == null ? "-" : new String(r.key(), StandardCharsets.UTF_8)));
+                }
+                log.flush();
+                if (!records.isEmpty()) {
+                    consumer.commitSync();
                 }
             }
-            System.out.println(records + " " + (System.nanoTime() - started) / 1e9 + " " + bytes);
+        } catch (org.apache.kafka.common.errors.WakeupException e) {
+            // stopping
+        } finally {
+            consumer.close();
+            log.println("C " + System.currentTimeMillis());
+            log.close();
+        }
+    }
+
+    /**
+     * AdminClient's view of consumer group GROUP on TOPIC: describeConsumerGroups (state,
+     * members and their partitions), listConsumerGroupOffsets, and the lag against the
+     * latest offsets; prints JSON.
+     */
+    static void groupDescribe(String bootstrap, String groupId, String topic, Properties base) throws Exception {
+        try (Admin admin = Admin.create(with(base, bootstrap))) {
+            var description = admin.describeConsumerGroups(List.of(groupId)).all().get(30, TimeUnit.SECONDS).get(groupId);
+            Map<String, Object> members = new TreeMap<>();
+            for (var m : description.members()) {
+                List<Integer> partitions = new ArrayList<>();
+                m.assignment().topicPartitions().forEach(tp -> partitions.add(tp.partition()));
+                partitions.sort(null);
+                members.put(m.consumerId(), partitions);
+            }
+            var committed = admin.listConsumerGroupOffsets(groupId).partitionsToOffsetAndMetadata()
+                    .get(30, TimeUnit.SECONDS);
+            Map<TopicPartition, OffsetSpec> latest = new HashMap<>();
+            committed.keySet().forEach(tp -> latest.put(tp, OffsetSpec.latest()));
+            var ends = admin.listOffsets(latest).all().get(30, TimeUnit.SECONDS);
+            Map<String, Object> offsets = new TreeMap<>();
+            Map<String, Object> lag = new TreeMap<>();
+            committed.forEach((tp, o) -> {
+                if (tp.topic().equals(topic) && o != null) {
+                    offsets.put(String.valueOf(tp.partition()), o.offset());
+                    lag.put(String.valueOf(tp.partition()), ends.get(tp).offset() - o.offset());
+                }
+            });
+            Map<String, Object> out = new TreeMap<>();
+            out.put("state", json(description.groupState().toString()));
+            out.put("members", members);
+            out.put("offsets", offsets);
+            out.put("lag", lag);
+            System.out.println(toJson(out));
         }
     }
 

@@ -1,0 +1,424 @@
+//! Kafka consumer groups against three agents (real etcd and s3s-fs), with Kafka's own
+//! clients: Java consumers on the classic protocol (cooperative-sticky) under load with
+//! one member SIGKILLed, checked from the members' own records and assignment callbacks;
+//! committed offsets resumed after a restart; `strata group describe` against Java's
+//! AdminClient.
+//!
+//! Needs Java and the test programs (scripts/build-test-clients.sh).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use strata_tests::kafka::java_ok;
+use strata_tests::{AgentProcess, cli_ok, report};
+
+const PARTITIONS: u32 = 12;
+
+/// A Java group member (`strata.Clients group`), writing what it does to `out`.
+struct Member {
+    child: Child,
+    out: PathBuf,
+    /// When it was SIGKILLed (ms since the epoch), if it was.
+    killed_at: Option<u128>,
+}
+
+fn java_classpath() -> String {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("java/target");
+    format!(
+        "{}:{}/*",
+        dir.join("classes").display(),
+        dir.join("lib").display()
+    )
+}
+
+fn now_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
+}
+
+impl Member {
+    fn start(bootstrap: &str, topic: &str, group: &str, out: PathBuf) -> Self {
+        let child = Command::new("java")
+            .args([
+                "-Dorg.slf4j.simpleLogger.defaultLogLevel=error",
+                "-cp",
+                &java_classpath(),
+                "strata.Clients",
+                "group",
+                bootstrap,
+                topic,
+                group,
+                out.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run java");
+        Self {
+            child,
+            out,
+            killed_at: None,
+        }
+    }
+
+    fn kill(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.killed_at = Some(now_ms());
+    }
+
+    /// SIGTERM: the member commits, leaves the group and exits.
+    fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let status = self.child.wait().unwrap();
+        assert!(
+            status.success() || status.code() == Some(143),
+            "a member did not stop cleanly: {status}"
+        );
+    }
+
+    fn lines(&self) -> Vec<String> {
+        std::fs::read_to_string(&self.out)
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `(partition, offset, key)` of every record it got, in order.
+    fn records(&self) -> Vec<(u32, i64, String)> {
+        self.lines()
+            .iter()
+            .filter_map(|l| l.strip_prefix("R "))
+            .map(|l| {
+                let mut parts = l.splitn(3, ' ');
+                (
+                    parts.next().unwrap().parse().unwrap(),
+                    parts.next().unwrap().parse().unwrap(),
+                    parts.next().unwrap().to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Each partition's ownership intervals `[from, to)` in ms, from its callbacks; one
+    /// still open ends when the member was killed or stopped (`end`).
+    fn ownership(&self, end: u128) -> Vec<(u32, u128, u128)> {
+        let mut open: HashMap<u32, u128> = HashMap::new();
+        let mut intervals = Vec::new();
+        for line in self.lines() {
+            let mut parts = line.split(' ');
+            let kind = parts.next().unwrap();
+            if !matches!(kind, "A" | "V" | "L") {
+                continue;
+            }
+            let at: u128 = parts.next().unwrap().parse().unwrap();
+            for p in parts
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .filter(|p| !p.is_empty())
+            {
+                let p: u32 = p.parse().unwrap();
+                if kind == "A" {
+                    open.insert(p, at);
+                } else if let Some(from) = open.remove(&p) {
+                    intervals.push((p, from, at));
+                }
+            }
+        }
+        let end = self.killed_at.unwrap_or(end);
+        intervals.extend(open.into_iter().map(|(p, from)| (p, from, end)));
+        intervals
+    }
+}
+
+/// `(partition, offset)` of each acknowledged key, from `strata.Clients produce`'s output.
+fn acknowledged(path: &Path) -> HashMap<String, (u32, i64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let mut parts = l.split(' ');
+            let key = parts.next().unwrap().to_string();
+            (
+                key,
+                (
+                    parts.next().unwrap().parse().unwrap(),
+                    parts.next().unwrap().parse().unwrap(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Committed offset of each partition of `topic`, from `strata group describe`.
+fn strata_committed(server: &str, group: &str, topic: &str) -> BTreeMap<u32, i64> {
+    let out = cli_ok(server, &["group", "describe", group], b"");
+    out.lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split('\t').collect();
+            (cols.len() == 8 && cols[0] == topic && cols[2] != "-")
+                .then(|| (cols[1].parse().unwrap(), cols[2].parse().unwrap()))
+        })
+        .collect()
+}
+
+/// Members and their partitions of `topic`, and each partition's lag, from `strata group
+/// describe`.
+fn strata_view(
+    server: &str,
+    group: &str,
+    topic: &str,
+) -> (BTreeMap<String, Vec<u32>>, BTreeMap<u32, i64>) {
+    let out = cli_ok(server, &["group", "describe", group], b"");
+    let mut members = BTreeMap::new();
+    let mut lag = BTreeMap::new();
+    for line in out.lines() {
+        let cols: Vec<&str> = line.split('\t').collect();
+        if cols.len() == 5 && cols[0] != "MEMBER" {
+            let mut partitions: Vec<u32> = cols[3]
+                .split(',')
+                .filter_map(|tp| tp.strip_prefix(&format!("{topic}:")))
+                .map(|p| p.parse().unwrap())
+                .collect();
+            partitions.sort_unstable();
+            members.insert(cols[0].to_string(), partitions);
+        } else if cols.len() == 8 && cols[0] == topic {
+            lag.insert(cols[1].parse().unwrap(), cols[4].parse().unwrap());
+        }
+    }
+    (members, lag)
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !done() {
+        assert!(started.elapsed() < limit, "timed out waiting: {what}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn java_classic_group_through_a_member_sigkill_consumes_everything_with_one_owner_at_a_time() {
+    let agents = AgentProcess::start_cluster(3, "kafka-groups", &[]);
+    let bootstrap = agents
+        .iter()
+        .map(AgentProcess::kafka_bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+    let server = agents[0].server();
+    let topic = "java-group";
+    let group = "java-group-g";
+    cli_ok(
+        &server,
+        &["topic", "create", topic, "-p", &PARTITIONS.to_string()],
+        b"",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let acked_path = dir.path().join("acked");
+    let records = 40_000;
+    let producer = {
+        let (bootstrap, path) = (bootstrap.clone(), acked_path.to_str().unwrap().to_string());
+        std::thread::spawn(move || {
+            // About 10 s at 4,000 a second: the members start, and one dies, under load.
+            java_ok(&[
+                "produce",
+                &bootstrap,
+                topic,
+                &records.to_string(),
+                "4000",
+                &path,
+            ])
+        })
+    };
+    let mut members: Vec<Member> = (0..3)
+        .map(|i| Member::start(&bootstrap, topic, group, dir.path().join(format!("m{i}"))))
+        .collect();
+    std::thread::sleep(Duration::from_secs(5));
+    members[0].kill();
+    let summary = producer.join().unwrap();
+    let acked = acknowledged(&acked_path);
+    assert_eq!(acked.len(), records, "every record acknowledged: {summary}");
+    // Every acknowledged record is consumed by some member, at its offset.
+    let started = Instant::now();
+    loop {
+        let seen: BTreeSet<(u32, i64)> = members
+            .iter()
+            .flat_map(|m| m.records())
+            .map(|(p, o, _)| (p, o))
+            .collect();
+        let missing: BTreeMap<u32, usize> = acked
+            .values()
+            .filter(|position| !seen.contains(position))
+            .fold(BTreeMap::new(), |mut m, (p, _)| {
+                *m.entry(*p).or_default() += 1;
+                m
+            });
+        if missing.is_empty() {
+            break;
+        }
+        if started.elapsed() > Duration::from_secs(120) {
+            let callbacks: Vec<Vec<String>> = members
+                .iter()
+                .map(|m| {
+                    m.lines()
+                        .into_iter()
+                        .filter(|l| !l.starts_with("R "))
+                        .collect()
+                })
+                .collect();
+            panic!(
+                "records not consumed, by partition: {missing:?}; members' callbacks: \
+                 {callbacks:?}; group: {}",
+                cli_ok(&server, &["group", "describe", group], b"")
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let mut consumed: HashMap<(u32, i64), String> = HashMap::new();
+    let mut deliveries = 0;
+    for member in &members {
+        for (p, o, key) in member.records() {
+            deliveries += 1;
+            if let Some(previous) = consumed.insert((p, o), key.clone()) {
+                assert_eq!(previous, key, "{p}/{o} read with two keys");
+            }
+        }
+    }
+    for (key, position) in &acked {
+        assert_eq!(
+            consumed.get(position),
+            Some(key),
+            "{key} not consumed at its acknowledged {position:?}"
+        );
+    }
+    // AdminClient and `strata group describe` agree, while the two members are stable.
+    wait_until(
+        "the committed offsets reach the end",
+        Duration::from_secs(60),
+        || {
+            let committed = strata_committed(&server, group, topic);
+            let (_, lag) = strata_view(&server, group, topic);
+            committed.len() == PARTITIONS as usize && lag.values().all(|l| *l == 0)
+        },
+    );
+    let theirs: serde_json::Value =
+        serde_json::from_str(java_ok(&["group-describe", &bootstrap, group, topic]).trim())
+            .unwrap();
+    let (ours_members, ours_lag) = strata_view(&server, group, topic);
+    let their_members: BTreeMap<String, Vec<u32>> = theirs["members"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(id, ps)| {
+            (
+                id.clone(),
+                ps.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|p| p.as_u64().unwrap() as u32)
+                    .collect(),
+            )
+        })
+        .collect();
+    assert_eq!(their_members, ours_members, "members and assignment differ");
+    assert_eq!(their_members.len(), 2, "the two live members");
+    let their_offsets: BTreeMap<u32, i64> = theirs["offsets"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(p, o)| (p.parse().unwrap(), o.as_i64().unwrap()))
+        .collect();
+    assert_eq!(their_offsets, strata_committed(&server, group, topic));
+    let their_lag: BTreeMap<u32, i64> = theirs["lag"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(p, l)| (p.parse().unwrap(), l.as_i64().unwrap()))
+        .collect();
+    assert_eq!(their_lag, ours_lag, "lag differs");
+    // Stop the others: they commit and leave.
+    for member in members.iter_mut().skip(1) {
+        member.stop();
+    }
+    let stopped = now_ms();
+    // No partition had two owners at any moment.
+    let mut intervals: Vec<(usize, u32, u128, u128)> = Vec::new();
+    for (i, member) in members.iter().enumerate() {
+        intervals.extend(
+            member
+                .ownership(stopped)
+                .into_iter()
+                .map(|(p, from, to)| (i, p, from, to)),
+        );
+    }
+    let mut overlaps = Vec::new();
+    for (n, a) in intervals.iter().enumerate() {
+        for b in &intervals[n + 1..] {
+            if a.0 != b.0 && a.1 == b.1 && a.2 < b.3 && b.2 < a.3 {
+                overlaps.push(format!(
+                    "partition {}: member {} [{}, {}) and member {} [{}, {})",
+                    a.1, a.0, a.2, a.3, b.0, b.2, b.3
+                ));
+            }
+        }
+    }
+    assert!(
+        overlaps.is_empty(),
+        "partitions with two owners: {overlaps:?}"
+    );
+    // A restarted member resumes from the committed offsets: it reads exactly what was
+    // produced after.
+    let committed = strata_committed(&server, group, topic);
+    let more_path = dir.path().join("more");
+    java_ok(&[
+        "produce",
+        &bootstrap,
+        topic,
+        "1200",
+        "100000",
+        more_path.to_str().unwrap(),
+    ]);
+    let more = acknowledged(&more_path);
+    let mut again = Member::start(&bootstrap, topic, group, dir.path().join("again"));
+    wait_until(
+        "the restarted member reads the new records",
+        Duration::from_secs(90),
+        || again.records().len() >= more.len(),
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    again.stop();
+    let reread = again.records();
+    let reread_positions: BTreeSet<(u32, i64)> = reread.iter().map(|(p, o, _)| (*p, *o)).collect();
+    let new_positions: BTreeSet<(u32, i64)> = more.values().copied().collect();
+    assert_eq!(
+        reread_positions, new_positions,
+        "the restarted member read something other than the new records"
+    );
+    for (p, first) in &committed {
+        if let Some((_, o, _)) = reread.iter().find(|(q, _, _)| q == p) {
+            assert_eq!(
+                o, first,
+                "partition {p} resumed elsewhere than its committed offset"
+            );
+        }
+    }
+    report(&format!(
+        "kafka groups, java classic (cooperative-sticky): 3 members, one SIGKILLed under \
+         load; {} acknowledged, all consumed ({} deliveries, {} distinct); {} ownership \
+         intervals, none overlapping; AdminClient and strata group describe agree on 2 \
+         members, their assignment, offsets and lag; a restarted member read exactly the {} \
+         records produced after, from the committed offsets",
+        acked.len(),
+        deliveries,
+        consumed.len(),
+        intervals.len(),
+        more.len()
+    ));
+}
