@@ -784,6 +784,11 @@ impl Agent {
         }
     }
 
+    /// Every topic, from the watched catalog (no metastore read once it is loaded).
+    pub async fn catalog(&self) -> Result<Vec<TopicMeta>> {
+        self.inner.catalog_topics().await
+    }
+
     /// Every topic.
     pub async fn list_topics(&self) -> Result<Vec<TopicMeta>> {
         Ok(self.inner.metastore.list_topics().await?)

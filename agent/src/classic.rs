@@ -44,6 +44,10 @@ use crate::{Error, Result};
 /// timeout.
 pub(crate) const INITIAL_REBALANCE_DELAY: Duration = Duration::from_millis(1000);
 
+/// Bounds a classic member's rebalance timeout is taken within.
+const MIN_REBALANCE_TIMEOUT: Duration = Duration::from_secs(1);
+const MAX_REBALANCE_TIMEOUT: Duration = Duration::from_secs(3600);
+
 pub(crate) const EMPTY: &str = "Empty";
 pub(crate) const PREPARING: &str = "PreparingRebalance";
 pub(crate) const COMPLETING: &str = "CompletingRebalance";
@@ -131,6 +135,9 @@ pub(crate) struct ClassicRuntime {
     rebalance_deadline: Option<Instant>,
     /// When the first rebalance of a group that was empty may complete at the earliest.
     join_not_before: Option<Instant>,
+    /// When the leader must have handed in the generation's assignment: past it, the
+    /// leader is removed and the others rebalance (a group never stays waiting for it).
+    sync_deadline: Option<Instant>,
     /// When each member's session ends unless it heartbeats.
     session_deadlines: HashMap<String, Instant>,
     /// Told of every stored change, so that waiting joins and syncs look again.
@@ -143,6 +150,7 @@ impl Default for ClassicRuntime {
             joined: BTreeSet::new(),
             rebalance_deadline: None,
             join_not_before: None,
+            sync_deadline: None,
             session_deadlines: HashMap::new(),
             changes: Arc::new(watch::channel(0).0),
         }
@@ -237,21 +245,27 @@ impl Group {
             .map(|c| c.state.as_str())
     }
 
-    /// The classic member `member_id` (checking its instance id), or why not.
+    /// The classic member `member_id`, or why not. A static member is found by its
+    /// instance id first, as Kafka does: an instance id that now belongs to another member
+    /// id is a fenced zombie (FENCED_INSTANCE_ID, which its client treats as fatal), not
+    /// an unknown member (which would make it join again and take the place back).
     fn classic_member(&self, member_id: &str, instance_id: &str) -> Result<&ClassicMemberRecord> {
-        let member = self
-            .record
-            .classic
-            .as_ref()
-            .and_then(|c| c.members.get(member_id))
-            .ok_or_else(|| self.classic_error_unknown(member_id))?;
-        if !instance_id.is_empty() && member.instance_id != instance_id {
-            return Err(Error::FencedInstance {
-                group: self.record.group_id.clone(),
-                instance: instance_id.to_string(),
-            });
+        let classic = self.record.classic.as_ref();
+        if !instance_id.is_empty() {
+            let member = classic
+                .and_then(|c| c.members.values().find(|m| m.instance_id == instance_id))
+                .ok_or_else(|| self.classic_error_unknown(member_id))?;
+            if member.member_id != member_id {
+                return Err(Error::FencedInstance {
+                    group: self.record.group_id.clone(),
+                    instance: instance_id.to_string(),
+                });
+            }
+            return Ok(member);
         }
-        Ok(member)
+        classic
+            .and_then(|c| c.members.get(member_id))
+            .ok_or_else(|| self.classic_error_unknown(member_id))
     }
 
     fn check_generation(&self, member_id: &str, generation: i32) -> Result<()> {
@@ -298,11 +312,17 @@ impl Group {
             DEFAULT_SESSION_TIMEOUT,
             "session timeout",
         )?;
+        // `max.poll.interval.ms`, which Kafka does not bound (Streams once defaulted it to
+        // i32::MAX): taken within the bounds rather than refused.
         let rebalance = timeout(
-            (join.rebalance_timeout_ms > 0)
-                .then(|| Duration::from_millis(join.rebalance_timeout_ms as u64)),
-            // Before JoinGroup v1 the session timeout was both.
-            session.max(Duration::from_secs(1)),
+            Some(if join.rebalance_timeout_ms > 0 {
+                Duration::from_millis(join.rebalance_timeout_ms as u64)
+                    .clamp(MIN_REBALANCE_TIMEOUT, MAX_REBALANCE_TIMEOUT)
+            } else {
+                // Before JoinGroup v1 the session timeout was both.
+                session
+            }),
+            DEFAULT_REBALANCE_TIMEOUT,
             "rebalance timeout",
         )?;
         let classic = self
@@ -460,6 +480,7 @@ impl Group {
             return;
         };
         classic.state = PREPARING.to_string();
+        self.classic.sync_deadline = None;
         let deadline = now + longest_rebalance(classic);
         self.classic.rebalance_deadline = Some(deadline);
         self.classic.join_not_before =
@@ -524,6 +545,7 @@ impl Group {
             classic.leader = classic.members.keys().next().cloned().unwrap_or_default();
         }
         classic.state = COMPLETING.to_string();
+        runtime.sync_deadline = Some(now + longest_rebalance(classic));
         for member in classic.members.values_mut() {
             member.assignment.clear();
             member.assigned.clear();
@@ -632,6 +654,7 @@ impl Group {
                         }
                     }
                     classic.state = STABLE.to_string();
+                    self.classic.sync_deadline = None;
                     // Members waiting for the assignment were kept alive; from now on
                     // their heartbeats keep them.
                     for member in classic.members.values() {
@@ -768,13 +791,23 @@ impl Group {
         if self.record.classic.is_none() {
             return false;
         }
-        let expired: Vec<String> = self
+        let mut expired: Vec<String> = self
             .classic
             .session_deadlines
             .iter()
             .filter(|(id, deadline)| **deadline <= now && !self.classic.joined.contains(*id))
             .map(|(id, _)| id.clone())
             .collect();
+        if self.classic_state() == Some(COMPLETING)
+            && self.classic.sync_deadline.is_some_and(|d| d <= now)
+            && let Some(leader) = self.record.classic.as_ref().map(|c| c.leader.clone())
+        {
+            tracing::info!(group = %self.record.group_id, member = %leader, "the leader did not hand in the assignment in time; removed");
+            self.classic.sync_deadline = None;
+            if !expired.contains(&leader) {
+                expired.push(leader);
+            }
+        }
         for member_id in &expired {
             tracing::info!(group = %self.record.group_id, member = %member_id, "member's session timed out; removed");
             self.remove_classic(member_id);
@@ -788,8 +821,13 @@ impl Group {
 
     /// Checks that a classic member may commit offsets: it is a member of the current
     /// generation, and the group is not waiting for its assignment.
-    pub(crate) fn check_classic_commit(&self, member_id: &str, generation: i32) -> Result<()> {
-        self.classic_member(member_id, "")?;
+    pub(crate) fn check_classic_commit(
+        &self,
+        member_id: &str,
+        instance_id: &str,
+        generation: i32,
+    ) -> Result<()> {
+        self.classic_member(member_id, instance_id)?;
         self.check_generation(member_id, generation)?;
         if self.classic_state() == Some(COMPLETING) {
             return Err(Error::RebalanceInProgress(self.record.group_id.clone()));
@@ -919,9 +957,9 @@ mod tests {
         let theirs = g.classic_sync_result(follower, 1).unwrap().unwrap();
         assert_eq!(theirs.assignment, b"F");
         assert!(g.classic_heartbeat(follower, "", 1, t0).is_ok());
-        assert!(g.check_classic_commit(follower, 1).is_ok());
+        assert!(g.check_classic_commit(follower, "", 1).is_ok());
         assert!(matches!(
-            g.check_classic_commit(follower, 0),
+            g.check_classic_commit(follower, "", 0),
             Err(Error::IllegalGeneration { current: 1, .. })
         ));
         // Once the assignment is out, only heartbeats keep a member: the follower
@@ -1028,14 +1066,40 @@ mod tests {
             let synced = g.classic_sync(&sync(&s2, 1, &[]), t0).unwrap().unwrap();
             assert_eq!(synced.assignment, b"S", "it keeps its assignment");
         }
+        // The replaced instance is a fenced zombie, not an unknown member (which would
+        // make it join again and take the place back).
         assert!(matches!(
             g.classic_heartbeat(&s1, "instance-1", 1, t0),
-            Err(Error::UnknownMember { .. })
+            Err(Error::FencedInstance { .. })
+        ));
+        assert!(matches!(
+            g.check_classic_commit(&s1, "instance-1", 1),
+            Err(Error::FencedInstance { .. })
         ));
         assert!(matches!(
             g.classic_join(&join(&s1, "instance-1", &["range"]), 10, t0),
             Err(Error::FencedInstance { .. })
         ));
+    }
+
+    #[test]
+    fn a_leader_that_never_hands_in_the_assignment_is_removed() {
+        let mut g = group();
+        let t0 = Instant::now();
+        let a = new_member(&mut g, t0);
+        let b = new_member(&mut g, t0);
+        g.classic_tick(t0 + INITIAL_REBALANCE_DELAY);
+        let leader = g.record.classic.as_ref().unwrap().leader.clone();
+        let follower = if leader == a { b } else { a };
+        // Both keep heartbeating; the leader never syncs.
+        for s in 2..40 {
+            let at = t0 + Duration::from_secs(s);
+            let _ = g.classic_heartbeat(&leader, "", 1, at);
+            let _ = g.classic_heartbeat(&follower, "", 1, at);
+            g.classic_tick(at);
+        }
+        assert!(!g.is_classic_member(&leader));
+        assert_eq!(g.classic_state(), Some(PREPARING));
     }
 
     #[test]

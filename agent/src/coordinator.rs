@@ -38,6 +38,16 @@ const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the topic list used for assignments is reused.
 const TOPICS_TTL: Duration = Duration::from_secs(1);
 
+/// Which fields of a heartbeat were left out: unchanged since the member's last one.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Unchanged {
+    pub topics: bool,
+    pub topic_regex: bool,
+    pub assignor: bool,
+    pub owned: bool,
+    pub rebalance_timeout: bool,
+}
+
 /// Every topic's partition count, by name.
 type TopicCounts = Arc<BTreeMap<String, u32>>;
 
@@ -293,12 +303,24 @@ impl Inner {
                 Ok(true) => changed.stored = true,
                 Ok(false) => return Err(self.lose_slot(slot, &group_id).await),
                 Err(e) => {
-                    groups.remove(&group_id);
+                    // The write may or may not have applied: the group is what is stored
+                    // now (read again), or, failing that, read at its next use.
+                    match self.metastore.group(&group_id).await {
+                        Ok(Some(record)) => {
+                            let reloaded = Group::new(record, Instant::now());
+                            reloaded.classic.changed();
+                            groups.insert(group_id, reloaded);
+                        }
+                        _ => {
+                            groups.remove(&group_id);
+                        }
+                    }
                     return Err(e.into());
                 }
             }
+            // Joins and syncs waiting for the group look again.
+            changed.classic.changed();
         }
-        changed.classic.changed();
         if changed.is_empty() {
             groups.remove(&group_id);
         } else {
@@ -418,6 +440,15 @@ impl Agent {
         })
     }
 
+    /// Whether this agent coordinates `key` (a group or transactional id) now.
+    pub fn coordinates(&self, key: &str) -> bool {
+        self.inner
+            .cluster
+            .assignment()
+            .coordinator_of(coordinator_slot(key))
+            .is_some_and(|agent| agent == self.inner.config.agent_id)
+    }
+
     /// The address of the agent coordinating `group_id`, unless it is this one.
     pub fn coordinator_address(&self, group_id: &str) -> Option<String> {
         self.find_coordinator(group_id)
@@ -429,6 +460,17 @@ impl Agent {
     /// A member's heartbeat (see the `Groups.Heartbeat` RPC).
     #[tracing::instrument(name = "group.heartbeat", skip_all, fields(group = %r.group_id, epoch = r.member_epoch))]
     pub async fn group_heartbeat(&self, r: pb::HeartbeatRequest) -> Result<pb::HeartbeatResponse> {
+        self.member_heartbeat(r, Unchanged::default()).await
+    }
+
+    /// A member's heartbeat in which some fields may be left out, meaning unchanged since
+    /// the member's last one (Kafka's ConsumerGroupHeartbeat: a null field).
+    #[tracing::instrument(name = "group.member_heartbeat", skip_all, fields(group = %r.group_id, epoch = r.member_epoch))]
+    pub async fn member_heartbeat(
+        &self,
+        mut r: pb::HeartbeatRequest,
+        unchanged: Unchanged,
+    ) -> Result<pb::HeartbeatResponse> {
         validate_group_id(&r.group_id)?;
         self.check_heartbeat(&r)?;
         let inner = &self.inner;
@@ -449,6 +491,27 @@ impl Agent {
             }
             other => other?,
         };
+        if unchanged.assignor {
+            r.assignor = work.record.assignor.clone();
+        }
+        if let Some(member) = work.record.members.get(&r.member_id)
+            && r.member_epoch > 0
+        {
+            if unchanged.topics {
+                r.topics = member.topics.clone();
+            }
+            if unchanged.topic_regex {
+                r.topic_regex = member.topic_regex.clone();
+            }
+            if unchanged.rebalance_timeout {
+                r.rebalance_timeout_ms = member.rebalance_timeout_ms as i32;
+            }
+            if unchanged.owned {
+                let owned: BTreeSet<TopicPartition> =
+                    member.assigned.union(&member.revoking).cloned().collect();
+                r.owned = topic_partition_lists(&owned);
+            }
+        }
         if r.member_epoch == crate::group::JOIN && work.classic_state().is_some() {
             return Err(Error::InconsistentProtocol {
                 group: r.group_id.clone(),
@@ -596,6 +659,16 @@ impl Agent {
     /// Commits offsets (see the `Groups.CommitOffsets` RPC).
     #[tracing::instrument(name = "group.commit", skip_all, fields(group = %r.group_id, partitions = r.offsets.len()))]
     pub async fn commit_offsets(&self, r: pb::CommitOffsetsRequest) -> Result<()> {
+        self.member_commit(r, "").await
+    }
+
+    /// Commits offsets of a member that may be static (Kafka's OffsetCommit v7+ names its
+    /// `group.instance.id`: a replaced instance is fenced).
+    pub async fn member_commit(
+        &self,
+        r: pb::CommitOffsetsRequest,
+        instance_id: &str,
+    ) -> Result<()> {
         validate_group_id(&r.group_id)?;
         crate::limits::check_member_id(&r.member_id)?;
         let offsets = self.offsets_to_commit(&r.offsets).await?;
@@ -624,7 +697,7 @@ impl Agent {
             inner.save_group(&slot, &mut groups, group).await?;
         } else if group.is_classic_member(&r.member_id) || group.classic_state().is_some() {
             let generation = i32::try_from(r.member_epoch).unwrap_or(i32::MAX);
-            group.check_classic_commit(&r.member_id, generation)?;
+            group.check_classic_commit(&r.member_id, instance_id, generation)?;
         } else {
             let partitions: Vec<TopicPartition> =
                 offsets.iter().map(|(t, p, _)| (t.clone(), *p)).collect();
@@ -966,11 +1039,11 @@ impl Agent {
             let mut changes = {
                 let groups = slot.groups.lock().await;
                 let Some(group) = groups.get(group_id) else {
-                    // Emptied, or dropped after a write of unknown outcome: join again.
-                    return Err(Error::UnknownMember {
-                        group: group_id.to_string(),
-                        member: member_id.to_string(),
-                    });
+                    // Emptied, or dropped after a write of unknown outcome: the client
+                    // finds the coordinator again and retries, keeping its member id.
+                    return Err(Error::Unavailable(format!(
+                        "group '{group_id}' is being reloaded; retry (member '{member_id}')"
+                    )));
                 };
                 if let Some(answer) = answer(group) {
                     return answer;
@@ -1148,14 +1221,14 @@ impl Agent {
         Ok(self.inner.metastore.groups().await?)
     }
 
-    /// Deletes committed offsets of a group (Kafka's OffsetDelete): refused for topics
-    /// the group's members subscribe to.
+    /// Deletes committed offsets of a group (Kafka's OffsetDelete), but those of topics
+    /// its members subscribe to: returns the partitions left for that reason.
     #[tracing::instrument(name = "group.delete_offsets", skip(self, partitions), fields(partitions = partitions.len()))]
     pub async fn delete_offsets(
         &self,
         group_id: &str,
         partitions: &[TopicPartition],
-    ) -> Result<()> {
+    ) -> Result<Vec<TopicPartition>> {
         validate_group_id(group_id)?;
         let max = self.inner.config.limits.max_partitions;
         if partitions.len() as u64 > max {
@@ -1186,21 +1259,16 @@ impl Agent {
             .map(String::as_str)
             .chain(group.record.topic_partitions.keys().map(String::as_str))
             .collect();
-        if let Some((topic, _)) = partitions
+        let (kept, deleted): (Vec<TopicPartition>, Vec<TopicPartition>) = partitions
             .iter()
-            .find(|(t, _)| subscribed.contains(t.as_str()))
-        {
-            return Err(Error::FailedPrecondition(format!(
-                "group '{group_id}' subscribes to topic '{topic}': its offsets can be deleted only \
-                 once no member does"
-            )));
-        }
+            .cloned()
+            .partition(|(t, _)| subscribed.contains(t.as_str()));
         if inner
             .metastore
-            .delete_offsets(&slot.lease, group_id, partitions)
+            .delete_offsets(&slot.lease, group_id, &deleted)
             .await?
         {
-            Ok(())
+            Ok(kept)
         } else {
             Err(inner.lose_slot(&slot, group_id).await)
         }

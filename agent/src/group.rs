@@ -235,9 +235,28 @@ impl Group {
     }
 
     /// Adds a member, or replaces the static member of the same instance id (which keeps
-    /// its partitions and target: no rebalance).
+    /// its partitions and target: no rebalance). The member id is the one the member
+    /// chose (Kafka's KIP-848 clients from ConsumerGroupHeartbeat v1 choose their own),
+    /// else a new one; a member joining again under its own id starts afresh.
     fn join(&mut self, hb: &Heartbeat, now: Instant) -> Result<String> {
-        let member_id = new_member_id();
+        let member_id = if hb.member_id.is_empty() {
+            new_member_id()
+        } else {
+            if self
+                .record
+                .members
+                .get(&hb.member_id)
+                .is_some_and(|m| m.instance_id == hb.instance_id)
+            {
+                self.remove(&hb.member_id);
+            } else if self.record.members.contains_key(&hb.member_id) {
+                return Err(Error::InvalidArgument(format!(
+                    "member id '{}' is taken by another member of group '{}'",
+                    hb.member_id, self.record.group_id
+                )));
+            }
+            hb.member_id.clone()
+        };
         let replaced = (!hb.instance_id.is_empty())
             .then(|| {
                 self.record

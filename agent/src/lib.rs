@@ -52,6 +52,7 @@ pub use agent::{
     PartitionDescription, ProducerBatch,
 };
 pub use classic::{ClassicJoin, ClassicJoined, ClassicSync, ClassicSynced, JoinedGeneration};
+pub use coordinator::Unchanged;
 pub use error::{Error, Result};
 pub use limits::Limits;
 pub use metrics::Metrics;

@@ -21,6 +21,15 @@ kafka-python, driven by tests/tests/kafka.rs.
       partitions, list offsets, delete records, describe cluster, delete; prints one JSON
       object of what it saw.
 
+  kafka_clients.py group CLIENT BOOTSTRAP TOPIC GROUP OUT [PROTOCOL]
+      A member of consumer group GROUP subscribed to TOPIC (confluent-kafka with
+      group.protocol PROTOCOL, classic or consumer; kafka-python: classic), committing
+      synchronously after each batch. Writes to OUT, flushed as it goes, the lines
+      tests/tests/kafka_groups.rs reads: "R partition offset key" per record, "A ms p,..."
+      / "V ms p,..." / "L ms p,..." when its callbacks report partitions assigned,
+      revoked or lost, "C ms" when it closed. Runs until SIGTERM (then commits, leaves
+      and exits) or SIGKILL.
+
 Exits non-zero, saying why, on any failure.
 """
 
@@ -287,7 +296,89 @@ def describe(bootstrap, topic):
         "latest": a.list_offsets({tp: OffsetSpec.latest()})[tp].result(30).offset,
     }))
 
+def group(client, bootstrap, topic, group_id, out, protocol="classic"):
+    import signal
+
+    log = open(out, "w", buffering=1)
+    stopping = []
+    signal.signal(signal.SIGTERM, lambda *_: stopping.append(True))
+
+    def note(kind, partitions):
+        if partitions:
+            log.write(f"{kind} {int(time.time() * 1000)} {','.join(str(p) for p in sorted(partitions))}\n")
+
+    if client == "confluent":
+        from confluent_kafka import Consumer
+
+        config = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group_id,
+            "group.protocol": protocol,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+        }
+        if protocol == "classic":
+            config["session.timeout.ms"] = 10000
+            config["heartbeat.interval.ms"] = 1000
+            config["partition.assignment.strategy"] = "cooperative-sticky"
+        c = Consumer(config)
+        c.subscribe(
+            [topic],
+            on_assign=lambda _, ps: note("A", [p.partition for p in ps]),
+            on_revoke=lambda _, ps: note("V", [p.partition for p in ps]),
+            on_lost=lambda _, ps: note("L", [p.partition for p in ps]),
+        )
+        while not stopping:
+            msgs = c.consume(1000, timeout=0.5)
+            good = [m for m in msgs if m.error() is None]
+            for m in good:
+                key = m.key().decode() if m.key() is not None else "-"
+                log.write(f"R {m.partition()} {m.offset()} {key}\n")
+            if good:
+                try:
+                    c.commit(asynchronous=False)
+                except Exception as e:  # a commit refused during a rebalance: at least once
+                    print(f"commit: {e}", file=sys.stderr)
+        c.close()
+    elif client == "kafka-python":
+        from kafka import KafkaConsumer
+        from kafka.consumer.subscription_state import ConsumerRebalanceListener
+
+        class Listener(ConsumerRebalanceListener):
+            def on_partitions_revoked(self, revoked):
+                note("V", [tp.partition for tp in revoked])
+
+            def on_partitions_assigned(self, assigned):
+                note("A", [tp.partition for tp in assigned])
+
+        c = KafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            session_timeout_ms=10000,
+            heartbeat_interval_ms=1000,
+        )
+        c.subscribe([topic], listener=Listener())
+        while not stopping:
+            batches = c.poll(timeout_ms=500)
+            for tp, records in batches.items():
+                for r in records:
+                    key = r.key.decode() if r.key is not None else "-"
+                    log.write(f"R {tp.partition} {r.offset} {key}\n")
+            if batches:
+                try:
+                    c.commit()
+                except Exception as e:
+                    print(f"commit: {e}", file=sys.stderr)
+        c.close()
+    else:
+        fail(f"no group client {client}")
+    log.write(f"C {int(time.time() * 1000)}\n")
+    log.close()
+
+
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"roundtrip": roundtrip, "admin": admin, "describe": describe}[command](*args)
+    {"roundtrip": roundtrip, "admin": admin, "describe": describe, "group": group}[command](*args)

@@ -1,10 +1,13 @@
-//! Kafka consumer groups against three agents (real etcd and s3s-fs), with Kafka's own
-//! clients: Java consumers on the classic protocol (cooperative-sticky) under load with
-//! one member SIGKILLed, checked from the members' own records and assignment callbacks;
-//! committed offsets resumed after a restart; `strata group describe` against Java's
-//! AdminClient.
+//! Kafka consumer groups against three agents (real etcd and s3s-fs), with real clients:
+//! three members under load, one SIGKILLed, checked from the members' own records and
+//! assignment callbacks; committed offsets resumed after a restart; `strata group
+//! describe` against Java's AdminClient. Java consumers on the classic protocol
+//! (cooperative-sticky), confluent-kafka consumers on the KIP-848 protocol
+//! (`group.protocol=consumer`), kafka-python consumers (classic, eager), one cluster for
+//! all.
 //!
-//! Needs Java and the test programs (scripts/build-test-clients.sh).
+//! Needs Java and the test programs (scripts/build-test-clients.sh) and the Python
+//! clients (scripts/install-test-deps.sh).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -16,7 +19,8 @@ use strata_tests::{AgentProcess, cli_ok, report};
 
 const PARTITIONS: u32 = 12;
 
-/// A Java group member (`strata.Clients group`), writing what it does to `out`.
+/// A group member (`strata.Clients group`, `kafka_clients.py group`), writing what it
+/// does to `out`.
 struct Member {
     child: Child,
     out: PathBuf,
@@ -40,20 +44,57 @@ fn now_ms() -> u128 {
         .as_millis()
 }
 
+/// Which client a member is.
+#[derive(Debug, Clone, Copy)]
+enum Client {
+    /// Kafka's Java client, classic protocol, cooperative-sticky.
+    Java,
+    /// confluent-kafka (librdkafka), `group.protocol=consumer` (KIP-848).
+    ConfluentConsumerProtocol,
+    /// kafka-python, classic protocol, its default (eager) assignors.
+    KafkaPython,
+}
+
+impl Client {
+    fn command(self, bootstrap: &str, topic: &str, group: &str, out: &Path) -> Command {
+        let out = out.to_str().unwrap();
+        match self {
+            Self::Java => {
+                let mut command = Command::new("java");
+                command.args([
+                    "-Dorg.slf4j.simpleLogger.defaultLogLevel=error",
+                    "-cp",
+                    &java_classpath(),
+                    "strata.Clients",
+                    "group",
+                    bootstrap,
+                    topic,
+                    group,
+                    out,
+                ]);
+                command
+            }
+            Self::ConfluentConsumerProtocol | Self::KafkaPython => {
+                let env = strata_tests::TestEnv::from_env();
+                let mut command = Command::new(&env.python);
+                command
+                    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("python/kafka_clients.py"))
+                    .arg("group");
+                if let Self::KafkaPython = self {
+                    command.args(["kafka-python", bootstrap, topic, group, out]);
+                } else {
+                    command.args(["confluent", bootstrap, topic, group, out, "consumer"]);
+                }
+                command
+            }
+        }
+    }
+}
+
 impl Member {
-    fn start(bootstrap: &str, topic: &str, group: &str, out: PathBuf) -> Self {
-        let child = Command::new("java")
-            .args([
-                "-Dorg.slf4j.simpleLogger.defaultLogLevel=error",
-                "-cp",
-                &java_classpath(),
-                "strata.Clients",
-                "group",
-                bootstrap,
-                topic,
-                group,
-                out.to_str().unwrap(),
-            ])
+    fn start(client: Client, bootstrap: &str, topic: &str, group: &str, out: PathBuf) -> Self {
+        let child = client
+            .command(bootstrap, topic, group, &out)
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -204,17 +245,21 @@ fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn java_classic_group_through_a_member_sigkill_consumes_everything_with_one_owner_at_a_time() {
-    let agents = AgentProcess::start_cluster(3, "kafka-groups", &[]);
-    let bootstrap = agents
-        .iter()
-        .map(AgentProcess::kafka_bootstrap)
-        .collect::<Vec<_>>()
-        .join(",");
-    let server = agents[0].server();
-    let topic = "java-group";
-    let group = "java-group-g";
+/// Three `client` members of a new group on a new 12-partition topic while `records`
+/// are produced at `rate` a second; one member is SIGKILLed; then the checks of the
+/// module's doc.
+fn group_under_load(
+    client: Client,
+    name: &str,
+    records: usize,
+    rate: usize,
+    bootstrap: &str,
+    server: &str,
+) {
+    let bootstrap = bootstrap.to_string();
+    let server = server.to_string();
+    let topic: &'static str = Box::leak(format!("{name}-topic").into_boxed_str());
+    let group = &format!("{name}-group");
     cli_ok(
         &server,
         &["topic", "create", topic, "-p", &PARTITIONS.to_string()],
@@ -222,23 +267,30 @@ fn java_classic_group_through_a_member_sigkill_consumes_everything_with_one_owne
     );
     let dir = tempfile::tempdir().unwrap();
     let acked_path = dir.path().join("acked");
-    let records = 40_000;
     let producer = {
         let (bootstrap, path) = (bootstrap.clone(), acked_path.to_str().unwrap().to_string());
         std::thread::spawn(move || {
-            // About 10 s at 4,000 a second: the members start, and one dies, under load.
+            // The members start, and one dies, under load.
             java_ok(&[
                 "produce",
                 &bootstrap,
                 topic,
                 &records.to_string(),
-                "4000",
+                &rate.to_string(),
                 &path,
             ])
         })
     };
     let mut members: Vec<Member> = (0..3)
-        .map(|i| Member::start(&bootstrap, topic, group, dir.path().join(format!("m{i}"))))
+        .map(|i| {
+            Member::start(
+                client,
+                &bootstrap,
+                topic,
+                group,
+                dir.path().join(format!("m{i}")),
+            )
+        })
         .collect();
     std::thread::sleep(Duration::from_secs(5));
     members[0].kill();
@@ -386,7 +438,7 @@ fn java_classic_group_through_a_member_sigkill_consumes_everything_with_one_owne
         more_path.to_str().unwrap(),
     ]);
     let more = acknowledged(&more_path);
-    let mut again = Member::start(&bootstrap, topic, group, dir.path().join("again"));
+    let mut again = Member::start(client, &bootstrap, topic, group, dir.path().join("again"));
     wait_until(
         "the restarted member reads the new records",
         Duration::from_secs(90),
@@ -410,8 +462,7 @@ fn java_classic_group_through_a_member_sigkill_consumes_everything_with_one_owne
         }
     }
     report(&format!(
-        "kafka groups, java classic (cooperative-sticky): 3 members, one SIGKILLed under \
-         load; {} acknowledged, all consumed ({} deliveries, {} distinct); {} ownership \
+        "kafka groups, {name}: 3 members, one SIGKILLed under load; {} acknowledged, all consumed ({} deliveries, {} distinct); {} ownership \
          intervals, none overlapping; AdminClient and strata group describe agree on 2 \
          members, their assignment, offsets and lag; a restarted member read exactly the {} \
          records produced after, from the committed offsets",
@@ -421,4 +472,39 @@ fn java_classic_group_through_a_member_sigkill_consumes_everything_with_one_owne
         intervals.len(),
         more.len()
     ));
+}
+
+#[test]
+fn groups_of_kafka_clients_through_a_member_sigkill_consume_everything_with_one_owner_at_a_time() {
+    let agents = AgentProcess::start_cluster(3, "kafka-groups", &[]);
+    let bootstrap = agents
+        .iter()
+        .map(AgentProcess::kafka_bootstrap)
+        .collect::<Vec<_>>()
+        .join(",");
+    let server = agents[0].server();
+    group_under_load(
+        Client::Java,
+        "java-classic-cooperative-sticky",
+        40_000,
+        4_000,
+        &bootstrap,
+        &server,
+    );
+    group_under_load(
+        Client::ConfluentConsumerProtocol,
+        "confluent-kip848",
+        40_000,
+        4_000,
+        &bootstrap,
+        &server,
+    );
+    group_under_load(
+        Client::KafkaPython,
+        "kafka-python-classic-eager",
+        10_000,
+        2_000,
+        &bootstrap,
+        &server,
+    );
 }

@@ -1,5 +1,6 @@
 //! Consumer groups: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete —
+//! OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete,
+//! and KIP-848's ConsumerGroupHeartbeat and ConsumerGroupDescribe —
 //! onto the agent's one group coordinator (same placement, etcd state and fencing as the
 //! gRPC `Groups` service; committed offsets are one set whichever API wrote them).
 //!
@@ -12,6 +13,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::{Buf, Bytes};
 use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::consumer_group_describe_request::ConsumerGroupDescribeRequest;
+use kafka_protocol::messages::consumer_group_describe_response::ConsumerGroupDescribeResponse;
+use kafka_protocol::messages::consumer_group_heartbeat_request::ConsumerGroupHeartbeatRequest;
+use kafka_protocol::messages::consumer_group_heartbeat_response::{
+    Assignment as ConsumerAssignment, ConsumerGroupHeartbeatResponse,
+    TopicPartitions as ConsumerTopicPartitions,
+};
 use kafka_protocol::messages::consumer_protocol_assignment::ConsumerProtocolAssignment;
 use kafka_protocol::messages::consumer_protocol_subscription::ConsumerProtocolSubscription;
 use kafka_protocol::messages::delete_groups_request::DeleteGroupsRequest;
@@ -51,11 +59,11 @@ use kafka_protocol::messages::{BrokerId, GroupId, ResponseKind, TopicName};
 use kafka_protocol::protocol::Decodable;
 use strata_agent::{
     ClassicGroupRecord, ClassicJoin, ClassicJoined, ClassicProtocol, ClassicSync, Error,
-    GroupRecord,
+    GroupRecord, Unchanged,
 };
 use strata_proto::v1 as pb;
 
-use super::metadata::brokers;
+use super::metadata::{brokers, topic_uuid};
 use super::{Context, Outcome, str_bytes};
 use crate::error::{Context as ErrorContext, message};
 use crate::server::Pending;
@@ -112,6 +120,27 @@ fn assigned_partitions(protocol_type: &str, assignment: &Bytes) -> BTreeSet<(Str
         })
         .unwrap_or_default()
 }
+
+/// A spawned wait that is aborted when its answer is no longer wanted (the connection
+/// closed and its pending answers were dropped), so a client cannot leave waits behind.
+struct AbortOnDrop<T>(tokio::task::JoinHandle<T>);
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<T> AbortOnDrop<T> {
+    async fn join(mut self) -> Result<T, tokio::task::JoinError> {
+        (&mut self.0).await
+    }
+}
+
+/// Kafka's bounds of a classic member's session timeout (`group.min.session.timeout.ms`
+/// and `group.max.session.timeout.ms` defaults).
+const MIN_SESSION_TIMEOUT_MS: i32 = 6_000;
+const MAX_SESSION_TIMEOUT_MS: i32 = 1_800_000;
 
 fn group_code(cx: &Context<'_>, error: &Error) -> i16 {
     cx.agent_error(error, ErrorContext::Group)
@@ -229,8 +258,19 @@ pub(crate) fn join_group(cx: &Context<'_>, request: JoinGroupRequest) -> Outcome
         require_member_id: v >= 4,
         topics,
     };
+    if !(MIN_SESSION_TIMEOUT_MS..=MAX_SESSION_TIMEOUT_MS).contains(&join.session_timeout_ms) {
+        let mut response = JoinGroupResponse::default();
+        response.generation_id = -1;
+        response.error_code = cx.error(ResponseError::InvalidSessionTimeout);
+        tracing::debug!(
+            session_timeout_ms = join.session_timeout_ms,
+            "kafka join_group refused: session timeout out of {MIN_SESSION_TIMEOUT_MS}..={MAX_SESSION_TIMEOUT_MS} ms"
+        );
+        return Outcome::Reply(Pending::Ready(Box::new(ResponseKind::JoinGroup(response))));
+    }
     let agent = cx.shared.agent.clone();
-    let answer = tokio::spawn(async move { agent.classic_join(join).await });
+    // Registered at once (its own task); answered when the rebalance completes.
+    let answer = AbortOnDrop(tokio::spawn(async move { agent.classic_join(join).await }));
     let (shared, api) = (cx.shared.clone(), cx.api);
     let (client_id, peer) = (cx.client_id.to_string(), cx.peer);
     Outcome::Reply(Pending::Later(Box::pin(async move {
@@ -244,6 +284,7 @@ pub(crate) fn join_group(cx: &Context<'_>, request: JoinGroupRequest) -> Outcome
         let mut response = JoinGroupResponse::default();
         response.generation_id = -1;
         let result = answer
+            .join()
             .await
             .unwrap_or_else(|e| Err(Error::Unavailable(format!("the join was cut short: {e}"))));
         match result {
@@ -291,7 +332,7 @@ pub(crate) fn sync_group(cx: &Context<'_>, request: SyncGroupRequest) -> Outcome
     let group_id = request.group_id.to_string();
     let agent = cx.shared.agent.clone();
     let sync_type = request.protocol_type.as_ref().map(|s| s.to_string());
-    let answer = tokio::spawn(async move {
+    let answer = AbortOnDrop(tokio::spawn(async move {
         // The protocol type decides whether assignments are decoded: the member's own
         // claim, else the group's stored one.
         let protocol_type = match &sync_type {
@@ -321,7 +362,7 @@ pub(crate) fn sync_group(cx: &Context<'_>, request: SyncGroupRequest) -> Outcome
                 .collect(),
         };
         agent.classic_sync(sync).await
-    });
+    }));
     let (shared, api) = (cx.shared.clone(), cx.api);
     let (client_id, peer) = (cx.client_id.to_string(), cx.peer);
     Outcome::Reply(Pending::Later(Box::pin(async move {
@@ -334,6 +375,7 @@ pub(crate) fn sync_group(cx: &Context<'_>, request: SyncGroupRequest) -> Outcome
         };
         let mut response = SyncGroupResponse::default();
         let result = answer
+            .join()
             .await
             .unwrap_or_else(|e| Err(Error::Unavailable(format!("the sync was cut short: {e}"))));
         match result {
@@ -432,22 +474,33 @@ pub(crate) async fn offset_commit(cx: &Context<'_>, request: OffsetCommitRequest
         })
         .collect();
     let member_id = request.member_id.to_string();
+    let standalone = member_id.is_empty();
+    let instance_id = optional(&request.group_instance_id);
     let result = cx
         .shared
         .agent
-        .commit_offsets(pb::CommitOffsetsRequest {
-            group_id: request.group_id.to_string(),
-            member_epoch: if member_id.is_empty() {
-                -1
-            } else {
-                request.generation_id_or_member_epoch as i64
+        .member_commit(
+            pb::CommitOffsetsRequest {
+                group_id: request.group_id.to_string(),
+                member_epoch: if member_id.is_empty() {
+                    -1
+                } else {
+                    request.generation_id_or_member_epoch as i64
+                },
+                member_id,
+                offsets,
             },
-            member_id,
-            offsets,
-        })
+            &instance_id,
+        )
         .await;
     let code = match &result {
         Ok(()) => 0,
+        // A commit without a member (a consumer using assign()) to a group with members:
+        // Kafka's answer, which its clients understand.
+        Err(e @ Error::GroupNotEmpty { .. }) if standalone => {
+            tracing::debug!(error = %e, "kafka offset_commit refused");
+            cx.error(ResponseError::UnknownMemberId)
+        }
         Err(e) => {
             tracing::debug!(error = %e, "kafka offset_commit refused");
             group_code(cx, e)
@@ -663,6 +716,10 @@ pub(crate) async fn list_groups(cx: &Context<'_>, request: ListGroupsRequest) ->
         .map(|s| s.to_lowercase())
         .collect();
     for record in records {
+        // Each broker lists the groups it coordinates (clients ask every broker).
+        if !cx.shared.agent.coordinates(&record.group_id) {
+            continue;
+        }
         let (state, kind) = kafka_state(&record);
         if !states.is_empty() && !states.contains(&state.to_lowercase()) {
             continue;
@@ -729,6 +786,9 @@ pub(crate) async fn describe_groups(
                             member
                         })
                         .collect();
+                } else if let Some(classic) = &record.classic {
+                    // A classic group without members.
+                    described.protocol_type = str_bytes(&classic.protocol_type);
                 } else {
                     described.protocol_type = str_bytes("consumer");
                     described.protocol_data = str_bytes(&record.assignor);
@@ -817,20 +877,16 @@ pub(crate) async fn offset_delete(cx: &Context<'_>, request: OffsetDeleteRequest
         })
         .collect();
     let mut response = OffsetDeleteResponse::default();
-    let code = match cx
+    let kept: BTreeSet<(String, u32)> = match cx
         .shared
         .agent
         .delete_offsets(&request.group_id, &partitions)
         .await
     {
-        Ok(()) => 0,
-        Err(e @ Error::FailedPrecondition(_)) => {
-            tracing::debug!(error = %e, "kafka offset_delete refused");
-            cx.error(ResponseError::GroupSubscribedToTopic)
-        }
+        Ok(kept) => kept.into_iter().collect(),
         Err(e) => {
             response.error_code = group_code(cx, &e);
-            0
+            BTreeSet::new()
         }
     };
     response.topics = request
@@ -838,13 +894,18 @@ pub(crate) async fn offset_delete(cx: &Context<'_>, request: OffsetDeleteRequest
         .into_iter()
         .map(|t| {
             let mut topic = OffsetDeleteResponseTopic::default();
+            let name = t.name.to_string();
             topic.partitions = t
                 .partitions
                 .iter()
                 .map(|p| {
                     let mut partition = OffsetDeleteResponsePartition::default();
                     partition.partition_index = p.partition_index;
-                    partition.error_code = code;
+                    if u32::try_from(p.partition_index)
+                        .is_ok_and(|i| kept.contains(&(name.clone(), i)))
+                    {
+                        partition.error_code = cx.error(ResponseError::GroupSubscribedToTopic);
+                    }
                     partition
                 })
                 .collect();
@@ -853,6 +914,201 @@ pub(crate) async fn offset_delete(cx: &Context<'_>, request: OffsetDeleteRequest
         })
         .collect();
     ResponseKind::OffsetDelete(response)
+}
+
+/// Topic names by id and ids by name, from the agent's watched catalog.
+struct TopicIds {
+    by_id: BTreeMap<uuid::Uuid, String>,
+    by_name: BTreeMap<String, uuid::Uuid>,
+}
+
+async fn topic_ids(cx: &Context<'_>) -> Result<TopicIds, Error> {
+    let topics = cx.shared.agent.catalog().await?;
+    let mut ids = TopicIds {
+        by_id: BTreeMap::new(),
+        by_name: BTreeMap::new(),
+    };
+    for t in topics {
+        let id = topic_uuid(&t.topic_id);
+        ids.by_id.insert(id, t.name.clone());
+        ids.by_name.insert(t.name, id);
+    }
+    Ok(ids)
+}
+
+/// ConsumerGroupHeartbeat (KIP-848): onto the coordinator's server-side assignment, the
+/// one the gRPC SDK's members use (they may share a group). A null field means
+/// unchanged since the member's last heartbeat.
+pub(crate) async fn consumer_group_heartbeat(
+    cx: &Context<'_>,
+    request: ConsumerGroupHeartbeatRequest,
+) -> ResponseKind {
+    let mut response = ConsumerGroupHeartbeatResponse::default();
+    let ids = match topic_ids(cx).await {
+        Ok(ids) => ids,
+        Err(e) => {
+            response.error_code = group_code(cx, &e);
+            response.error_message = Some(str_bytes(message(&e)));
+            return ResponseKind::ConsumerGroupHeartbeat(response);
+        }
+    };
+    let unchanged = Unchanged {
+        topics: request.subscribed_topic_names.is_none(),
+        topic_regex: request.subscribed_topic_regex.is_none(),
+        assignor: request.server_assignor.is_none(),
+        owned: request.topic_partitions.is_none(),
+        rebalance_timeout: request.rebalance_timeout_ms < 0,
+    };
+    // Partitions of topics this agent does not know (deleted) are left out.
+    let owned: Vec<pb::TopicPartitions> = request
+        .topic_partitions
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|tp| {
+            ids.by_id.get(&tp.topic_id).map(|name| pb::TopicPartitions {
+                topic: name.clone(),
+                partitions: tp.partitions,
+            })
+        })
+        .collect();
+    let heartbeat = pb::HeartbeatRequest {
+        group_id: request.group_id.to_string(),
+        member_id: request.member_id.to_string(),
+        member_epoch: request.member_epoch as i64,
+        instance_id: optional(&request.instance_id),
+        topics: request
+            .subscribed_topic_names
+            .unwrap_or_default()
+            .into_iter()
+            .map(|t| t.to_string())
+            .collect(),
+        topic_regex: optional(&request.subscribed_topic_regex),
+        assignor: optional(&request.server_assignor),
+        session_timeout_ms: 0,
+        rebalance_timeout_ms: request.rebalance_timeout_ms.max(0),
+        owned,
+    };
+    match cx.shared.agent.member_heartbeat(heartbeat, unchanged).await {
+        Ok(answer) => {
+            response.member_id = Some(str_bytes(answer.member_id));
+            response.member_epoch = answer.member_epoch as i32;
+            response.heartbeat_interval_ms = answer.heartbeat_interval_ms;
+            if answer.member_epoch > 0 {
+                let mut assignment = ConsumerAssignment::default();
+                assignment.topic_partitions = answer
+                    .assignment
+                    .into_iter()
+                    .filter_map(|tp| {
+                        ids.by_name.get(&tp.topic).map(|id| {
+                            let mut t = ConsumerTopicPartitions::default();
+                            t.topic_id = *id;
+                            t.partitions = tp.partitions;
+                            t
+                        })
+                    })
+                    .collect();
+                response.assignment = Some(assignment);
+            }
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "kafka consumer_group_heartbeat refused");
+            response.error_code = group_code(cx, &e);
+            response.error_message = Some(str_bytes(message(&e)));
+        }
+    }
+    ResponseKind::ConsumerGroupHeartbeat(response)
+}
+
+/// ConsumerGroupDescribe (KIP-848): groups of the consumer protocol. A classic group is
+/// GROUP_ID_NOT_FOUND here, as in Kafka, so the AdminClient asks DescribeGroups.
+pub(crate) async fn consumer_group_describe(
+    cx: &Context<'_>,
+    request: ConsumerGroupDescribeRequest,
+) -> ResponseKind {
+    use kafka_protocol::messages::consumer_group_describe_response::{
+        Assignment, DescribedGroup, Member, TopicPartitions,
+    };
+    let mut response = ConsumerGroupDescribeResponse::default();
+    let ids = topic_ids(cx).await;
+    for group_id in request.group_ids {
+        let mut described = DescribedGroup::default();
+        described.authorized_operations = i32::MIN;
+        let stored = cx.shared.agent.group_record(&group_id).await;
+        let record = match (&ids, &stored) {
+            (Err(e), _) | (_, Err(e)) => {
+                described.error_code = group_code(cx, e);
+                described.error_message = Some(str_bytes(message(e)));
+                None
+            }
+            (_, Ok(None)) => {
+                described.error_code = cx.error(ResponseError::GroupIdNotFound);
+                described.error_message =
+                    Some(str_bytes(format!("group '{}' does not exist", &*group_id)));
+                None
+            }
+            (_, Ok(Some(record))) if classic_of(record).is_some() => {
+                described.error_code = cx.error(ResponseError::GroupIdNotFound);
+                described.error_message = Some(str_bytes(format!(
+                    "group '{}' is a classic group: describe it with DescribeGroups",
+                    &*group_id
+                )));
+                None
+            }
+            (_, Ok(Some(record))) => Some(record),
+        };
+        if let (Some(record), Ok(ids)) = (record, &ids) {
+            let assignment = |partitions: &BTreeSet<(String, u32)>| {
+                let mut by_topic: BTreeMap<&str, Vec<i32>> = BTreeMap::new();
+                for (topic, p) in partitions {
+                    by_topic.entry(topic).or_default().push(*p as i32);
+                }
+                let mut a = Assignment::default();
+                a.topic_partitions = by_topic
+                    .into_iter()
+                    .map(|(topic, partitions)| {
+                        let mut tp = TopicPartitions::default();
+                        tp.topic_id = ids.by_name.get(topic).copied().unwrap_or_default();
+                        tp.topic_name = TopicName(str_bytes(topic));
+                        tp.partitions = partitions;
+                        tp
+                    })
+                    .collect();
+                a
+            };
+            let (state, _) = kafka_state(record);
+            described.group_state = str_bytes(state);
+            described.group_epoch = record.epoch as i32;
+            described.assignment_epoch = record.assignment_epoch as i32;
+            described.assignor_name = str_bytes(&record.assignor);
+            described.members = record
+                .members
+                .values()
+                .map(|m| {
+                    let mut member = Member::default();
+                    member.member_id = str_bytes(&m.member_id);
+                    member.instance_id =
+                        (!m.instance_id.is_empty()).then(|| str_bytes(&m.instance_id));
+                    member.member_epoch = m.epoch as i32;
+                    member.subscribed_topic_names =
+                        m.topics.iter().map(|t| TopicName(str_bytes(t))).collect();
+                    member.subscribed_topic_regex =
+                        (!m.topic_regex.is_empty()).then(|| str_bytes(&m.topic_regex));
+                    let owned: BTreeSet<(String, u32)> =
+                        m.assigned.union(&m.revoking).cloned().collect();
+                    member.assignment = assignment(&owned);
+                    member.target_assignment = assignment(&m.target);
+                    if cx.version >= 1 {
+                        // 1: a member of the consumer protocol (0 would be classic).
+                        member.member_type = 1;
+                    }
+                    member
+                })
+                .collect();
+        }
+        described.group_id = group_id;
+        response.groups.push(described);
+    }
+    ResponseKind::ConsumerGroupDescribe(response)
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! - [`admin`]: CreateTopics, DeleteTopics, CreatePartitions, DescribeConfigs,
 //!   AlterConfigs, IncrementalAlterConfigs, DeleteRecords;
 //! - [`group`]: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
-//!   OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete;
+//!   OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete,
+//!   ConsumerGroupHeartbeat, ConsumerGroupDescribe;
 //! - [`auth`]: SaslHandshake, SaslAuthenticate.
 //!
 //! `kafka-protocol` refuses to encode a field the answer's version does not have, so
@@ -60,6 +61,8 @@ pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::OffsetDelete, 0, 0),
+    (ApiKey::ConsumerGroupHeartbeat, 0, 1),
+    (ApiKey::ConsumerGroupDescribe, 0, 1),
     // v0 is advertised because clients (librdkafka) look for it to know the broker does
     // SASL at all; a client that then authenticates the v0 way (raw tokens after the
     // handshake, no SaslAuthenticate) has its connection closed.
@@ -104,6 +107,8 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::DescribeGroups => "describe_groups",
         ApiKey::DeleteGroups => "delete_groups",
         ApiKey::OffsetDelete => "offset_delete",
+        ApiKey::ConsumerGroupHeartbeat => "consumer_group_heartbeat",
+        ApiKey::ConsumerGroupDescribe => "consumer_group_describe",
         ApiKey::SaslHandshake => "sasl_handshake",
         ApiKey::SaslAuthenticate => "sasl_authenticate",
         _ => "other",
@@ -207,6 +212,12 @@ pub(crate) async fn handle(
         RequestKind::DescribeGroups(r) => ready(group::describe_groups(&context, r).await),
         RequestKind::DeleteGroups(r) => ready(group::delete_groups(&context, r).await),
         RequestKind::OffsetDelete(r) => ready(group::offset_delete(&context, r).await),
+        RequestKind::ConsumerGroupHeartbeat(r) => {
+            ready(group::consumer_group_heartbeat(&context, r).await)
+        }
+        RequestKind::ConsumerGroupDescribe(r) => {
+            ready(group::consumer_group_describe(&context, r).await)
+        }
         RequestKind::SaslHandshake(r) => ready(auth::handshake(&context, session, r)),
         RequestKind::SaslAuthenticate(r) => auth::authenticate(&context, session, r),
         // `supported` lets no other API through.
