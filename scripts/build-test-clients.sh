@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Builds the Kafka client test programs the Kafka listener's tests run: Kafka's own Java
-# client (tests/java, with Maven; its repository is cached in ~/.cache/strata/m2) and
-# KafkaJS (tests/node, with npm). Idempotent: only what changed is built again.
+# client and Kafka Streams (tests/java, with Maven; its repository is cached in
+# ~/.cache/strata/m2), Kafka Connect (tests/connect) and KafkaJS (tests/node, with npm). Idempotent: only what changed is built again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 m2="${STRATA_M2:-$HOME/.cache/strata/m2}"
 mvn -q -B -Dmaven.repo.local="$m2" -f tests/java/pom.xml \
   package dependency:copy-dependencies -DoutputDirectory=target/lib
+# Kafka Connect's runtime and its FileStream connectors (nothing to build: the jars).
+mvn -q -B -Dmaven.repo.local="$m2" -f tests/connect/pom.xml \
+  dependency:copy-dependencies -DoutputDirectory=target/lib
 # KafkaJS and its snappy and lz4 codecs (npm; its cache in ~/.cache/strata/npm), as
 # tests/node/package-lock.json pins them.
 if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then

@@ -129,6 +129,9 @@ pub(crate) struct Inner {
     producer_ids: tokio::sync::Mutex<std::ops::Range<i64>>,
     /// One lock per transactional id this agent coordinates.
     pub(crate) transaction_locks: crate::transaction::TransactionLocks,
+    /// What finishes transactions and reaches their coordinators (the gRPC service).
+    pub(crate) transaction_router:
+        std::sync::OnceLock<Arc<dyn crate::transaction::TransactionRouter>>,
     /// Set when a background part of the agent failed (panicked): the agent stops
     /// writing, reports NOT_SERVING and exits, so that a supervisor restarts it.
     failure: watch::Sender<Option<String>>,
@@ -536,6 +539,7 @@ impl Agent {
             sticky_partition: AtomicU32::new(rand::random()),
             producer_ids: tokio::sync::Mutex::new(0..0),
             transaction_locks: Default::default(),
+            transaction_router: std::sync::OnceLock::new(),
             failure: watch::Sender::new(None),
         });
         let registration = inner

@@ -1210,6 +1210,43 @@ impl Agent {
         Ok(results)
     }
 
+    /// Checks that a group member is current (Kafka's TxnOffsetCommit v3+, KIP-447: a
+    /// zombie of an earlier generation cannot commit offsets in a transaction): nothing
+    /// to check without a member id, or when this agent does not hold the group (the
+    /// transaction's producer epoch fences it then).
+    pub async fn check_group_member(
+        &self,
+        group_id: &str,
+        member_id: &str,
+        instance_id: &str,
+        generation: i32,
+    ) -> Result<()> {
+        validate_group_id(group_id)?;
+        crate::limits::check_member_id(member_id)?;
+        if member_id.is_empty() || !self.coordinates(group_id) {
+            return Ok(());
+        }
+        let inner = &self.inner;
+        let slot = inner.slot_for(group_id).await?;
+        let groups = slot.groups.lock().await;
+        let group = match inner.loaded_group(&groups, group_id, false).await {
+            Err(Error::GroupNotFound(_)) => {
+                return Err(Error::UnknownMember {
+                    group: group_id.to_string(),
+                    member: member_id.to_string(),
+                });
+            }
+            other => other?,
+        };
+        if group.is_classic_member(member_id) || group.classic_state().is_some() {
+            group.check_classic_commit(member_id, instance_id, generation)
+        } else {
+            group
+                .check_epoch(member_id, i64::from(generation))
+                .map(|_| ())
+        }
+    }
+
     /// A group's stored record (Kafka's DescribeGroups and ListGroups read it).
     pub async fn group_record(&self, group_id: &str) -> Result<Option<GroupRecord>> {
         validate_group_id(group_id)?;

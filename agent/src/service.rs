@@ -183,6 +183,9 @@ pub async fn serve(
             .as_ref()
             .and_then(|t| t.agent_authorization()),
     };
+    service
+        .agent
+        .set_transaction_router(Arc::new(service.clone()));
     tokio::spawn(service.clone().run_transaction_sweeper());
     let mut server = tonic::transport::Server::builder()
         .max_concurrent_streams(service.agent.config().limits.max_streams_per_connection);
@@ -1103,6 +1106,77 @@ fn transaction_info(record: &TransactionRecord, coordinator: String) -> pb::Tran
             })
             .collect(),
         coordinator,
+    }
+}
+
+#[tonic::async_trait]
+impl crate::transaction::TransactionRouter for AgentService {
+    async fn finish(&self, record: TransactionRecord) -> crate::Result<()> {
+        self.finish_transaction(record).await
+    }
+
+    async fn add_offsets(
+        &self,
+        producer: TransactionalProducer,
+        group_id: String,
+        offsets: Vec<(String, u32, CommittedOffset)>,
+    ) -> crate::Result<()> {
+        let request = pb::AddOffsetsToTransactionRequest {
+            producer: Some(pb::TransactionalProducer {
+                transactional_id: producer.transactional_id.clone(),
+                producer_id: producer.producer_id,
+                producer_epoch: i32::from(producer.epoch),
+            }),
+            group_id,
+            offsets: offsets
+                .into_iter()
+                .map(|(topic, partition, o)| pb::PartitionOffset {
+                    topic,
+                    partition: partition as i32,
+                    offset: o.offset,
+                    metadata: o.metadata,
+                })
+                .collect(),
+        };
+        Transactions::add_offsets_to_transaction(self, Request::new(request))
+            .await
+            .map(|_| ())
+            .map_err(|status| error_of(&status, &producer))
+    }
+}
+
+/// The agent error a transaction call to another agent came back with, as far as its
+/// status says (the Kafka listener maps it to a Kafka code).
+fn error_of(status: &Status, producer: &TransactionalProducer) -> Error {
+    let message = status.message().to_string();
+    let trailer = |key: &str| {
+        status
+            .metadata()
+            .get(key)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    match (
+        trailer(strata_proto::PRODUCER_ERROR).as_deref(),
+        trailer(TRANSACTION_ERROR).as_deref(),
+    ) {
+        (Some("producer-fenced"), _) => Error::ProducerFenced {
+            producer_id: producer.producer_id,
+            epoch: producer.epoch,
+            current: producer.epoch.saturating_add(1),
+        },
+        (_, Some("not-in-transaction")) => Error::NotInTransaction {
+            transactional_id: producer.transactional_id.clone(),
+            reason: message,
+        },
+        (_, Some("concurrent-transactions")) => {
+            Error::ConcurrentTransactions(producer.transactional_id.clone())
+        }
+        _ => match status.code() {
+            tonic::Code::InvalidArgument => Error::InvalidArgument(message),
+            tonic::Code::NotFound => Error::TopicNotFound(message),
+            _ => Error::Unavailable(message),
+        },
     }
 }
 

@@ -29,6 +29,32 @@ pub const TOPIC_CONFIG_DEFAULTS: &[(&str, &str)] = &[
     ("retention.ms", "604800000"),
 ];
 
+/// Kafka topic configs that have nothing to act on here (segments, indexes, flushing and
+/// replication belong to the object store and the agents' own settings): a Kafka client
+/// may set them (Kafka Streams sets `segment.bytes` on its internal topics, tools set
+/// `min.insync.replicas`); they are accepted and not kept.
+pub const IGNORED_KAFKA_CONFIGS: &[&str] = &[
+    "file.delete.delay.ms",
+    "flush.messages",
+    "flush.ms",
+    "follower.replication.throttled.replicas",
+    "index.interval.bytes",
+    "leader.replication.throttled.replicas",
+    "local.retention.bytes",
+    "local.retention.ms",
+    "max.compaction.lag.ms",
+    "message.downconversion.enable",
+    "min.cleanable.dirty.ratio",
+    "min.insync.replicas",
+    "preallocate",
+    "remote.storage.enable",
+    "segment.bytes",
+    "segment.index.bytes",
+    "segment.jitter.ms",
+    "segment.ms",
+    "unclean.leader.election.enable",
+];
+
 /// Checks a topic name: 1 to 249 characters of `[a-zA-Z0-9._-]`, not `.` or `..`.
 pub fn validate_name(name: &str) -> Result<()> {
     validate_key_part("topic name", name)
@@ -49,9 +75,10 @@ pub(crate) fn validate_key_part(what: &str, name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Checks that `key` is a topic config key.
+/// Checks that `key` is a topic config key (or one of [`IGNORED_KAFKA_CONFIGS`]).
 pub fn check_config_key(key: &str) -> Result<()> {
-    if TOPIC_CONFIG_DEFAULTS.iter().any(|(k, _)| *k == key) {
+    if TOPIC_CONFIG_DEFAULTS.iter().any(|(k, _)| *k == key) || IGNORED_KAFKA_CONFIGS.contains(&key)
+    {
         return Ok(());
     }
     let known: Vec<&str> = TOPIC_CONFIG_DEFAULTS.iter().map(|(k, _)| *k).collect();
@@ -130,6 +157,13 @@ pub fn resolve_config(given: &BTreeMap<String, String>) -> Result<BTreeMap<Strin
                 if !matches!(value.as_str(), "CreateTime" | "LogAppendTime") {
                     return Err(bad("CreateTime or LogAppendTime"));
                 }
+            }
+            ignored if IGNORED_KAFKA_CONFIGS.contains(&ignored) => {
+                tracing::debug!(
+                    key,
+                    "a Kafka topic config with nothing to act on here: not kept"
+                );
+                continue;
             }
             _ => check_config_key(key)?,
         }

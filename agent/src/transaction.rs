@@ -15,7 +15,8 @@
 //!   end of the older epoch is refused from then on (fenced).
 //!
 //! The marker fan-out and the periodic sweep (timeouts, prepared transactions of slots
-//! taken over) are in [`crate::service`], which holds the channels to other agents.
+//! taken over) are in [`crate::service`], which holds the channels to other agents; the
+//! Kafka listener reaches them through [`TransactionRouter`], which the service installs.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -40,6 +41,89 @@ const PREPARED_GRACE_MS: i64 = 5_000;
 /// Most group offsets in one transaction: they are written with the commit decision, in
 /// one metastore transaction (etcd allows 128 operations by default).
 pub const MAX_TRANSACTION_OFFSETS: usize = 100;
+
+/// What only the gRPC service can do for a transaction, because it holds the channels to
+/// other agents: write a prepared transaction's markers at the partitions' owners, and
+/// add offsets at the transactional id's coordinator wherever it is. The service installs
+/// itself ([`Agent::set_transaction_router`]); the Kafka listener uses it through
+/// [`Agent::finish_transaction`] and [`Agent::add_offsets_at_coordinator`].
+#[tonic::async_trait]
+pub trait TransactionRouter: Send + Sync + std::fmt::Debug {
+    /// Writes every marker of the prepared `record`, then records it complete.
+    async fn finish(&self, record: TransactionRecord) -> Result<()>;
+    /// Adds a group's offsets to `producer`'s transaction at its coordinator.
+    async fn add_offsets(
+        &self,
+        producer: TransactionalProducer,
+        group_id: String,
+        offsets: Vec<(String, u32, CommittedOffset)>,
+    ) -> Result<()>;
+}
+
+impl Agent {
+    /// Installs what finishes transactions and reaches their coordinators (the gRPC
+    /// service does, once, at start).
+    pub fn set_transaction_router(&self, router: Arc<dyn TransactionRouter>) {
+        let _ = self.inner.transaction_router.set(router);
+    }
+
+    fn router(&self) -> Result<&Arc<dyn TransactionRouter>> {
+        self.inner.transaction_router.get().ok_or_else(|| {
+            Error::Unavailable("this agent's transaction service is not running yet; retry".into())
+        })
+    }
+
+    /// Writes every marker of a prepared transaction and records it complete.
+    pub async fn finish_transaction(&self, record: TransactionRecord) -> Result<()> {
+        self.router()?.finish(record).await
+    }
+
+    /// Takes a transactional id ([`Agent::init_transactions`]), first finishing a
+    /// transaction of it that is prepared or was just aborted.
+    pub async fn init_transactions_finishing(
+        &self,
+        id: &str,
+        timeout_ms: i64,
+    ) -> Result<(i64, i16)> {
+        for _ in 0..4 {
+            match self.init_transactions(id, timeout_ms).await? {
+                InitOutcome::Ready(producer_id, epoch) => return Ok((producer_id, epoch)),
+                InitOutcome::Finish(record) => self.finish_transaction(record).await?,
+            }
+        }
+        Err(Error::ConcurrentTransactions(id.to_string()))
+    }
+
+    /// Ends `producer`'s transaction ([`Agent::end_transaction`]) and writes its markers.
+    pub async fn end_transaction_finishing(
+        &self,
+        producer: &TransactionalProducer,
+        commit: bool,
+    ) -> Result<()> {
+        if let Some(prepared) = self.end_transaction(producer, commit).await? {
+            self.finish_transaction(prepared).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds a group's offsets to `producer`'s transaction at its coordinator, this agent
+    /// or another (Kafka's TxnOffsetCommit arrives at the group's coordinator).
+    pub async fn add_offsets_at_coordinator(
+        &self,
+        producer: TransactionalProducer,
+        group_id: String,
+        offsets: Vec<(String, u32, CommittedOffset)>,
+    ) -> Result<()> {
+        if self.coordinates(&producer.transactional_id) {
+            return self
+                .add_offsets_to_transaction(&producer, &group_id, &offsets)
+                .await;
+        }
+        self.router()?
+            .add_offsets(producer, group_id, offsets)
+            .await
+    }
+}
 
 /// The producer a transactional request comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,8 @@ pub enum Context {
     Admin,
     /// Consumer groups and coordinators.
     Group,
+    /// Transactions, at their coordinator.
+    Transaction,
     /// Anything else.
     Other,
 }
@@ -34,7 +36,7 @@ pub fn code(error: &Error, context: Context) -> ResponseError {
         Error::InvalidArgument(_) => match context {
             Context::Produce => ResponseError::InvalidRecord,
             Context::Admin => ResponseError::PolicyViolation,
-            Context::Group | Context::Other => ResponseError::InvalidRequest,
+            Context::Group | Context::Transaction | Context::Other => ResponseError::InvalidRequest,
         },
         Error::RecordTooLarge(_) => ResponseError::MessageTooLarge,
         Error::InvalidTimestamp(_) => ResponseError::InvalidTimestamp,
@@ -72,7 +74,7 @@ pub fn code(error: &Error, context: Context) -> ResponseError {
         Error::Unavailable(_) | Error::ObjectGone(_) => match context {
             Context::Produce => ResponseError::NotLeaderOrFollower,
             // Retriable: the client finds the coordinator again.
-            Context::Group => ResponseError::CoordinatorNotAvailable,
+            Context::Group | Context::Transaction => ResponseError::CoordinatorNotAvailable,
             _ => ResponseError::RequestTimedOut,
         },
     }

@@ -30,6 +30,10 @@ kafka-python, driven by tests/tests/kafka.rs.
       revoked or lost, "C ms" when it closed. Runs until SIGTERM (then commits, leaves
       and exits) or SIGKILL.
 
+  kafka_clients.py read-committed BOOTSTRAP TOPIC OUT
+      confluent-kafka with isolation.level=read_committed reads every partition of TOPIC
+      from the beginning until nothing new comes for 3 s; writes each key to OUT.
+
 Exits non-zero, saying why, on any failure.
 """
 
@@ -378,7 +382,33 @@ def group(client, bootstrap, topic, group_id, out, protocol="classic"):
     log.close()
 
 
+def read_committed(bootstrap, topic, out):
+    from confluent_kafka import Consumer, TopicPartition
+
+    c = Consumer({
+        "bootstrap.servers": bootstrap,
+        "group.id": "unused",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+    })
+    partitions = c.list_topics(topic, timeout=30).topics[topic].partitions
+    c.assign([TopicPartition(topic, p, -2) for p in partitions])
+    idle_since = time.time()
+    deadline = time.time() + 120
+    with open(out, "w") as f:
+        while time.time() < deadline:
+            msgs = [m for m in c.consume(1000, timeout=0.5) if m.error() is None]
+            for m in msgs:
+                f.write(m.key().decode() + "\n")
+            if msgs:
+                idle_since = time.time()
+            elif time.time() - idle_since > 3:
+                break
+    c.close()
+
+
 
 if __name__ == "__main__":
     command, args = sys.argv[1], sys.argv[2:]
-    {"roundtrip": roundtrip, "admin": admin, "describe": describe, "group": group}[command](*args)
+    {"roundtrip": roundtrip, "admin": admin, "describe": describe, "group": group,
+     "read-committed": read_committed}[command](*args)

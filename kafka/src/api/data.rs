@@ -529,24 +529,16 @@ pub(crate) async fn offset_for_leader_epoch(
     ResponseKind::OffsetForLeaderEpoch(response)
 }
 
-/// InitProducerId for an idempotent producer: a new producer id, epoch 0. (A
-/// transactional id needs the transaction coordinator's APIs, which this listener does
-/// not implement yet.)
+/// InitProducerId: for an idempotent producer a new producer id, epoch 0; for a
+/// transactional one, its id's ([`super::txn`]).
 pub(crate) async fn init_producer_id(
     cx: &Context<'_>,
     request: InitProducerIdRequest,
 ) -> ResponseKind {
-    let mut response = InitProducerIdResponse::default();
-    if request.transactional_id.is_some() {
-        response.error_code = cx.error(ResponseError::TransactionalIdAuthorizationFailed);
-        response.producer_id = ProducerId(-1);
-        response.producer_epoch = -1;
-        tracing::info!(
-            "kafka InitProducerId with a transactional id refused: transactions are not \
-             implemented on the Kafka listener yet"
-        );
-        return ResponseKind::InitProducerId(response);
+    if let Some(id) = request.transactional_id.clone() {
+        return super::txn::init_transactional_producer(cx, request, &id).await;
     }
+    let mut response = InitProducerIdResponse::default();
     match cx.shared.agent.init_producer_id().await {
         Ok(id) => {
             response.producer_id = ProducerId(id);

@@ -8,6 +8,8 @@
 //! - [`group`]: FindCoordinator, JoinGroup, SyncGroup, Heartbeat, LeaveGroup,
 //!   OffsetCommit, OffsetFetch, ListGroups, DescribeGroups, DeleteGroups, OffsetDelete,
 //!   ConsumerGroupHeartbeat, ConsumerGroupDescribe;
+//! - [`txn`]: InitProducerId with a transactional id, AddPartitionsToTxn,
+//!   AddOffsetsToTxn, TxnOffsetCommit, EndTxn, DescribeTransactions, ListTransactions;
 //! - [`auth`]: SaslHandshake, SaslAuthenticate.
 //!
 //! `kafka-protocol` refuses to encode a field the answer's version does not have, so
@@ -28,6 +30,7 @@ mod auth;
 mod data;
 mod group;
 mod metadata;
+mod txn;
 
 /// The versions of each API implemented: exactly what ApiVersions advertises.
 ///
@@ -63,6 +66,15 @@ pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
     (ApiKey::OffsetDelete, 0, 0),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    // Transaction version 1 (KIP-98): the client adds partitions itself. Kafka 4's
+    // transaction version 2 (KIP-890: EndTxn 5, TxnOffsetCommit 5, Produce 12) is not
+    // offered, so clients use version 1.
+    (ApiKey::AddPartitionsToTxn, 0, 3),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 1),
     // v0 is advertised because clients (librdkafka) look for it to know the broker does
     // SASL at all; a client that then authenticates the v0 way (raw tokens after the
     // handshake, no SaslAuthenticate) has its connection closed.
@@ -109,6 +121,12 @@ pub fn name(api: ApiKey) -> &'static str {
         ApiKey::OffsetDelete => "offset_delete",
         ApiKey::ConsumerGroupHeartbeat => "consumer_group_heartbeat",
         ApiKey::ConsumerGroupDescribe => "consumer_group_describe",
+        ApiKey::AddPartitionsToTxn => "add_partitions_to_txn",
+        ApiKey::AddOffsetsToTxn => "add_offsets_to_txn",
+        ApiKey::TxnOffsetCommit => "txn_offset_commit",
+        ApiKey::EndTxn => "end_txn",
+        ApiKey::DescribeTransactions => "describe_transactions",
+        ApiKey::ListTransactions => "list_transactions",
         ApiKey::SaslHandshake => "sasl_handshake",
         ApiKey::SaslAuthenticate => "sasl_authenticate",
         _ => "other",
@@ -215,6 +233,14 @@ pub(crate) async fn handle(
         RequestKind::ConsumerGroupHeartbeat(r) => {
             ready(group::consumer_group_heartbeat(&context, r).await)
         }
+        RequestKind::AddPartitionsToTxn(r) => ready(txn::add_partitions_to_txn(&context, r).await),
+        RequestKind::AddOffsetsToTxn(r) => ready(txn::add_offsets_to_txn(&context, r).await),
+        RequestKind::TxnOffsetCommit(r) => ready(txn::txn_offset_commit(&context, r).await),
+        RequestKind::EndTxn(r) => ready(txn::end_txn(&context, r).await),
+        RequestKind::DescribeTransactions(r) => {
+            ready(txn::describe_transactions(&context, r).await)
+        }
+        RequestKind::ListTransactions(r) => ready(txn::list_transactions(&context, r).await),
         RequestKind::ConsumerGroupDescribe(r) => {
             ready(group::consumer_group_describe(&context, r).await)
         }

@@ -58,6 +58,12 @@ import org.apache.kafka.common.utils.Utils;
  *     A member of a consumer group: see {@link #group}.
  * group-describe BOOTSTRAP GROUP TOPIC [PROPS]
  *     AdminClient's view of a group: see {@link #groupDescribe}.
+ * txn-produce BOOTSTRAP TOPIC TXN_ID TRANSACTIONS PER [PROPS]
+ *     Transactions alternately committed and aborted: see {@link #txnProduce}.
+ * read-committed BOOTSTRAP TOPIC OUT [PROPS]
+ *     A read_committed reader: see {@link #readCommitted}.
+ * transform BOOTSTRAP IN OUT GROUP TXN_ID EXPECTED IDLE_MS [PROPS]
+ *     Consume-transform-produce in transactions: see {@link #transform}.
  * topic-id BOOTSTRAP TOPIC
  *     Prints the topic's id as the client shows it (base64).
  * try BOOTSTRAP TOPIC PROPS
@@ -78,6 +84,11 @@ public final class Clients {
             case "try" -> tryAccess(args[1], args[2], props(args, 3));
             case "group" -> group(args[1], args[2], args[3], args[4], props(args, 5));
             case "group-describe" -> groupDescribe(args[1], args[2], args[3], props(args, 4));
+            case "txn-produce" -> txnProduce(args[1], args[2], args[3], Integer.parseInt(args[4]),
+                    Integer.parseInt(args[5]), props(args, 6));
+            case "read-committed" -> readCommitted(args[1], args[2], args[3], props(args, 4));
+            case "transform" -> transform(args[1], args[2], args[3], args[4], args[5],
+                    Long.parseLong(args[6]), Long.parseLong(args[7]), props(args, 8));
             case "topic-id" -> {
                 try (Admin admin = Admin.create(with(props(args, 3), args[1]))) {
                     System.out.println(admin.describeTopics(List.of(args[2])).allTopicNames()
@@ -440,7 +451,13 @@ public final class Clients {
                 }
                 log.flush();
                 if (!records.isEmpty()) {
-                    consumer.commitSync();
+                    try {
+                        consumer.commitSync();
+                    } catch (org.apache.kafka.common.errors.RebalanceInProgressException
+                            | org.apache.kafka.clients.consumer.CommitFailedException e) {
+                        // A rebalance under way: these records come again (at least once).
+                        System.err.println("group: commit refused: " + e.getMessage());
+                    }
                 }
             }
         } catch (org.apache.kafka.common.errors.WakeupException e) {
@@ -487,6 +504,169 @@ public final class Clients {
             out.put("lag", lag);
             System.out.println(toJson(out));
         }
+    }
+
+    /**
+     * A transactional producer (TXN_ID) sends TRANSACTIONS transactions of PER records
+     * each to TOPIC, keys "t{n}-{i}", committing the even ones and aborting the odd ones;
+     * prints JSON: the keys of committed and of aborted transactions, by count.
+     */
+    static void txnProduce(String bootstrap, String topic, String txnId, int transactions, int per,
+            Properties base) throws Exception {
+        Properties props = with(base, bootstrap);
+        props.put("transactional.id", txnId);
+        long committed = 0;
+        long aborted = 0;
+        try (KafkaProducer<byte[], byte[]> producer = producer(props)) {
+            producer.initTransactions();
+            for (int t = 0; t < transactions; t++) {
+                producer.beginTransaction();
+                for (int i = 0; i < per; i++) {
+                    String key = "t" + t + "-" + i;
+                    producer.send(new ProducerRecord<>(topic, key.getBytes(StandardCharsets.UTF_8),
+                            ("value-" + key).getBytes(StandardCharsets.UTF_8)));
+                }
+                if (t % 2 == 0) {
+                    producer.commitTransaction();
+                    committed += per;
+                } else {
+                    producer.flush();
+                    producer.abortTransaction();
+                    aborted += per;
+                }
+            }
+        }
+        System.out.println("{\"committed\":" + committed + ",\"aborted\":" + aborted + "}");
+    }
+
+    /**
+     * Reads every partition of TOPIC from the beginning with isolation.level
+     * read_committed until it has seen the end of each (the last stable offset) with
+     * nothing new for 3 s; writes each record's key to OUT, one a line.
+     */
+    static void readCommitted(String bootstrap, String topic, String out, Properties base) throws Exception {
+        Properties props = with(base, bootstrap);
+        props.put("isolation.level", "read_committed");
+        props.put("enable.auto.commit", "false");
+        try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(props,
+                new ByteArrayDeserializer(), new ByteArrayDeserializer());
+                PrintWriter writer = new PrintWriter(out, StandardCharsets.UTF_8)) {
+            List<TopicPartition> tps = new ArrayList<>();
+            consumer.partitionsFor(topic).forEach(p -> tps.add(new TopicPartition(topic, p.partition())));
+            consumer.assign(tps);
+            consumer.seekToBeginning(tps);
+            long idleSince = System.currentTimeMillis();
+            long deadline = System.currentTimeMillis() + 120_000;
+            while (System.currentTimeMillis() < deadline) {
+                var records = consumer.poll(Duration.ofMillis(500));
+                for (ConsumerRecord<byte[], byte[]> r : records) {
+                    writer.println(new String(r.key(), StandardCharsets.UTF_8));
+                }
+                if (!records.isEmpty()) {
+                    idleSince = System.currentTimeMillis();
+                } else if (System.currentTimeMillis() - idleSince > 3000) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /**
+     * Consume-transform-produce, exactly once: a member of GROUP reads IN (read_committed)
+     * and, in one transaction per poll (TXN_ID), writes each record's key to OUT with the
+     * value "done-" + value, and the consumed offsets with sendOffsetsToTransaction. On an
+     * error it aborts and goes back to the committed offsets (a fatal one: starts over
+     * with a new producer and consumer). Stops after IDLE_MS without input once it has
+     * handled at least EXPECTED records in committed transactions; prints how many
+     * transactions committed and aborted.
+     */
+    static void transform(String bootstrap, String in, String out, String groupId, String txnId,
+            long expected, long idleMs, Properties base) throws Exception {
+        long done = 0;
+        long commits = 0;
+        long aborts = 0;
+        long restarts = 0;
+        long deadline = System.currentTimeMillis() + 300_000;
+        while (System.currentTimeMillis() < deadline) {
+            Properties cprops = with(base, bootstrap);
+            cprops.put("group.id", groupId);
+            cprops.put("isolation.level", "read_committed");
+            cprops.put("enable.auto.commit", "false");
+            cprops.put("auto.offset.reset", "earliest");
+            cprops.put("session.timeout.ms", "10000");
+            Properties pprops = with(base, bootstrap);
+            pprops.put("transactional.id", txnId);
+            pprops.put("transaction.timeout.ms", "30000");
+            pprops.put("delivery.timeout.ms", "60000");
+            try (KafkaConsumer<byte[], byte[]> consumer = new KafkaConsumer<>(cprops,
+                    new ByteArrayDeserializer(), new ByteArrayDeserializer());
+                    KafkaProducer<byte[], byte[]> producer = producer(pprops)) {
+                producer.initTransactions();
+                consumer.subscribe(List.of(in));
+                long idleSince = System.currentTimeMillis();
+                while (System.currentTimeMillis() < deadline) {
+                    var records = consumer.poll(Duration.ofMillis(500));
+                    if (records.isEmpty()) {
+                        if (done >= expected && System.currentTimeMillis() - idleSince > idleMs) {
+                            System.out.println("{\"handled\":" + done + ",\"commits\":" + commits
+                                    + ",\"aborts\":" + aborts + ",\"restarts\":" + restarts + "}");
+                            return;
+                        }
+                        continue;
+                    }
+                    idleSince = System.currentTimeMillis();
+                    try {
+                        producer.beginTransaction();
+                        Map<TopicPartition, org.apache.kafka.clients.consumer.OffsetAndMetadata> offsets = new HashMap<>();
+                        for (ConsumerRecord<byte[], byte[]> r : records) {
+                            byte[] value = ("done-" + new String(r.value(), StandardCharsets.UTF_8))
+                                    .getBytes(StandardCharsets.UTF_8);
+                            producer.send(new ProducerRecord<>(out, r.key(), value));
+                            offsets.put(new TopicPartition(r.topic(), r.partition()),
+                                    new org.apache.kafka.clients.consumer.OffsetAndMetadata(r.offset() + 1));
+                        }
+                        producer.sendOffsetsToTransaction(offsets, consumer.groupMetadata());
+                        producer.commitTransaction();
+                        commits++;
+                        done += records.count();
+                    } catch (org.apache.kafka.common.errors.ProducerFencedException
+                            | org.apache.kafka.common.errors.InvalidProducerEpochException
+                            | org.apache.kafka.common.errors.OutOfOrderSequenceException
+                            | org.apache.kafka.common.errors.FencedInstanceIdException
+                            | org.apache.kafka.common.errors.UnsupportedVersionException
+                            | org.apache.kafka.common.errors.AuthorizationException e) {
+                        System.err.println("transform: fatal " + e + "; starting over");
+                        restarts++;
+                        break;
+                    } catch (org.apache.kafka.common.KafkaException e) {
+                        System.err.println("transform: " + e + "; aborting");
+                        try {
+                            producer.abortTransaction();
+                            aborts++;
+                        } catch (org.apache.kafka.common.KafkaException e2) {
+                            System.err.println("transform: abort failed " + e2 + "; starting over");
+                            restarts++;
+                            break;
+                        }
+                        // Back to the committed offsets.
+                        var assigned = consumer.assignment();
+                        var committed = consumer.committed(assigned);
+                        for (TopicPartition tp : assigned) {
+                            var c = committed.get(tp);
+                            if (c == null) {
+                                consumer.seekToBeginning(List.of(tp));
+                            } else {
+                                consumer.seek(tp, c.offset());
+                            }
+                        }
+                    }
+                }
+            } catch (org.apache.kafka.common.KafkaException e) {
+                System.err.println("transform: " + e + "; starting over");
+                restarts++;
+            }
+        }
+        fail("transform did not finish in time: handled " + done);
     }
 
     static void tryAccess(String bootstrap, String topic, Properties base) {
