@@ -788,6 +788,23 @@ impl Agent {
         }
     }
 
+    /// Where a client in `zone` is against this agent: `same_zone`, `other_zone`, or
+    /// `no_zone` (it did not say). The label of `strata_fetch_zone_bytes_total`.
+    pub fn client_zone(&self, zone: &str) -> &'static str {
+        if zone.is_empty() {
+            "no_zone"
+        } else if zone == self.inner.config.zone {
+            "same_zone"
+        } else {
+            "other_zone"
+        }
+    }
+
+    /// The live agents, as this agent last saw them registered.
+    pub fn live_agents(&self) -> Vec<strata_metastore::AgentRecord> {
+        self.inner.cluster.agents().as_ref().clone()
+    }
+
     /// Every topic, from the watched catalog (no metastore read once it is loaded).
     pub async fn catalog(&self) -> Result<Vec<TopicMeta>> {
         self.inner.catalog_topics().await

@@ -835,6 +835,19 @@ impl Group {
         Ok(())
     }
 
+    /// Checks that a classic member may add offsets to a transaction (TxnOffsetCommit,
+    /// KIP-447): a member of the current generation. Unlike a plain commit it is not
+    /// refused while the leader's assignment is awaited (Kafka does not either).
+    pub(crate) fn check_classic_txn_commit(
+        &self,
+        member_id: &str,
+        instance_id: &str,
+        generation: i32,
+    ) -> Result<()> {
+        self.classic_member(member_id, instance_id)?;
+        self.check_generation(member_id, generation)
+    }
+
     /// Whether `member_id` is a classic member.
     pub(crate) fn is_classic_member(&self, member_id: &str) -> bool {
         self.record

@@ -380,7 +380,11 @@ impl Inner {
                 }
                 if let Err(e) = self.save_group(&slot, &mut groups, work).await {
                     tracing::warn!(group = %id, error = %e, "could not store a group after timeouts");
-                    break;
+                    // A slot taken away fails every group's write: stop there. Another
+                    // error was this group's; the others still get their timers.
+                    if matches!(e, Error::NotCoordinator { .. }) {
+                        break;
+                    }
                 }
             }
         }
@@ -1212,8 +1216,8 @@ impl Agent {
 
     /// Checks that a group member is current (Kafka's TxnOffsetCommit v3+, KIP-447: a
     /// zombie of an earlier generation cannot commit offsets in a transaction): nothing
-    /// to check without a member id, or when this agent does not hold the group (the
-    /// transaction's producer epoch fences it then).
+    /// to check without a member id. Only the group's coordinator can tell:
+    /// [`Error::NotCoordinator`] elsewhere (the client finds it again).
     pub async fn check_group_member(
         &self,
         group_id: &str,
@@ -1223,7 +1227,7 @@ impl Agent {
     ) -> Result<()> {
         validate_group_id(group_id)?;
         crate::limits::check_member_id(member_id)?;
-        if member_id.is_empty() || !self.coordinates(group_id) {
+        if member_id.is_empty() {
             return Ok(());
         }
         let inner = &self.inner;
@@ -1239,7 +1243,7 @@ impl Agent {
             other => other?,
         };
         if group.is_classic_member(member_id) || group.classic_state().is_some() {
-            group.check_classic_commit(member_id, instance_id, generation)
+            group.check_classic_txn_commit(member_id, instance_id, generation)
         } else {
             group
                 .check_epoch(member_id, i64::from(generation))

@@ -205,6 +205,23 @@ pub enum Error {
         /// What is wrong and what to do.
         reason: String,
     },
+    /// The transactional id has no producer yet: InitTransactions first (Kafka's
+    /// INVALID_PRODUCER_ID_MAPPING).
+    #[error("transactional id '{0}' is unknown: call InitTransactions first")]
+    UnknownTransactionalId(String),
+    /// The producer's transaction was open longer than its timeout and was aborted, which
+    /// fenced the producer (Kafka answers PRODUCER_FENCED).
+    #[error(
+        "transaction of '{transactional_id}' was open longer than its \
+         transaction.timeout.ms ({timeout_ms} ms) and was aborted; its producer is fenced: \
+         call InitTransactions"
+    )]
+    TransactionTimedOut {
+        /// The transactional id.
+        transactional_id: String,
+        /// Its timeout.
+        timeout_ms: u64,
+    },
     /// A transaction request that must wait: another request of the same transactional
     /// id is changing its state (Kafka's CONCURRENT_TRANSACTIONS); retry.
     #[error(

@@ -28,6 +28,10 @@ pub struct Metrics {
     pub fetch_records: IntCounter,
     /// Bytes (key + value + headers) returned by fetches.
     pub fetch_bytes: IntCounter,
+    /// Record bytes fetched, by listener (`grpc`, `kafka`) and by where the client is
+    /// against this agent's zone (`same_zone`, `other_zone`, `no_zone`: the client did
+    /// not say): what zone-aware reads save shows here.
+    pub fetch_zone_bytes: IntCounterVec,
     /// Fetch latency, receipt to answer, long-poll waits included.
     pub fetch_latency: Histogram,
     /// Flushes whose commit succeeded for at least one partition.
@@ -182,6 +186,19 @@ impl Metrics {
                 "strata_fetch_bytes_total",
                 "Bytes out (key+value+headers)",
             ),
+            fetch_zone_bytes: {
+                let c = IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "strata_fetch_zone_bytes_total",
+                        "Record bytes fetched, by listener and by the client's zone against \
+                         this agent's (same_zone, other_zone, no_zone)",
+                    ),
+                    &["api", "client_zone"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             fetch_latency: histogram(
                 &r,
                 "strata_fetch_latency_seconds",

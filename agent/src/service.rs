@@ -97,7 +97,9 @@ pub fn status(error: Error) -> Status {
         Error::InconsistentProtocol { .. } => group_error(message, "inconsistent-protocol"),
         Error::OutOfOrderSequence { .. } => producer_error(message, "out-of-order-sequence"),
         Error::ProducerFenced { .. } => producer_error(message, "producer-fenced"),
-        Error::NotInTransaction { .. } => transaction_error(message, "not-in-transaction"),
+        Error::NotInTransaction { .. }
+        | Error::UnknownTransactionalId(_)
+        | Error::TransactionTimedOut { .. } => transaction_error(message, "not-in-transaction"),
         Error::ConcurrentTransactions(_) => {
             let mut metadata = MetadataMap::new();
             metadata.insert(
@@ -517,6 +519,10 @@ impl AgentService {
         metrics.fetch_records.inc_by(result.records.len() as u64);
         let bytes: usize = result.records.iter().map(Record::payload_size).sum();
         metrics.fetch_bytes.inc_by(bytes as u64);
+        metrics
+            .fetch_zone_bytes
+            .with_label_values(&["grpc", self.agent.client_zone(&r.zone)])
+            .inc_by(bytes as u64);
         timer.observe_duration();
         Ok(pb::FetchResponse {
             topic: r.topic.clone(),
@@ -833,6 +839,7 @@ impl Log for AgentService {
             offset: r.offset,
             max_bytes: r.max_bytes,
             max_wait_ms: 0,
+            zone: String::new(),
         };
         let first = self.fetch_response(&fetch, Duration::ZERO).await?;
         let service = self.clone();
@@ -1138,8 +1145,21 @@ impl crate::transaction::TransactionRouter for AgentService {
                 })
                 .collect(),
         };
-        Transactions::add_offsets_to_transaction(self, Request::new(request))
-            .await
+        let id = producer.transactional_id.clone();
+        let answer = match self.agent.coordinator_address(&id) {
+            // Another agent coordinates it: asked as this agent (with its own token, as
+            // for markers).
+            Some(address) => {
+                TransactionsClient::new(
+                    self.peer(&address)
+                        .map_err(|status| Error::Unavailable(status.message().to_string()))?,
+                )
+                .add_offsets_to_transaction(forwarded(request, self.own_authorization.clone()))
+                .await
+            }
+            None => Transactions::add_offsets_to_transaction(self, Request::new(request)).await,
+        };
+        answer
             .map(|_| ())
             .map_err(|status| error_of(&status, &producer))
     }
@@ -1175,6 +1195,12 @@ fn error_of(status: &Status, producer: &TransactionalProducer) -> Error {
         _ => match status.code() {
             tonic::Code::InvalidArgument => Error::InvalidArgument(message),
             tonic::Code::NotFound => Error::TopicNotFound(message),
+            tonic::Code::ResourceExhausted => Error::Overloaded(message),
+            tonic::Code::DataLoss => Error::DataLoss(message),
+            // Refused by the other agent's authentication: not worth retrying.
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                Error::FailedPrecondition(message)
+            }
             _ => Error::Unavailable(message),
         },
     }

@@ -42,7 +42,6 @@ pub const IGNORED_KAFKA_CONFIGS: &[&str] = &[
     "leader.replication.throttled.replicas",
     "local.retention.bytes",
     "local.retention.ms",
-    "max.compaction.lag.ms",
     "message.downconversion.enable",
     "min.cleanable.dirty.ratio",
     "min.insync.replicas",

@@ -210,19 +210,12 @@ impl Agent {
             .metastore
             .transaction(&producer.transactional_id)
             .await?
-            .ok_or_else(|| Error::NotInTransaction {
-                transactional_id: producer.transactional_id.clone(),
-                reason: "the transactional id is unknown: call InitTransactions first".into(),
-            })?;
+            .ok_or_else(|| Error::UnknownTransactionalId(producer.transactional_id.clone()))?;
         if record.producer_id != producer.producer_id || record.epoch != producer.epoch {
             if record.timed_out && record.epoch == producer.epoch.saturating_add(1) {
-                return Err(Error::NotInTransaction {
+                return Err(Error::TransactionTimedOut {
                     transactional_id: producer.transactional_id.clone(),
-                    reason: format!(
-                        "it was open longer than its transaction.timeout.ms ({} ms) and was \
-                         aborted; its producer is fenced: call InitTransactions",
-                        record.timeout_ms
-                    ),
+                    timeout_ms: record.timeout_ms,
                 });
             }
             return Err(Error::ProducerFenced {

@@ -751,6 +751,10 @@ pub struct ConsumeArgs {
     /// Keep reading new records instead of stopping at the end.
     #[arg(long)]
     pub follow: bool,
+    /// This consumer's availability zone: it reads from agents of this zone when there
+    /// are any (Kafka's client.rack).
+    #[arg(long)]
+    pub zone: Option<String>,
     /// Output format: %t topic, %p partition, %o offset, %k key, %v value, %T timestamp
     /// (ms), %h headers (k=v,...), \n newline, \t tab. A newline ends each record unless
     /// the format ends with \n. Default: %v.

@@ -534,6 +534,7 @@ async fn run_consumers(
                     offset,
                     max_bytes,
                     max_wait_ms: if tail { 200 } else { 0 },
+                    zone: String::new(),
                 };
                 let started = Instant::now();
                 let response = log.fetch(request).await?.into_inner();

@@ -20,6 +20,7 @@ fn consumer_config(args: &ConsumeArgs) -> ConsumerConfig {
             IsolationArg::ReadUncommitted => Isolation::ReadUncommitted,
             IsolationArg::ReadCommitted => Isolation::ReadCommitted,
         },
+        zone: args.zone.clone(),
         ..ConsumerConfig::default()
     }
 }

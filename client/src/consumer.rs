@@ -48,6 +48,11 @@ pub struct ConsumerConfig {
     pub max_bytes_per_partition: i32,
     /// What the consumer sees of transactions (Kafka's `isolation.level`).
     pub isolation: Isolation,
+    /// The consumer's availability zone (Kafka's `client.rack`): it reads from an agent
+    /// of this zone when there is one — any agent serves any partition's reads — so that
+    /// no record crosses zones. Without one, or with no agent in the zone, it reads from
+    /// each partition's owner.
+    pub zone: Option<String>,
 }
 
 impl Default for ConsumerConfig {
@@ -55,6 +60,7 @@ impl Default for ConsumerConfig {
         Self {
             max_bytes_per_partition: 1 << 20,
             isolation: Isolation::ReadUncommitted,
+            zone: None,
         }
     }
 }
@@ -595,8 +601,12 @@ impl Consumer {
             .enumerate()
             .filter(|(_, a)| !a.changed)
             .map(|(i, a)| {
-                let mut log = LogClient::new(self.router.channel_for(&a.topic, a.partition))
-                    .max_decoding_message_size(MAX_MESSAGE_BYTES);
+                let channel = self.router.read_channel_for(
+                    &a.topic,
+                    a.partition,
+                    self.config.zone.as_deref(),
+                );
+                let mut log = LogClient::new(channel).max_decoding_message_size(MAX_MESSAGE_BYTES);
                 let request = pb::FetchRequest {
                     isolation_level: match self.config.isolation {
                         Isolation::ReadUncommitted => pb::IsolationLevel::ReadUncommitted,
@@ -608,6 +618,7 @@ impl Consumer {
                     offset: a.position,
                     max_bytes,
                     max_wait_ms: wait_ms,
+                    zone: self.config.zone.clone().unwrap_or_default(),
                 };
                 async move { (i, log.fetch(request).await) }
             })

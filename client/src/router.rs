@@ -42,6 +42,8 @@ pub(crate) struct Router {
 struct RouterState {
     /// Live agents' addresses, by id.
     agents: HashMap<String, String>,
+    /// Live agents' zones, by id (empty: none).
+    zones: HashMap<String, String>,
     /// Owner agent id of each partition.
     owners: HashMap<(String, u32), String>,
     /// One channel per agent address.
@@ -108,6 +110,48 @@ impl Router {
         };
         self.channel(&mut state, &address)
             .unwrap_or_else(|| self.bootstrap.clone())
+    }
+
+    /// A channel to read `topic`/`partition` from: an agent of `zone` if the client has
+    /// one and the cluster has an agent there (the owner if it is one, else the same
+    /// agent of the zone for the partition every time), else the owner's.
+    pub(crate) fn read_channel_for(
+        &self,
+        topic: &str,
+        partition: u32,
+        zone: Option<&str>,
+    ) -> Transport {
+        let Some(zone) = zone.filter(|z| !z.is_empty()) else {
+            return self.channel_for(topic, partition);
+        };
+        let mut state = self.state.lock().expect("router lock");
+        let owner = state.owners.get(&(topic.to_string(), partition));
+        if owner.is_some_and(|o| state.zones.get(o).is_some_and(|z| z == zone)) {
+            drop(state);
+            return self.channel_for(topic, partition);
+        }
+        let mut in_zone: Vec<&String> = state
+            .zones
+            .iter()
+            .filter(|(_, z)| *z == zone)
+            .map(|(id, _)| id)
+            .collect();
+        if in_zone.is_empty() {
+            drop(state);
+            return self.channel_for(topic, partition);
+        }
+        in_zone.sort();
+        let spread = topic.bytes().map(u64::from).sum::<u64>() + u64::from(partition);
+        let chosen = in_zone[(spread % in_zone.len() as u64) as usize].clone();
+        match state.agents.get(&chosen).cloned() {
+            Some(address) => self
+                .channel(&mut state, &address)
+                .unwrap_or_else(|| self.bootstrap.clone()),
+            None => {
+                drop(state);
+                self.channel_for(topic, partition)
+            }
+        }
     }
 
     fn channel(&self, state: &mut RouterState, address: &str) -> Option<Transport> {
@@ -222,6 +266,11 @@ impl Router {
         {
             state.used.remove(gone);
         }
+        state.zones = metadata
+            .agents
+            .iter()
+            .map(|a| (a.agent_id.clone(), a.zone.clone()))
+            .collect();
         state.agents = metadata
             .agents
             .into_iter()

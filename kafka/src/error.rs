@@ -56,6 +56,10 @@ pub fn code(error: &Error, context: Context) -> ResponseError {
         Error::OutOfOrderSequence { .. } => ResponseError::OutOfOrderSequenceNumber,
         Error::ProducerFenced { .. } => ResponseError::InvalidProducerEpoch,
         Error::NotInTransaction { .. } => ResponseError::InvalidTxnState,
+        Error::UnknownTransactionalId(_) => ResponseError::InvalidProducerIdMapping,
+        // The timeout's abort bumped the epoch: the producer is fenced (Kafka Streams
+        // recovers from this, not from INVALID_TXN_STATE).
+        Error::TransactionTimedOut { .. } => ResponseError::InvalidProducerEpoch,
         Error::ConcurrentTransactions(_) => ResponseError::ConcurrentTransactions,
         Error::FailedPrecondition(_) => match context {
             Context::Admin => ResponseError::PolicyViolation,

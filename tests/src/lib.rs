@@ -442,8 +442,9 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
-        // STRATA_KEEP_LOGS=1 keeps agents' logs (their paths are printed) for debugging.
-        if std::env::var_os("STRATA_KEEP_LOGS").is_some() {
+        // STRATA_KEEP_LOGS=1 keeps agents' logs (their paths are printed) for debugging;
+        // a failing test keeps them too.
+        if std::env::var_os("STRATA_KEEP_LOGS").is_some() || std::thread::panicking() {
             eprintln!("agent log kept: {}", self.log.display());
         } else {
             let _ = std::fs::remove_file(&self.log);

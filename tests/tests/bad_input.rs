@@ -43,6 +43,7 @@ fn fetch(topic: &str, partition: i32, offset: i64) -> proto::FetchRequest {
         offset,
         max_bytes: 0,
         max_wait_ms: 0,
+        zone: String::new(),
     }
 }
 

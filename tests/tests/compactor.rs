@@ -119,6 +119,7 @@ async fn retention_drops_old_segments_and_moves_the_log_start() {
             offset: 0,
             max_bytes: 1 << 20,
             max_wait_ms: 0,
+            zone: String::new(),
         })
         .await
         .unwrap_err();

@@ -91,6 +91,15 @@ impl Client {
     }
 }
 
+impl Drop for Member {
+    /// A member still running when the test ends (it failed) is killed: it would keep the
+    /// test command's output open.
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 impl Member {
     fn start(client: Client, bootstrap: &str, topic: &str, group: &str, out: PathBuf) -> Self {
         let child = client
@@ -438,6 +447,12 @@ fn group_under_load(
         more_path.to_str().unwrap(),
     ]);
     let more = acknowledged(&more_path);
+    assert_eq!(
+        more.len(),
+        1200,
+        "the 1,200 more records were not all acknowledged; the topic: {}",
+        cli_ok(&server, &["topic", "describe", topic], b"")
+    );
     let mut again = Member::start(client, &bootstrap, topic, group, dir.path().join("again"));
     wait_until(
         "the restarted member reads the new records",

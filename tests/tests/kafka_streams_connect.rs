@@ -36,8 +36,19 @@ fn classpath(dir: &str, with_classes: bool) -> String {
     }
 }
 
-fn java(classpath: &str, args: &[&str], log: &Path) -> Child {
-    Command::new("java")
+/// A Java program that is killed if the test ends while it runs (a failure): it would
+/// keep the test command's output open.
+struct Program(Child);
+
+impl Drop for Program {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn java(classpath: &str, args: &[&str], log: &Path) -> Program {
+    let child = Command::new("java")
         .args([
             "-Dorg.slf4j.simpleLogger.defaultLogLevel=warn",
             "-cp",
@@ -49,16 +60,17 @@ fn java(classpath: &str, args: &[&str], log: &Path) -> Child {
             std::fs::OpenOptions::new().append(true).open(log).unwrap(),
         ))
         .spawn()
-        .expect("run java")
+        .expect("run java");
+    Program(child)
 }
 
 /// SIGTERM, then wait: the program closes cleanly.
-fn stop(child: &mut Child) {
+fn stop(program: &mut Program) {
     Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &program.0.id().to_string()])
         .status()
         .unwrap();
-    child.wait().unwrap();
+    program.0.wait().unwrap();
 }
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {

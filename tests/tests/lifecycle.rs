@@ -182,6 +182,7 @@ async fn a_recreated_topic_never_takes_a_write_meant_for_the_old_one() {
             offset: 0,
             max_bytes: 0,
             max_wait_ms: 0,
+            zone: String::new(),
         };
         assert_eq!(log.fetch(fetch).await.unwrap_err().code(), Code::Aborted);
         let written = log
@@ -322,6 +323,7 @@ async fn deleted_records_are_out_of_range_and_the_compactor_removes_them() {
             offset: 10,
             max_bytes: 0,
             max_wait_ms: 0,
+            zone: String::new(),
         })
         .await
         .unwrap_err();
@@ -651,6 +653,7 @@ async fn deleting_and_creating_a_topic_under_load_loses_and_mixes_nothing() {
                     offset: 0,
                     max_bytes: 0,
                     max_wait_ms: 0,
+                    zone: String::new(),
                 };
                 if log.fetch(fetch).await.is_ok() {
                     stale_served += 1;

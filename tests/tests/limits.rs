@@ -199,6 +199,7 @@ async fn each_limit_is_refused_naming_its_setting_and_nothing_is_stored() {
             offset: 0,
             max_bytes: i32::MAX,
             max_wait_ms: 0,
+            zone: String::new(),
         })
         .await
         .unwrap()

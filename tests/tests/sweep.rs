@@ -495,6 +495,7 @@ async fn every_rpc_answers_bad_input_with_a_specific_status() {
                 offset: 0,
                 max_bytes: 0,
                 max_wait_ms: 0,
+                zone: String::new(),
             })
             .await
             .unwrap_or_else(|e| {

@@ -36,7 +36,7 @@ use kafka_protocol::messages::produce_request::ProduceRequest;
 use kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
 };
-use kafka_protocol::messages::{ProducerId, ResponseKind, TopicName};
+use kafka_protocol::messages::{BrokerId, ProducerId, ResponseKind, TopicName};
 use strata_agent::{Appended, BatchFetch, FetchSpec, Isolation, OffsetSpec};
 
 use super::{Context, Outcome, str_bytes};
@@ -227,7 +227,31 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
     } else {
         Isolation::ReadUncommitted
     };
-    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT);
+    // KIP-392: a client that says which zone it is in (`client.rack`) and is not in this
+    // agent's is pointed at an agent of its zone, for every partition (any agent serves
+    // any partition's reads): it gets the partitions' bounds here, and no records.
+    let rack = if v >= 11 {
+        request.rack_id.as_str()
+    } else {
+        ""
+    };
+    let client_zone = agent.client_zone(rack);
+    let mut in_rack: Vec<i32> = if client_zone == "other_zone" {
+        super::metadata::brokers(&agent.live_agents())
+            .values()
+            .filter(|b| b.rack.as_deref() == Some(rack))
+            .map(|b| b.node_id)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    in_rack.sort_unstable();
+    let redirect = !in_rack.is_empty();
+    let max_wait = if redirect {
+        Duration::ZERO
+    } else {
+        Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT)
+    };
     let response_max = request.max_bytes.max(1) as usize;
     let limits = &agent.config().limits;
     let response_max = response_max.min(limits.max_fetch_bytes);
@@ -282,8 +306,8 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
                     // Answered with its error: not read at all.
                     return Err(strata_agent::Error::InvalidArgument(String::new()));
                 }
-                // Out of budget: the bounds alone.
-                let budget = if remaining == 0 {
+                // Out of budget (or pointed elsewhere): the bounds alone.
+                let budget = if remaining == 0 || redirect {
                     0
                 } else {
                     w.max_bytes.min(share)
@@ -366,6 +390,13 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
                 if v >= 5 {
                     p.log_start_offset = fetched.log_start_offset;
                 }
+                if redirect {
+                    // Spread over the zone's agents, the same one for a partition.
+                    let name = &names[w.topic];
+                    let spread = name.bytes().map(u64::from).sum::<u64>() + w.partition as u64;
+                    p.preferred_read_replica =
+                        BrokerId(in_rack[(spread % in_rack.len() as u64) as usize]);
+                }
                 let mut records = BytesMut::new();
                 for batch in &fetched.batches {
                     if total > 0 && total + batch.bytes.len() > response_max {
@@ -409,6 +440,11 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
         topics[w.topic].partitions.push(p);
     }
     response.responses = topics;
+    agent
+        .metrics()
+        .fetch_zone_bytes
+        .with_label_values(&["kafka", client_zone])
+        .inc_by(total as u64);
     ResponseKind::Fetch(response)
 }
 

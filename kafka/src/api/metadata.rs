@@ -127,6 +127,8 @@ pub(crate) async fn metadata(cx: &Context<'_>, request: MetadataRequest) -> Resp
         }
     };
     let brokers = brokers(&cluster.agents);
+    let mut replica_ids: Vec<i32> = brokers.values().map(|b| b.node_id).collect();
+    replica_ids.sort_unstable();
     for broker in brokers.values() {
         let mut b = MetadataResponseBroker::default();
         b.node_id = BrokerId(broker.node_id);
@@ -200,8 +202,19 @@ pub(crate) async fn metadata(cx: &Context<'_>, request: MetadataRequest) -> Resp
                     match leader {
                         Some(leader) => {
                             partition.leader_id = BrokerId(leader.node_id);
-                            partition.replica_nodes = vec![BrokerId(leader.node_id)];
-                            partition.isr_nodes = vec![BrokerId(leader.node_id)];
+                            // Every agent reads every partition (KIP-392's preferred read
+                            // replicas are any agent of the client's zone): the leader
+                            // first, then the others, all in sync.
+                            partition.replica_nodes = std::iter::once(leader.node_id)
+                                .chain(
+                                    replica_ids
+                                        .iter()
+                                        .copied()
+                                        .filter(|id| *id != leader.node_id),
+                                )
+                                .map(BrokerId)
+                                .collect();
+                            partition.isr_nodes = partition.replica_nodes.clone();
                         }
                         None => {
                             partition.error_code = cx.error(ResponseError::LeaderNotAvailable);

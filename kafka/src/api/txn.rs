@@ -34,11 +34,17 @@ use kafka_protocol::messages::txn_offset_commit_response::{
 };
 use kafka_protocol::messages::{ProducerId, ResponseKind, TopicName, TransactionalId};
 use strata_agent::Error;
-use strata_agent::transaction::TransactionalProducer;
-use strata_metastore::CommittedOffset;
+use strata_agent::transaction::{
+    MAX_TRANSACTION_OFFSETS, MAX_TRANSACTION_TIMEOUT_MS, TransactionalProducer,
+};
+use strata_metastore::{CommittedOffset, TransactionStatus};
 
 use super::{Context, str_bytes};
 use crate::error::Context as ErrorContext;
+
+/// Most transactional ids one DescribeTransactions reads (one etcd read each); the rest
+/// are answered INVALID_REQUEST.
+const MAX_DESCRIBED: usize = 1_000;
 
 fn txn_code(cx: &Context<'_>, error: &Error) -> i16 {
     cx.agent_error(error, ErrorContext::Transaction)
@@ -61,10 +67,62 @@ pub(crate) async fn init_transactional_producer(
     transactional_id: &str,
 ) -> ResponseKind {
     let mut response = InitProducerIdResponse::default();
+    response.producer_id = ProducerId(-1);
+    response.producer_epoch = -1;
+    let timeout = request.transaction_timeout_ms;
+    if timeout <= 0 || i64::from(timeout) > MAX_TRANSACTION_TIMEOUT_MS as i64 {
+        tracing::debug!(
+            timeout,
+            "kafka init_producer_id: transaction timeout out of range"
+        );
+        response.error_code = cx.error(ResponseError::InvalidTransactionTimeout);
+        return ResponseKind::InitProducerId(response);
+    }
+    // KIP-360 (v3+): a producer that names its current id and epoch asks for the next
+    // epoch; anyone else naming them is a zombie.
+    if cx.version >= 3 && request.producer_id.0 != -1 {
+        match cx.shared.agent.describe_transaction(transactional_id).await {
+            Ok(record) if record.producer_id != request.producer_id.0 => {
+                response.error_code = cx.error(ResponseError::InvalidProducerIdMapping);
+                return ResponseKind::InitProducerId(response);
+            }
+            Ok(record) if record.epoch == request.producer_epoch => {}
+            Ok(record)
+                if record.epoch == request.producer_epoch.saturating_add(1)
+                    && matches!(
+                        record.status,
+                        TransactionStatus::Empty
+                            | TransactionStatus::CompleteCommit
+                            | TransactionStatus::CompleteAbort
+                    ) =>
+            {
+                // A retry of a bump that was done: its answer again.
+                response.producer_id = ProducerId(record.producer_id);
+                response.producer_epoch = record.epoch;
+                return ResponseKind::InitProducerId(response);
+            }
+            Ok(_) => {
+                response.error_code = cx.error(if cx.version >= 4 {
+                    ResponseError::ProducerFenced
+                } else {
+                    ResponseError::InvalidProducerEpoch
+                });
+                return ResponseKind::InitProducerId(response);
+            }
+            Err(e @ (Error::NotCoordinator { .. } | Error::Unavailable(_))) => {
+                response.error_code = txn_code(cx, &e);
+                return ResponseKind::InitProducerId(response);
+            }
+            Err(_) => {
+                response.error_code = cx.error(ResponseError::InvalidProducerIdMapping);
+                return ResponseKind::InitProducerId(response);
+            }
+        }
+    }
     match cx
         .shared
         .agent
-        .init_transactions_finishing(transactional_id, i64::from(request.transaction_timeout_ms))
+        .init_transactions_finishing(transactional_id, i64::from(timeout))
         .await
     {
         Ok((producer_id, epoch)) => {
@@ -73,12 +131,7 @@ pub(crate) async fn init_transactional_producer(
         }
         Err(e) => {
             tracing::debug!(error = %e, transactional_id, "kafka init_producer_id refused");
-            response.error_code = match &e {
-                Error::InvalidArgument(_) => cx.error(ResponseError::InvalidTransactionTimeout),
-                _ => txn_code(cx, &e),
-            };
-            response.producer_id = ProducerId(-1);
-            response.producer_epoch = -1;
+            response.error_code = txn_code(cx, &e);
         }
     }
     ResponseKind::InitProducerId(response)
@@ -168,11 +221,24 @@ pub(crate) async fn txn_offset_commit(
     let now = agent.clock_ms();
     let mut offsets = Vec::new();
     let mut refused = None;
-    for t in &request.topics {
+    let count: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
+    if count > MAX_TRANSACTION_OFFSETS {
+        refused = Some(Error::InvalidArgument(format!(
+            "a transaction commits at most {MAX_TRANSACTION_OFFSETS} group offsets; this \
+             request names {count}"
+        )));
+    }
+    let named = if refused.is_some() {
+        &[][..]
+    } else {
+        &request.topics[..]
+    };
+    for t in named {
+        let name = t.name.to_string();
         for p in &t.partitions {
             match u32::try_from(p.partition_index) {
                 Ok(partition) => offsets.push((
-                    t.name.to_string(),
+                    name.clone(),
                     partition,
                     CommittedOffset {
                         offset: p.committed_offset,
@@ -213,6 +279,11 @@ pub(crate) async fn txn_offset_commit(
                 Ok(())
             };
             match checked {
+                // The group's coordinator moved: the client finds it again.
+                Err(Error::NotCoordinator { .. }) => Err(Error::NotCoordinator {
+                    group: request.group_id.to_string(),
+                    reason: "checking the member needs the group's coordinator".to_string(),
+                }),
                 Ok(()) => {
                     agent
                         .add_offsets_at_coordinator(
@@ -235,14 +306,23 @@ pub(crate) async fn txn_offset_commit(
         Err(
             e @ (Error::UnknownMember { .. }
             | Error::IllegalGeneration { .. }
-            | Error::FencedMember { .. }
             | Error::FencedInstance { .. }),
         ) => {
             tracing::debug!(error = %e, "kafka txn_offset_commit refused");
             cx.agent_error(e, ErrorContext::Group)
         }
-        // At the group's coordinator, a transaction coordinator that moved is not this
-        // request's to find: the client retries.
+        // A stale member epoch (consumer protocol): the client's abortable answer.
+        Err(e @ Error::FencedMember { .. }) => {
+            tracing::debug!(error = %e, "kafka txn_offset_commit refused");
+            cx.error(ResponseError::IllegalGeneration)
+        }
+        Err(e @ Error::NotCoordinator { group, .. })
+            if group.as_str() == request.group_id.as_str() =>
+        {
+            tracing::debug!(error = %e, "kafka txn_offset_commit: not the group's coordinator");
+            cx.error(ResponseError::NotCoordinator)
+        }
+        // The transaction's coordinator moved meanwhile: the client retries.
         Err(e @ Error::NotCoordinator { .. }) => {
             tracing::debug!(error = %e, "kafka txn_offset_commit: coordinator moved");
             cx.error(ResponseError::CoordinatorLoadInProgress)
@@ -302,7 +382,14 @@ pub(crate) async fn describe_transactions(
     request: DescribeTransactionsRequest,
 ) -> ResponseKind {
     let mut response = DescribeTransactionsResponse::default();
-    for id in request.transactional_ids {
+    for (n, id) in request.transactional_ids.into_iter().enumerate() {
+        if n >= MAX_DESCRIBED {
+            let mut state = TransactionState::default();
+            state.error_code = cx.error(ResponseError::InvalidRequest);
+            state.transactional_id = id;
+            response.transaction_states.push(state);
+            continue;
+        }
         let mut state = TransactionState::default();
         match cx.shared.agent.describe_transaction(&id).await {
             Ok(record) => {
@@ -330,6 +417,7 @@ pub(crate) async fn describe_transactions(
                 tracing::debug!(error = %e, "kafka describe_transactions");
                 state.error_code = match e {
                     Error::NotCoordinator { .. } => cx.error(ResponseError::NotCoordinator),
+                    Error::Unavailable(_) => cx.error(ResponseError::CoordinatorNotAvailable),
                     _ => cx.error(ResponseError::TransactionalIdNotFound),
                 };
             }

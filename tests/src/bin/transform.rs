@@ -42,6 +42,7 @@ async fn main() -> Result<()> {
         ConsumerConfig {
             isolation: Isolation::ReadCommitted,
             max_bytes_per_partition: 16 << 10,
+            ..ConsumerConfig::default()
         },
     )
     .await?;
