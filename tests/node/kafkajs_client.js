@@ -9,6 +9,16 @@
 // from the beginning (KafkaJS has no assign(): it reads through a consumer group, which
 // is given every partition) and writes each record it got, in the order it got them, to
 // CONSUMED_FILE as JSON lines. The test checks both against `strata consume --json`.
+//
+//   node kafkajs_client.js group BOOTSTRAP TOPIC GROUP OUT_FILE
+//
+// A member of consumer group GROUP (classic protocol, KafkaJS's eager round-robin
+// assignor) until SIGTERM, driven by tests/tests/kafka_groups.rs. It writes to OUT_FILE
+// what the Java and Python members write: `R partition offset key` for each record,
+// `A ms partitions` when partitions are assigned, `V ms partitions` when they are revoked
+// (KafkaJS revokes everything when a rebalance begins, after its fetchers have stopped),
+// `L ms partitions` when they are lost (the coordinator forgot the member), `C ms` at a
+// clean stop. It commits after each batch.
 const { Kafka, CompressionTypes, CompressionCodecs, logLevel } = require('kafkajs');
 const SnappyCodec = require('kafkajs-snappy');
 const LZ4Codec = require('@2l/kafkajs-lz4');
@@ -96,7 +106,62 @@ async function consumeAll(kafka, topic, count, file) {
   await new Promise((resolve) => out.end(resolve));
 }
 
-main().catch((e) => {
+async function group(bootstrap, topic, groupId, outFile) {
+  const fs = require('fs');
+  const out = fs.openSync(outFile, 'w');
+  const line = (text) => fs.writeSync(out, text + '\n');
+  let held = [];
+  const note = (kind, partitions) => {
+    if (partitions.length > 0) line(`${kind} ${Date.now()} ${[...partitions].sort((a, b) => a - b).join(',')}`);
+  };
+  // KafkaJS has no event for a member the coordinator no longer knows; it logs it, after
+  // its fetchers stopped and before it joins again.
+  const logCreator = () => ({ level, log }) => {
+    if (log.message && log.message.startsWith('The coordinator is not aware of this member')) {
+      note('L', held);
+      held = [];
+    }
+    // A rebalance answered to a heartbeat is the normal path, not an error.
+    if (level <= logLevel.ERROR && !/rebalancing/.test(log.message)) console.error(`kafkajs: ${log.message} ${log.error || ''}`);
+  };
+  const kafka = new Kafka({ clientId: 'strata-test-group', brokers: bootstrap.split(','), logLevel: logLevel.WARN, logCreator });
+  const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000 });
+  consumer.on(consumer.events.REBALANCING, () => {
+    note('V', held);
+    held = [];
+  });
+  consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
+    // Eager: the whole new assignment.
+    held = payload.memberAssignment[topic] || [];
+    note('A', held);
+  });
+  await consumer.connect();
+  await consumer.subscribe({ topic, fromBeginning: true });
+  await consumer.run({
+    autoCommit: false,
+    eachBatch: async ({ batch }) => {
+      for (const m of batch.messages) {
+        line(`R ${batch.partition} ${m.offset} ${m.key ? m.key.toString() : '-'}`);
+      }
+      if (batch.messages.length > 0) {
+        const next = (BigInt(batch.lastOffset()) + 1n).toString();
+        try {
+          await consumer.commitOffsets([{ topic, partition: batch.partition, offset: next }]);
+        } catch (e) {
+          // A commit refused during a rebalance: the records come again (at least once).
+          console.error(`commit: ${e.message}`);
+        }
+      }
+    },
+  });
+  await new Promise((resolve) => process.once('SIGTERM', resolve));
+  await consumer.disconnect();
+  line(`C ${Date.now()}`);
+  fs.closeSync(out);
+}
+
+const run = process.argv[2] === 'group' ? () => group(...process.argv.slice(3)) : main;
+run().catch((e) => {
   console.error(`FAIL: ${e.stack || e}`);
   process.exit(1);
 });

@@ -3,11 +3,12 @@
 //! assignment callbacks; committed offsets resumed after a restart; `strata group
 //! describe` against Java's AdminClient. Java consumers on the classic protocol
 //! (cooperative-sticky), confluent-kafka consumers on the KIP-848 protocol
-//! (`group.protocol=consumer`), kafka-python consumers (classic, eager), one cluster for
-//! all.
+//! (`group.protocol=consumer`), kafka-python and KafkaJS consumers (classic, eager); and one
+//! group shared by gRPC SDK members (`strata consume --group`) and confluent-kafka KIP-848
+//! members. One cluster for all.
 //!
-//! Needs Java and the test programs (scripts/build-test-clients.sh) and the Python
-//! clients (scripts/install-test-deps.sh).
+//! Needs Java, KafkaJS and the test programs (scripts/build-test-clients.sh) and the
+//! Python clients (scripts/install-test-deps.sh).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -53,6 +54,8 @@ enum Client {
     ConfluentConsumerProtocol,
     /// kafka-python, classic protocol, its default (eager) assignors.
     KafkaPython,
+    /// KafkaJS, classic protocol, its round-robin assignor (eager).
+    KafkaJs,
 }
 
 impl Client {
@@ -87,6 +90,13 @@ impl Client {
                 }
                 command
             }
+            Self::KafkaJs => {
+                let mut command = Command::new("node");
+                command
+                    .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("node/kafkajs_client.js"))
+                    .args(["group", bootstrap, topic, group, out]);
+                command
+            }
         }
     }
 }
@@ -107,7 +117,7 @@ impl Member {
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("run java");
+            .unwrap_or_else(|e| panic!("run the {client:?} member: {e}"));
         Self {
             child,
             out,
@@ -522,4 +532,157 @@ fn groups_of_kafka_clients_through_a_member_sigkill_consume_everything_with_one_
         &bootstrap,
         &server,
     );
+    group_under_load(
+        Client::KafkaJs,
+        "kafkajs-classic-eager",
+        10_000,
+        2_000,
+        &bootstrap,
+        &server,
+    );
+    sdk_and_kip848_members_in_one_group(&bootstrap, &server);
+}
+
+/// Two gRPC SDK members (`strata consume --group`) and two confluent-kafka KIP-848 members
+/// in one group on a 12-partition topic under load; one of each SIGKILLed. Every
+/// acknowledged record is consumed, no partition has two owners at once (the SDK members'
+/// rebalance events and the Kafka members' callbacks on one time line), both kinds of
+/// member own partitions, and `strata group describe` shows the two live members.
+fn sdk_and_kip848_members_in_one_group(bootstrap: &str, server: &str) {
+    use strata_tests::groups::Member as SdkMember;
+    let topic = "mixed-sdk-kip848-topic";
+    let group = "mixed-sdk-kip848-group";
+    let records = 20_000;
+    cli_ok(
+        server,
+        &["topic", "create", topic, "-p", &PARTITIONS.to_string()],
+        b"",
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let acked_path = dir.path().join("acked");
+    let producer = {
+        let (bootstrap, path) = (
+            bootstrap.to_string(),
+            acked_path.to_str().unwrap().to_string(),
+        );
+        std::thread::spawn(move || {
+            java_ok(&[
+                "produce",
+                &bootstrap,
+                topic,
+                &records.to_string(),
+                "2000",
+                &path,
+            ])
+        })
+    };
+    let mut sdk: Vec<SdkMember> = (0..2)
+        .map(|_| SdkMember::start(server, topic, group, &[]))
+        .collect();
+    let mut kafka: Vec<Member> = (0..2)
+        .map(|i| {
+            Member::start(
+                Client::ConfluentConsumerProtocol,
+                bootstrap,
+                topic,
+                group,
+                dir.path().join(format!("k{i}")),
+            )
+        })
+        .collect();
+    wait_until(
+        "both kinds of member own partitions",
+        Duration::from_secs(60),
+        || {
+            sdk.iter().any(|m| !m.owned().is_empty())
+                && kafka.iter().any(|m| !m.ownership(now_ms()).is_empty())
+        },
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    sdk[0].kill();
+    std::thread::sleep(Duration::from_secs(2));
+    kafka[0].kill();
+    let summary = producer.join().unwrap();
+    let acked = acknowledged(&acked_path);
+    assert_eq!(acked.len(), records, "every record acknowledged: {summary}");
+    let consumed = || -> BTreeSet<(u32, i64)> {
+        sdk.iter()
+            .flat_map(|m| m.consumed())
+            .map(|c| (c.partition, c.offset))
+            .chain(
+                kafka
+                    .iter()
+                    .flat_map(|m| m.records())
+                    .map(|(p, o, _)| (p, o)),
+            )
+            .collect()
+    };
+    let started = Instant::now();
+    loop {
+        let seen = consumed();
+        let missing = acked.values().filter(|p| !seen.contains(p)).count();
+        if missing == 0 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{missing} acknowledged records not consumed; group: {}",
+            cli_ok(server, &["group", "describe", group], b"")
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (members, _) = strata_view(server, group, topic);
+    assert_eq!(members.len(), 2, "the two live members: {members:?}");
+    let owned: usize = members.values().map(Vec::len).sum();
+    assert_eq!(
+        owned, PARTITIONS as usize,
+        "every partition owned: {members:?}"
+    );
+    let split: Vec<usize> = members.values().map(Vec::len).collect();
+    sdk[1].terminate();
+    kafka[1].stop();
+    let end = now_ms();
+    // One time line: (who, partition, from, to).
+    let mut intervals: Vec<(String, u32, u128, u128)> = Vec::new();
+    for m in &sdk {
+        for (p, spans) in m.intervals(end as i64) {
+            intervals.extend(
+                spans
+                    .into_iter()
+                    .map(|(from, to)| (m.name.clone(), p, from as u128, to as u128)),
+            );
+        }
+    }
+    for (i, m) in kafka.iter().enumerate() {
+        intervals.extend(
+            m.ownership(end)
+                .into_iter()
+                .map(|(p, from, to)| (format!("kafka-{i}"), p, from, to)),
+        );
+    }
+    let mut overlaps = Vec::new();
+    for (n, a) in intervals.iter().enumerate() {
+        for b in &intervals[n + 1..] {
+            if a.0 != b.0 && a.1 == b.1 && a.2 < b.3 && b.2 < a.3 {
+                overlaps.push(format!("partition {}: {a:?} and {b:?}", a.1));
+            }
+        }
+    }
+    assert!(
+        overlaps.is_empty(),
+        "partitions with two owners: {overlaps:?}"
+    );
+    let kinds_owning: BTreeSet<bool> = intervals
+        .iter()
+        .map(|(who, ..)| who.starts_with("kafka-"))
+        .collect();
+    assert_eq!(kinds_owning.len(), 2, "both kinds owned partitions");
+    report(&format!(
+        "kafka groups, one group of 2 gRPC SDK and 2 KIP-848 (confluent-kafka) members, one of \
+         each SIGKILLed under load: {} acknowledged, all consumed; {} ownership intervals on \
+         one time line, none overlapping; the two live members owned {split:?} of the \
+         {PARTITIONS} partitions (strata group describe)",
+        acked.len(),
+        intervals.len(),
+    ));
 }
