@@ -18,7 +18,8 @@ cache="${STRATA_GO_CACHE:-$HOME/.cache/strata/go}"
 export GOPATH="$cache" GOMODCACHE="$cache/mod" GOCACHE="$cache/build" GOFLAGS=-modcacherw
 export GOTOOLCHAIN=local GOPROXY="${GOPROXY:-https://proxy.golang.org,direct}"
 work=$(mktemp -d)
-trap 'kill "${dev_pid:-}" 2>/dev/null || true; wait "${dev_pid:-}" 2>/dev/null || true; rm -rf "$work"' EXIT
+# KGO_KEEP_WORK=DIR keeps the run (strata dev's data and log, go test's output) in DIR.
+trap 'kill "${dev_pid:-}" 2>/dev/null || true; wait "${dev_pid:-}" 2>/dev/null || true; if [ -n "${KGO_KEEP_WORK:-}" ]; then rm -rf "$KGO_KEEP_WORK"; mv "$work" "$KGO_KEEP_WORK"; else rm -rf "$work"; fi' EXIT
 
 (cd "$work" && go mod download github.com/twmb/franz-go@"$version")
 src="$GOMODCACHE/github.com/twmb/franz-go@$version"
@@ -48,12 +49,19 @@ KGO_SEEDS="127.0.0.1:$kafka_port" KGO_TEST_RF=1 KGO_TEST_RECORDS="${KGO_TEST_REC
 python3 - "$work/test.json" "$excluded" <<'PY'
 import json, sys
 results = {}
+started = []
+output = []
 for line in open(sys.argv[1]):
     try:
         event = json.loads(line)
     except ValueError:
         continue
     test = event.get("Test")
+    if event.get("Action") == "output":
+        output.append(event.get("Output", ""))
+        del output[:-40]
+    if test and "/" not in test and event.get("Action") == "run":
+        started.append(test)
     if test and "/" not in test and event.get("Action") in ("pass", "fail", "skip"):
         results[test] = event["Action"]
 passed = sorted(t for t, a in results.items() if a == "pass")
@@ -63,6 +71,13 @@ print(f"kgo suite: {len(passed)} passed, {len(failed)} failed, {sys.argv[2]} exc
       f"({len(skipped)} skipped by the suite itself: no SCRAM, OAuth or TLS settings given)")
 for t in failed:
     print(f"  failed: {t}")
+# A test that panics ends the run without a result: name it, with the run's last output.
+unfinished = [t for t in started if t not in results]
+for t in unfinished:
+    print(f"  never finished (the run stopped in it): {t}")
+if unfinished or failed:
+    print("last output of the run:")
+    print("".join(output), end="")
 PY
 if [ "$status" -ne 0 ]; then
   tail -n 20 "$work/test.err" >&2 || true

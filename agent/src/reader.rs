@@ -147,11 +147,16 @@ impl PartitionLog {
         aborted: &[AbortedRange],
         complete_to: i64,
     ) {
+        // The aborts first: a reader that sees the new last stable offset must find every
+        // abort below it (else a read_committed client would take an aborted
+        // transaction's records for committed ones).
+        {
+            let mut cache = self.aborted.lock().expect("aborted lock");
+            cache.ranges.extend_from_slice(aborted);
+            cache.complete_to = cache.complete_to.max(complete_to);
+        }
         self.committed
             .send_modify(|c| c.last_stable_offset = last_stable_offset.min(c.high_watermark));
-        let mut cache = self.aborted.lock().expect("aborted lock");
-        cache.ranges.extend_from_slice(aborted);
-        cache.complete_to = cache.complete_to.max(complete_to);
     }
 
     /// Changes of the committed bounds.
@@ -365,9 +370,13 @@ impl Inner {
             let ranges = self.metastore.aborted_ranges(&key.0, key.1).await?;
             log.set_aborted(ranges, committed.high_watermark);
         }
-        let aborted = log
-            .aborted_below(committed.last_stable_offset)
-            .unwrap_or_default();
+        let aborted = match log.aborted_below(committed.last_stable_offset) {
+            Some(aborted) => aborted,
+            // Never a read_committed answer without every abort below its bound: they
+            // are stored with the commit that wrote their markers, so the metastore has
+            // them all.
+            None => self.metastore.aborted_ranges(&key.0, key.1).await?,
+        };
         Ok((committed, aborted))
     }
 

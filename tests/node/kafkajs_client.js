@@ -122,7 +122,8 @@ async function group(bootstrap, topic, groupId, outFile) {
       held = [];
     }
     // A rebalance answered to a heartbeat is the normal path, not an error.
-    if (level <= logLevel.ERROR && !/rebalancing/.test(log.message)) console.error(`kafkajs: ${log.message} ${log.error || ''}`);
+    const text = `${log.message} ${log.error || ''}`;
+    if (level <= logLevel.ERROR && !/rebalancing/.test(text)) console.error(`kafkajs: ${text}`);
   };
   const kafka = new Kafka({ clientId: 'strata-test-group', brokers: bootstrap.split(','), logLevel: logLevel.WARN, logCreator });
   const consumer = kafka.consumer({ groupId, sessionTimeout: 10000, heartbeatInterval: 1000 });
