@@ -52,6 +52,8 @@ pub struct AgentConfig {
     pub lease_ttl: Duration,
     /// Bounds on what clients send.
     pub limits: Limits,
+    /// Whether ACLs are checked, and who may do everything.
+    pub authorization: crate::auth::AuthorizationConfig,
 }
 
 impl Default for AgentConfig {
@@ -68,6 +70,7 @@ impl Default for AgentConfig {
             max_inflight_flushes: 4,
             lease_ttl: Duration::from_secs(10),
             limits: Limits::default(),
+            authorization: crate::auth::AuthorizationConfig::default(),
         }
     }
 }
@@ -96,6 +99,8 @@ struct Tasks {
     sweeper: JoinHandle<()>,
     /// Follows topic changes; stops with the control loop.
     topics: JoinHandle<()>,
+    /// Follows the ACLs (when they are checked); stops with the control loop.
+    acls: Option<JoinHandle<()>>,
     stop_control: watch::Sender<bool>,
     membership: JoinHandle<()>,
     stop_membership: watch::Sender<bool>,
@@ -112,6 +117,8 @@ pub(crate) struct Inner {
     /// This incarnation's number; segment names carry it.
     pub agent_epoch: u64,
     pub metrics: Metrics,
+    /// The cached ACLs and the check every API makes.
+    pub authorizer: Arc<crate::auth::Authorizer>,
     topics: Mutex<HashMap<String, Arc<TopicHandle>>>,
     /// Every stored topic, as of the last topic-watch notification (and this agent's own
     /// changes since): what `Metadata` and `DescribeTopic` answer from. `None` until the
@@ -521,6 +528,15 @@ impl Agent {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let agent_epoch = metastore.next_agent_epoch().await?;
+        let metrics = Metrics::new();
+        let authorizer = Arc::new(crate::auth::Authorizer::new(
+            config.authorization.clone(),
+            metrics.acl_denied.clone(),
+        ));
+        if authorizer.enabled() {
+            // Serve nothing but super users' requests until the ACLs are read.
+            authorizer.reload(metastore.as_ref()).await?;
+        }
         let inner = Arc::new(Inner {
             config,
             metastore,
@@ -528,7 +544,8 @@ impl Agent {
             cache,
             clock,
             agent_epoch,
-            metrics: Metrics::new(),
+            metrics,
+            authorizer,
             topics: Mutex::new(HashMap::new()),
             catalog: std::sync::RwLock::default(),
             catalog_generation: AtomicU64::new(0),
@@ -564,6 +581,15 @@ impl Agent {
             "topic follower",
             inner.clone().run_topic_follower(stopping.clone()),
         );
+        let acls = inner.authorizer.enabled().then(|| {
+            inner.spawn_part(
+                "ACL follower",
+                inner
+                    .authorizer
+                    .clone()
+                    .follow(inner.metastore.clone(), stopping.clone()),
+            )
+        });
         let control = inner.spawn_part(
             "control loop",
             inner.clone().run_control_loop(role, stopping),
@@ -580,6 +606,7 @@ impl Agent {
                 control,
                 sweeper,
                 topics,
+                acls,
                 stop_control,
                 membership,
                 stop_membership,
@@ -598,6 +625,9 @@ impl Agent {
         let _ = tasks.control.await;
         let _ = tasks.sweeper.await;
         let _ = tasks.topics.await;
+        if let Some(acls) = tasks.acls {
+            let _ = acls.await;
+        }
         self.inner.close_writer();
         let _ = tasks.flusher.await;
         let _ = tasks.stop_membership.send(true);
@@ -619,6 +649,24 @@ impl Agent {
     /// This agent's metrics.
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+
+    /// The authorizer every API checks before it acts.
+    pub fn authorizer(&self) -> &crate::auth::Authorizer {
+        &self.inner.authorizer
+    }
+
+    /// Checks that `caller` may call `api` on `resource` (see [`crate::auth::access`]).
+    pub fn authorize(
+        &self,
+        caller: &crate::auth::Caller,
+        api: &str,
+        resource: crate::auth::Resource<'_>,
+    ) -> Result<()> {
+        self.inner
+            .authorizer
+            .check(caller, api, resource)
+            .map_err(Error::NotAuthorized)
     }
 
     /// This agent's Kafka node id (see [`strata_metastore::AgentRecord::node_id`]).

@@ -3,6 +3,9 @@
 /// What can go wrong serving a request.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    /// The ACLs do not let the caller do this (nothing was changed).
+    #[error("{0}")]
+    NotAuthorized(Box<crate::auth::Denied>),
     /// No topic of that name.
     #[error("topic '{0}' does not exist")]
     TopicNotFound(String),

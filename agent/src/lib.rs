@@ -11,7 +11,8 @@
 //! - [`writer`]: the write path (ownership, offsets, the open segment, the flusher);
 //! - [`reader`]: the read path (committed offsets, index cache, block reads, long-poll);
 //! - [`service`]: the gRPC services and the one place errors become status codes;
-//! - [`security`]: TLS on the listener and bearer-token authentication;
+//! - [`auth`]: TLS, bearer tokens and principals, ACLs, the access table and the
+//!   authorizer every API checks before it acts;
 //! - [`health`]: the standard gRPC health service, following the agent's failure state;
 //! - `cluster`: membership (the registration lease), the controller role, following the
 //!   controller's assignment; `controller`: the assignment it computes (partitions and
@@ -26,6 +27,7 @@
 
 mod agent;
 mod assignor;
+pub mod auth;
 mod classic;
 pub use strata_storage::clock;
 mod cluster;
@@ -39,7 +41,6 @@ pub mod limits;
 pub mod metrics;
 mod producer;
 mod reader;
-pub mod security;
 pub mod service;
 pub mod topic;
 pub mod transaction;

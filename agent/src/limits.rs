@@ -121,6 +121,7 @@ impl Limits {
             max_partitions_per_topic: self.max_partitions_per_topic,
             max_partitions: self.max_partitions,
             max_topics: self.max_topics,
+            ..StoredLimits::default()
         }
     }
 

@@ -74,6 +74,8 @@ pub struct Metrics {
     pub produce_forwarded: IntCounter,
     /// Requests refused for a missing or wrong bearer token.
     pub auth_refused: IntCounter,
+    /// Requests the ACLs refused, by operation and resource type.
+    pub acl_denied: IntCounterVec,
     /// Partitions this agent took (epoch bumps).
     pub partitions_taken: IntCounter,
     /// Partitions this agent gave up (reassigned, fenced, or its lease lost).
@@ -152,6 +154,18 @@ impl Metrics {
                 "strata_auth_refused_total",
                 "Requests refused with UNAUTHENTICATED (missing or wrong bearer token)",
             ),
+            acl_denied: {
+                let c = IntCounterVec::new(
+                    prometheus::Opts::new(
+                        "strata_acl_denied_total",
+                        "Requests the ACLs refused, by operation and resource type",
+                    ),
+                    &["operation", "resource_type"],
+                )
+                .expect("valid metric");
+                r.register(Box::new(c.clone())).expect("unique metric");
+                c
+            },
             partitions_taken: counter(
                 &r,
                 "strata_partitions_taken_total",

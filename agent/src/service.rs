@@ -13,6 +13,7 @@ use futures::{Stream, StreamExt};
 use strata_metastore::{CommittedOffset, TopicMeta, TransactionRecord, TransactionStatus};
 use strata_proto::health::health_server::HealthServer;
 use strata_proto::v1 as pb;
+use strata_proto::v1::acls_server::AclsServer;
 use strata_proto::v1::admin_server::{Admin, AdminServer};
 use strata_proto::v1::cluster_server::{Cluster, ClusterServer};
 use strata_proto::v1::groups_client::GroupsClient;
@@ -30,8 +31,9 @@ use tonic::transport::{Channel, ClientTlsConfig};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::agent::{Appended, NewRecord, PartitionDescription};
+use crate::auth::security::{Authenticate, OnBehalfOf, Security, caller_of};
+use crate::auth::{Caller, Resource};
 use crate::health::AgentHealth;
-use crate::security::{Authenticate, Security, caller_authorization};
 use crate::transaction::{InitOutcome, TransactionalProducer};
 use crate::{Agent, Error, FetchSpec, Isolation, ProducerBatch};
 
@@ -54,6 +56,7 @@ const MAX_STATUS_MESSAGE: usize = 4096;
 pub fn status(error: Error) -> Status {
     let message = error.message_within(MAX_STATUS_MESSAGE);
     match error {
+        Error::NotAuthorized(_) => Status::permission_denied(message),
         Error::TopicNotFound(_) | Error::PartitionNotFound { .. } => Status::not_found(message),
         Error::TopicExists(_) => Status::already_exists(message),
         Error::TopicChanged { topic, .. } => {
@@ -173,6 +176,7 @@ pub async fn serve(
     };
     let authenticate = Authenticate::new(
         security.tokens.clone(),
+        agent.config().authorization.super_users.clone(),
         agent.metrics().auth_refused.clone(),
     );
     let service = AgentService {
@@ -220,7 +224,11 @@ pub async fn serve(
             authenticate.clone(),
         ))
         .add_service(InterceptedService::new(
-            TransactionsServer::new(service),
+            TransactionsServer::new(service.clone()),
+            authenticate.clone(),
+        ))
+        .add_service(InterceptedService::new(
+            AclsServer::new(crate::auth::grpc::AclService::new(service.agent)),
             authenticate,
         ))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
@@ -243,16 +251,27 @@ pub struct AgentService {
 /// Marks a request forwarded by another agent; it is never forwarded again.
 const FORWARDED: &str = "strata-forwarded";
 
-/// `message` as a request forwarded on behalf of a caller that sent `authorization`.
-fn forwarded<T>(message: T, authorization: Option<AsciiMetadataValue>) -> Request<T> {
+/// `message` as a request forwarded on behalf of `caller`; `own` is what this agent
+/// presents for itself.
+fn forwarded<T>(message: T, caller: &OnBehalfOf, own: Option<&AsciiMetadataValue>) -> Request<T> {
     let mut request = Request::new(message);
     request
         .metadata_mut()
         .insert(FORWARDED, "1".parse().expect("ascii"));
-    if let Some(authorization) = authorization {
+    caller.apply(request.metadata_mut(), own);
+    request
+}
+
+/// `message` as this agent's own call to another agent (a super user there).
+fn agent_call<T>(message: T, own: Option<&AsciiMetadataValue>) -> Request<T> {
+    let mut request = Request::new(message);
+    request
+        .metadata_mut()
+        .insert(FORWARDED, "1".parse().expect("ascii"));
+    if let Some(own) = own {
         request
             .metadata_mut()
-            .insert(crate::security::AUTHORIZATION, authorization);
+            .insert(crate::auth::security::AUTHORIZATION, own.clone());
     }
     request
 }
@@ -446,15 +465,32 @@ impl AgentService {
         &self,
         address: &str,
         request: pb::ProduceRequest,
-        authorization: Option<AsciiMetadataValue>,
+        caller: &OnBehalfOf,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
         let channel = self.peer(address)?;
         self.agent.metrics().produce_forwarded.inc();
         LogClient::new(channel)
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
-            .produce(forwarded(request, authorization))
+            .produce(forwarded(request, caller, self.own_authorization.as_ref()))
             .await
+    }
+
+    /// Refuses `request` (PERMISSION_DENIED; nothing was done) unless its caller may call
+    /// `api` on each of `resources`; returns the caller.
+    fn authorize<'a, T>(
+        &self,
+        request: &Request<T>,
+        api: &str,
+        resources: impl IntoIterator<Item = Resource<'a>>,
+    ) -> Result<Caller, Status> {
+        let caller = caller_of(request);
+        for resource in resources {
+            self.agent
+                .authorize(&caller, api, resource)
+                .map_err(status)?;
+        }
+        Ok(caller)
     }
 
     /// Runs a group operation here, or — if this agent does not coordinate the group and
@@ -471,7 +507,7 @@ impl AgentService {
         Fut: Future<Output = Result<Response<Resp>, Status>>,
     {
         let was_forwarded = request.metadata().contains_key(FORWARDED);
-        let authorization = caller_authorization(request.metadata());
+        let caller = OnBehalfOf::caller(&request);
         let request = request.into_inner();
         let group = group_id(&request);
         match local(request.clone()).await {
@@ -479,7 +515,8 @@ impl AgentService {
             Err(Error::NotCoordinator { .. })
                 if !was_forwarded && let Some(address) = self.agent.coordinator_address(&group) =>
             {
-                remote(self.peer(&address)?, forwarded(request, authorization)).await
+                let request = forwarded(request, &caller, self.own_authorization.as_ref());
+                remote(self.peer(&address)?, request).await
             }
             Err(e) => Err(status(e)),
         }
@@ -543,6 +580,14 @@ impl Admin for AgentService {
         &self,
         request: Request<pb::CreateTopicRequest>,
     ) -> Result<Response<pb::CreateTopicResponse>, Status> {
+        // CREATE on the cluster, or else on the topic.
+        let api = "Admin.CreateTopic";
+        if self
+            .authorize(&request, api, [Resource::cluster()])
+            .is_err()
+        {
+            self.authorize(&request, api, [Resource::topic(&request.get_ref().name)])?;
+        }
         let r = request.into_inner();
         let config = r.config.into_iter().collect();
         let meta = self
@@ -557,11 +602,19 @@ impl Admin for AgentService {
 
     async fn list_topics(
         &self,
-        _request: Request<pb::ListTopicsRequest>,
+        request: Request<pb::ListTopicsRequest>,
     ) -> Result<Response<pb::ListTopicsResponse>, Status> {
+        let caller = caller_of(&request);
         let topics = self.agent.list_topics().await.map_err(status)?;
+        let authorizer = self.agent.authorizer();
         Ok(Response::new(pb::ListTopicsResponse {
-            topics: topics.iter().map(topic_info).collect(),
+            topics: topics
+                .iter()
+                .filter(|t| {
+                    authorizer.permits(&caller, "Admin.ListTopics", Resource::topic(&t.name))
+                })
+                .map(topic_info)
+                .collect(),
         }))
     }
 
@@ -569,6 +622,11 @@ impl Admin for AgentService {
         &self,
         request: Request<pb::DescribeTopicRequest>,
     ) -> Result<Response<pb::DescribeTopicResponse>, Status> {
+        self.authorize(
+            &request,
+            "Admin.DescribeTopic",
+            [Resource::topic(&request.get_ref().name)],
+        )?;
         let name = request.into_inner().name;
         let (meta, partitions) = self.agent.describe_topic(&name).await.map_err(status)?;
         Ok(Response::new(pb::DescribeTopicResponse {
@@ -581,6 +639,11 @@ impl Admin for AgentService {
         &self,
         request: Request<pb::DescribeArchiveRequest>,
     ) -> Result<Response<pb::DescribeArchiveResponse>, Status> {
+        self.authorize(
+            &request,
+            "Admin.DescribeArchive",
+            [Resource::topic(&request.get_ref().topic)],
+        )?;
         let topic = request.into_inner().topic;
         let archive = self.agent.describe_archive(&topic).await.map_err(status)?;
         let partitions = archive
@@ -616,6 +679,11 @@ impl Admin for AgentService {
         &self,
         request: Request<pb::AddPartitionsRequest>,
     ) -> Result<Response<pb::AddPartitionsResponse>, Status> {
+        self.authorize(
+            &request,
+            "Admin.AddPartitions",
+            [Resource::topic(&request.get_ref().name)],
+        )?;
         let r = request.into_inner();
         let meta = self
             .agent
@@ -631,6 +699,11 @@ impl Admin for AgentService {
         &self,
         request: Request<pb::AlterTopicConfigRequest>,
     ) -> Result<Response<pb::AlterTopicConfigResponse>, Status> {
+        self.authorize(
+            &request,
+            "Admin.AlterTopicConfig",
+            [Resource::topic(&request.get_ref().name)],
+        )?;
         let r = request.into_inner();
         let set = r.set.into_iter().collect();
         let meta = self
@@ -647,6 +720,11 @@ impl Admin for AgentService {
         &self,
         request: Request<pb::DeleteRecordsRequest>,
     ) -> Result<Response<pb::DeleteRecordsResponse>, Status> {
+        self.authorize(
+            &request,
+            "Admin.DeleteRecords",
+            [Resource::topic(&request.get_ref().topic)],
+        )?;
         let r = request.into_inner();
         let log_start_offset = self
             .agent
@@ -662,6 +740,11 @@ impl Admin for AgentService {
         &self,
         request: Request<pb::DeleteTopicRequest>,
     ) -> Result<Response<pb::DeleteTopicResponse>, Status> {
+        self.authorize(
+            &request,
+            "Admin.DeleteTopic",
+            [Resource::topic(&request.get_ref().name)],
+        )?;
         let name = request.into_inner().name;
         self.agent.delete_topic(&name).await.map_err(status)?;
         Ok(Response::new(pb::DeleteTopicResponse {}))
@@ -676,9 +759,14 @@ impl Log for AgentService {
         &self,
         request: Request<pb::ProduceRequest>,
     ) -> Result<Response<pb::ProduceResponse>, Status> {
+        self.authorize(
+            &request,
+            "Log.Produce",
+            [Resource::topic(&request.get_ref().topic)],
+        )?;
         let timer = self.agent.metrics().produce_latency.start_timer();
         let forwarded = request.metadata().contains_key(FORWARDED);
-        let authorization = caller_authorization(request.metadata());
+        let caller = OnBehalfOf::caller(&request);
         let request = request.into_inner();
         let appended = match self.append_records(request.clone()).await {
             Ok(appended) => appended,
@@ -689,7 +777,7 @@ impl Log for AgentService {
                 reason,
             }) if !forwarded => {
                 return match self.agent.owner_address_now(&topic, partition).await {
-                    Some(owner) => self.forward(&owner, request, authorization).await,
+                    Some(owner) => self.forward(&owner, request, &caller).await,
                     None => Err(status(Error::NotOwner {
                         topic,
                         partition,
@@ -711,6 +799,7 @@ impl Log for AgentService {
         &self,
         request: Request<Streaming<pb::ProduceSessionRequest>>,
     ) -> Result<Response<Self::ProduceSessionStream>, Status> {
+        let caller = caller_of(&request);
         let mut inbound = request.into_inner();
         let max_inflight = self.agent.config().limits.max_session_inflight;
         let (tx, rx) = tokio::sync::mpsc::channel(SESSION_RESPONSES);
@@ -739,7 +828,14 @@ impl Log for AgentService {
                         let sequence = message.sequence;
                         let timer = service.agent.metrics().produce_latency.start_timer();
                         let appended = match message.request {
-                            Some(request) => service.append(request).await,
+                            Some(request) => match service.agent.authorize(
+                                &caller,
+                                "Log.ProduceSession",
+                                Resource::topic(&request.topic),
+                            ) {
+                                Ok(()) => service.append(request).await,
+                                Err(e) => Err(status(e)),
+                            },
                             None => Err(Status::invalid_argument(
                                 "a session request needs a request",
                             )),
@@ -771,6 +867,11 @@ impl Log for AgentService {
         &self,
         request: Request<pb::FetchRequest>,
     ) -> Result<Response<pb::FetchResponse>, Status> {
+        self.authorize(
+            &request,
+            "Log.Fetch",
+            [Resource::topic(&request.get_ref().topic)],
+        )?;
         let r = request.into_inner();
         let max_wait = Duration::from_millis(r.max_wait_ms.max(0) as u64).min(MAX_WAIT);
         let response = self.fetch_response(&r, max_wait).await?;
@@ -779,8 +880,17 @@ impl Log for AgentService {
 
     async fn init_producer_id(
         &self,
-        _request: Request<pb::InitProducerIdRequest>,
+        request: Request<pb::InitProducerIdRequest>,
     ) -> Result<Response<pb::InitProducerIdResponse>, Status> {
+        // IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (as Kafka since 2.8).
+        let caller = caller_of(&request);
+        if !self.agent.authorizer().permits_on_any(
+            &caller,
+            strata_metastore::AclOperation::Write,
+            strata_metastore::ResourceType::Topic,
+        ) {
+            self.authorize(&request, "Log.InitProducerId", [Resource::cluster()])?;
+        }
         let producer_id = self.agent.init_producer_id().await.map_err(status)?;
         Ok(Response::new(pb::InitProducerIdResponse {
             producer_id,
@@ -794,6 +904,11 @@ impl Log for AgentService {
     ) -> Result<Response<pb::ListOffsetsResponse>, Status> {
         use crate::reader::OffsetSpec;
         use pb::list_offsets_request::Spec;
+        self.authorize(
+            &request,
+            "Log.ListOffsets",
+            [Resource::topic(&request.get_ref().topic)],
+        )?;
         let r = request.into_inner();
         let spec = match r.spec {
             Some(Spec::Earliest(_)) => OffsetSpec::Earliest,
@@ -829,6 +944,11 @@ impl Log for AgentService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
+        self.authorize(
+            &request,
+            "Log.Subscribe",
+            [Resource::topic(&request.get_ref().topic)],
+        )?;
         let r = request.into_inner();
         // Check the request once up front so that a bad one fails the call itself.
         let mut fetch = pb::FetchRequest {
@@ -879,12 +999,22 @@ impl Cluster for AgentService {
         &self,
         request: Request<pb::MetadataRequest>,
     ) -> Result<Response<pb::MetadataResponse>, Status> {
+        // Topics named must be described; of all topics, the others are left out.
+        let caller = self.authorize(
+            &request,
+            "Cluster.Metadata",
+            request.get_ref().topics.iter().map(|t| Resource::topic(t)),
+        )?;
         let request = request.into_inner();
-        let metadata = self
+        let mut metadata = self
             .agent
             .metadata(&request.topics, request.named_only)
             .await
             .map_err(status)?;
+        let authorizer = self.agent.authorizer();
+        metadata.topics.retain(|(meta, _)| {
+            authorizer.permits(&caller, "Cluster.Metadata", Resource::topic(&meta.name))
+        });
         Ok(Response::new(pb::MetadataResponse {
             agents: metadata
                 .agents
@@ -915,8 +1045,9 @@ impl Cluster for AgentService {
 
     async fn agent_stats(
         &self,
-        _request: Request<pb::AgentStatsRequest>,
+        request: Request<pb::AgentStatsRequest>,
     ) -> Result<Response<pb::AgentStatsResponse>, Status> {
+        self.authorize(&request, "Cluster.AgentStats", [Resource::cluster()])?;
         let m = self.agent.metrics();
         let cache = |result: &str| m.cache_lookups.with_label_values(&[result]).get();
         Ok(Response::new(pb::AgentStatsResponse {
@@ -944,6 +1075,11 @@ impl Groups for AgentService {
         &self,
         request: Request<pb::FindCoordinatorRequest>,
     ) -> Result<Response<pb::FindCoordinatorResponse>, Status> {
+        self.authorize(
+            &request,
+            "Groups.FindCoordinator",
+            [Resource::group(&request.get_ref().group_id)],
+        )?;
         let group_id = request.into_inner().group_id;
         let coordinator = self.agent.find_coordinator(&group_id).map_err(status)?;
         Ok(Response::new(coordinator))
@@ -953,6 +1089,13 @@ impl Groups for AgentService {
         &self,
         request: Request<pb::HeartbeatRequest>,
     ) -> Result<Response<pb::HeartbeatResponse>, Status> {
+        let r = request.get_ref();
+        self.authorize(&request, "Groups.Heartbeat", [Resource::group(&r.group_id)])?;
+        self.authorize(
+            &request,
+            "Groups.Heartbeat",
+            r.topics.iter().map(|t| Resource::topic(t)),
+        )?;
         self.coordinated(
             request,
             |r| r.group_id.clone(),
@@ -966,6 +1109,17 @@ impl Groups for AgentService {
         &self,
         request: Request<pb::CommitOffsetsRequest>,
     ) -> Result<Response<pb::CommitOffsetsResponse>, Status> {
+        let r = request.get_ref();
+        self.authorize(
+            &request,
+            "Groups.CommitOffsets",
+            [Resource::group(&r.group_id)],
+        )?;
+        self.authorize(
+            &request,
+            "Groups.CommitOffsets",
+            r.offsets.iter().map(|o| Resource::topic(&o.topic)),
+        )?;
         self.coordinated(
             request,
             |r| r.group_id.clone(),
@@ -982,27 +1136,52 @@ impl Groups for AgentService {
         &self,
         request: Request<pb::FetchOffsetsRequest>,
     ) -> Result<Response<pb::FetchOffsetsResponse>, Status> {
-        let offsets = self
+        let r = request.get_ref();
+        self.authorize(
+            &request,
+            "Groups.FetchOffsets",
+            [Resource::group(&r.group_id)],
+        )?;
+        // Topics named must be described; of all topics, the others are left out.
+        let caller = self.authorize(
+            &request,
+            "Groups.FetchOffsets",
+            r.topics.iter().map(|t| Resource::topic(t)),
+        )?;
+        let mut offsets = self
             .agent
             .fetch_offsets(request.into_inner())
             .await
             .map_err(status)?;
+        let authorizer = self.agent.authorizer();
+        offsets.offsets.retain(|o| {
+            authorizer.permits(&caller, "Groups.FetchOffsets", Resource::topic(&o.topic))
+        });
         Ok(Response::new(offsets))
     }
 
     async fn list_groups(
         &self,
-        _request: Request<pb::ListGroupsRequest>,
+        request: Request<pb::ListGroupsRequest>,
     ) -> Result<Response<pb::ListGroupsResponse>, Status> {
-        Ok(Response::new(
-            self.agent.list_groups().await.map_err(status)?,
-        ))
+        let caller = caller_of(&request);
+        let mut groups = self.agent.list_groups().await.map_err(status)?;
+        let authorizer = self.agent.authorizer();
+        groups.groups.retain(|g| {
+            authorizer.permits(&caller, "Groups.ListGroups", Resource::group(&g.group_id))
+        });
+        Ok(Response::new(groups))
     }
 
     async fn describe_group(
         &self,
         request: Request<pb::DescribeGroupRequest>,
     ) -> Result<Response<pb::DescribeGroupResponse>, Status> {
+        self.authorize(
+            &request,
+            "Groups.DescribeGroup",
+            [Resource::group(&request.get_ref().group_id)],
+        )?;
         let group_id = request.into_inner().group_id;
         let described = self.agent.describe_group(&group_id).await.map_err(status)?;
         Ok(Response::new(described))
@@ -1012,6 +1191,13 @@ impl Groups for AgentService {
         &self,
         request: Request<pb::ResetOffsetsRequest>,
     ) -> Result<Response<pb::ResetOffsetsResponse>, Status> {
+        let r = request.get_ref();
+        self.authorize(
+            &request,
+            "Groups.ResetOffsets",
+            [Resource::group(&r.group_id)],
+        )?;
+        self.authorize(&request, "Groups.ResetOffsets", [Resource::topic(&r.topic)])?;
         self.coordinated(
             request,
             |r| r.group_id.clone(),
@@ -1025,6 +1211,11 @@ impl Groups for AgentService {
         &self,
         request: Request<pb::DeleteGroupRequest>,
     ) -> Result<Response<pb::DeleteGroupResponse>, Status> {
+        self.authorize(
+            &request,
+            "Groups.DeleteGroup",
+            [Resource::group(&request.get_ref().group_id)],
+        )?;
         self.coordinated(
             request,
             |r| r.group_id.clone(),
@@ -1154,7 +1345,7 @@ impl crate::transaction::TransactionRouter for AgentService {
                     self.peer(&address)
                         .map_err(|status| Error::Unavailable(status.message().to_string()))?,
                 )
-                .add_offsets_to_transaction(forwarded(request, self.own_authorization.clone()))
+                .add_offsets_to_transaction(agent_call(request, self.own_authorization.as_ref()))
                 .await
             }
             None => Transactions::add_offsets_to_transaction(self, Request::new(request)).await,
@@ -1262,7 +1453,7 @@ impl AgentService {
                     };
                     match self.peer(&address) {
                         Ok(channel) => TransactionsClient::new(channel)
-                            .write_marker(forwarded(request, self.own_authorization.clone()))
+                            .write_marker(agent_call(request, self.own_authorization.as_ref()))
                             .await
                             .map(|_| ())
                             .or_else(|status| match status.code() {
@@ -1343,6 +1534,13 @@ impl Transactions for AgentService {
         &self,
         request: Request<pb::InitTransactionsRequest>,
     ) -> Result<Response<pb::InitTransactionsResponse>, Status> {
+        self.authorize(
+            &request,
+            "Transactions.InitTransactions",
+            [Resource::transactional_id(
+                &request.get_ref().transactional_id,
+            )],
+        )?;
         self.coordinated(
             request,
             |r| r.transactional_id.clone(),
@@ -1374,6 +1572,15 @@ impl Transactions for AgentService {
         &self,
         request: Request<pb::AddPartitionsToTransactionRequest>,
     ) -> Result<Response<pb::AddPartitionsToTransactionResponse>, Status> {
+        let r = request.get_ref();
+        let id = transactional_id_of(&r.producer);
+        let api = "Transactions.AddPartitionsToTransaction";
+        self.authorize(&request, api, [Resource::transactional_id(&id)])?;
+        self.authorize(
+            &request,
+            api,
+            r.partitions.iter().map(|t| Resource::topic(&t.topic)),
+        )?;
         self.coordinated(
             request,
             |r| transactional_id_of(&r.producer),
@@ -1402,6 +1609,11 @@ impl Transactions for AgentService {
         &self,
         request: Request<pb::AddOffsetsToTransactionRequest>,
     ) -> Result<Response<pb::AddOffsetsToTransactionResponse>, Status> {
+        let r = request.get_ref();
+        let id = transactional_id_of(&r.producer);
+        let api = "Transactions.AddOffsetsToTransaction";
+        self.authorize(&request, api, [Resource::transactional_id(&id)])?;
+        self.authorize(&request, api, [Resource::group(&r.group_id)])?;
         self.coordinated(
             request,
             |r| transactional_id_of(&r.producer),
@@ -1444,6 +1656,12 @@ impl Transactions for AgentService {
         &self,
         request: Request<pb::EndTransactionRequest>,
     ) -> Result<Response<pb::EndTransactionResponse>, Status> {
+        let id = transactional_id_of(&request.get_ref().producer);
+        self.authorize(
+            &request,
+            "Transactions.EndTransaction",
+            [Resource::transactional_id(&id)],
+        )?;
         self.coordinated(
             request,
             |r| transactional_id_of(&r.producer),
@@ -1466,12 +1684,21 @@ impl Transactions for AgentService {
 
     async fn list_transactions(
         &self,
-        _request: Request<pb::ListTransactionsRequest>,
+        request: Request<pb::ListTransactionsRequest>,
     ) -> Result<Response<pb::ListTransactionsResponse>, Status> {
+        let caller = caller_of(&request);
         let records = self.agent.list_transactions().await.map_err(status)?;
+        let authorizer = self.agent.authorizer();
         Ok(Response::new(pb::ListTransactionsResponse {
             transactions: records
                 .iter()
+                .filter(|r| {
+                    authorizer.permits(
+                        &caller,
+                        "Transactions.ListTransactions",
+                        Resource::transactional_id(&r.transactional_id),
+                    )
+                })
                 .map(|r| {
                     let coordinator = self
                         .agent
@@ -1488,6 +1715,13 @@ impl Transactions for AgentService {
         &self,
         request: Request<pb::DescribeTransactionRequest>,
     ) -> Result<Response<pb::DescribeTransactionResponse>, Status> {
+        self.authorize(
+            &request,
+            "Transactions.DescribeTransaction",
+            [Resource::transactional_id(
+                &request.get_ref().transactional_id,
+            )],
+        )?;
         let id = request.into_inner().transactional_id;
         let record = self.agent.describe_transaction(&id).await.map_err(status)?;
         let coordinator = self
@@ -1504,6 +1738,13 @@ impl Transactions for AgentService {
         &self,
         request: Request<pb::AbortTransactionRequest>,
     ) -> Result<Response<pb::AbortTransactionResponse>, Status> {
+        self.authorize(
+            &request,
+            "Transactions.AbortTransaction",
+            [Resource::transactional_id(
+                &request.get_ref().transactional_id,
+            )],
+        )?;
         self.coordinated(
             request,
             |r| r.transactional_id.clone(),
@@ -1526,6 +1767,7 @@ impl Transactions for AgentService {
         &self,
         request: Request<pb::WriteMarkerRequest>,
     ) -> Result<Response<pb::WriteMarkerResponse>, Status> {
+        self.authorize(&request, "Transactions.WriteMarker", [Resource::cluster()])?;
         let r = request.into_inner();
         let epoch = i16::try_from(r.producer_epoch).map_err(|_| {
             Status::invalid_argument(format!(

@@ -65,7 +65,8 @@ pub struct SecurityArgs {
     #[arg(long, env = "STRATA_TLS_CLIENT_CA", value_name = "PEM")]
     pub tls_client_ca: Option<PathBuf>,
     /// Require a bearer token on every request: one of the tokens in this file (one per
-    /// line, `#` comments; at least 16 characters each). The health service stays open.
+    /// line, `principal:token` to name whose it is, `#` comments; at least 16 characters
+    /// each). The health service stays open.
     #[arg(long, env = "STRATA_AUTH_TOKENS_FILE", value_name = "PATH")]
     pub auth_tokens_file: Option<PathBuf>,
     /// Like --auth-tokens-file, the tokens themselves, comma-separated (prefer the file:
@@ -77,6 +78,16 @@ pub struct SecurityArgs {
         value_name = "TOKENS"
     )]
     pub auth_tokens: Option<String>,
+    /// Check ACLs on every request (`acl`): anything no ACL allows is refused. Needs
+    /// authenticated principals: `principal:token` lines in the tokens file, or client
+    /// certificates (--tls-client-ca). [default: none, every authenticated request is
+    /// allowed]
+    #[arg(long, env = "STRATA_AUTHORIZER", value_name = "acl|none")]
+    pub authorizer: Option<String>,
+    /// Principals allowed everything whatever the ACLs say, comma-separated
+    /// (`User:admin,ops`).
+    #[arg(long, env = "STRATA_SUPER_USERS", value_name = "PRINCIPALS")]
+    pub super_users: Option<String>,
 }
 
 /// The Kafka listener of `dev` and `agent`.
@@ -136,6 +147,69 @@ pub enum Command {
     /// Measure throughput, latency and what they cost in requests.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Add, list and remove ACLs (checked by agents run with --authorizer acl).
+    #[command(subcommand)]
+    Acl(AclCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AclCommand {
+    /// Allows (or with --deny, forbids) a principal operations on a resource.
+    Add(AclArgs),
+    /// The ACLs that apply to a resource (or all), optionally of one principal.
+    List(AclSelection),
+    /// Removes the ACLs these arguments name (every operation unless --operation).
+    Remove(AclArgs),
+}
+
+/// Which resource: one of --topic, --group, --transactional-id, --cluster.
+#[derive(Debug, Args, Clone)]
+#[command(group(clap::ArgGroup::new("resource").multiple(false)))]
+pub struct AclResource {
+    /// A topic (with --prefixed: every topic whose name starts with it; `*`: every topic).
+    #[arg(long, group = "resource")]
+    pub topic: Option<String>,
+    /// A consumer group (as --topic).
+    #[arg(long, group = "resource")]
+    pub group: Option<String>,
+    /// A transactional id (as --topic).
+    #[arg(long, group = "resource")]
+    pub transactional_id: Option<String>,
+    /// The cluster (creating topics, managing ACLs, idempotent producers).
+    #[arg(long, group = "resource")]
+    pub cluster: bool,
+    /// The name is a prefix: every resource whose name starts with it.
+    #[arg(long)]
+    pub prefixed: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AclArgs {
+    /// Whose access: a principal name (`billing`, as in the tokens file), `User:<name>`,
+    /// or `*` for everyone.
+    #[arg(long)]
+    pub principal: String,
+    #[command(flatten)]
+    pub resource: AclResource,
+    /// Operations, comma-separated: read, write, create, delete, alter, describe,
+    /// describe-configs, alter-configs, idempotent-write, cluster-action, all.
+    #[arg(long, value_delimiter = ',')]
+    pub operation: Vec<String>,
+    /// Forbid instead of allow (a deny wins over any allow).
+    #[arg(long)]
+    pub deny: bool,
+    /// Only from this client IP address [default: any].
+    #[arg(long, default_value = "*")]
+    pub host: String,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct AclSelection {
+    /// Only ACLs of this principal.
+    #[arg(long)]
+    pub principal: Option<String>,
+    #[command(flatten)]
+    pub resource: AclResource,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,6 +1,7 @@
 //! `strata`: the one binary. Servers (`dev`, `agent`, `compactor`) and user commands (`topic`,
 //! `produce`, `consume`, `group`, `archive`, `stats`).
 
+mod acl;
 mod archive;
 mod args;
 mod bench;
@@ -64,6 +65,7 @@ async fn run_user_command(command: Command, server: &Target) -> anyhow::Result<(
         Command::Archive(command) => archive::run(server, command).await,
         Command::Transactions(command) => transactions::run(server, command).await,
         Command::Bench(command) => bench::run(server, command).await,
+        Command::Acl(command) => acl::run(server, command).await,
         Command::Dev(_) | Command::Agent(_) | Command::Compactor(_) => {
             unreachable!("main runs the server commands")
         }

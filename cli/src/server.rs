@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
+use strata_agent::auth::security::{BearerTokens, Security, ServerTls};
+use strata_agent::auth::{AuthorizationConfig, Principal};
 use strata_agent::clock::SystemClock;
-use strata_agent::security::{BearerTokens, Security, ServerTls};
 use strata_agent::{Agent, AgentConfig, Limits};
 use strata_compactor::{Compactor, CompactorConfig};
 use strata_metastore::Metastore;
@@ -66,6 +67,8 @@ struct AgentFile {
     tls_key: Option<PathBuf>,
     tls_client_ca: Option<PathBuf>,
     auth_tokens_file: Option<PathBuf>,
+    authorizer: Option<String>,
+    super_users: Option<String>,
     max_partitions_per_topic: Option<u32>,
     max_partitions: Option<u64>,
     max_topics: Option<u32>,
@@ -221,6 +224,54 @@ fn security(client: &ClientArgs, args: &SecurityArgs, file: &AgentFile) -> Resul
     Ok(Security { tls, tokens })
 }
 
+/// Whether ACLs are checked, and who the super users are.
+fn authorization(
+    args: &SecurityArgs,
+    file: &AgentFile,
+    security: &Security,
+) -> Result<AuthorizationConfig> {
+    let acls = match args.authorizer.as_deref().or(file.authorizer.as_deref()) {
+        None | Some("none") => false,
+        Some("acl") => true,
+        Some(other) => anyhow::bail!("--authorizer {other}: use acl or none"),
+    };
+    let super_users = args
+        .super_users
+        .as_deref()
+        .or(file.super_users.as_deref())
+        .unwrap_or("")
+        .split(',')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            Principal::parse(p).ok_or_else(|| {
+                anyhow::anyhow!("--super-users: '{p}' is not a principal (User:<name>)")
+            })
+        })
+        .collect::<Result<_>>()?;
+    if acls {
+        let client_certificates = security
+            .tls
+            .as_ref()
+            .is_some_and(|tls| tls.client_ca_pem.is_some());
+        anyhow::ensure!(
+            security.tokens.is_some() || client_certificates,
+            "--authorizer acl needs authenticated principals: give tokens of principals \
+             (principal:token lines in --auth-tokens-file) or client certificates \
+             (--tls-client-ca)"
+        );
+        anyhow::ensure!(
+            !security
+                .tokens
+                .as_ref()
+                .is_some_and(|t| t.has_bare_tokens()),
+            "--authorizer acl: every token must belong to a principal (write each as \
+             principal:token); a bare token would be allowed everything"
+        );
+    }
+    Ok(AuthorizationConfig { acls, super_users })
+}
+
 fn read_file(path: &Path) -> Result<AgentFile> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("cannot read config file {}", path.display()))?;
@@ -259,6 +310,7 @@ fn agent_config(
         zone: String::new(),
         cluster: defaults.cluster,
         kafka_advertised_address: String::new(),
+        authorization: defaults.authorization,
     };
     anyhow::ensure!(
         config.max_inflight_flushes > 0,
@@ -322,6 +374,7 @@ pub async fn run_dev(args: DevArgs, client: &ClientArgs) -> Result<()> {
         limits,
         &file,
     )?;
+    config.authorization = authorization(&args.security, &file, &security)?;
     config.cluster = "dev".to_string();
     let kafka = kafka_listen(
         &args.kafka,
@@ -428,6 +481,7 @@ pub async fn run_agent(args: AgentArgs, client: &ClientArgs) -> Result<()> {
     let cache = BlockCache::new(&cache_config(&args.tuning, &file, cache_dir)).await?;
     let kafka = kafka_listen(&args.kafka, &file, "0.0.0.0:9092", &advertise, &security)?;
     let mut config = agent_config(agent_id, advertise, &args.tuning, limits, &file)?;
+    config.authorization = authorization(&args.security, &file, &security)?;
     config.zone = args.zone.clone().or(file.zone.clone()).unwrap_or_default();
     config.cluster = args
         .store

@@ -27,6 +27,7 @@ pub enum Context {
 /// The Kafka error code for `error` in `context`.
 pub fn code(error: &Error, context: Context) -> ResponseError {
     match error {
+        Error::NotAuthorized(denied) => not_authorized(denied.resource_type),
         Error::TopicNotFound(_) | Error::PartitionNotFound { .. } => {
             ResponseError::UnknownTopicOrPartition
         }
@@ -81,6 +82,17 @@ pub fn code(error: &Error, context: Context) -> ResponseError {
             Context::Group | Context::Transaction => ResponseError::CoordinatorNotAvailable,
             _ => ResponseError::RequestTimedOut,
         },
+    }
+}
+
+/// The code Kafka answers when the ACLs refuse an operation on a resource of this type.
+pub fn not_authorized(resource_type: strata_metastore::ResourceType) -> ResponseError {
+    use strata_metastore::ResourceType;
+    match resource_type {
+        ResourceType::Topic => ResponseError::TopicAuthorizationFailed,
+        ResourceType::Group => ResponseError::GroupAuthorizationFailed,
+        ResourceType::Cluster => ResponseError::ClusterAuthorizationFailed,
+        ResourceType::TransactionalId => ResponseError::TransactionalIdAuthorizationFailed,
     }
 }
 

@@ -25,7 +25,8 @@ use futures::future::BoxFuture;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use strata_agent::Agent;
-use strata_agent::security::{BearerTokens, ServerTls};
+use strata_agent::auth::Principal;
+use strata_agent::auth::security::{BearerTokens, ServerTls};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, watch};
@@ -197,10 +198,20 @@ pub async fn serve(
                 let _slot = slot;
                 shared.metrics.connections.inc();
                 match tls {
-                    None => connection(&shared, stream, peer, stopping).await,
+                    None => connection(&shared, stream, peer, None, stopping).await,
                     Some(tls) => match tokio::time::timeout(FRAME_TIMEOUT, tls.accept(stream)).await
                     {
-                        Ok(Ok(stream)) => connection(&shared, stream, peer, stopping).await,
+                        Ok(Ok(stream)) => {
+                            // Under mutual TLS the certificate's subject is the principal
+                            // (until SASL names another).
+                            let certificate = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|c| c.first())
+                                .and_then(|c| Principal::from_certificate(c));
+                            connection(&shared, stream, peer, certificate, stopping).await
+                        }
                         Ok(Err(e)) => {
                             tracing::info!(error = %e, "kafka connection closed: TLS handshake failed");
                         }
@@ -249,6 +260,7 @@ async fn connection<S>(
     shared: &Arc<Shared>,
     stream: S,
     peer: SocketAddr,
+    certificate: Option<Principal>,
     mut stopping: watch::Receiver<bool>,
 ) where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -259,6 +271,7 @@ async fn connection<S>(
         write_answers(shared.clone(), writer, queue).instrument(tracing::Span::current()),
     );
     let mut session = Session::new(peer, shared.config.tokens.is_none());
+    session.principal = certificate;
     let closed = loop {
         let max = if session.authenticated {
             shared.config.max_request_bytes

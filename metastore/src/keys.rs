@@ -212,6 +212,17 @@ impl Keys {
         format!("{}{partition}", self.group_offsets_prefix(topic, group))
     }
 
+    /// Prefix of every ACL.
+    pub fn acls_prefix(&self) -> String {
+        format!("{}/acls/", self.root)
+    }
+
+    /// An ACL's key: its encoded binding (base64url of its JSON), so that one binding is
+    /// stored once however often it is created.
+    pub fn acl(&self, encoded_binding: &str) -> String {
+        format!("{}{encoded_binding}", self.acls_prefix())
+    }
+
     /// The agent incarnation counter.
     pub fn agent_epoch_counter(&self) -> String {
         format!("{}/counters/agent-epoch", self.root)

@@ -47,9 +47,10 @@ pub fn compaction_job(topic: &str, partition: u32) -> String {
 /// The compactor job that deletes orphaned objects.
 pub const ORPHAN_GC_JOB: &str = "orphan-gc";
 pub use model::{
-    AbortedRange, AgentRecord, ArchiveRange, ArchiveState, Assignment, ClassicGroupRecord,
-    ClassicMemberRecord, ClassicProtocol, CleanState, CommitReport, CommittedOffset,
-    Coordinatorship, GroupRecord, IndexEntry, MemberRecord, PRODUCER_BATCHES_KEPT, PartitionAppend,
-    PartitionOwner, PartitionState, ProducerBatch, ProducerState, Rejection, StoredLimits,
-    TopicMeta, TopicPartition, TransactionRecord, TransactionStatus, TransactionTopic,
+    AbortedRange, AclBinding, AclOperation, AclPermission, AgentRecord, ArchiveRange, ArchiveState,
+    Assignment, CLUSTER_RESOURCE_NAME, ClassicGroupRecord, ClassicMemberRecord, ClassicProtocol,
+    CleanState, CommitReport, CommittedOffset, Coordinatorship, GroupRecord, IndexEntry,
+    MemberRecord, PRODUCER_BATCHES_KEPT, PartitionAppend, PartitionOwner, PartitionState,
+    PatternType, ProducerBatch, ProducerState, Rejection, ResourceType, StoredLimits, TopicMeta,
+    TopicPartition, TransactionRecord, TransactionStatus, TransactionTopic,
 };

@@ -12,10 +12,10 @@ use tracing::instrument;
 use crate::keys::Keys;
 use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
-    AbortedRange, AgentRecord, ArchiveState, Assignment, CleanState, CommitReport, CommittedOffset,
-    Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry, PartitionAppend,
-    PartitionOwner, PartitionState, ProducerState, Rejection, Result, StoredLimits, TopicMeta,
-    TopicPartition, TransactionRecord,
+    AbortedRange, AclBinding, AgentRecord, ArchiveState, Assignment, CleanState, CommitReport,
+    CommittedOffset, Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry,
+    PartitionAppend, PartitionOwner, PartitionState, ProducerState, Rejection, Result,
+    StoredLimits, TopicMeta, TopicPartition, TransactionRecord,
 };
 
 /// What agents and the compactor know about the cluster's durable state.
@@ -288,6 +288,21 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
     /// reason)`: values that do not decode (an older version or a foreign writer wrote
     /// them) or that are over the [`StoredLimits`]. Everything else keeps being served.
     fn unreadable_records(&self) -> Vec<(String, String)>;
+
+    /// Every ACL (at most [`StoredLimits::max_acls`]; more are skipped and reported).
+    async fn acls(&self) -> Result<Vec<AclBinding>>;
+
+    /// Stores `acls` at once (those stored already stay as they are);
+    /// [`Error::Invalid`] if the ACLs would then number more than
+    /// [`StoredLimits::max_acls`].
+    async fn create_acls(&self, acls: &[AclBinding]) -> Result<()>;
+
+    /// Deletes `acls` at once; returns those that were stored.
+    async fn delete_acls(&self, acls: &[AclBinding]) -> Result<Vec<AclBinding>>;
+
+    /// Notifies whenever an ACL is created or deleted (and once at once, and after a lost
+    /// watch): read the ACLs again on each notification.
+    async fn watch_acls(&self) -> Result<crate::kv::ChangeWatch>;
 }
 
 /// Opens the metastore a URL names, under the cluster root `/strata/<cluster>`:
@@ -683,6 +698,13 @@ impl<B: KvBackend> KvMetastore<B> {
             .collect();
         ops.extend(new.iter().map(|e| Op::Put(key(e), encode_json(e))));
         (compares, ops)
+    }
+
+    /// Where `acl` is stored.
+    fn acl_key(&self, acl: &AclBinding) -> String {
+        use base64::Engine as _;
+        self.keys
+            .acl(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(encode_json(acl)))
     }
 
     /// Holds while `coordinator` still owns its slot.
@@ -1516,6 +1538,78 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         self.list_checked(&self.keys.transactions_prefix(), 0).await
     }
 
+    #[instrument(name = "metastore.acls", skip_all)]
+    async fn acls(&self) -> Result<Vec<AclBinding>> {
+        let max = self.limits.max_acls as usize;
+        let prefix = self.keys.acls_prefix();
+        let stored = self.kv.range(&prefix, &prefix, max + 1).await?;
+        if stored.len() > max {
+            self.skip(
+                &stored[max].0,
+                format!(
+                    "more than {max} ACLs are stored (max_acls): this one and any after are ignored"
+                ),
+            );
+        }
+        self.list_checked(&prefix, max).await
+    }
+
+    #[instrument(name = "metastore.create_acls", skip_all, fields(count = acls.len()))]
+    async fn create_acls(&self, acls: &[AclBinding]) -> Result<()> {
+        let max = self.limits.max_acls as usize;
+        let prefix = self.keys.acls_prefix();
+        let keys: Vec<String> = acls.iter().map(|acl| self.acl_key(acl)).collect();
+        let stored = self.kv.get_many(&keys).await?;
+        let new: Vec<(String, &AclBinding)> = keys
+            .into_iter()
+            .zip(acls)
+            .zip(&stored)
+            .filter(|(_, existing)| existing.is_none())
+            .map(|(pair, _)| pair)
+            .collect::<BTreeMap<_, _>>()
+            .into_iter()
+            .collect();
+        if new.is_empty() {
+            return Ok(());
+        }
+        let count = self.kv.range(&prefix, &prefix, max + 1).await?.len();
+        if count + new.len() > max {
+            return Err(Error::Invalid(format!(
+                "{count} ACLs are stored and {} more would pass the limit of {max} \
+                 (max_acls): delete ACLs no longer needed, or use prefixed ones",
+                new.len()
+            )));
+        }
+        // Putting an ACL stored meanwhile (another creation raced) changes nothing.
+        let ops = new
+            .iter()
+            .map(|(key, acl)| Op::Put(key.clone(), encode_json(acl)))
+            .collect();
+        self.guarded_chunks(Vec::new(), ops).await.map(|_| ())
+    }
+
+    #[instrument(name = "metastore.delete_acls", skip_all, fields(count = acls.len()))]
+    async fn delete_acls(&self, acls: &[AclBinding]) -> Result<Vec<AclBinding>> {
+        let keys: Vec<String> = acls.iter().map(|acl| self.acl_key(acl)).collect();
+        let stored = self.kv.get_many(&keys).await?;
+        let mut deleted = Vec::new();
+        let mut ops = Vec::new();
+        for ((key, acl), existing) in keys.into_iter().zip(acls).zip(stored) {
+            if existing.is_some() && !deleted.contains(acl) {
+                deleted.push(acl.clone());
+                ops.push(Op::Delete(key));
+            }
+        }
+        if !ops.is_empty() {
+            self.guarded_chunks(Vec::new(), ops).await?;
+        }
+        Ok(deleted)
+    }
+
+    async fn watch_acls(&self) -> Result<crate::kv::ChangeWatch> {
+        self.kv.watch_prefix(&self.keys.acls_prefix()).await
+    }
+
     #[instrument(name = "metastore.store_transaction", skip_all, fields(id = %new.transactional_id, status = new.status.name()))]
     async fn store_transaction(
         &self,
@@ -1608,11 +1702,37 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn acls_are_bounded() {
+        use crate::{AclOperation, AclPermission, PatternType, ResourceType};
+        let store = KvMetastore::new(EmbeddedKv::in_memory(), "/t").with_limits(StoredLimits {
+            max_acls: 3,
+            ..StoredLimits::default()
+        });
+        let acl = |name: &str| AclBinding {
+            resource_type: ResourceType::Topic,
+            pattern_type: PatternType::Literal,
+            resource_name: name.to_string(),
+            principal: "User:a".to_string(),
+            host: "*".to_string(),
+            operation: AclOperation::Read,
+            permission: AclPermission::Allow,
+        };
+        store.create_acls(&[acl("a"), acl("b")]).await.unwrap();
+        let refused = store.create_acls(&[acl("c"), acl("d")]).await.unwrap_err();
+        assert!(refused.to_string().contains("max_acls"), "{refused}");
+        // Nothing of a refused request is stored; an ACL stored already costs nothing.
+        assert_eq!(store.acls().await.unwrap().len(), 2);
+        store.create_acls(&[acl("a"), acl("c")]).await.unwrap();
+        assert_eq!(store.acls().await.unwrap().len(), 3);
+    }
+
+    #[tokio::test]
     async fn stored_records_over_the_limits_or_unreadable_are_skipped_and_listed() {
         let store = KvMetastore::new(EmbeddedKv::in_memory(), "/t").with_limits(StoredLimits {
             max_partitions_per_topic: 100,
             max_partitions: 150,
             max_topics: 6,
+            max_acls: 3,
         });
         store.create_topic(&topic("a", 10)).await.unwrap();
         assert!(matches!(

@@ -597,6 +597,8 @@ pub struct StoredLimits {
     pub max_partitions: u64,
     /// Most topics.
     pub max_topics: u32,
+    /// Most ACLs.
+    pub max_acls: u32,
 }
 
 impl Default for StoredLimits {
@@ -605,6 +607,91 @@ impl Default for StoredLimits {
             max_partitions_per_topic: 10_000,
             max_partitions: 100_000,
             max_topics: 10_000,
+            max_acls: 10_000,
         }
     }
+}
+
+/// The kind of resource an ACL is about (Kafka's resource types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ResourceType {
+    /// A topic, by name.
+    Topic,
+    /// A consumer group, by id.
+    Group,
+    /// The cluster itself (its one name is [`CLUSTER_RESOURCE_NAME`]).
+    Cluster,
+    /// A transactional id.
+    TransactionalId,
+}
+
+/// The one name of the cluster resource, as Kafka names it.
+pub const CLUSTER_RESOURCE_NAME: &str = "kafka-cluster";
+
+/// How an ACL's resource name matches resources (Kafka's pattern types).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PatternType {
+    /// The resource of exactly this name; the name `*` matches every resource of the type.
+    Literal,
+    /// Every resource whose name starts with this one.
+    Prefixed,
+}
+
+/// What an ACL allows or denies (Kafka's operations).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclOperation {
+    /// Every operation.
+    All,
+    /// Read records, join a group, commit offsets.
+    Read,
+    /// Write records.
+    Write,
+    /// Create topics.
+    Create,
+    /// Delete topics, records, groups.
+    Delete,
+    /// Change a topic (partitions), a group's offsets, the ACLs (on the cluster).
+    Alter,
+    /// See that a resource exists, its partitions, offsets, members.
+    Describe,
+    /// Read configuration.
+    DescribeConfigs,
+    /// Change configuration.
+    AlterConfigs,
+    /// Produce idempotently (on the cluster).
+    IdempotentWrite,
+    /// What agents do for each other (transaction markers); super users only by default.
+    ClusterAction,
+}
+
+/// Whether an ACL allows or denies; a deny wins over any allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AclPermission {
+    /// Allows the operation.
+    Allow,
+    /// Denies it, whatever allows it.
+    Deny,
+}
+
+/// One access control entry on one resource pattern (Kafka's ACL binding).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AclBinding {
+    /// The kind of resource.
+    pub resource_type: ResourceType,
+    /// How `resource_name` matches.
+    pub pattern_type: PatternType,
+    /// The resource's name, a prefix of names, or `*`.
+    pub resource_name: String,
+    /// Whose access: `User:<name>`, or `User:*` for everyone.
+    pub principal: String,
+    /// From which client address: an IP address, or `*` for any.
+    pub host: String,
+    /// What is allowed or denied.
+    pub operation: AclOperation,
+    /// Allowed or denied.
+    pub permission: AclPermission,
 }

@@ -807,6 +807,55 @@ async fn topic_changes_are_notified(store: Box<dyn Metastore>) {
     );
 }
 
+async fn acls_are_stored_once_deleted_and_notified(store: Box<dyn Metastore>) {
+    use strata_metastore::{AclBinding, AclOperation, AclPermission, PatternType, ResourceType};
+    let acl = |name: &str, operation| AclBinding {
+        resource_type: ResourceType::Topic,
+        pattern_type: PatternType::Prefixed,
+        resource_name: name.to_string(),
+        principal: "User:billing".to_string(),
+        host: "*".to_string(),
+        operation,
+        permission: AclPermission::Allow,
+    };
+    let mut changes = store.watch_acls().await.unwrap();
+    let next = async |changes: &mut strata_metastore::ChangeWatch| {
+        tokio::time::timeout(std::time::Duration::from_secs(10), changes.recv())
+            .await
+            .expect("a notification within 10 s")
+            .expect("the watch stays open")
+    };
+    next(&mut changes).await;
+    assert!(store.acls().await.unwrap().is_empty());
+    let write = acl("orders-", AclOperation::Write);
+    let read = acl("orders/eu", AclOperation::Read);
+    store
+        .create_acls(&[write.clone(), read.clone(), write.clone()])
+        .await
+        .unwrap();
+    next(&mut changes).await;
+    // Created twice, stored once; names with any characters.
+    let mut stored = store.acls().await.unwrap();
+    stored.sort();
+    let mut expected = vec![write.clone(), read.clone()];
+    expected.sort();
+    assert_eq!(stored, expected);
+    store
+        .create_acls(std::slice::from_ref(&write))
+        .await
+        .unwrap();
+    assert_eq!(store.acls().await.unwrap().len(), 2);
+    // Deleting returns what was stored.
+    let other = acl("payments", AclOperation::Write);
+    assert_eq!(
+        store.delete_acls(&[write.clone(), other]).await.unwrap(),
+        vec![write.clone()]
+    );
+    next(&mut changes).await;
+    assert_eq!(store.acls().await.unwrap(), vec![read.clone()]);
+    assert!(store.delete_acls(&[write]).await.unwrap().is_empty());
+}
+
 macro_rules! conformance {
     ($module:ident, $make:expr) => {
         mod $module {
@@ -866,6 +915,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn topic_changes_are_notified() {
                 super::topic_changes_are_notified($make("watch").await).await;
+            }
+
+            #[tokio::test]
+            async fn acls_are_stored_once_deleted_and_notified() {
+                super::acls_are_stored_once_deleted_and_notified($make("acls").await).await;
             }
 
             #[tokio::test]

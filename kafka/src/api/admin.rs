@@ -42,6 +42,8 @@ use kafka_protocol::messages::incremental_alter_configs_response::{
 use strata_agent::Error;
 use strata_agent::topic::{TOPIC_CONFIG_DEFAULTS, overridden, resolve_config, validate_name};
 
+use strata_agent::auth::Resource;
+
 use super::metadata::topic_uuid;
 use super::{Context, str_bytes};
 use crate::error::Context as ErrorContext;
@@ -62,6 +64,12 @@ type Refusal = (ResponseError, String);
 
 fn refusal(cx: &Context<'_>, error: &Error, context: ErrorContext) -> (i16, String) {
     (cx.agent_error(error, context), crate::error::message(error))
+}
+
+/// Refuses unless the caller may call this API on `resource`.
+fn authorized(cx: &Context<'_>, resource: Resource<'_>) -> Result<(), (i16, String)> {
+    cx.authorize(resource)
+        .map_err(|refusal| (cx.error(refusal.error), refusal.message))
 }
 
 /// A config error of the agent (a bad key or value) as INVALID_CONFIG.
@@ -93,6 +101,12 @@ pub(crate) async fn create_topics(cx: &Context<'_>, request: CreateTopicsRequest
             .iter()
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
+        // CREATE on the cluster, or else on the topic.
+        let allowed = if cx.permits(Resource::cluster()) {
+            Ok(())
+        } else {
+            authorized(cx, Resource::topic(&name))
+        };
         let checked: Result<(), Refusal> = (|| {
             validate_name(&name)
                 .map_err(|e| (ResponseError::InvalidTopicException, e.to_string()))?;
@@ -122,24 +136,25 @@ pub(crate) async fn create_topics(cx: &Context<'_>, request: CreateTopicsRequest
             resolve_config(&config).map_err(|e| (ResponseError::InvalidConfig, e.to_string()))?;
             Ok(())
         })();
-        let outcome = match checked {
-            Err((error, message)) => Err((cx.error(error), message)),
-            Ok(()) if request.validate_only => match agent.list_topics().await {
-                Ok(topics) if topics.iter().any(|t| t.name == name) => Err((
-                    cx.error(ResponseError::TopicAlreadyExists),
-                    format!("topic '{name}' already exists"),
-                )),
-                Ok(_) => resolve_config(&config)
-                    .map(|config| (uuid::Uuid::nil(), config))
-                    .map_err(|e| config_refusal(cx, &e)),
-                Err(e) => Err(refusal(cx, &e, ErrorContext::Admin)),
-            },
-            Ok(()) => agent
-                .create_topic(&name, partitions, &config)
-                .await
-                .map(|meta| (topic_uuid(&meta.topic_id), meta.config))
-                .map_err(|e| refusal(cx, &e, ErrorContext::Admin)),
-        };
+        let outcome =
+            match allowed.and(checked.map_err(|(error, message)| (cx.error(error), message))) {
+                Err(refused) => Err(refused),
+                Ok(()) if request.validate_only => match agent.list_topics().await {
+                    Ok(topics) if topics.iter().any(|t| t.name == name) => Err((
+                        cx.error(ResponseError::TopicAlreadyExists),
+                        format!("topic '{name}' already exists"),
+                    )),
+                    Ok(_) => resolve_config(&config)
+                        .map(|config| (uuid::Uuid::nil(), config))
+                        .map_err(|e| config_refusal(cx, &e)),
+                    Err(e) => Err(refusal(cx, &e, ErrorContext::Admin)),
+                },
+                Ok(()) => agent
+                    .create_topic(&name, partitions, &config)
+                    .await
+                    .map(|meta| (topic_uuid(&meta.topic_id), meta.config))
+                    .map_err(|e| refusal(cx, &e, ErrorContext::Admin)),
+            };
         match outcome {
             Ok((id, config)) => {
                 if v >= 7 {
@@ -219,8 +234,14 @@ pub(crate) async fn delete_topics(cx: &Context<'_>, request: DeleteTopicsRequest
             None => result.error_code = cx.error(ResponseError::UnknownTopicId),
             Some(name) => {
                 result.name = Some(TopicName(str_bytes(&name)));
-                if let Err(e) = agent.delete_topic(&name).await {
-                    let (code, message) = refusal(cx, &e, ErrorContext::Admin);
+                let deleted = match authorized(cx, Resource::topic(&name)) {
+                    Ok(()) => agent
+                        .delete_topic(&name)
+                        .await
+                        .map_err(|e| refusal(cx, &e, ErrorContext::Admin)),
+                    Err(refused) => Err(refused),
+                };
+                if let Err((code, message)) = deleted {
                     result.error_code = code;
                     if v >= 5 {
                         result.error_message = Some(str_bytes(message));
@@ -245,6 +266,7 @@ pub(crate) async fn create_partitions(
         let mut result = CreatePartitionsTopicResult::default();
         result.name = topic.name.clone();
         let outcome: Result<(), (i16, String)> = async {
+            authorized(cx, Resource::topic(&name))?;
             if topic.assignments.as_ref().is_some_and(|a| !a.is_empty()) {
                 return Err((
                     cx.error(ResponseError::InvalidReplicaAssignment),
@@ -309,6 +331,19 @@ pub(crate) async fn describe_configs(
         let mut result = DescribeConfigsResult::default();
         result.resource_type = resource.resource_type;
         result.resource_name = resource.resource_name.clone();
+        let subject = if resource.resource_type == RESOURCE_TOPIC {
+            Resource::topic(resource.resource_name.as_str())
+        } else {
+            Resource::cluster()
+        };
+        if matches!(resource.resource_type, RESOURCE_TOPIC | RESOURCE_BROKER)
+            && let Err((code, message)) = authorized(cx, subject)
+        {
+            result.error_code = code;
+            result.error_message = Some(str_bytes(message));
+            response.results.push(result);
+            continue;
+        }
         match resource.resource_type {
             RESOURCE_TOPIC => match agent.describe_topic(resource.resource_name.as_str()).await {
                 Ok((meta, _)) => {
@@ -391,6 +426,7 @@ async fn alter_topic(
             ),
         ));
     }
+    authorized(cx, Resource::topic(name))?;
     let agent = &cx.shared.agent;
     let (meta, _) = agent
         .describe_topic(name)
@@ -539,9 +575,16 @@ pub(crate) async fn delete_records(
         let name = topic.name.0.to_string();
         let mut result = DeleteRecordsTopicResult::default();
         result.name = topic.name;
+        let refused = cx.authorize(Resource::topic(&name)).err();
         for partition in topic.partitions {
             let mut p = DeleteRecordsPartitionResult::default();
             p.partition_index = partition.partition_index;
+            if let Some(refusal) = &refused {
+                p.error_code = cx.error(refusal.error);
+                p.low_watermark = -1;
+                result.partitions.push(p);
+                continue;
+            }
             match agent
                 .delete_records(&name, partition.partition_index, partition.offset)
                 .await

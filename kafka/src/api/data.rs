@@ -39,6 +39,8 @@ use kafka_protocol::messages::produce_response::{
 use kafka_protocol::messages::{BrokerId, ProducerId, ResponseKind, TopicName};
 use strata_agent::{Appended, BatchFetch, FetchSpec, Isolation, OffsetSpec};
 
+use strata_agent::auth::Resource;
+
 use super::{Context, Outcome, str_bytes};
 use crate::error::Context as ErrorContext;
 use crate::server::Pending;
@@ -76,12 +78,28 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
     let agent = &cx.shared.agent;
     let acks = request.acks;
     let transactional_id = request.transactional_id.map(|t| t.0.to_string());
+    // A transactional id the caller may not write refuses every partition.
+    let id_refused = transactional_id
+        .as_deref()
+        .and_then(|id| cx.authorize(Resource::transactional_id(id)).err());
     let mut topics: Vec<(TopicName, Vec<Slot>)> = Vec::with_capacity(request.topic_data.len());
     for topic in request.topic_data {
         let name = topic.name.0.to_string();
+        let refused = id_refused
+            .clone()
+            .or_else(|| cx.authorize(Resource::topic(&name)).err());
         let mut slots = Vec::with_capacity(topic.partition_data.len());
         for partition in topic.partition_data {
             let index = partition.index;
+            if let Some(refusal) = &refused {
+                slots.push(produce_error(
+                    cx,
+                    index,
+                    cx.error(refusal.error),
+                    refusal.message.clone(),
+                ));
+                continue;
+            }
             if !matches!(acks, -1..=1) {
                 slots.push(produce_error(
                     cx,
@@ -157,7 +175,7 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
         };
     }
     let shared = cx.shared.clone();
-    let (version, api, peer) = (cx.version, cx.api, cx.peer);
+    let (version, api, peer, caller) = (cx.version, cx.api, cx.peer, cx.caller.clone());
     Outcome::Reply(Pending::Later(Box::pin(async move {
         let cx = Context {
             shared: &shared,
@@ -165,6 +183,7 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
             api,
             client_id: "",
             peer,
+            caller,
         };
         let mut response = ProduceResponse::default();
         for (name, slots) in topics {
@@ -274,14 +293,19 @@ pub(crate) async fn fetch(cx: &Context<'_>, request: FetchRequest) -> ResponseKi
         })
         .collect();
     // A partition named twice is answered once; the request is refused beyond the
-    // cluster's partition count.
+    // cluster's partition count; topics the caller may not read are not read.
     let mut seen = std::collections::HashSet::new();
+    let topic_refused: Vec<Option<ResponseError>> = names
+        .iter()
+        .map(|name| cx.authorize(Resource::topic(name)).err().map(|r| r.error))
+        .collect();
     let refused: Vec<Option<ResponseError>> = wanted
         .iter()
         .enumerate()
         .map(|(i, w)| {
             let over = i >= limits.max_partitions as usize;
-            (over || !seen.insert((w.topic, w.partition))).then_some(ResponseError::InvalidRequest)
+            topic_refused[w.topic].or((over || !seen.insert((w.topic, w.partition)))
+                .then_some(ResponseError::InvalidRequest))
         })
         .collect();
     let read = |w: &Wanted, max_bytes: usize, wait: Duration| {
@@ -459,9 +483,16 @@ pub(crate) async fn list_offsets(cx: &Context<'_>, request: ListOffsetsRequest) 
         let name = topic.name.0.to_string();
         let mut out = ListOffsetsTopicResponse::default();
         out.name = topic.name;
+        let refused = cx.authorize(Resource::topic(&name)).err();
         for partition in topic.partitions {
             let mut p = ListOffsetsPartitionResponse::default();
             p.partition_index = partition.partition_index;
+            if let Some(refusal) = &refused {
+                p.error_code = cx.error(refusal.error);
+                p.offset = -1;
+                out.partitions.push(p);
+                continue;
+            }
             let spec = match partition.timestamp {
                 -2 | -4 => Some(OffsetSpec::Earliest),
                 -1 => Some(OffsetSpec::Latest),
@@ -532,6 +563,16 @@ pub(crate) async fn offset_for_leader_epoch(
         let name = topic.topic.0.to_string();
         let mut out = OffsetForLeaderTopicResult::default();
         out.topic = topic.topic;
+        if let Err(refusal) = cx.authorize(Resource::topic(&name)) {
+            for partition in topic.partitions {
+                let mut p = EpochEndOffset::default();
+                p.partition = partition.partition;
+                p.error_code = cx.error(refusal.error);
+                out.partitions.push(p);
+            }
+            response.topics.push(out);
+            continue;
+        }
         let described = agent.describe_topic(&name).await;
         for partition in topic.partitions {
             let mut p = EpochEndOffset::default();
@@ -575,6 +616,18 @@ pub(crate) async fn init_producer_id(
         return super::txn::init_transactional_producer(cx, request, &id).await;
     }
     let mut response = InitProducerIdResponse::default();
+    // IDEMPOTENT_WRITE on the cluster, or WRITE on some topic (as Kafka since 2.8).
+    let may_write = cx.shared.agent.authorizer().permits_on_any(
+        &cx.caller,
+        strata_metastore::AclOperation::Write,
+        strata_metastore::ResourceType::Topic,
+    );
+    if !may_write && let Err(refusal) = cx.authorize(Resource::cluster()) {
+        response.error_code = cx.error(refusal.error);
+        response.producer_id = ProducerId(-1);
+        response.producer_epoch = -1;
+        return ResponseKind::InitProducerId(response);
+    }
     match cx.shared.agent.init_producer_id().await {
         Ok(id) => {
             response.producer_id = ProducerId(id);

@@ -63,6 +63,8 @@ use strata_agent::{
 };
 use strata_proto::v1 as pb;
 
+use strata_agent::auth::Resource;
+
 use super::metadata::{brokers, topic_uuid};
 use super::{Context, Outcome, str_bytes};
 use crate::error::{Context as ErrorContext, message};
@@ -180,6 +182,13 @@ pub(crate) async fn find_coordinator(
                 "key type {} is not served: use 0 (group) or 1 (transaction)",
                 request.key_type
             )));
+        } else if let Err(refusal) = cx.authorize(if request.key_type == GROUP_KEY {
+            Resource::group(&key)
+        } else {
+            Resource::transactional_id(&key)
+        }) {
+            c.error_code = cx.error(refusal.error);
+            c.error_message = Some(str_bytes(refusal.message));
         } else {
             match cx.shared.agent.coordinator_agent(&key) {
                 Ok(agent) => match agents.get(&agent.agent_id) {
@@ -228,6 +237,15 @@ fn optional(s: &Option<kafka_protocol::protocol::StrBytes>) -> String {
 /// the member is registered at once).
 pub(crate) fn join_group(cx: &Context<'_>, request: JoinGroupRequest) -> Outcome {
     let v = cx.version;
+    if let Err(refusal) = cx.authorize(Resource::group(&request.group_id)) {
+        let mut response = JoinGroupResponse::default();
+        response.generation_id = -1;
+        response.error_code = cx.error(refusal.error);
+        if v < 7 {
+            response.protocol_name = Some(str_bytes(""));
+        }
+        return Outcome::Reply(Pending::Ready(Box::new(ResponseKind::JoinGroup(response))));
+    }
     let protocol_type = request.protocol_type.to_string();
     let topics = request
         .protocols
@@ -272,7 +290,7 @@ pub(crate) fn join_group(cx: &Context<'_>, request: JoinGroupRequest) -> Outcome
     // Registered at once (its own task); answered when the rebalance completes.
     let answer = AbortOnDrop(tokio::spawn(async move { agent.classic_join(join).await }));
     let (shared, api) = (cx.shared.clone(), cx.api);
-    let (client_id, peer) = (cx.client_id.to_string(), cx.peer);
+    let (client_id, peer, caller) = (cx.client_id.to_string(), cx.peer, cx.caller.clone());
     Outcome::Reply(Pending::Later(Box::pin(async move {
         let cx = Context {
             shared: &shared,
@@ -280,6 +298,7 @@ pub(crate) fn join_group(cx: &Context<'_>, request: JoinGroupRequest) -> Outcome
             api,
             client_id: &client_id,
             peer,
+            caller,
         };
         let mut response = JoinGroupResponse::default();
         response.generation_id = -1;
@@ -329,6 +348,11 @@ pub(crate) fn join_group(cx: &Context<'_>, request: JoinGroupRequest) -> Outcome
 /// SyncGroup: the leader's assignment in, each member's part out.
 pub(crate) fn sync_group(cx: &Context<'_>, request: SyncGroupRequest) -> Outcome {
     let v = cx.version;
+    if let Err(refusal) = cx.authorize(Resource::group(&request.group_id)) {
+        let mut response = SyncGroupResponse::default();
+        response.error_code = cx.error(refusal.error);
+        return Outcome::Reply(Pending::Ready(Box::new(ResponseKind::SyncGroup(response))));
+    }
     let group_id = request.group_id.to_string();
     let agent = cx.shared.agent.clone();
     let sync_type = request.protocol_type.as_ref().map(|s| s.to_string());
@@ -364,7 +388,7 @@ pub(crate) fn sync_group(cx: &Context<'_>, request: SyncGroupRequest) -> Outcome
         agent.classic_sync(sync).await
     }));
     let (shared, api) = (cx.shared.clone(), cx.api);
-    let (client_id, peer) = (cx.client_id.to_string(), cx.peer);
+    let (client_id, peer, caller) = (cx.client_id.to_string(), cx.peer, cx.caller.clone());
     Outcome::Reply(Pending::Later(Box::pin(async move {
         let cx = Context {
             shared: &shared,
@@ -372,6 +396,7 @@ pub(crate) fn sync_group(cx: &Context<'_>, request: SyncGroupRequest) -> Outcome
             api,
             client_id: &client_id,
             peer,
+            caller,
         };
         let mut response = SyncGroupResponse::default();
         let result = answer
@@ -398,6 +423,10 @@ pub(crate) fn sync_group(cx: &Context<'_>, request: SyncGroupRequest) -> Outcome
 /// Heartbeat of a classic member.
 pub(crate) async fn heartbeat(cx: &Context<'_>, request: HeartbeatRequest) -> ResponseKind {
     let mut response = HeartbeatResponse::default();
+    if let Err(refusal) = cx.authorize(Resource::group(&request.group_id)) {
+        response.error_code = cx.error(refusal.error);
+        return ResponseKind::Heartbeat(response);
+    }
     if let Err(e) = cx
         .shared
         .agent
@@ -427,6 +456,10 @@ pub(crate) async fn leave_group(cx: &Context<'_>, request: LeaveGroupRequest) ->
         vec![(request.member_id.to_string(), String::new())]
     };
     let mut response = LeaveGroupResponse::default();
+    if let Err(refusal) = cx.authorize(Resource::group(&request.group_id)) {
+        response.error_code = cx.error(refusal.error);
+        return ResponseKind::LeaveGroup(response);
+    }
     match cx
         .shared
         .agent
@@ -461,10 +494,29 @@ pub(crate) async fn leave_group(cx: &Context<'_>, request: LeaveGroupRequest) ->
 /// OffsetCommit: one commit of the agent's, fenced by the member's generation (classic)
 /// or epoch (consumer protocol); without a member, only while the group has none.
 pub(crate) async fn offset_commit(cx: &Context<'_>, request: OffsetCommitRequest) -> ResponseKind {
+    // READ on the group, else nothing is committed; READ on each topic, else its
+    // partitions are not.
+    let group_refused = cx
+        .authorize(Resource::group(&request.group_id))
+        .err()
+        .map(|r| cx.error(r.error));
+    let topic_refused: Vec<Option<i16>> = request
+        .topics
+        .iter()
+        .map(|t| {
+            group_refused.or_else(|| {
+                cx.authorize(Resource::topic(&t.name))
+                    .err()
+                    .map(|r| cx.error(r.error))
+            })
+        })
+        .collect();
     let offsets: Vec<pb::PartitionOffset> = request
         .topics
         .iter()
-        .flat_map(|t| {
+        .zip(&topic_refused)
+        .filter(|(_, refused)| refused.is_none())
+        .flat_map(|(t, _)| {
             t.partitions.iter().map(move |p| pb::PartitionOffset {
                 topic: t.name.to_string(),
                 partition: p.partition_index,
@@ -476,23 +528,26 @@ pub(crate) async fn offset_commit(cx: &Context<'_>, request: OffsetCommitRequest
     let member_id = request.member_id.to_string();
     let standalone = member_id.is_empty();
     let instance_id = optional(&request.group_instance_id);
-    let result = cx
-        .shared
-        .agent
-        .member_commit(
-            pb::CommitOffsetsRequest {
-                group_id: request.group_id.to_string(),
-                member_epoch: if member_id.is_empty() {
-                    -1
-                } else {
-                    request.generation_id_or_member_epoch as i64
+    let result = if group_refused.is_some() {
+        Ok(())
+    } else {
+        cx.shared
+            .agent
+            .member_commit(
+                pb::CommitOffsetsRequest {
+                    group_id: request.group_id.to_string(),
+                    member_epoch: if member_id.is_empty() {
+                        -1
+                    } else {
+                        request.generation_id_or_member_epoch as i64
+                    },
+                    member_id,
+                    offsets,
                 },
-                member_id,
-                offsets,
-            },
-            &instance_id,
-        )
-        .await;
+                &instance_id,
+            )
+            .await
+    };
     let code = match &result {
         Ok(()) => 0,
         // A commit without a member (a consumer using assign()) to a group with members:
@@ -510,7 +565,8 @@ pub(crate) async fn offset_commit(cx: &Context<'_>, request: OffsetCommitRequest
     response.topics = request
         .topics
         .into_iter()
-        .map(|t| {
+        .zip(topic_refused)
+        .map(|(t, refused)| {
             let mut topic = OffsetCommitResponseTopic::default();
             topic.partitions = t
                 .partitions
@@ -518,7 +574,7 @@ pub(crate) async fn offset_commit(cx: &Context<'_>, request: OffsetCommitRequest
                 .map(|p| {
                     let mut partition = OffsetCommitResponsePartition::default();
                     partition.partition_index = p.partition_index;
-                    partition.error_code = code;
+                    partition.error_code = refused.unwrap_or(code);
                     partition
                 })
                 .collect();
@@ -531,11 +587,17 @@ pub(crate) async fn offset_commit(cx: &Context<'_>, request: OffsetCommitRequest
 
 /// One group's committed offsets as OffsetFetch answers them: of the partitions asked for
 /// (-1 where none is committed), or of every partition with one.
+/// A group's partitions are `(partition, offset, metadata, error code)`: topics asked for
+/// that the caller may not describe are answered TOPIC_AUTHORIZATION_FAILED; of all
+/// topics, they are left out.
 async fn group_offsets(
     cx: &Context<'_>,
     group_id: &str,
     wanted: Option<Vec<(TopicName, Vec<i32>)>>,
-) -> Result<Vec<(TopicName, Vec<(i32, i64, String)>)>, Error> {
+) -> Result<Vec<(TopicName, Vec<(i32, i64, String, i16)>)>, i16> {
+    if let Err(refusal) = cx.authorize(Resource::group(group_id)) {
+        return Err(cx.error(refusal.error));
+    }
     let topics: Vec<String> = wanted
         .as_ref()
         .map(|w| w.iter().map(|(t, _)| t.to_string()).collect())
@@ -550,7 +612,8 @@ async fn group_offsets(
             group_id: group_id.to_string(),
             topics,
         })
-        .await?;
+        .await
+        .map_err(|e| group_code(cx, &e))?;
     let mut by_partition: BTreeMap<(String, i32), (i64, String)> = BTreeMap::new();
     for o in committed.offsets {
         by_partition.insert((o.topic, o.partition), (o.offset, o.metadata));
@@ -560,20 +623,30 @@ async fn group_offsets(
             .into_iter()
             .map(|(topic, partitions)| {
                 let name = topic.to_string();
+                let refused = cx
+                    .authorize(Resource::topic(&name))
+                    .err()
+                    .map(|r| cx.error(r.error));
                 let answers = partitions
                     .into_iter()
-                    .map(|p| match by_partition.get(&(name.clone(), p)) {
-                        Some((offset, metadata)) => (p, *offset, metadata.clone()),
-                        None => (p, -1, String::new()),
+                    .map(|p| match (refused, by_partition.get(&(name.clone(), p))) {
+                        (Some(code), _) => (p, -1, String::new(), code),
+                        (None, Some((offset, metadata))) => (p, *offset, metadata.clone(), 0),
+                        (None, None) => (p, -1, String::new(), 0),
                     })
                     .collect();
                 (topic, answers)
             })
             .collect(),
         None => {
-            let mut topics: BTreeMap<String, Vec<(i32, i64, String)>> = BTreeMap::new();
+            let mut topics: BTreeMap<String, Vec<(i32, i64, String, i16)>> = BTreeMap::new();
             for ((topic, p), (offset, metadata)) in by_partition {
-                topics.entry(topic).or_default().push((p, offset, metadata));
+                if cx.permits(Resource::topic(&topic)) {
+                    topics
+                        .entry(topic)
+                        .or_default()
+                        .push((p, offset, metadata, 0));
+                }
             }
             topics
                 .into_iter()
@@ -604,9 +677,10 @@ pub(crate) async fn offset_fetch(cx: &Context<'_>, request: OffsetFetchRequest) 
                             topic.name = name;
                             topic.partitions = partitions
                                 .into_iter()
-                                .map(|(p, offset, metadata)| {
+                                .map(|(p, offset, metadata, code)| {
                                     let mut partition = OffsetFetchResponsePartitions::default();
                                     partition.partition_index = p;
+                                    partition.error_code = code;
                                     partition.committed_offset = offset;
                                     partition.committed_leader_epoch = -1;
                                     partition.metadata = Some(str_bytes(metadata));
@@ -617,7 +691,7 @@ pub(crate) async fn offset_fetch(cx: &Context<'_>, request: OffsetFetchRequest) 
                         })
                         .collect();
                 }
-                Err(e) => answer.error_code = group_code(cx, &e),
+                Err(code) => answer.error_code = code,
             }
             answer.group_id = group.group_id;
             response.groups.push(answer);
@@ -638,9 +712,10 @@ pub(crate) async fn offset_fetch(cx: &Context<'_>, request: OffsetFetchRequest) 
                     topic.name = name;
                     topic.partitions = partitions
                         .into_iter()
-                        .map(|(p, offset, metadata)| {
+                        .map(|(p, offset, metadata, code)| {
                             let mut partition = OffsetFetchResponsePartition::default();
                             partition.partition_index = p;
+                            partition.error_code = code;
                             partition.committed_offset = offset;
                             if v >= 5 {
                                 partition.committed_leader_epoch = -1;
@@ -653,8 +728,7 @@ pub(crate) async fn offset_fetch(cx: &Context<'_>, request: OffsetFetchRequest) 
                 })
                 .collect();
         }
-        Err(e) => {
-            let code = group_code(cx, &e);
+        Err(code) => {
             if v >= 2 {
                 response.error_code = code;
             }
@@ -716,8 +790,11 @@ pub(crate) async fn list_groups(cx: &Context<'_>, request: ListGroupsRequest) ->
         .map(|s| s.to_lowercase())
         .collect();
     for record in records {
-        // Each broker lists the groups it coordinates (clients ask every broker).
-        if !cx.shared.agent.coordinates(&record.group_id) {
+        // Each broker lists the groups it coordinates (clients ask every broker), of
+        // those the caller may describe.
+        if !cx.shared.agent.coordinates(&record.group_id)
+            || !cx.permits(Resource::group(&record.group_id))
+        {
             continue;
         }
         let (state, kind) = kafka_state(&record);
@@ -755,6 +832,15 @@ pub(crate) async fn describe_groups(
     let mut response = DescribeGroupsResponse::default();
     for group_id in request.groups {
         let mut described = DescribedGroup::default();
+        if let Err(refusal) = cx.authorize(Resource::group(&group_id)) {
+            described.error_code = cx.error(refusal.error);
+            if cx.version >= 6 {
+                described.error_message = Some(str_bytes(refusal.message));
+            }
+            described.group_id = group_id;
+            response.groups.push(described);
+            continue;
+        }
         match cx.shared.agent.group_record(&group_id).await {
             Ok(None) => {
                 described.group_state = str_bytes("Dead");
@@ -854,7 +940,9 @@ pub(crate) async fn delete_groups(cx: &Context<'_>, request: DeleteGroupsRequest
     let mut response = DeleteGroupsResponse::default();
     for group_id in request.groups_names {
         let mut result = DeletableGroupResult::default();
-        if let Err(e) = cx.shared.agent.delete_group(&group_id).await {
+        if let Err(refusal) = cx.authorize(Resource::group(&group_id)) {
+            result.error_code = cx.error(refusal.error);
+        } else if let Err(e) = cx.shared.agent.delete_group(&group_id).await {
             result.error_code = group_code(cx, &e);
         }
         result.group_id = group_id;
@@ -865,9 +953,24 @@ pub(crate) async fn delete_groups(cx: &Context<'_>, request: DeleteGroupsRequest
 
 /// OffsetDelete: a group's committed offsets of topics its members do not subscribe to.
 pub(crate) async fn offset_delete(cx: &Context<'_>, request: OffsetDeleteRequest) -> ResponseKind {
+    let mut response = OffsetDeleteResponse::default();
+    if let Err(refusal) = cx.authorize(Resource::group(&request.group_id)) {
+        response.error_code = cx.error(refusal.error);
+        return ResponseKind::OffsetDelete(response);
+    }
+    // READ on each topic, else its offsets stay.
+    let topic_refused: BTreeMap<String, i16> = request
+        .topics
+        .iter()
+        .filter_map(|t| {
+            let refusal = cx.authorize(Resource::topic(&t.name)).err()?;
+            Some((t.name.to_string(), cx.error(refusal.error)))
+        })
+        .collect();
     let partitions: Vec<(String, u32)> = request
         .topics
         .iter()
+        .filter(|t| !topic_refused.contains_key(t.name.as_str()))
         .flat_map(|t| {
             t.partitions.iter().filter_map(move |p| {
                 u32::try_from(p.partition_index)
@@ -876,7 +979,6 @@ pub(crate) async fn offset_delete(cx: &Context<'_>, request: OffsetDeleteRequest
             })
         })
         .collect();
-    let mut response = OffsetDeleteResponse::default();
     let kept: BTreeSet<(String, u32)> = match cx
         .shared
         .agent
@@ -901,7 +1003,9 @@ pub(crate) async fn offset_delete(cx: &Context<'_>, request: OffsetDeleteRequest
                 .map(|p| {
                     let mut partition = OffsetDeleteResponsePartition::default();
                     partition.partition_index = p.partition_index;
-                    if u32::try_from(p.partition_index)
+                    if let Some(code) = topic_refused.get(&name) {
+                        partition.error_code = *code;
+                    } else if u32::try_from(p.partition_index)
                         .is_ok_and(|i| kept.contains(&(name.clone(), i)))
                     {
                         partition.error_code = cx.error(ResponseError::GroupSubscribedToTopic);
@@ -944,6 +1048,22 @@ pub(crate) async fn consumer_group_heartbeat(
     request: ConsumerGroupHeartbeatRequest,
 ) -> ResponseKind {
     let mut response = ConsumerGroupHeartbeatResponse::default();
+    // READ on the group; DESCRIBE on each topic subscribed by name.
+    let refused = cx
+        .authorize(Resource::group(&request.group_id))
+        .err()
+        .or_else(|| {
+            request
+                .subscribed_topic_names
+                .iter()
+                .flatten()
+                .find_map(|t| cx.authorize(Resource::topic(t)).err())
+        });
+    if let Some(refusal) = refused {
+        response.error_code = cx.error(refusal.error);
+        response.error_message = Some(str_bytes(refusal.message));
+        return ResponseKind::ConsumerGroupHeartbeat(response);
+    }
     let ids = match topic_ids(cx).await {
         Ok(ids) => ids,
         Err(e) => {
@@ -1033,6 +1153,13 @@ pub(crate) async fn consumer_group_describe(
     for group_id in request.group_ids {
         let mut described = DescribedGroup::default();
         described.authorized_operations = i32::MIN;
+        if let Err(refusal) = cx.authorize(Resource::group(&group_id)) {
+            described.error_code = cx.error(refusal.error);
+            described.error_message = Some(str_bytes(refusal.message));
+            described.group_id = group_id;
+            response.groups.push(described);
+            continue;
+        }
         let stored = cx.shared.agent.group_record(&group_id).await;
         let record = match (&ids, &stored) {
             (Err(e), _) | (_, Err(e)) => {

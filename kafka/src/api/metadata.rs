@@ -21,6 +21,8 @@ use kafka_protocol::messages::metadata_response::{
 use kafka_protocol::messages::{BrokerId, ResponseKind, TopicName};
 use strata_metastore::AgentRecord;
 
+use strata_agent::auth::Resource;
+
 use super::{Context, VERSIONS, str_bytes};
 use crate::error::Context as ErrorContext;
 
@@ -146,6 +148,9 @@ pub(crate) async fn metadata(cx: &Context<'_>, request: MetadataRequest) -> Resp
     if v >= 1 {
         response.controller_id = controller(&cluster, &brokers);
     }
+    // Topics asked for by name that the caller may not describe are answered
+    // TOPIC_AUTHORIZATION_FAILED; of all topics, they are left out.
+    let listing_all = wanted.is_none();
     let names: Vec<(Option<String>, uuid::Uuid)> = match wanted {
         Some(mut wanted) => {
             // Each name once; no more than the cluster can hold.
@@ -190,6 +195,13 @@ pub(crate) async fn metadata(cx: &Context<'_>, request: MetadataRequest) -> Resp
             },
         };
         topic.name = Some(TopicName(str_bytes(&name)));
+        if let Err(refusal) = cx.authorize(Resource::topic(&name)) {
+            if !listing_all {
+                topic.error_code = cx.error(refusal.error);
+                response.topics.push(topic);
+            }
+            continue;
+        }
         match agent.describe_topic(&name).await {
             Ok((meta, partitions)) => {
                 if v >= 10 {
@@ -257,6 +269,11 @@ pub(crate) async fn describe_cluster(
         }
     }
     let agent = &cx.shared.agent;
+    if let Err(refusal) = cx.authorize(Resource::cluster()) {
+        response.error_code = cx.error(refusal.error);
+        response.error_message = Some(str_bytes(refusal.message));
+        return ResponseKind::DescribeCluster(response);
+    }
     response.cluster_id = str_bytes(&agent.config().cluster);
     match agent.metadata(&[], true).await {
         Ok(cluster) => {

@@ -22,9 +22,12 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseKind};
 use kafka_protocol::protocol::StrBytes;
 
-use crate::sasl::{Mechanism, Principal};
+use strata_agent::auth::{Caller, Principal, Resource};
+
+use crate::sasl::Mechanism;
 use crate::server::{Pending, Shared};
 
+mod acls;
 mod admin;
 mod auth;
 mod data;
@@ -78,6 +81,10 @@ pub const VERSIONS: &[(ApiKey, i16, i16)] = &[
     // v0 is advertised because clients (librdkafka) look for it to know the broker does
     // SASL at all; a client that then authenticates the v0 way (raw tokens after the
     // handshake, no SaslAuthenticate) has its connection closed.
+    // ACLs (v1 brought pattern types).
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
     (ApiKey::SaslHandshake, 0, 1),
     (ApiKey::SaslAuthenticate, 0, 2),
 ];
@@ -94,6 +101,9 @@ pub fn supported(api: ApiKey) -> Option<(i16, i16)> {
 pub fn name(api: ApiKey) -> &'static str {
     match api {
         ApiKey::Produce => "produce",
+        ApiKey::CreateAcls => "create_acls",
+        ApiKey::DescribeAcls => "describe_acls",
+        ApiKey::DeleteAcls => "delete_acls",
         ApiKey::Fetch => "fetch",
         ApiKey::ListOffsets => "list_offsets",
         ApiKey::Metadata => "metadata",
@@ -198,6 +208,13 @@ pub(crate) async fn handle(
         api: ApiKey::try_from(header.request_api_key).expect("checked when decoded"),
         client_id: header.client_id.as_deref().unwrap_or(""),
         peer: session.peer,
+        caller: Caller::new(
+            session
+                .principal
+                .clone()
+                .unwrap_or_else(Principal::anonymous),
+            session.peer.ip().to_string(),
+        ),
     };
     match request {
         RequestKind::ApiVersions(_) => ready(metadata::api_versions(version)),
@@ -244,11 +261,21 @@ pub(crate) async fn handle(
         RequestKind::ConsumerGroupDescribe(r) => {
             ready(group::consumer_group_describe(&context, r).await)
         }
+        RequestKind::CreateAcls(r) => ready(acls::create_acls(&context, r).await),
+        RequestKind::DescribeAcls(r) => ready(acls::describe_acls(&context, r).await),
+        RequestKind::DeleteAcls(r) => ready(acls::delete_acls(&context, r).await),
         RequestKind::SaslHandshake(r) => ready(auth::handshake(&context, session, r)),
         RequestKind::SaslAuthenticate(r) => auth::authenticate(&context, session, r),
         // `supported` lets no other API through.
         _ => unreachable!("an API VERSIONS does not list was decoded"),
     }
+}
+
+/// A request the ACLs refused: the code to answer, and the message.
+#[derive(Debug, Clone)]
+pub(crate) struct NotAuthorized {
+    pub error: ResponseError,
+    pub message: String,
 }
 
 /// What a handler works with.
@@ -261,9 +288,39 @@ pub(crate) struct Context<'a> {
     pub client_id: &'a str,
     /// The client's address.
     pub peer: SocketAddr,
+    /// Who sent the request (its SASL principal, certificate subject, or anonymous).
+    pub caller: Caller,
 }
 
 impl Context<'_> {
+    /// The access table's name of this request's API (`kafka.Produce`).
+    pub fn api_name(&self) -> String {
+        format!("kafka.{:?}", self.api)
+    }
+
+    /// Whether the caller may call this API on `resource` (the operation is the access
+    /// table's); a denial is counted and logged by the authorizer, and returned as the
+    /// resource type's authorization error with the message that says which ACL is
+    /// missing (for the answer to count with [`Context::error`]).
+    pub fn authorize(&self, resource: Resource<'_>) -> Result<(), NotAuthorized> {
+        let resource_type = resource.resource_type;
+        self.shared
+            .agent
+            .authorize(&self.caller, &self.api_name(), resource)
+            .map_err(|e| NotAuthorized {
+                error: crate::error::not_authorized(resource_type),
+                message: crate::error::message(&e),
+            })
+    }
+
+    /// Whether the caller may call this API on `resource`, for answers that leave out
+    /// what it may not see (nothing counted or logged).
+    pub fn permits(&self, resource: Resource<'_>) -> bool {
+        self.shared
+            .agent
+            .authorizer()
+            .permits(&self.caller, &self.api_name(), resource)
+    }
     /// Counts an error returned (per partition or topic where the answer has one per
     /// partition or topic) and returns its code.
     pub fn error(&self, error: ResponseError) -> i16 {

@@ -9,6 +9,8 @@
 //! to the transaction's coordinator, wherever it is. The offsets are committed with the
 //! commit decision, in the same etcd write.
 
+use std::collections::BTreeMap;
+
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::add_offsets_to_txn_request::AddOffsetsToTxnRequest;
 use kafka_protocol::messages::add_offsets_to_txn_response::AddOffsetsToTxnResponse;
@@ -38,6 +40,8 @@ use strata_agent::transaction::{
     MAX_TRANSACTION_OFFSETS, MAX_TRANSACTION_TIMEOUT_MS, TransactionalProducer,
 };
 use strata_metastore::{CommittedOffset, TransactionStatus};
+
+use strata_agent::auth::Resource;
 
 use super::{Context, str_bytes};
 use crate::error::Context as ErrorContext;
@@ -69,6 +73,10 @@ pub(crate) async fn init_transactional_producer(
     let mut response = InitProducerIdResponse::default();
     response.producer_id = ProducerId(-1);
     response.producer_epoch = -1;
+    if let Err(refusal) = cx.authorize(Resource::transactional_id(transactional_id)) {
+        response.error_code = cx.error(refusal.error);
+        return ResponseKind::InitProducerId(response);
+    }
     let timeout = request.transaction_timeout_ms;
     if timeout <= 0 || i64::from(timeout) > MAX_TRANSACTION_TIMEOUT_MS as i64 {
         tracing::debug!(
@@ -152,16 +160,41 @@ pub(crate) async fn add_partitions_to_txn(
         request.v3_and_below_producer_id,
         request.v3_and_below_producer_epoch,
     );
-    let code = match cx
-        .shared
-        .agent
-        .add_partitions_to_transaction(&who, &partitions)
-        .await
-    {
-        Ok(()) => 0,
-        Err(e) => {
-            tracing::debug!(error = %e, "kafka add_partitions_to_txn refused");
-            txn_code(cx, &e)
+    // WRITE on the transactional id and on every topic, else nothing is added: the
+    // refused topics say why, the others OPERATION_NOT_ATTEMPTED.
+    let id_refused = cx
+        .authorize(Resource::transactional_id(
+            &request.v3_and_below_transactional_id,
+        ))
+        .err()
+        .map(|r| cx.error(r.error));
+    let topic_refused: BTreeMap<String, i16> = if id_refused.is_some() {
+        BTreeMap::new()
+    } else {
+        partitions
+            .iter()
+            .filter_map(|(topic, _)| {
+                let refusal = cx.authorize(Resource::topic(topic)).err()?;
+                Some((topic.clone(), cx.error(refusal.error)))
+            })
+            .collect()
+    };
+    let code = if let Some(code) = id_refused {
+        code
+    } else if !topic_refused.is_empty() {
+        cx.error(ResponseError::OperationNotAttempted)
+    } else {
+        match cx
+            .shared
+            .agent
+            .add_partitions_to_transaction(&who, &partitions)
+            .await
+        {
+            Ok(()) => 0,
+            Err(e) => {
+                tracing::debug!(error = %e, "kafka add_partitions_to_txn refused");
+                txn_code(cx, &e)
+            }
         }
     };
     let mut response = AddPartitionsToTxnResponse::default();
@@ -176,7 +209,8 @@ pub(crate) async fn add_partitions_to_txn(
                 .map(|p| {
                     let mut partition = AddPartitionsToTxnPartitionResult::default();
                     partition.partition_index = *p;
-                    partition.partition_error_code = code;
+                    partition.partition_error_code =
+                        topic_refused.get(t.name.as_str()).copied().unwrap_or(code);
                     partition
                 })
                 .collect();
@@ -199,6 +233,13 @@ pub(crate) async fn add_offsets_to_txn(
         request.producer_epoch,
     );
     let mut response = AddOffsetsToTxnResponse::default();
+    let refused = cx
+        .authorize(Resource::transactional_id(&request.transactional_id))
+        .and_then(|()| cx.authorize(Resource::group(&request.group_id)));
+    if let Err(refusal) = refused {
+        response.error_code = cx.error(refusal.error);
+        return ResponseKind::AddOffsetsToTxn(response);
+    }
     if let Err(e) = cx
         .shared
         .agent
@@ -221,6 +262,21 @@ pub(crate) async fn txn_offset_commit(
     let now = agent.clock_ms();
     let mut offsets = Vec::new();
     let mut refused = None;
+    // WRITE on the transactional id and READ on the group, else nothing; READ on each
+    // topic, else its offsets are left out.
+    let denied = cx
+        .authorize(Resource::transactional_id(&request.transactional_id))
+        .and_then(|()| cx.authorize(Resource::group(&request.group_id)))
+        .err()
+        .map(|r| cx.error(r.error));
+    let topic_refused: BTreeMap<String, i16> = request
+        .topics
+        .iter()
+        .filter_map(|t| {
+            let refusal = cx.authorize(Resource::topic(&t.name)).err()?;
+            Some((t.name.to_string(), cx.error(refusal.error)))
+        })
+        .collect();
     let count: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
     if count > MAX_TRANSACTION_OFFSETS {
         refused = Some(Error::InvalidArgument(format!(
@@ -235,6 +291,9 @@ pub(crate) async fn txn_offset_commit(
     };
     for t in named {
         let name = t.name.to_string();
+        if denied.is_some() || topic_refused.contains_key(&name) {
+            continue;
+        }
         for p in &t.partitions {
             match u32::try_from(p.partition_index) {
                 Ok(partition) => offsets.push((
@@ -261,6 +320,7 @@ pub(crate) async fn txn_offset_commit(
     }
     let result = match refused {
         Some(e) => Err(e),
+        None if denied.is_some() => Ok(()),
         None => {
             let checked = if cx.version >= 3 {
                 agent
@@ -344,7 +404,9 @@ pub(crate) async fn txn_offset_commit(
                 .map(|p| {
                     let mut partition = TxnOffsetCommitResponsePartition::default();
                     partition.partition_index = p.partition_index;
-                    partition.error_code = code;
+                    partition.error_code = denied
+                        .or_else(|| topic_refused.get(t.name.as_str()).copied())
+                        .unwrap_or(code);
                     partition
                 })
                 .collect();
@@ -364,6 +426,10 @@ pub(crate) async fn end_txn(cx: &Context<'_>, request: EndTxnRequest) -> Respons
         request.producer_epoch,
     );
     let mut response = EndTxnResponse::default();
+    if let Err(refusal) = cx.authorize(Resource::transactional_id(&request.transactional_id)) {
+        response.error_code = cx.error(refusal.error);
+        return ResponseKind::EndTxn(response);
+    }
     if let Err(e) = cx
         .shared
         .agent
@@ -391,6 +457,12 @@ pub(crate) async fn describe_transactions(
             continue;
         }
         let mut state = TransactionState::default();
+        if let Err(refusal) = cx.authorize(Resource::transactional_id(&id)) {
+            state.error_code = cx.error(refusal.error);
+            state.transactional_id = id;
+            response.transaction_states.push(state);
+            continue;
+        }
         match cx.shared.agent.describe_transaction(&id).await {
             Ok(record) => {
                 state.transaction_state = str_bytes(record.status.name());
@@ -464,7 +536,9 @@ pub(crate) async fn list_transactions(
         .collect();
     let now = agent.clock_ms();
     for record in records {
-        if !agent.coordinates(&record.transactional_id) {
+        if !agent.coordinates(&record.transactional_id)
+            || !cx.permits(Resource::transactional_id(&record.transactional_id))
+        {
             continue;
         }
         let status = record.status.name();
