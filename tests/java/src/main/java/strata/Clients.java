@@ -66,6 +66,9 @@ import org.apache.kafka.common.utils.Utils;
  *     Consume-transform-produce in transactions: see {@link #transform}.
  * topic-id BOOTSTRAP TOPIC
  *     Prints the topic's id as the client shows it (base64).
+ * acl-probe BOOTSTRAP TOKEN ACTION ARGS...
+ *     One operation with the token (SASL/OAUTHBEARER): prints "ok" or Kafka's error name
+ *     (exit 0 either way): see {@link #aclProbe}.
  * try BOOTSTRAP TOPIC PROPS
  *     Creates TOPIC and sends one record with the given security settings: prints "ok",
  *     or the error's class and message (exit 0 either way).
@@ -82,6 +85,8 @@ public final class Clients {
                     Integer.parseInt(args[4]), args[5], props(args, 6));
             case "admin" -> admin(args[1], args[2], props(args, 3));
             case "try" -> tryAccess(args[1], args[2], props(args, 3));
+            case "acl-probe" -> aclProbe(args[1], args[2], args[3],
+                    java.util.Arrays.copyOfRange(args, 4, args.length));
             case "group" -> group(args[1], args[2], args[3], args[4], props(args, 5));
             case "group-describe" -> groupDescribe(args[1], args[2], args[3], props(args, 4));
             case "txn-produce" -> txnProduce(args[1], args[2], args[3], Integer.parseInt(args[4]),
@@ -685,6 +690,101 @@ public final class Clients {
         } catch (Exception e) {
             Throwable cause = e.getCause() != null ? e.getCause() : e;
             System.out.println(cause.getClass().getSimpleName() + ": " + cause.getMessage());
+        }
+    }
+
+    /**
+     * One operation as the token's principal; prints "ok" or the Kafka error the client
+     * got (its name, as {@code Errors} has it). Actions:
+     * <pre>
+     * idempotent TOPIC              one record from an idempotent producer (InitProducerId)
+     * transactional TOPIC TXN_ID    one record in a committed transaction
+     * list-offsets TOPIC            partition 0's latest offset (ListOffsets)
+     * describe-configs TOPIC        the topic's configs
+     * alter-configs TOPIC           sets retention.ms (IncrementalAlterConfigs)
+     * create-partitions TOPIC N     grows the topic to N partitions
+     * delete-records TOPIC          deletes partition 0's records below offset 1
+     * group-describe GROUP          DescribeGroups
+     * group-offsets GROUP           the group's committed offsets (OffsetFetch)
+     * group-delete GROUP            DeleteGroups
+     * acl-list                      DescribeAcls (every ACL)
+     * </pre>
+     */
+    static void aclProbe(String bootstrap, String token, String action, String[] args) throws Exception {
+        Properties props = new Properties();
+        props.put("bootstrap.servers", bootstrap);
+        props.put("security.protocol", "SASL_PLAINTEXT");
+        props.put("sasl.mechanism", "OAUTHBEARER");
+        props.put("sasl.login.callback.handler.class", TokenLoginCallbackHandler.class.getName());
+        props.put("sasl.jaas.config", "org.apache.kafka.common.security.oauthbearer.OAuthBearerLoginModule"
+                + " required token=\"" + token + "\";");
+        props.put("request.timeout.ms", "10000");
+        props.put("default.api.timeout.ms", "15000");
+        props.put("max.block.ms", "15000");
+        props.put("delivery.timeout.ms", "20000");
+        try {
+            switch (action) {
+                case "idempotent", "transactional" -> {
+                    props.put("enable.idempotence", "true");
+                    props.put("acks", "all");
+                    if (action.equals("transactional")) {
+                        props.put("transactional.id", args[1]);
+                    }
+                    try (KafkaProducer<byte[], byte[]> producer = producer(props)) {
+                        ProducerRecord<byte[], byte[]> record = new ProducerRecord<>(args[0], 0,
+                                "k".getBytes(StandardCharsets.UTF_8), "v".getBytes(StandardCharsets.UTF_8));
+                        if (action.equals("transactional")) {
+                            producer.initTransactions();
+                            producer.beginTransaction();
+                            producer.send(record).get(20, TimeUnit.SECONDS);
+                            producer.commitTransaction();
+                        } else {
+                            producer.send(record).get(20, TimeUnit.SECONDS);
+                        }
+                    }
+                }
+                default -> {
+                    try (Admin admin = Admin.create(props)) {
+                        adminProbe(admin, action, args);
+                    }
+                }
+            }
+            System.out.println("ok");
+        } catch (Exception e) {
+            Throwable cause = e;
+            while (cause.getCause() != null && !(cause instanceof org.apache.kafka.common.errors.ApiException)) {
+                cause = cause.getCause();
+            }
+            org.apache.kafka.common.protocol.Errors error = org.apache.kafka.common.protocol.Errors.forException(cause);
+            System.out.println(error == org.apache.kafka.common.protocol.Errors.UNKNOWN_SERVER_ERROR
+                    ? cause.getClass().getSimpleName() + ": " + cause.getMessage() : error.name());
+        }
+    }
+
+    static void adminProbe(Admin admin, String action, String[] args) throws Exception {
+        if (action.equals("acl-list")) {
+            admin.describeAcls(org.apache.kafka.common.acl.AclBindingFilter.ANY).values().get(20, TimeUnit.SECONDS);
+            return;
+        }
+        TopicPartition first = new TopicPartition(args[0], 0);
+        ConfigResource topic = new ConfigResource(ConfigResource.Type.TOPIC, args[0]);
+        switch (action) {
+            case "list-offsets" -> admin.listOffsets(Map.of(first, OffsetSpec.latest())).all()
+                    .get(20, TimeUnit.SECONDS);
+            case "describe-configs" -> admin.describeConfigs(List.of(topic)).all().get(20, TimeUnit.SECONDS);
+            case "alter-configs" -> admin.incrementalAlterConfigs(Map.of(topic, List.of(new AlterConfigOp(
+                    new ConfigEntry("retention.ms", "7200000"), AlterConfigOp.OpType.SET)))).all()
+                    .get(20, TimeUnit.SECONDS);
+            case "create-partitions" -> admin.createPartitions(Map.of(args[0],
+                    NewPartitions.increaseTo(Integer.parseInt(args[1])))).all().get(20, TimeUnit.SECONDS);
+            case "delete-records" -> admin.deleteRecords(Map.of(first, RecordsToDelete.beforeOffset(1))).all()
+                    .get(20, TimeUnit.SECONDS);
+            case "group-describe" -> admin.describeConsumerGroups(List.of(args[0])).all()
+                    .get(20, TimeUnit.SECONDS);
+            case "group-offsets" -> admin.listConsumerGroupOffsets(args[0]).partitionsToOffsetAndMetadata()
+                    .get(20, TimeUnit.SECONDS);
+            case "group-delete" -> admin.deleteConsumerGroups(List.of(args[0])).all().get(20, TimeUnit.SECONDS);
+            default -> throw new IllegalArgumentException("no probe " + action);
         }
     }
 }
