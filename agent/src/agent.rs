@@ -378,34 +378,14 @@ impl Inner {
     /// watch (creations, deletions, changes, and a lost watch), the cached topics are
     /// brought in line with the stored ones. So no agent acts on a deleted topic or an
     /// old definition for longer than a watch notification takes.
-    pub(crate) async fn run_topic_follower(self: Arc<Self>, mut stop: watch::Receiver<bool>) {
-        loop {
-            let mut changes = match self.metastore.watch_topics().await {
-                // Whatever changed while no watch ran is read now.
-                Ok(changes) => {
-                    if let Err(e) = self.sync_topics().await {
-                        tracing::warn!(error = %e, "cannot read the topics; waiting for a change");
-                    }
-                    changes
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch topics; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                }
-            };
-            loop {
-                tokio::select! {
-                    change = changes.recv() => if change.is_none() { break },
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                if let Err(e) = self.sync_topics().await {
-                    tracing::warn!(error = %e, "cannot read the topics after a change; waiting for the next");
-                }
-            }
-        }
+    pub(crate) async fn run_topic_follower(self: Arc<Self>, stop: watch::Receiver<bool>) {
+        crate::follow::follow_changes(
+            "topics",
+            stop,
+            || self.metastore.watch_topics(),
+            || self.sync_topics(),
+        )
+        .await;
     }
 
     /// Brings the cached topics in line with the stored ones: a deleted topic, or one

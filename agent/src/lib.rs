@@ -13,6 +13,7 @@
 //! - [`service`]: the gRPC services and the one place errors become status codes;
 //! - [`auth`]: TLS, bearer tokens and principals, ACLs, the access table and the
 //!   authorizer every API checks before it acts;
+//! - `follow`: the loop that keeps a cache in step with a metastore watch;
 //! - [`health`]: the standard gRPC health service, following the agent's failure state;
 //! - `cluster`: membership (the registration lease), the controller role, following the
 //!   controller's assignment; `controller`: the assignment it computes (partitions and
@@ -35,6 +36,7 @@ mod controller;
 mod coordinator;
 mod error;
 mod failpoint;
+mod follow;
 mod group;
 pub mod health;
 pub mod limits;

@@ -294,30 +294,16 @@ impl Authorizer {
     pub async fn follow(
         self: Arc<Self>,
         metastore: Arc<dyn Metastore>,
-        mut stop: watch::Receiver<bool>,
+        stop: watch::Receiver<bool>,
     ) {
-        loop {
-            let mut changes = match metastore.watch_acls().await {
-                Ok(changes) => changes,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot watch the ACLs; retrying");
-                    tokio::select! {
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        _ = stop.wait_for(|s| *s) => return,
-                    }
-                }
-            };
-            loop {
-                // The watch notifies once at once, so what changed while none ran is read.
-                tokio::select! {
-                    change = changes.recv() => if change.is_none() { break },
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                if let Err(e) = self.reload(metastore.as_ref()).await {
-                    tracing::warn!(error = %e, "cannot read the ACLs after a change; waiting for the next");
-                }
-            }
-        }
+        let metastore = metastore.as_ref();
+        crate::follow::follow_changes(
+            "acls",
+            stop,
+            || metastore.watch_acls(),
+            || self.reload(metastore),
+        )
+        .await;
     }
 }
 
