@@ -959,14 +959,7 @@ pub(crate) async fn offset_delete(cx: &Context<'_>, request: OffsetDeleteRequest
         return ResponseKind::OffsetDelete(response);
     }
     // READ on each topic, else its offsets stay.
-    let topic_refused: BTreeMap<String, i16> = request
-        .topics
-        .iter()
-        .filter_map(|t| {
-            let refusal = cx.authorize(Resource::topic(&t.name)).err()?;
-            Some((t.name.to_string(), cx.error(refusal.error)))
-        })
-        .collect();
+    let topic_refused = cx.refused_topics(request.topics.iter().map(|t| t.name.as_str()));
     let partitions: Vec<(String, u32)> = request
         .topics
         .iter()

@@ -15,6 +15,7 @@
 //! `kafka-protocol` refuses to encode a field the answer's version does not have, so
 //! every handler sets a field only for the versions that carry it.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -311,6 +312,21 @@ impl Context<'_> {
                 error: crate::error::not_authorized(resource_type),
                 message: crate::error::message(&e),
             })
+    }
+
+    /// The topics of `names` the caller may not call this API on, each with its error
+    /// code (counted, as [`Context::authorize`] and [`Context::error`] do).
+    pub fn refused_topics<'n>(
+        &self,
+        names: impl IntoIterator<Item = &'n str>,
+    ) -> BTreeMap<String, i16> {
+        names
+            .into_iter()
+            .filter_map(|name| {
+                let refusal = self.authorize(Resource::topic(name)).err()?;
+                Some((name.to_string(), self.error(refusal.error)))
+            })
+            .collect()
     }
 
     /// Whether the caller may call this API on `resource`, for answers that leave out

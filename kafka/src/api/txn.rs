@@ -171,13 +171,7 @@ pub(crate) async fn add_partitions_to_txn(
     let topic_refused: BTreeMap<String, i16> = if id_refused.is_some() {
         BTreeMap::new()
     } else {
-        partitions
-            .iter()
-            .filter_map(|(topic, _)| {
-                let refusal = cx.authorize(Resource::topic(topic)).err()?;
-                Some((topic.clone(), cx.error(refusal.error)))
-            })
-            .collect()
+        cx.refused_topics(partitions.iter().map(|(topic, _)| topic.as_str()))
     };
     let code = if let Some(code) = id_refused {
         code
@@ -269,14 +263,7 @@ pub(crate) async fn txn_offset_commit(
         .and_then(|()| cx.authorize(Resource::group(&request.group_id)))
         .err()
         .map(|r| cx.error(r.error));
-    let topic_refused: BTreeMap<String, i16> = request
-        .topics
-        .iter()
-        .filter_map(|t| {
-            let refusal = cx.authorize(Resource::topic(&t.name)).err()?;
-            Some((t.name.to_string(), cx.error(refusal.error)))
-        })
-        .collect();
+    let topic_refused = cx.refused_topics(request.topics.iter().map(|t| t.name.as_str()));
     let count: usize = request.topics.iter().map(|t| t.partitions.len()).sum();
     if count > MAX_TRANSACTION_OFFSETS {
         refused = Some(Error::InvalidArgument(format!(
