@@ -35,6 +35,9 @@ const TOKENS: [(&str, &str); 5] = [
 /// The consumer group of the gRPC matrix.
 const GROUP: &str = "matrix-group";
 
+/// The transactional id of the gRPC matrix.
+const TXN: &str = "matrix-txn";
+
 /// The consumer group of the Kafka matrix.
 const KAFKA_GROUP: &str = "kmatrix-group";
 
@@ -101,7 +104,7 @@ fn ok_as(server: &str, who: &str, args: &[&str]) -> String {
 }
 
 /// What a refused request must leave as it was: topics, their offsets and configs,
-/// the group's offsets, the ACLs.
+/// the groups' members and offsets, the transactional ids, the ACLs.
 fn state(server: &str, groups: &[&str]) -> String {
     let mut state = ok_as(server, "admin", &["topic", "list"]);
     for topic in state.clone().lines().filter_map(|l| l.split('\t').next()) {
@@ -125,6 +128,7 @@ fn state(server: &str, groups: &[&str]) -> String {
         let described = strata_as(server, "admin", &["group", "describe", group], b"");
         state.push_str(&String::from_utf8_lossy(&described.stdout));
     }
+    state.push_str(&ok_as(server, "admin", &["transactions", "list"]));
     state.push_str(&ok_as(server, "admin", &["acl", "list"]));
     state
 }
@@ -312,9 +316,68 @@ fn acls_allow_what_they_name_and_refused_requests_change_nothing() {
         ],
     );
 
+    ok_as(
+        server,
+        "admin",
+        &["topic", "create", "matrix-side", "-p", "1"],
+    );
+    assert_eq!(
+        probe(
+            Client::Java,
+            &bootstrap,
+            "admin",
+            "transactional",
+            &["matrix", TXN]
+        ),
+        "ok"
+    );
+
     // gRPC: (what, the ACL billing is given, the request). Analytics, without the ACL,
     // is refused first, and nothing changes; then billing is served.
     let matrix = [
+        Row {
+            what: "describe a topic",
+            acl: &["--topic", "matrix", "--operation", "describe"],
+            request: &["topic", "describe", "matrix"],
+            stdin: b"",
+        },
+        Row {
+            what: "list a topic's offsets",
+            acl: &["--topic", "matrix-side", "--operation", "describe"],
+            request: &["topic", "offsets", "matrix-side"],
+            stdin: b"",
+        },
+        Row {
+            what: "describe a group",
+            acl: &["--group", GROUP, "--operation", "describe"],
+            request: &["group", "describe", GROUP],
+            stdin: b"",
+        },
+        Row {
+            what: "describe a transaction",
+            acl: &["--transactional-id", TXN, "--operation", "describe"],
+            request: &["transactions", "describe", TXN],
+            stdin: b"",
+        },
+        Row {
+            what: "abort a transaction",
+            acl: &["--transactional-id", TXN, "--operation", "write"],
+            request: &["transactions", "abort", TXN],
+            stdin: b"",
+        },
+        Row {
+            what: "list ACLs",
+            acl: &["--cluster", "--operation", "describe"],
+            request: &["acl", "list"],
+            stdin: b"",
+        },
+        // DESCRIBE on the cluster, given by the row above.
+        Row {
+            what: "read an agent's stats",
+            acl: &[],
+            request: &["stats"],
+            stdin: b"",
+        },
         Row {
             what: "create a topic",
             acl: &["--topic", "matrix-new", "--operation", "create"],
@@ -419,6 +482,20 @@ fn acls_allow_what_they_name_and_refused_requests_change_nothing() {
             ],
             stdin: b"",
         },
+        // ALTER on the cluster, given by the row above.
+        Row {
+            what: "remove an ACL",
+            acl: &[],
+            request: &[
+                "acl",
+                "remove",
+                "--principal",
+                "analytics",
+                "--topic",
+                "matrix",
+            ],
+            stdin: b"",
+        },
     ];
     let mut refusals = 0;
     for Row {
@@ -441,14 +518,17 @@ fn acls_allow_what_they_name_and_refused_requests_change_nothing() {
             "{what}: a refused request changed something"
         );
         refusals += 1;
-        let mut add = vec!["acl", "add", "--principal", "billing"];
-        add.extend_from_slice(acl);
-        ok_as(server, "admin", &add);
+        if !acl.is_empty() {
+            let mut add = vec!["acl", "add", "--principal", "billing"];
+            add.extend_from_slice(acl);
+            ok_as(server, "admin", &add);
+        }
         eventually_ok(server, "billing", request, stdin);
     }
     report(&format!(
         "acl gRPC matrix: {refusals} operations each refused to a principal without the ACL \
-         (nothing changed: topics, offsets, configs, group, ACLs) and served to one with it"
+         (nothing changed: topics, offsets, configs, groups, transactional ids, ACLs) and \
+         served to one with it"
     ));
 
     // Kafka: each row's request as ops, refused with Kafka's code and nothing changed;
