@@ -15,7 +15,8 @@ pub async fn run(server: &Target, command: AclCommand) -> Result<()> {
             let count = acls.len();
             client
                 .create_acls(proto::CreateAclsRequest { acls })
-                .await?;
+                .await
+                .map_err(strata_client::Error::from)?;
             println!("added {count} ACL(s)");
         }
         AclCommand::List(selection) => {
@@ -23,7 +24,8 @@ pub async fn run(server: &Target, command: AclCommand) -> Result<()> {
                 .describe_acls(proto::DescribeAclsRequest {
                     filter: Some(list_filter(&selection)?),
                 })
-                .await?
+                .await
+                .map_err(strata_client::Error::from)?
                 .into_inner()
                 .acls;
             print_acls(&acls);
@@ -32,7 +34,8 @@ pub async fn run(server: &Target, command: AclCommand) -> Result<()> {
             let filters = remove_filters(&args)?;
             let deleted = client
                 .delete_acls(proto::DeleteAclsRequest { filters })
-                .await?
+                .await
+                .map_err(strata_client::Error::from)?
                 .into_inner()
                 .deleted;
             println!("removed {} ACL(s)", deleted.len());

@@ -14,7 +14,8 @@ pub async fn run(server: &Target, command: TransactionsCommand) -> Result<()> {
         TransactionsCommand::List => {
             let listed = client
                 .list_transactions(proto::ListTransactionsRequest {})
-                .await?
+                .await
+                .map_err(strata_client::Error::from)?
                 .into_inner();
             println!(
                 "transactional_id\tstate\tproducer_id\tepoch\tpartitions\tage_ms\tcoordinator"
@@ -38,7 +39,8 @@ pub async fn run(server: &Target, command: TransactionsCommand) -> Result<()> {
         TransactionsCommand::Describe { transactional_id } => {
             let t = client
                 .describe_transaction(proto::DescribeTransactionRequest { transactional_id })
-                .await?
+                .await
+                .map_err(strata_client::Error::from)?
                 .into_inner()
                 .transaction
                 .unwrap_or_default();
@@ -62,7 +64,8 @@ pub async fn run(server: &Target, command: TransactionsCommand) -> Result<()> {
                 .abort_transaction(proto::AbortTransactionRequest {
                     transactional_id: transactional_id.clone(),
                 })
-                .await?;
+                .await
+                .map_err(strata_client::Error::from)?;
             println!("aborted the open transaction of {transactional_id} (if one was open)");
         }
     }
