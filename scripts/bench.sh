@@ -10,8 +10,10 @@
 # default); (p) the same without idempotence, to show what it costs; (t) the same,
 # transactional, each producer committing every 100 ms; (b) (a) with 1,000
 # partitions; (c) 100-byte records; (d) catch-up consume of (a) from the object store
-# (agent restarted: cold cache); (e) e2e (tail consume) at 50% of (a)'s rate; and the
-# baseline: PUTs and GETs of the same sizes straight through object_store.
+# (agent restarted: cold cache); (e) e2e (tail consume) at 50% of (a)'s rate; (x) (a) with
+# 10,000 partitions; (l) the low-latency profile (agent --linger-ms 5), e2e at 1 MB/s; and
+# the baseline: PUTs and GETs of the same sizes straight through object_store. Every run
+# also records the agent's and the load generator's CPU seconds.
 # Kafka suite: Kafka's own perf tools (kafka-producer-perf-test and
 # kafka-consumer-perf-test, from kafka-tools, the consumer in a consumer group), 1 KiB
 # records, 16 partitions, acks=all, against Strata's Kafka listener and against an Apache Kafka 4
@@ -64,10 +66,37 @@ run() { # name, command...
   shift
   echo "== $name: strata $*" >&2
   echo "strata $*" >"$RESULTS/$name.cmd"
+  cpu_begin
   "$BIN" "$@" --json --quiet | tee "$RESULTS/$name.out" >&2
+  cpu_end "$name"
   tail -n 1 "$RESULTS/$name.out" >"$RESULTS/$name.json"
 }
 json() { python3 -c "import json,sys; print(json.load(open('$RESULTS/$1.json'))['$2'])"; }
+# CPU accounting: the server's CPU seconds (user + system, /proc/PID/stat: the agent, or
+# the Apache Kafka broker with SERVER_PID), and this shell's waited-for children's
+# (bash's `times`: the load generator, JVMs included).
+agent_cpu() {
+  local pid=${SERVER_PID:-$AGENT_PID}
+  if [ -r "/proc/$pid/stat" ]; then
+    awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$pid/stat"
+  else
+    echo 0
+  fi
+}
+children_cpu() { # the seconds in a `times` output file's second line
+  tail -n 1 "$1" | awk '{t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); t += a[1] * 60 + a[2] }; printf "%.2f\n", t}'
+}
+cpu_begin() {
+  CPU_AGENT0=$(agent_cpu)
+  times >"$RESULTS/.times0"
+}
+cpu_end() { # name: writes RESULTS/NAME.cpu.json
+  times >"$RESULTS/.times1"
+  local agent gen
+  agent=$(python3 -c "print(round($(agent_cpu) - $CPU_AGENT0, 2))")
+  gen=$(python3 -c "print(round($(children_cpu "$RESULTS/.times1") - $(children_cpu "$RESULTS/.times0"), 2))")
+  echo "{\"agent_cpu_s\": $agent, \"loadgen_cpu_s\": $gen}" >"$RESULTS/$1.cpu.json"
+}
 
 start_agent
 run a bench produce --topic bench-a --partitions 16 --record-size 1024 --producers 4 --acks all --duration "$SECONDS_PER_RUN"
@@ -78,10 +107,22 @@ run b bench produce --topic bench-b --partitions 1000 --record-size 1024 --produ
 run c bench produce --topic bench-c --partitions 16 --record-size 100 --producers 4 --acks all --duration "$SECONDS_PER_RUN"
 HALF_RATE=$(python3 -c "print(int($(json a records_per_sec) / 2))")
 run e bench e2e --topic bench-e --partitions 16 --record-size 1024 --producers 4 --rate "$HALF_RATE" --duration "$SECONDS_PER_RUN"
+metrics x0
+run x bench produce --topic bench-x --partitions 10000 --record-size 1024 --producers 4 --acks all --duration "$SECONDS_PER_RUN"
+metrics x
+"$BIN" topic delete bench-x >&2   # later runs do not carry its 10,000 partitions
 stop_agent
 start_agent   # a cold cache: the catch-up reads come from the object store
 run d bench consume --topic bench-a
 stop_agent
+# The low-latency profile: the agent flushes 5 ms after a segment's first record.
+DEFAULT_AGENT_CMD=("${AGENT_CMD[@]}")
+AGENT_CMD+=(--linger-ms 5)
+start_agent
+run l bench e2e --topic bench-l --partitions 16 --record-size 1024 --producers 4 --rate 1000 --duration "$SECONDS_PER_RUN"
+metrics l
+stop_agent
+AGENT_CMD=("${DEFAULT_AGENT_CMD[@]}")
 
 # The Kafka suite.
 scripts/build-test-clients.sh
@@ -98,16 +139,20 @@ kafka_suite() { # name bootstrap
     --create --topic "perf-$name" --partitions 16 --replication-factor 1 >&2
   echo "kafka-producer-perf-test --topic perf-$name --num-records $KAFKA_RECORDS --record-size 1024 --throughput -1 --producer-props bootstrap.servers=$bootstrap ${PRODUCER_PROPS[*]}" \
     >"$RESULTS/kafka-$name-produce.cmd"
+  cpu_begin
   java -Xmx2g -cp "$KAFKA_CP" org.apache.kafka.tools.ProducerPerformance --topic "perf-$name" \
     --num-records "$KAFKA_RECORDS" --record-size 1024 --throughput -1 \
     --producer-props "bootstrap.servers=$bootstrap" "${PRODUCER_PROPS[@]}" 2>/dev/null \
     | tee "$RESULTS/kafka-$name-produce.log" >&2
+  cpu_end "kafka-$name-produce"
   tail -n 1 "$RESULTS/kafka-$name-produce.log" >"$RESULTS/kafka-$name-produce.out"
   echo "kafka-consumer-perf-test --bootstrap-server $bootstrap --topic perf-$name --messages $KAFKA_RECORDS --group perf-$name --timeout 120000" \
     >"$RESULTS/kafka-$name-consume.cmd"
+  cpu_begin
   java -Xmx2g -cp "$KAFKA_CP" org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$bootstrap" \
     --topic "perf-$name" --messages "$KAFKA_RECORDS" --group "perf-$name" --timeout 120000 2>/dev/null \
     | tee "$RESULTS/kafka-$name-consume.log" >&2
+  cpu_end "kafka-$name-consume"
   tail -n 1 "$RESULTS/kafka-$name-consume.log" >"$RESULTS/kafka-$name-consume.out"
 }
 
@@ -139,7 +184,7 @@ java -Xmx2g -cp "$KAFKA_CP" kafka.Kafka "$STRATA_TEST_ROOT/kafka/server.properti
   >"$STRATA_TEST_ROOT/kafka/broker.log" 2>&1 &
 APACHE_PID=$!
 strata_wait_port kafka "$APACHE_PORT" "$APACHE_PID" "$STRATA_TEST_ROOT/kafka/broker.log"
-kafka_suite kafka "127.0.0.1:$APACHE_PORT"
+SERVER_PID=$APACHE_PID kafka_suite kafka "127.0.0.1:$APACHE_PORT"
 kill -TERM "$APACHE_PID" 2>/dev/null || true
 wait "$APACHE_PID" 2>/dev/null || true
 
@@ -148,5 +193,10 @@ GET_SIZE=$(python3 -c "d=__import__('json').load(open('$RESULTS/d.json')); print
 run baseline bench object-store --object-store s3://bench-baseline/objects "${S3_ARGS[@]}" \
   --object-size "$PUT_SIZE" --get-size "$GET_SIZE" --put-concurrency 4 --get-concurrency 16 --duration 20
 
-python3 scripts/bench_report.py "$RESULTS" "$PEAK_RSS_KB" "$SECONDS_PER_RUN" >"$OUT"
+# The raw results outlive the test environment: the report can be written again from them
+# (python3 scripts/bench_report.py target/bench-results "$(cat target/bench-results/peak_rss_kb)" SECONDS).
+echo "$PEAK_RSS_KB" >"$RESULTS/peak_rss_kb"
+KEPT="${CARGO_TARGET_DIR:-target}/bench-results"
+rm -rf "$KEPT" && cp -r "$RESULTS" "$KEPT"
+python3 scripts/bench_report.py "$KEPT" "$PEAK_RSS_KB" "$SECONDS_PER_RUN" >"$OUT"
 echo "wrote $OUT" >&2
