@@ -650,15 +650,16 @@ pub fn decode_client_batch(
             batch[16] as i8
         )));
     }
-    let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&batch[CRC_START..]) != crc {
+    // The CRC is computed once, here: the header and records below are read unchecked.
+    if !crc_matches(&batch) {
         return Err(BatchError {
             corrupt: true,
             too_large: false,
             reason: "the record batch's CRC does not match its bytes".to_string(),
         });
     }
-    let count = read_header(&batch).map_err(invalid)?.count;
+    let raw = parse_header(&batch).map_err(invalid)?;
+    let count = raw.count;
     if count as usize > limits.max_records {
         return Err(BatchError {
             corrupt: false,
@@ -669,7 +670,7 @@ pub fn decode_client_batch(
             ),
         });
     }
-    let decoded = decode_batch_within(batch.clone(), limits).map_err(|reason| BatchError {
+    let decoded = decode_records(batch.clone(), raw, limits).map_err(|reason| BatchError {
         corrupt: false,
         too_large: reason.starts_with(OVER_DECOMPRESSED),
         reason,
@@ -806,10 +807,20 @@ fn read_header(batch: &Bytes) -> std::result::Result<RawHeader, String> {
     if magic != 2 {
         return Err(format!("record batch magic {magic}: only v2 is supported"));
     }
-    let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
-    if crc32c::crc32c(&batch[CRC_START..]) != crc {
+    if !crc_matches(batch) {
         return Err("batch checksum mismatch".to_string());
     }
+    parse_header(batch)
+}
+
+/// Whether a batch's CRC32C (of everything from its attributes on) is the one it carries.
+fn crc_matches(batch: &[u8]) -> bool {
+    let crc = u32::from_be_bytes(batch[17..21].try_into().expect("4 bytes"));
+    crc32c::crc32c(&batch[CRC_START..]) == crc
+}
+
+/// A v2 batch's header fields, its CRC not checked (the caller did).
+fn parse_header(batch: &Bytes) -> std::result::Result<RawHeader, String> {
     let mut header = &batch[..BATCH_HEADER_LEN];
     let base_offset = header.get_i64();
     header.advance(4 + 4 + 1 + 4); // length, leader epoch, magic, crc
@@ -896,6 +907,16 @@ fn decode_batch_within(
     batch: Bytes,
     limits: &BatchLimits,
 ) -> std::result::Result<DecodedBatch, String> {
+    let raw = read_header(&batch)?;
+    decode_records(batch, raw, limits)
+}
+
+/// The records of `batch`, whose header `raw` was read (and CRC checked) by the caller.
+fn decode_records(
+    batch: Bytes,
+    raw: RawHeader,
+    limits: &BatchLimits,
+) -> std::result::Result<DecodedBatch, String> {
     let RawHeader {
         header: batch_header,
         attributes,
@@ -903,7 +924,7 @@ fn decode_batch_within(
         base_timestamp,
         max_timestamp,
         count,
-    } = read_header(&batch)?;
+    } = raw;
     let base_offset = batch_header.base_offset;
     let mut out: Vec<Record> = Vec::new();
     let log_append_time = attributes & 0x08 != 0;
