@@ -5,6 +5,7 @@
 #
 #   scripts/bench.sh                 # 60 s per run, as the table in docs/BENCHMARKS.md
 #   BENCH_SECONDS=10 scripts/bench.sh  # a quicker look
+#   BENCH_PROFILE="a kafka-strata-produce" scripts/bench.sh  # and perf profiles of those runs
 #
 # Suite: (a) 1 KiB records, 16 partitions, 4 producers, acks=ALL (idempotent, the SDK's
 # default); (p) the same without idempotence, to show what it costs; (t) the same,
@@ -61,13 +62,31 @@ stop_agent() {
 metrics() { # the agent's /metrics now, saved as RESULTS/NAME.metrics
   (exec 3<>"/dev/tcp/127.0.0.1/$METRICS_PORT"; printf 'GET /metrics HTTP/1.0\r\n\r\n' >&3; cat <&3) >"$RESULTS/$1.metrics"
 }
+# BENCH_PROFILE="a k kafka-strata-produce": those runs are also sampled with perf (499 Hz,
+# the server process); RESULTS/NAME.profile.txt lists its hottest symbols.
+profile_begin() {
+  case " ${BENCH_PROFILE:-} " in *" $1 "*) ;; *) return 0 ;; esac
+  perf record -F 499 -g -o "$RESULTS/$1.perf.data" -p "${SERVER_PID:-$AGENT_PID}" >/dev/null 2>&1 &
+  PERF_PID=$!
+}
+profile_end() {
+  [ -n "${PERF_PID:-}" ] || return 0
+  kill -INT "$PERF_PID" 2>/dev/null || true
+  wait "$PERF_PID" 2>/dev/null || true
+  PERF_PID=
+  perf report -i "$RESULTS/$1.perf.data" --no-children --stdio -g none --sort symbol \
+    --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$' >"$RESULTS/$1.profile.txt" || true
+  rm -f "$RESULTS/$1.perf.data"
+}
 run() { # name, command...
   local name=$1
   shift
   echo "== $name: strata $*" >&2
   echo "strata $*" >"$RESULTS/$name.cmd"
   cpu_begin
+  profile_begin "$name"
   "$BIN" "$@" --json --quiet | tee "$RESULTS/$name.out" >&2
+  profile_end "$name"
   cpu_end "$name"
   tail -n 1 "$RESULTS/$name.out" >"$RESULTS/$name.json"
 }
@@ -140,10 +159,12 @@ kafka_suite() { # name bootstrap
   echo "kafka-producer-perf-test --topic perf-$name --num-records $KAFKA_RECORDS --record-size 1024 --throughput -1 --producer-props bootstrap.servers=$bootstrap ${PRODUCER_PROPS[*]}" \
     >"$RESULTS/kafka-$name-produce.cmd"
   cpu_begin
+  profile_begin "kafka-$name-produce"
   java -Xmx2g -cp "$KAFKA_CP" org.apache.kafka.tools.ProducerPerformance --topic "perf-$name" \
     --num-records "$KAFKA_RECORDS" --record-size 1024 --throughput -1 \
     --producer-props "bootstrap.servers=$bootstrap" "${PRODUCER_PROPS[@]}" 2>/dev/null \
     | tee "$RESULTS/kafka-$name-produce.log" >&2
+  profile_end "kafka-$name-produce"
   cpu_end "kafka-$name-produce"
   tail -n 1 "$RESULTS/kafka-$name-produce.log" >"$RESULTS/kafka-$name-produce.out"
   echo "kafka-consumer-perf-test --bootstrap-server $bootstrap --topic perf-$name --messages $KAFKA_RECORDS --group perf-$name --timeout 120000" \
