@@ -43,6 +43,12 @@ const FAILED_EXIT_DELAY: Duration = Duration::from_secs(2);
 
 /// Largest gRPC message accepted or sent: room for a few max-size records.
 pub const MAX_MESSAGE_BYTES: usize = 64 << 20;
+/// HTTP/2 frames a client may send: larger than h2's 16 KiB default, so that a produce
+/// request of megabytes is read in a few frames rather than hundreds.
+const HTTP2_MAX_FRAME_BYTES: u32 = 1 << 20;
+/// HTTP/2 flow-control windows (per stream and per connection): what a client may send
+/// before the agent has read it, so a producer is not held to a round trip per MiB.
+const HTTP2_WINDOW_BYTES: u32 = 8 << 20;
 /// `max_bytes` of a fetch that does not set it.
 const DEFAULT_FETCH_MAX_BYTES: usize = 1 << 20;
 /// Longest long-poll a fetch may ask for.
@@ -194,7 +200,10 @@ pub async fn serve(
         .set_transaction_router(Arc::new(service.clone()));
     tokio::spawn(service.clone().run_transaction_sweeper());
     let mut server = tonic::transport::Server::builder()
-        .max_concurrent_streams(service.agent.config().limits.max_streams_per_connection);
+        .max_concurrent_streams(service.agent.config().limits.max_streams_per_connection)
+        .max_frame_size(Some(HTTP2_MAX_FRAME_BYTES))
+        .initial_stream_window_size(Some(HTTP2_WINDOW_BYTES))
+        .initial_connection_window_size(Some(HTTP2_WINDOW_BYTES));
     if let Some(tls) = &security.tls {
         server = server.tls_config(tls.server_config())?;
     }
@@ -449,7 +458,10 @@ impl AgentService {
         };
         let mut endpoint = tonic::transport::Endpoint::from_shared(format!("{scheme}://{address}"))
             .map_err(invalid)?
-            .connect_timeout(Duration::from_secs(2));
+            .connect_timeout(Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+            .initial_connection_window_size(HTTP2_WINDOW_BYTES);
         if let Some(tls) = &self.peer_tls {
             endpoint = endpoint.tls_config(tls.clone()).map_err(invalid)?;
         }

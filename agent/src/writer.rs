@@ -1187,11 +1187,11 @@ impl Inner {
                     }
                 }
             }
-            (builder.finish(), written, failed)
+            (builder.finish_payload(), written, failed)
         })
         .await
         .expect("segment encoding panicked");
-        let size = bytes.len() as u64;
+        let size = bytes.content_length() as u64;
         let timer = self.metrics.put_latency.start_timer();
         let put = self.put_object(&object, bytes).await;
         timer.observe_duration();
@@ -1388,8 +1388,12 @@ impl Inner {
 
     /// PUTs a segment object, retrying a few times. The name is this incarnation's alone,
     /// so an "already exists" on a retry means an earlier attempt landed.
-    #[instrument(name = "agent.put_object", skip(self, bytes), fields(bytes = bytes.len()))]
-    async fn put_object(&self, object: &str, bytes: Bytes) -> strata_storage::Result<()> {
+    #[instrument(name = "agent.put_object", skip(self, bytes), fields(bytes = bytes.content_length()))]
+    async fn put_object(
+        &self,
+        object: &str,
+        bytes: strata_storage::PutPayload,
+    ) -> strata_storage::Result<()> {
         let mut delay = Duration::from_millis(50);
         let mut attempt = 1;
         loop {

@@ -18,6 +18,11 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use crate::error::root_cause;
 use crate::{Error, Result};
 
+/// HTTP/2 flow-control windows (per stream and per connection) the SDK offers an agent:
+/// how much of a fetch answer may be on its way before the SDK has read it. h2's default
+/// (64 KiB) would hold a consumer to a round trip per 64 KiB.
+pub const HTTP2_WINDOW_BYTES: u32 = 8 << 20;
+
 /// A channel to one agent that adds the connection's credentials to every request.
 pub type Transport = InterceptedService<Channel, Credentials>;
 
@@ -120,7 +125,9 @@ impl Connector {
         };
         let endpoint = Endpoint::from_shared(url)
             .map_err(|e| Error::InvalidArgument(format!("invalid agent address '{address}': {e}")))?
-            .tcp_nodelay(true);
+            .tcp_nodelay(true)
+            .initial_stream_window_size(HTTP2_WINDOW_BYTES)
+            .initial_connection_window_size(HTTP2_WINDOW_BYTES);
         match &self.tls {
             Some(tls) => endpoint.tls_config(tls.clone()).map_err(|e| {
                 Error::InvalidArgument(format!("TLS settings for '{address}' are invalid: {e}"))

@@ -141,8 +141,8 @@ impl<'a> Rewriter<'a> {
             String::new()
         } else {
             let name = self.inner.next_object_name();
-            let bytes = builder.finish();
-            let size = bytes.len() as u64;
+            let bytes = builder.finish_payload();
+            let size = bytes.content_length() as u64;
             self.inner.store.put_create_only(&name, bytes).await?;
             self.inner.metrics.bytes_written.inc_by(size);
             self.inner.metrics.objects_written.inc();

@@ -435,9 +435,20 @@ async fn read_frame<R: AsyncRead + Unpin>(
         .acquire_many_owned(length as u32)
         .await
         .map_err(|_| Closed::Stopping)?;
-    let mut frame = BytesMut::zeroed(length);
-    match tokio::time::timeout(FRAME_TIMEOUT, reader.read_exact(&mut frame)).await {
-        Ok(Ok(_)) => Ok(Some((frame, permit))),
+    // Read into uninitialised capacity: zeroing a frame first (up to the request limit)
+    // costs as much CPU as everything else a produce does.
+    let mut frame = BytesMut::with_capacity(length);
+    let read = async {
+        let mut rest = (&mut *reader).take(length as u64);
+        while frame.len() < length {
+            if rest.read_buf(&mut frame).await? == 0 {
+                return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof));
+            }
+        }
+        Ok(())
+    };
+    match tokio::time::timeout(FRAME_TIMEOUT, read).await {
+        Ok(Ok(())) => Ok(Some((frame, permit))),
         Ok(Err(_)) => Err(Closed::Refused(
             format!("the connection ended in the middle of a frame of {length} bytes"),
             "truncated",

@@ -21,6 +21,8 @@ pub mod store;
 
 pub use cache::BlockCache;
 pub use error::{Error, Result};
+/// A PUT body of one or more buffers ([`SegmentBuilder::finish_payload`]).
+pub use object_store::PutPayload;
 pub use record::{
     BatchError, BatchKind, BatchLimits, ClientBatch, Compression, DecodedBatch, ProducerFields,
     Record,

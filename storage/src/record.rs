@@ -234,6 +234,58 @@ pub fn encode_producer_batch(
     producer: Option<ProducerFields>,
     kind: BatchKind,
 ) -> Result<Bytes> {
+    let mut out = BytesMut::with_capacity(encoded_batch_len(records));
+    encode_producer_batch_into(&mut out, records, compression, producer, kind)?;
+    Ok(out.freeze())
+}
+
+/// Bytes that `records` take as one uncompressed batch: what a buffer is sized with
+/// before [`encode_producer_batch_into`] (a compressed batch is usually smaller).
+pub fn encoded_batch_len(records: &[Record]) -> usize {
+    let Some(first) = records.first() else {
+        return BATCH_HEADER_LEN;
+    };
+    let base_offset = first.offset;
+    let base_timestamp = first.timestamp_ms;
+    BATCH_HEADER_LEN
+        + records
+            .iter()
+            .map(|record| {
+                let len = record_body_len(
+                    record,
+                    record.timestamp_ms.wrapping_sub(base_timestamp),
+                    record.offset - base_offset,
+                );
+                varlong_len(len as i64) + len
+            })
+            .sum::<usize>()
+}
+
+/// Appends `records` (in offset order, gaps allowed) to `out` as one RecordBatch v2, as
+/// [`encode_producer_batch`] encodes them: uncompressed records are written straight into
+/// `out`, with no buffer between. On an error, `out` is as it was.
+pub fn encode_producer_batch_into(
+    out: &mut BytesMut,
+    records: &[Record],
+    compression: Compression,
+    producer: Option<ProducerFields>,
+    kind: BatchKind,
+) -> Result<()> {
+    let start = out.len();
+    let encoded = put_batch(out, records, compression, producer, kind);
+    if encoded.is_err() {
+        out.truncate(start);
+    }
+    encoded
+}
+
+fn put_batch(
+    out: &mut BytesMut,
+    records: &[Record],
+    compression: Compression,
+    producer: Option<ProducerFields>,
+    kind: BatchKind,
+) -> Result<()> {
     let compression = if kind == BatchKind::Control {
         Compression::None
     } else {
@@ -250,75 +302,109 @@ pub fn encode_producer_batch(
         .map_err(|_| Error::Encode("a batch spans more than 2^31 offsets".to_string()))?;
     let count = i32::try_from(records.len())
         .map_err(|_| Error::Encode("a batch holds more than 2^31 records".to_string()))?;
-    let mut body = BytesMut::new();
-    for record in records {
-        let offset_delta = record.offset - base_offset;
-        if !(0..=i64::from(last_offset_delta)).contains(&offset_delta) {
-            return Err(Error::Encode(format!(
-                "record offsets must increase: {} after base {base_offset}",
-                record.offset
-            )));
-        }
-        encode_record(
-            &mut body,
-            record,
-            record.timestamp_ms.wrapping_sub(base_timestamp),
-            offset_delta,
-        )?;
-    }
-    let body = compress(body.freeze(), compression)?;
     let max_timestamp = records.iter().map(|r| r.timestamp_ms).max().unwrap_or(0);
-    let mut batch = BytesMut::with_capacity(BATCH_HEADER_LEN + body.len());
-    batch.put_i64(base_offset);
-    let batch_len = i32::try_from(BATCH_HEADER_LEN - 12 + body.len())
-        .map_err(|_| Error::Encode("a batch of more than 2 GiB".to_string()))?;
-    batch.put_i32(batch_len);
-    batch.put_i32(-1); // partition leader epoch: none
-    batch.put_i8(2); // magic
-    batch.put_u32(0); // CRC, set below
-    batch.put_i16(compression.id() | kind.attributes());
-    batch.put_i32(last_offset_delta);
-    batch.put_i64(base_timestamp);
-    batch.put_i64(max_timestamp);
+    let start = out.len();
+    out.put_i64(base_offset);
+    out.put_i32(0); // batch length, set below
+    out.put_i32(-1); // partition leader epoch: none
+    out.put_i8(2); // magic
+    out.put_u32(0); // CRC, set below
+    out.put_i16(compression.id() | kind.attributes());
+    out.put_i32(last_offset_delta);
+    out.put_i64(base_timestamp);
+    out.put_i64(max_timestamp);
     match producer {
         Some(p) => {
-            batch.put_i64(p.producer_id);
-            batch.put_i16(p.producer_epoch);
-            batch.put_i32(p.base_sequence);
+            out.put_i64(p.producer_id);
+            out.put_i16(p.producer_epoch);
+            out.put_i32(p.base_sequence);
         }
         None => {
-            batch.put_i64(NO_PRODUCER_ID);
-            batch.put_i16(NO_PRODUCER_EPOCH);
-            batch.put_i32(NO_SEQUENCE);
+            out.put_i64(NO_PRODUCER_ID);
+            out.put_i16(NO_PRODUCER_EPOCH);
+            out.put_i32(NO_SEQUENCE);
         }
     }
-    batch.put_i32(count);
-    batch.put_slice(&body);
-    let crc = crc32c::crc32c(&batch[CRC_START..]);
-    batch[17..21].copy_from_slice(&crc.to_be_bytes());
-    Ok(batch.freeze())
+    out.put_i32(count);
+    let put_records = |out: &mut BytesMut| -> Result<()> {
+        for record in records {
+            let offset_delta = record.offset - base_offset;
+            if !(0..=i64::from(last_offset_delta)).contains(&offset_delta) {
+                return Err(Error::Encode(format!(
+                    "record offsets must increase: {} after base {base_offset}",
+                    record.offset
+                )));
+            }
+            encode_record(
+                out,
+                record,
+                record.timestamp_ms.wrapping_sub(base_timestamp),
+                offset_delta,
+            )?;
+        }
+        Ok(())
+    };
+    if compression == Compression::None {
+        put_records(out)?;
+    } else {
+        let mut body = BytesMut::with_capacity(encoded_batch_len(records) - BATCH_HEADER_LEN);
+        put_records(&mut body)?;
+        out.put_slice(&compress(body.freeze(), compression)?);
+    }
+    let batch_len = i32::try_from(out.len() - start - 12)
+        .map_err(|_| Error::Encode("a batch of more than 2 GiB".to_string()))?;
+    out[start + 8..start + 12].copy_from_slice(&batch_len.to_be_bytes());
+    let crc = crc32c::crc32c(&out[start + CRC_START..]);
+    out[start + 17..start + 21].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
 }
 
+/// Bytes of one record after its length varint.
+fn record_body_len(record: &Record, timestamp_delta: i64, offset_delta: i64) -> usize {
+    let nullable = |bytes: Option<&[u8]>| match bytes {
+        None => 1,
+        Some(bytes) => varlong_len(bytes.len() as i64) + bytes.len(),
+    };
+    1 + varlong_len(timestamp_delta)
+        + varlong_len(offset_delta)
+        + nullable(record.key.as_deref())
+        + nullable(record.value.as_deref())
+        + varlong_len(record.headers.len() as i64)
+        + record
+            .headers
+            .iter()
+            .map(|(key, value)| nullable(Some(key.as_bytes())) + nullable(Some(value)))
+            .sum::<usize>()
+}
+
+/// Writes one record, its length first, straight into `out`.
 fn encode_record(
     out: &mut BytesMut,
     record: &Record,
     timestamp_delta: i64,
     offset_delta: i64,
 ) -> Result<()> {
-    let mut inner = BytesMut::new();
-    inner.put_i8(0); // attributes: unused
-    put_varlong(&mut inner, timestamp_delta);
-    put_varlong(&mut inner, offset_delta);
-    put_nullable_bytes(&mut inner, record.key.as_deref())?;
-    put_nullable_bytes(&mut inner, record.value.as_deref())?;
-    put_varlong(&mut inner, record.headers.len() as i64);
+    let len = record_body_len(record, timestamp_delta, offset_delta);
+    let len =
+        i32::try_from(len).map_err(|_| Error::Encode("a record of more than 2 GiB".to_string()))?;
+    put_varlong(out, i64::from(len));
+    out.put_i8(0); // attributes: unused
+    put_varlong(out, timestamp_delta);
+    put_varlong(out, offset_delta);
+    put_nullable_bytes(out, record.key.as_deref())?;
+    put_nullable_bytes(out, record.value.as_deref())?;
+    put_varlong(out, record.headers.len() as i64);
     for (key, value) in &record.headers {
-        put_nullable_bytes(&mut inner, Some(key.as_bytes()))?;
-        put_nullable_bytes(&mut inner, Some(value))?;
+        put_nullable_bytes(out, Some(key.as_bytes()))?;
+        put_nullable_bytes(out, Some(value))?;
     }
-    put_varlong(out, inner.len() as i64);
-    out.put_slice(&inner);
     Ok(())
+}
+
+/// Bytes of `value` as a zigzag varint.
+fn varlong_len(value: i64) -> usize {
+    let zigzag = ((value << 1) ^ (value >> 63)) as u64;
+    (64 - zigzag.leading_zeros() as usize).max(1).div_ceil(7)
 }
 
 fn put_nullable_bytes(out: &mut BytesMut, bytes: Option<&[u8]>) -> Result<()> {
@@ -1032,6 +1118,37 @@ mod tests {
                 headers: vec![("h".to_string(), Bytes::from_static(b"v"))],
             })
             .collect()
+    }
+
+    #[test]
+    fn sizes_a_batch_exactly_before_encoding_it() {
+        for value in [0, 1, -1, 63, 64, -64, -65, 8191, 8192, i64::MAX, i64::MIN] {
+            let mut out = BytesMut::new();
+            put_varlong(&mut out, value);
+            assert_eq!(varlong_len(value), out.len(), "{value}");
+        }
+        let mut records = sample(300);
+        records[7].value = Some(Bytes::from(vec![7u8; 70_000]));
+        records[9].headers.push(("a".repeat(200), Bytes::new()));
+        let batch = encode_batch(&records, Compression::None).unwrap();
+        assert_eq!(encoded_batch_len(&records), batch.len());
+        assert_eq!(decode_block(batch, "o", 0, 100..=399).unwrap(), records);
+    }
+
+    #[test]
+    fn a_failed_encoding_leaves_the_buffer_as_it_was() {
+        let mut out = BytesMut::from(&b"before"[..]);
+        let mut records = sample(3);
+        records.swap(0, 2);
+        let encoded = encode_producer_batch_into(
+            &mut out,
+            &records,
+            Compression::None,
+            None,
+            BatchKind::Data,
+        );
+        assert!(encoded.is_err(), "offsets out of order");
+        assert_eq!(&out[..], b"before");
     }
 
     #[test]

@@ -14,9 +14,12 @@
 //! no two writers ever pick the same name; PUTs are create-only all the same.
 
 use bytes::{Bytes, BytesMut};
+use object_store::PutPayload;
 use serde::{Deserialize, Serialize};
 
-use crate::record::{BatchKind, Compression, ProducerFields, Record, encode_producer_batch};
+use crate::record::{
+    BatchKind, Compression, ProducerFields, Record, encode_producer_batch_into, encoded_batch_len,
+};
 
 /// One batch of a block: records to encode, or a batch a Kafka client sent, stored as is.
 #[derive(Debug, Clone, Copy)]
@@ -60,6 +63,14 @@ impl BatchRun<'_> {
                 max_timestamp_ms,
                 ..
             } => (*count > 0).then_some((*base_offset, base_offset + count - 1, *max_timestamp_ms)),
+        }
+    }
+
+    /// Bytes it takes in a block (uncompressed, for records to encode).
+    fn encoded_len(&self) -> usize {
+        match self {
+            Self::Records { records, .. } => encoded_batch_len(records),
+            Self::Encoded { bytes, .. } => bytes.len(),
         }
     }
 }
@@ -107,9 +118,14 @@ pub struct Footer {
 }
 
 /// Assembles one segment from per-partition record runs.
+///
+/// Each block is encoded once, straight into a buffer of its own sized for it; the
+/// segment is the list of those buffers (and the footer), PUT as one object without
+/// copying them together, and each block's buffer is what the write-through cache keeps.
 #[derive(Debug, Default)]
 pub struct SegmentBuilder {
-    body: BytesMut,
+    parts: Vec<Bytes>,
+    len: u64,
     blocks: Vec<BlockLocation>,
 }
 
@@ -161,19 +177,17 @@ impl SegmentBuilder {
         };
         let (base_offset, last_offset) = (first.0, last.1);
         let max_timestamp_ms = spans.iter().map(|s| s.2).max().unwrap_or(0);
-        let mut block = BytesMut::new();
-        for run in runs.iter().filter(|run| run.span().is_some()) {
+        let runs: Vec<&BatchRun<'_>> = runs.iter().filter(|run| run.span().is_some()).collect();
+        let mut block = BytesMut::with_capacity(runs.iter().map(|run| run.encoded_len()).sum());
+        for run in runs {
             match run {
                 BatchRun::Records {
                     producer,
                     kind,
                     records,
-                } => block.extend_from_slice(&encode_producer_batch(
-                    records,
-                    compression,
-                    *producer,
-                    *kind,
-                )?),
+                } => {
+                    encode_producer_batch_into(&mut block, records, compression, *producer, *kind)?
+                }
                 BatchRun::Encoded {
                     bytes, base_offset, ..
                 } => {
@@ -190,11 +204,11 @@ impl SegmentBuilder {
             partition,
             base_offset,
             last_offset,
-            byte_start: self.body.len() as u64,
+            byte_start: self.len,
             byte_len: block.len() as u64,
             max_timestamp_ms,
         };
-        self.body.extend_from_slice(&block);
+        self.push(block.clone());
         self.blocks.push(location.clone());
         Ok((block, location))
     }
@@ -205,18 +219,23 @@ impl SegmentBuilder {
     /// `byte_len` are set here).
     pub fn add_encoded_block(&mut self, bytes: &[u8], block: BlockLocation) -> BlockLocation {
         let location = BlockLocation {
-            byte_start: self.body.len() as u64,
+            byte_start: self.len,
             byte_len: bytes.len() as u64,
             ..block
         };
-        self.body.extend_from_slice(bytes);
+        self.push(Bytes::copy_from_slice(bytes));
         self.blocks.push(location.clone());
         location
     }
 
+    fn push(&mut self, part: Bytes) {
+        self.len += part.len() as u64;
+        self.parts.push(part);
+    }
+
     /// Bytes of blocks added so far.
     pub fn body_len(&self) -> u64 {
-        self.body.len() as u64
+        self.len
     }
 
     /// Whether no block was added.
@@ -224,19 +243,32 @@ impl SegmentBuilder {
         self.blocks.is_empty()
     }
 
-    /// The finished object: blocks, footer, trailer.
+    /// The finished object as one buffer: blocks, footer, trailer (copied together; a
+    /// PUT takes [`SegmentBuilder::finish_payload`]).
     pub fn finish(self) -> Bytes {
+        let payload = self.finish_payload();
+        let mut object = BytesMut::with_capacity(payload.content_length());
+        for part in payload.iter() {
+            object.extend_from_slice(part);
+        }
+        object.freeze()
+    }
+
+    /// The finished object as a PUT body: the blocks' buffers as they are, then the
+    /// footer and trailer.
+    pub fn finish_payload(mut self) -> PutPayload {
         let footer = serde_json::to_vec(&Footer {
             version: 1,
-            blocks: self.blocks,
+            blocks: std::mem::take(&mut self.blocks),
         })
         .expect("footer serializes");
-        let mut object = self.body;
-        object.extend_from_slice(&footer);
-        object.extend_from_slice(&(footer.len() as u32).to_le_bytes());
-        object.extend_from_slice(&crc32c::crc32c(&footer).to_le_bytes());
-        object.extend_from_slice(MAGIC);
-        object.freeze()
+        let mut tail = BytesMut::with_capacity(footer.len() + TRAILER_LEN);
+        tail.extend_from_slice(&footer);
+        tail.extend_from_slice(&(footer.len() as u32).to_le_bytes());
+        tail.extend_from_slice(&crc32c::crc32c(&footer).to_le_bytes());
+        tail.extend_from_slice(MAGIC);
+        self.push(tail.freeze());
+        self.parts.into_iter().collect()
     }
 }
 

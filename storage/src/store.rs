@@ -178,19 +178,19 @@ impl SegmentStore {
         path
     }
 
-    /// Writes `name` unless it exists ([`Error::AlreadyExists`] then).
-    #[instrument(name = "storage.put", skip(self, bytes), fields(bytes = bytes.len()))]
-    pub async fn put_create_only(&self, name: &str, bytes: Bytes) -> Result<()> {
+    /// Writes `name` unless it exists ([`Error::AlreadyExists`] then). The body may be
+    /// several buffers ([`PutPayload`]): they are sent one after another, not copied
+    /// together.
+    #[instrument(name = "storage.put", skip(self, body), fields(bytes))]
+    pub async fn put_create_only(&self, name: &str, body: impl Into<PutPayload>) -> Result<()> {
+        let body = body.into();
+        tracing::Span::current().record("bytes", body.content_length());
         let path = self.path(name);
         let options = PutOptions {
             mode: PutMode::Create,
             ..Default::default()
         };
-        match self
-            .store
-            .put_opts(&path, PutPayload::from_bytes(bytes), options)
-            .await
-        {
+        match self.store.put_opts(&path, body, options).await {
             Ok(_) => Ok(()),
             Err(object_store::Error::AlreadyExists { .. }) => {
                 Err(Error::AlreadyExists(path.to_string()))
