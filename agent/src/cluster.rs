@@ -17,11 +17,11 @@
 //! owner epoch, so an agent that still believes it owns a partition after another took it
 //! can write segments but never commit them, and never acknowledges their records.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use futures::StreamExt;
 use strata_metastore::{AgentRecord, Assignment, Liveness};
 use tokio::sync::{Notify, watch};
 
@@ -39,8 +39,9 @@ const VERIFY_INTERVAL: Duration = Duration::from_secs(1);
 /// ...and how many at a time (one etcd request): an agent of many partitions goes through
 /// them in turn, so the check costs one request a second whatever it owns.
 const VERIFY_BATCH: usize = 120;
-/// Partitions taken at once when an agent is assigned many.
-const ACQUIRE_CONCURRENCY: usize = 16;
+/// Assigned partitions taken in one call (the metastore groups them into as few
+/// transactions as it can); requests for them wait meanwhile.
+const TAKE_AT_ONCE: usize = 512;
 
 /// What this agent knows of the cluster.
 #[derive(Debug)]
@@ -360,24 +361,40 @@ impl Inner {
                 );
             }
         }
-        let wanted: Vec<PartitionKey> = assignment
-            .partitions_of(me)
-            .map(|(topic, p)| (topic.to_string(), p))
-            .filter(|key| !self.owns(key))
-            .collect();
+        // The partitions to take, by topic, in order.
+        let mut wanted: BTreeMap<String, Vec<u32>> = BTreeMap::new();
+        for (topic, p) in assignment.partitions_of(me) {
+            if !self.owns(&(topic.to_string(), p)) {
+                wanted.entry(topic.to_string()).or_default().push(p);
+            }
+        }
         self.reconcile_slots().await;
-        let mut takes = futures::stream::iter(wanted)
-            .map(|key| async move {
-                let owned = match self.topic(&key.0).await {
-                    Ok(handle) => self.ensure_owned(&key, &handle.meta.topic_id).await,
-                    Err(e) => Err(e),
-                };
-                (owned, key)
-            })
-            .buffer_unordered(ACQUIRE_CONCURRENCY);
-        while let Some((result, key)) = takes.next().await {
-            if let Err(e) = result {
-                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "could not take an assigned partition");
+        for (topic, mut partitions) in wanted {
+            partitions.sort_unstable();
+            let handle = match self.topic(&topic).await {
+                Ok(handle) => handle,
+                Err(e) => {
+                    tracing::warn!(%topic, error = %e, "could not take assigned partitions");
+                    continue;
+                }
+            };
+            for chunk in partitions.chunks(TAKE_AT_ONCE) {
+                let taken = self
+                    .take_partitions(&topic, &handle.meta.topic_id, chunk)
+                    .await;
+                match taken {
+                    Ok(outcomes) => {
+                        for (partition, e) in outcomes
+                            .into_iter()
+                            .filter_map(|(p, outcome)| outcome.err().map(|e| (p, e)))
+                        {
+                            tracing::warn!(%topic, partition, error = %e, "could not take an assigned partition");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(%topic, partitions = chunk.len(), error = %e, "could not take assigned partitions");
+                    }
+                }
             }
         }
         Ok(())

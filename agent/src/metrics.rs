@@ -78,6 +78,9 @@ pub struct Metrics {
     pub acl_denied: IntCounterVec,
     /// Partitions this agent took (epoch bumps).
     pub partitions_taken: IntCounter,
+    /// Metastore transactions that took partitions (one per partition a request takes;
+    /// one per up to ~127 when the agent takes what it was assigned).
+    pub take_transactions: IntCounter,
     /// Partitions this agent gave up (reassigned, fenced, or its lease lost).
     pub partitions_given_up: IntCounter,
 }
@@ -170,6 +173,11 @@ impl Metrics {
                 &r,
                 "strata_partitions_taken_total",
                 "Partitions taken over (epoch bumps)",
+            ),
+            take_transactions: counter(
+                &r,
+                "strata_partition_take_transactions_total",
+                "Metastore transactions that took partitions (many partitions each when the agent takes what it was assigned)",
             ),
             partitions_given_up: counter(
                 &r,

@@ -21,7 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use strata_metastore::{AbortedRange, PartitionAppend, PartitionOwner, ProducerState, Rejection};
+use futures::StreamExt;
+use strata_metastore::{
+    AbortedRange, PartitionAppend, PartitionOwner, PartitionState, ProducerState, Rejection,
+};
 use strata_storage::record::control_record;
 use strata_storage::segment::object_name;
 use strata_storage::{
@@ -54,6 +57,9 @@ enum MarkerStep {
 
 /// Longest a second request for a marker waits for the first one's commit.
 const MARKER_COMMIT_WAIT: Duration = Duration::from_secs(10);
+/// Partitions just taken together whose producers and aborted transactions are read at
+/// once (two reads each).
+const INSTALL_CONCURRENCY: usize = 32;
 
 /// The write side of an agent.
 #[derive(Debug, Default)]
@@ -431,6 +437,92 @@ impl Inner {
             }
             other => other?,
         };
+        self.metrics.take_transactions.inc();
+        self.install_ownership(key, state).await
+    }
+
+    /// Takes `partitions` of `topic` (incarnation `topic_id`), assigned to this agent, in
+    /// as few metastore transactions as it allows ([`Metastore::acquire_partitions`]):
+    /// how an agent takes what the controller assigned it, at start and after a
+    /// rebalance. Each partition's outcome, for the ones not owned already.
+    ///
+    /// [`Metastore::acquire_partitions`]: strata_metastore::Metastore::acquire_partitions
+    pub(crate) async fn take_partitions(
+        &self,
+        topic: &str,
+        topic_id: &str,
+        partitions: &[u32],
+    ) -> Result<Vec<(u32, Result<()>)>> {
+        if !self.cluster.registered() {
+            return Err(Error::Unavailable(
+                "this agent lost its registration lease and is registering again; retry"
+                    .to_string(),
+            ));
+        }
+        // Each partition's take-over lock, as `ensure_owned` takes it (one at a time, so
+        // holding several here cannot deadlock with it).
+        let mut serial = Vec::with_capacity(partitions.len());
+        let mut wanted = Vec::with_capacity(partitions.len());
+        for &partition in partitions {
+            let key = (topic.to_string(), partition);
+            let lock = self
+                .writer
+                .acquiring
+                .lock()
+                .expect("acquiring lock")
+                .entry(key.clone())
+                .or_default()
+                .clone();
+            let guard = lock.lock_owned().await;
+            if !self.owns_incarnation(&key, topic_id) {
+                serial.push(guard);
+                wanted.push(partition);
+            }
+        }
+        if wanted.is_empty() {
+            return Ok(Vec::new());
+        }
+        let report = match self
+            .metastore
+            .acquire_partitions(topic, &wanted, &self.config.agent_id, topic_id)
+            .await
+        {
+            Err(strata_metastore::Error::TopicChanged { reason, .. }) => {
+                return Err(self.topic_changed(topic, topic_id, reason));
+            }
+            other => other?,
+        };
+        self.metrics
+            .take_transactions
+            .inc_by(u64::from(report.transactions));
+        let outcomes = report.taken;
+        let installs =
+            wanted
+                .iter()
+                .copied()
+                .zip(outcomes)
+                .map(|(partition, outcome)| async move {
+                    let key = (topic.to_string(), partition);
+                    let installed = match outcome {
+                        Ok(state) => self.install_ownership(&key, state).await,
+                        Err(strata_metastore::Error::TopicChanged { reason, .. }) => {
+                            Err(self.topic_changed(topic, topic_id, reason))
+                        }
+                        Err(e) => Err(e.into()),
+                    };
+                    (partition, installed)
+                });
+        let taken = futures::stream::iter(installs)
+            .buffer_unordered(INSTALL_CONCURRENCY)
+            .collect()
+            .await;
+        drop(serial);
+        Ok(taken)
+    }
+
+    /// Makes a partition just taken (`state`, read with the take-over) this agent's: its
+    /// producers, aborted transactions and committed bounds, then its ownership.
+    async fn install_ownership(&self, key: &PartitionKey, state: PartitionState) -> Result<()> {
         let owner = state
             .owner
             .expect("acquire_partition returns the new owner");

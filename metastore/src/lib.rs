@@ -51,6 +51,7 @@ pub use model::{
     Assignment, CLUSTER_RESOURCE_NAME, ClassicGroupRecord, ClassicMemberRecord, ClassicProtocol,
     CleanState, CommitReport, CommittedOffset, Coordinatorship, GroupRecord, IndexEntry,
     MemberRecord, PRODUCER_BATCHES_KEPT, PartitionAppend, PartitionOwner, PartitionState,
-    PatternType, ProducerBatch, ProducerState, Rejection, ResourceType, StoredLimits, TopicMeta,
-    TopicPartition, TransactionRecord, TransactionStatus, TransactionTopic,
+    PatternType, ProducerBatch, ProducerState, Rejection, ResourceType, StoredLimits,
+    TakeOverReport, TopicMeta, TopicPartition, TransactionRecord, TransactionStatus,
+    TransactionTopic,
 };

@@ -15,7 +15,7 @@ use crate::{
     AbortedRange, AclBinding, AgentRecord, ArchiveState, Assignment, CleanState, CommitReport,
     CommittedOffset, Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry,
     PartitionAppend, PartitionOwner, PartitionState, ProducerState, Rejection, Result,
-    StoredLimits, TopicMeta, TopicPartition, TransactionRecord,
+    StoredLimits, TakeOverReport, TopicMeta, TopicPartition, TransactionRecord,
 };
 
 /// What agents and the compactor know about the cluster's durable state.
@@ -71,6 +71,20 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
         agent_id: &str,
         topic_id: &str,
     ) -> Result<PartitionState>;
+
+    /// Takes `partitions` of `topic` for `agent_id` as [`Metastore::acquire_partition`]
+    /// takes one, in as few transactions as the backend allows (etcd: about 127 partitions
+    /// each) instead of one per partition: how an agent takes the partitions assigned to
+    /// it. Each transaction fences the previous owners of all its partitions or of none;
+    /// the partitions of one that fails (a partition or the topic changed meanwhile) are
+    /// taken one by one. The report holds each partition's outcome, in order.
+    async fn acquire_partitions(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        agent_id: &str,
+        topic_id: &str,
+    ) -> Result<TakeOverReport>;
 
     /// Commits one flush: for each append, checks its owner epoch and that it starts at the
     /// high watermark, then advances the high watermark and adds its index entry. Uses one
@@ -506,8 +520,20 @@ impl<B: KvBackend> KvMetastore<B> {
         first: u32,
         count: u32,
     ) -> Result<Vec<PartitionState>> {
-        let keys: Vec<String> = (first..first.saturating_add(count))
-            .flat_map(|p| {
+        let partitions: Vec<u32> = (first..first.saturating_add(count)).collect();
+        self.partition_states_of(topic, &partitions).await
+    }
+
+    /// The committed state of each of `partitions` of `topic`, in order, read in as few
+    /// requests as the backend allows.
+    async fn partition_states_of(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+    ) -> Result<Vec<PartitionState>> {
+        let keys: Vec<String> = partitions
+            .iter()
+            .flat_map(|&p| {
                 [
                     self.keys.owner(topic, p),
                     self.keys.log_start(topic, p),
@@ -1038,6 +1064,113 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
             }
             // The topic or the owner changed in between: read again and retry.
         }
+    }
+
+    #[instrument(name = "metastore.acquire_partitions", skip(self, partitions), fields(partitions = partitions.len()))]
+    async fn acquire_partitions(
+        &self,
+        topic: &str,
+        partitions: &[u32],
+        agent_id: &str,
+        topic_id: &str,
+    ) -> Result<TakeOverReport> {
+        let topic_key = self.keys.topic(topic);
+        let Some(stored) = self.kv.get(&topic_key).await? else {
+            return Err(Error::TopicNotFound(topic.to_string()));
+        };
+        let meta = self
+            .check_topic(&topic_key, &stored)
+            .map_err(|reason| Error::Corrupt {
+                key: topic_key.clone(),
+                reason,
+            })?;
+        let changed = |reason: String| Error::TopicChanged {
+            topic: topic.to_string(),
+            reason,
+        };
+        if meta.topic_id != topic_id {
+            return Err(changed(format!(
+                "it was deleted and created again (id {} is now {})",
+                shown_id(topic_id),
+                shown_id(&meta.topic_id)
+            )));
+        }
+        let mut outcomes: Vec<Option<Result<PartitionState>>> =
+            partitions.iter().map(|_| None).collect();
+        let mut valid = Vec::with_capacity(partitions.len());
+        for (i, &partition) in partitions.iter().enumerate() {
+            if partition >= meta.partitions {
+                outcomes[i] = Some(Err(changed(format!(
+                    "it has {} partitions, so no partition {partition}",
+                    meta.partitions
+                ))));
+            } else {
+                valid.push((i, partition));
+            }
+        }
+        // One comparison of the topic and one of each owner; one write of each owner.
+        let per_txn = self.kv.max_txn_ops().saturating_sub(1).max(1);
+        let mut transactions = 0;
+        for chunk in valid.chunks(per_txn) {
+            let owner_keys: Vec<String> = chunk
+                .iter()
+                .map(|(_, p)| self.keys.owner(topic, *p))
+                .collect();
+            let old = self.kv.get_many(&owner_keys).await?;
+            let mut guards = vec![Compare::ValueEquals(topic_key.clone(), stored.clone())];
+            let mut ops = Vec::with_capacity(chunk.len());
+            let mut taken = Vec::with_capacity(chunk.len());
+            for (key, old) in owner_keys.iter().zip(old) {
+                let old_owner: Option<PartitionOwner> = match &old {
+                    Some(bytes) => Some(decode_json(key, bytes)?),
+                    None => None,
+                };
+                let owner = PartitionOwner {
+                    epoch: old_owner.map_or(1, |o| o.epoch + 1),
+                    agent_id: agent_id.to_string(),
+                    topic_id: topic_id.to_string(),
+                };
+                guards.push(Compare::unchanged(key, old));
+                ops.push(Op::Put(key.clone(), encode_json(&owner)));
+                taken.push(owner);
+            }
+            transactions += 1;
+            if !self.kv.txn(guards, ops).await? {
+                // Something changed in between: these are taken one by one, each with
+                // its own retries.
+                for &(i, partition) in chunk {
+                    transactions += 1;
+                    outcomes[i] = Some(
+                        self.acquire_partition(topic, partition, agent_id, topic_id)
+                            .await,
+                    );
+                }
+                continue;
+            }
+            let numbers: Vec<u32> = chunk.iter().map(|(_, p)| *p).collect();
+            let states = self.partition_states_of(topic, &numbers).await?;
+            for ((&(i, partition), owner), state) in chunk.iter().zip(taken).zip(states) {
+                // As for one partition: the state read must be the one taken over.
+                outcomes[i] = Some(match &state.owner {
+                    Some(o) if *o == owner => Ok(state),
+                    Some(o) if o.topic_id == topic_id => Err(Error::TakenOver {
+                        topic: topic.to_string(),
+                        partition,
+                        by: o.agent_id.clone(),
+                    }),
+                    _ => Err(changed(
+                        "it was deleted while this agent took the partition".to_string(),
+                    )),
+                });
+            }
+        }
+        Ok(TakeOverReport {
+            transactions,
+            taken: outcomes
+                .into_iter()
+                .map(|o| o.expect("every partition has an outcome"))
+                .collect(),
+        })
     }
 
     #[instrument(name = "metastore.commit_flush", skip_all, fields(partitions = appends.len()))]

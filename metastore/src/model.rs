@@ -354,6 +354,15 @@ pub struct CommitReport {
     pub rejected: Vec<(usize, Rejection)>,
 }
 
+/// What [`crate::Metastore::acquire_partitions`] did.
+#[derive(Debug, Default)]
+pub struct TakeOverReport {
+    /// Metastore transactions that took partitions (those of a conflict included).
+    pub transactions: u32,
+    /// Each partition's outcome, in the order asked: the state taken over, or why not.
+    pub taken: Vec<crate::Result<PartitionState>>,
+}
+
 /// An agent as it registers itself.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AgentRecord {

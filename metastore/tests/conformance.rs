@@ -93,6 +93,98 @@ fn producer(epoch: i16, first_sequence: i32, base_offset: i64, records: i32) -> 
     }
 }
 
+/// Many partitions are taken at once as one is: each gets the next epoch, the state it
+/// takes over, and fences its previous owner; a partition the topic does not have is
+/// refused alone, a changed topic refuses all.
+async fn acquire_many_partitions_at_once(store: Box<dyn Metastore>) {
+    store.create_topic(&topic("t", 300)).await.unwrap();
+    let first = store
+        .acquire_partition("t", 5, "a", "")
+        .await
+        .unwrap()
+        .owner
+        .unwrap();
+    let report = store
+        .commit_flush(&[append("t", 5, &first, 0, 9)])
+        .await
+        .unwrap();
+    assert!(report.rejected.is_empty(), "{report:?}");
+
+    let wanted: Vec<u32> = (0..300).chain([300]).collect();
+    let report = store
+        .acquire_partitions("t", &wanted, "b", "")
+        .await
+        .unwrap();
+    // etcd takes at most 127 partitions a transaction (128 operations); the embedded
+    // store, all of them in one.
+    assert!((1..=3).contains(&report.transactions), "{report:?}");
+    let taken = report.taken;
+    assert_eq!(taken.len(), wanted.len());
+    for (&partition, outcome) in wanted.iter().zip(&taken) {
+        match outcome {
+            Ok(state) => {
+                let owner = state.owner.as_ref().unwrap();
+                assert_eq!(owner.agent_id, "b", "partition {partition}");
+                let (epoch, high_watermark) = if partition == 5 { (2, 10) } else { (1, 0) };
+                assert_eq!(
+                    (owner.epoch, state.high_watermark),
+                    (epoch, high_watermark),
+                    "partition {partition}"
+                );
+            }
+            Err(e) => {
+                assert_eq!(partition, 300, "{e}");
+                assert!(matches!(e, Error::TopicChanged { .. }), "{e}");
+            }
+        }
+    }
+    // The old owner of partition 5 is fenced; the new one commits.
+    let report = store
+        .commit_flush(&[append("t", 5, &first, 10, 10)])
+        .await
+        .unwrap();
+    assert!(matches!(
+        report.rejected[..],
+        [(0, Rejection::Fenced { .. })]
+    ));
+    let owner = taken[5].as_ref().unwrap().owner.clone().unwrap();
+    let report = store
+        .commit_flush(&[append("t", 5, &owner, 10, 10)])
+        .await
+        .unwrap();
+    assert!(report.rejected.is_empty(), "{report:?}");
+
+    // Taking them again bumps every epoch once more.
+    let again = store
+        .acquire_partitions("t", &[0, 5, 299], "c", "")
+        .await
+        .unwrap();
+    assert_eq!(again.transactions, 1);
+    let epochs: Vec<u64> = again
+        .taken
+        .iter()
+        .map(|o| o.as_ref().unwrap().owner.as_ref().unwrap().epoch)
+        .collect();
+    assert_eq!(epochs, vec![2, 3, 2]);
+    // Another incarnation of the topic: nothing is taken.
+    assert!(matches!(
+        store
+            .acquire_partitions("t", &[0, 1], "d", "another-id")
+            .await,
+        Err(Error::TopicChanged { .. })
+    ));
+    assert_eq!(
+        store
+            .partition_state("t", 1)
+            .await
+            .unwrap()
+            .owner
+            .unwrap()
+            .agent_id,
+        "b"
+    );
+}
+
 /// Producer states are written with the flush that holds their batches, atomically and
 /// under the same fence; expired ones are deleted with a flush; ids come in blocks that
 /// never overlap.
@@ -869,6 +961,11 @@ macro_rules! conformance {
             #[tokio::test]
             async fn acquire_bumps_epoch_and_fences_the_old_owner() {
                 super::acquire_bumps_epoch_and_fences_the_old_owner($make("fence").await).await;
+            }
+
+            #[tokio::test]
+            async fn acquire_many_partitions_at_once() {
+                super::acquire_many_partitions_at_once($make("many-take").await).await;
             }
 
             #[tokio::test]

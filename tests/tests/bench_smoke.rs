@@ -118,6 +118,93 @@ fn bench_produce_consume_and_e2e_report_throughput_and_costs() {
     assert!(e2e["records"].as_u64().unwrap() > 0, "{e2e}");
     assert_eq!(e2e["gets"], 0, "{e2e}");
     assert!(e2e["latency_ms"]["p99"].as_f64().unwrap() > 0.0);
+
+    // The many-partitions row (x), smaller: the agent takes each partition as its first
+    // records arrive, and every acknowledged record is read back.
+    let wide = last_json(&cli_ok(
+        &server,
+        &[
+            "bench",
+            "produce",
+            "--topic",
+            "smoke-wide",
+            "--partitions",
+            "300",
+            "--record-size",
+            "256",
+            "--duration",
+            "2",
+            "--producers",
+            "2",
+            "--json",
+            "--quiet",
+        ],
+        b"",
+    ));
+    assert_eq!(wide["failed"], 0, "{wide}");
+    let wide_records = wide["records"].as_u64().unwrap();
+    assert!(wide_records > 0, "{wide}");
+    let wide_read = last_json(&cli_ok(
+        &server,
+        &[
+            "bench",
+            "consume",
+            "--topic",
+            "smoke-wide",
+            "--json",
+            "--quiet",
+        ],
+        b"",
+    ));
+    assert_eq!(
+        wide_read["records"].as_u64().unwrap(),
+        wide_records,
+        "{wide_read}"
+    );
+}
+
+/// The low-latency row (l): an agent flushing 5 ms after a segment's first record,
+/// e2e at a low rate, reports its produce and e2e latencies and what it costs in PUTs.
+#[test]
+fn bench_low_latency_profile_reports_latencies_and_puts_per_gb() {
+    let env = TestEnv::from_env();
+    let agent = AgentProcess::start(
+        AgentKind::Agent {
+            env,
+            cluster: unique_name("bench-l"),
+            bucket: unique_name("bench-l"),
+        },
+        &["--linger-ms", "5"],
+    );
+    let e2e = last_json(&cli_ok(
+        &agent.server(),
+        &[
+            "bench",
+            "e2e",
+            "--topic",
+            "smoke-l",
+            "--partitions",
+            "4",
+            "--record-size",
+            "1024",
+            "--rate",
+            "200",
+            "--duration",
+            "2",
+            "--json",
+            "--quiet",
+        ],
+        b"",
+    ));
+    assert_eq!(e2e["failed"], 0, "{e2e}");
+    assert!(e2e["records"].as_u64().unwrap() > 0, "{e2e}");
+    assert_eq!(e2e["gets"], 0, "{e2e}");
+    assert!(e2e["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{e2e}");
+    assert!(
+        e2e["produce_latency_ms"]["p99"].as_f64().unwrap() > 0.0,
+        "{e2e}"
+    );
+    assert!(e2e["puts_per_gb"].as_f64().unwrap() > 0.0, "{e2e}");
 }
 
 #[test]

@@ -183,9 +183,10 @@ async fn a_session_that_never_reads_is_held_back() {
     let pid = agent.pid().unwrap();
     let rss_before = rss_kib(pid);
 
-    // 100,000 requests of 10 KiB (1 GiB), made as the transport asks for them; the
-    // responses are never read.
-    const REQUESTS: u64 = 100_000;
+    // 400,000 requests of 10 KiB (4 GiB), made as the transport asks for them; the
+    // responses are never read. The SDK offers an 8 MiB HTTP/2 window, so some 80,000
+    // small answers fit in it before the agent must stop.
+    const REQUESTS: u64 = 400_000;
     let pulled = Arc::new(AtomicU64::new(0));
     let value = Bytes::from(vec![b'x'; 10 << 10]);
     let requests = futures::stream::iter(0..REQUESTS).map({
