@@ -415,15 +415,7 @@ impl Inner {
                 reason: format!("it is assigned to agent '{owner}'"),
             });
         }
-        let lock = self
-            .writer
-            .acquiring
-            .lock()
-            .expect("acquiring lock")
-            .entry(key.clone())
-            .or_default()
-            .clone();
-        let _serial = lock.lock().await;
+        let _serial = self.take_over_lock(key).lock_owned().await;
         if self.owns_incarnation(key, topic_id) {
             return Ok(());
         }
@@ -465,15 +457,7 @@ impl Inner {
         let mut wanted = Vec::with_capacity(partitions.len());
         for &partition in partitions {
             let key = (topic.to_string(), partition);
-            let lock = self
-                .writer
-                .acquiring
-                .lock()
-                .expect("acquiring lock")
-                .entry(key.clone())
-                .or_default()
-                .clone();
-            let guard = lock.lock_owned().await;
+            let guard = self.take_over_lock(&key).lock_owned().await;
             if !self.owns_incarnation(&key, topic_id) {
                 serial.push(guard);
                 wanted.push(partition);
@@ -518,6 +502,17 @@ impl Inner {
             .await;
         drop(serial);
         Ok(taken)
+    }
+
+    /// The lock that serializes a partition's take-overs.
+    fn take_over_lock(&self, key: &PartitionKey) -> Arc<tokio::sync::Mutex<()>> {
+        self.writer
+            .acquiring
+            .lock()
+            .expect("acquiring lock")
+            .entry(key.clone())
+            .or_default()
+            .clone()
     }
 
     /// Makes a partition just taken (`state`, read with the take-over) this agent's: its

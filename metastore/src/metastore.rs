@@ -514,6 +514,32 @@ impl<B: KvBackend> KvMetastore<B> {
     /// The state of partitions `first..first + count` of `topic`, their three keys each
     /// read with [`KvBackend::get_many`] (one etcd request per `max_txn_ops` keys, so one
     /// partition's state is one consistent read).
+    /// `topic`'s stored value and metadata, if it is still incarnation `topic_id`
+    /// ([`Error::TopicChanged`] if not): what a take-over compares its topic against.
+    async fn topic_incarnation(&self, topic: &str, topic_id: &str) -> Result<(Vec<u8>, TopicMeta)> {
+        let topic_key = self.keys.topic(topic);
+        let Some(stored) = self.kv.get(&topic_key).await? else {
+            return Err(Error::TopicNotFound(topic.to_string()));
+        };
+        let meta = self
+            .check_topic(&topic_key, &stored)
+            .map_err(|reason| Error::Corrupt {
+                key: topic_key.clone(),
+                reason,
+            })?;
+        if meta.topic_id != topic_id {
+            return Err(Error::TopicChanged {
+                topic: topic.to_string(),
+                reason: format!(
+                    "it was deleted and created again (id {} is now {})",
+                    shown_id(topic_id),
+                    shown_id(&meta.topic_id)
+                ),
+            });
+        }
+        Ok((stored, meta))
+    }
+
     async fn partition_states_from(
         &self,
         topic: &str,
@@ -1016,26 +1042,11 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         let owner_key = self.keys.owner(topic, partition);
         loop {
             // The incarnation asked for, with the partition, and unchanged until taken.
-            let Some(stored) = self.kv.get(&topic_key).await? else {
-                return Err(Error::TopicNotFound(topic.to_string()));
-            };
-            let meta = self
-                .check_topic(&topic_key, &stored)
-                .map_err(|reason| Error::Corrupt {
-                    key: topic_key.clone(),
-                    reason,
-                })?;
+            let (stored, meta) = self.topic_incarnation(topic, topic_id).await?;
             let changed = |reason: String| Error::TopicChanged {
                 topic: topic.to_string(),
                 reason,
             };
-            if meta.topic_id != topic_id {
-                return Err(changed(format!(
-                    "it was deleted and created again (id {} is now {})",
-                    shown_id(topic_id),
-                    shown_id(&meta.topic_id)
-                )));
-            }
             if partition >= meta.partitions {
                 return Err(changed(format!(
                     "it has {} partitions, so no partition {partition}",
@@ -1075,26 +1086,11 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
         topic_id: &str,
     ) -> Result<TakeOverReport> {
         let topic_key = self.keys.topic(topic);
-        let Some(stored) = self.kv.get(&topic_key).await? else {
-            return Err(Error::TopicNotFound(topic.to_string()));
-        };
-        let meta = self
-            .check_topic(&topic_key, &stored)
-            .map_err(|reason| Error::Corrupt {
-                key: topic_key.clone(),
-                reason,
-            })?;
+        let (stored, meta) = self.topic_incarnation(topic, topic_id).await?;
         let changed = |reason: String| Error::TopicChanged {
             topic: topic.to_string(),
             reason,
         };
-        if meta.topic_id != topic_id {
-            return Err(changed(format!(
-                "it was deleted and created again (id {} is now {})",
-                shown_id(topic_id),
-                shown_id(&meta.topic_id)
-            )));
-        }
         let mut outcomes: Vec<Option<Result<PartitionState>>> =
             partitions.iter().map(|_| None).collect();
         let mut valid = Vec::with_capacity(partitions.len());
