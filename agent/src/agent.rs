@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use strata_metastore::{AgentRecord, ArchiveState, Metastore, PartitionState, TopicMeta};
-use strata_storage::{BatchKind, BlockCache, ClientBatch, ProducerFields, Record, SegmentStore};
+use strata_storage::{
+    BatchKind, BlockCache, ClientBatch, Compression, ProducerFields, Record, SegmentStore,
+};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -147,6 +149,9 @@ pub(crate) struct Inner {
 /// Producer ids an agent takes from the metastore at a time.
 pub const PRODUCER_ID_BLOCK: u64 = 1_000;
 
+/// Client batches at least this big are decoded on a blocking thread.
+const DECODE_INLINE_MAX: usize = 64 << 10;
+
 /// The producer fields of an idempotent (or transactional) producer's batch.
 #[derive(Debug, Clone)]
 pub struct ProducerBatch {
@@ -198,6 +203,14 @@ pub struct Appended {
 }
 
 impl Appended {
+    /// The positions of all `count` records of a batch appended as one
+    /// ([`Agent::append_client_batch`] answers with its base offset alone).
+    pub fn spread_positions(&mut self, count: i64) {
+        if let Some(&(partition, base)) = self.positions.first() {
+            self.positions = (0..count).map(|i| (partition, base + i)).collect();
+        }
+    }
+
     /// Each record's (partition, offset), once committed (immediately for acks=NONE).
     pub async fn committed(self) -> Result<Vec<(u32, i64)>> {
         if let Some(commit) = self.commit {
@@ -1291,14 +1304,18 @@ impl Agent {
         Ok(())
     }
 
-    /// Appends one record batch as a Kafka client sent it to a partition: checked like
-    /// [`Agent::append`]'s records (limits, the topic's configuration, the producer's
-    /// sequence), then stored as sent but for its base offset (and, on a `LogAppendTime`
-    /// topic, its timestamp type and max timestamp). Its one position is its base offset.
+    /// Appends one record batch as a client sent it (a Kafka client, or the SDK) to a
+    /// partition: checked like [`Agent::append`]'s records (limits, the topic's
+    /// configuration, the producer's sequence), then stored as sent but for its base offset
+    /// (and, on a `LogAppendTime` topic, its timestamp type and max timestamp). An
+    /// uncompressed batch for a topic with a `compression.type` is compressed by the agent
+    /// instead (as a Kafka broker does). Its one position is its base offset. A non-empty
+    /// `topic_id` appends only to that incarnation of the topic.
     #[tracing::instrument(name = "agent.produce_batch", skip_all, fields(topic = %topic, partition))]
     pub async fn append_client_batch(
         &self,
         topic: &str,
+        topic_id: &str,
         partition: i32,
         batch: ClientBatch,
         transactional_id: Option<&str>,
@@ -1331,7 +1348,7 @@ impl Agent {
                 "max_request_bytes",
             )));
         }
-        let handle = self.resolve_topic(topic, "").await?;
+        let handle = self.resolve_topic(topic, topic_id).await?;
         let partition = Self::check_partition(&handle, partition)?;
         let transactional = batch.kind == BatchKind::Transactional;
         let transactional_id = match (transactional, transactional_id) {
@@ -1360,16 +1377,36 @@ impl Agent {
             }
             self.check_record(&handle, i, record)?;
         }
-        let (bytes, max_timestamp_ms) = if handle.settings.log_append_time {
-            (
-                strata_storage::record::with_log_append_time(&batch.bytes, now),
-                now,
-            )
-        } else {
-            let max = batch.max_timestamp_ms();
-            (batch.bytes, max)
-        };
         let count = batch.records.len();
+        let compression = handle.settings.compression;
+        let payload = if batch.compression == Compression::None && compression != Compression::None
+        {
+            // The topic wants its batches compressed: the agent encodes them.
+            let mut records = batch.records;
+            for (i, record) in records.iter_mut().enumerate() {
+                record.offset = -1;
+                record.timestamp_ms =
+                    handle
+                        .settings
+                        .record_timestamp(i, record.timestamp_ms, now)?;
+            }
+            Payload::Records(records)
+        } else {
+            let (bytes, max_timestamp_ms) = if handle.settings.log_append_time {
+                (
+                    strata_storage::record::with_log_append_time(&batch.bytes, now),
+                    now,
+                )
+            } else {
+                let max = batch.max_timestamp_ms();
+                (batch.bytes, max)
+            };
+            Payload::Encoded(EncodedBatch {
+                bytes,
+                count: count as i64,
+                max_timestamp_ms,
+            })
+        };
         let metrics = &self.inner.metrics;
         metrics.produce_records.inc_by(count as u64);
         metrics.produce_bytes.inc_by(payload_bytes as u64);
@@ -1380,12 +1417,8 @@ impl Agent {
                 &handle.meta.topic_id,
                 vec![PartitionRecords {
                     partition,
-                    payload: Payload::Encoded(EncodedBatch {
-                        bytes,
-                        count: count as i64,
-                        max_timestamp_ms,
-                    }),
-                    compression: handle.settings.compression,
+                    payload,
+                    compression,
                     producer: batch.producer,
                     transactional_id,
                 }],
@@ -1431,6 +1464,32 @@ impl Agent {
         let handle = self.resolve_topic(topic, topic_id).await?;
         let partition = Self::check_partition(&handle, partition)?;
         Ok(((topic.to_string(), partition), handle.meta.topic_id.clone()))
+    }
+
+    /// Checks a batch as a client sent it (a Kafka client, or the SDK's `record_batch`)
+    /// with [`strata_storage::record::decode_client_batch`] within
+    /// [`Agent::client_batch_limits`]. Decompressing and decoding a large batch is CPU
+    /// work: it runs off the async workers, so that it never holds up heartbeats and lease
+    /// renewals.
+    pub async fn decode_client_batch(
+        &self,
+        bytes: bytes::Bytes,
+    ) -> std::result::Result<ClientBatch, strata_storage::BatchError> {
+        let limits = self.client_batch_limits();
+        if bytes.len() < DECODE_INLINE_MAX {
+            return strata_storage::record::decode_client_batch(bytes, &limits);
+        }
+        tokio::task::spawn_blocking(move || {
+            strata_storage::record::decode_client_batch(bytes, &limits)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            Err(strata_storage::BatchError {
+                corrupt: false,
+                too_large: false,
+                reason: format!("decoding failed: {e}"),
+            })
+        })
     }
 
     /// What a Kafka client's batch may hold, checked while it is decoded (before anything

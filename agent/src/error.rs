@@ -285,6 +285,12 @@ impl From<strata_storage::Error> for Error {
     }
 }
 
+impl From<strata_storage::record::Error> for Error {
+    fn from(e: strata_storage::record::Error) -> Self {
+        strata_storage::Error::from(e).into()
+    }
+}
+
 impl Error {
     /// Its message, cut to at most `max` bytes (and an ellipsis), so that a message
     /// quoting a huge argument never becomes a huge answer.

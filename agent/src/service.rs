@@ -399,9 +399,67 @@ impl AgentService {
         self.append_records(r).await.map_err(status)
     }
 
+    /// A request whose records come as one encoded batch (`record_batch`): checked and
+    /// stored as sent ([`Agent::append_client_batch`]), one position per record.
+    async fn append_record_batch(
+        &self,
+        r: pb::ProduceRequest,
+        wait: bool,
+    ) -> Result<Appended, Error> {
+        let refuse = |reason: String| Err(Error::InvalidArgument(reason));
+        if !r.records.is_empty() {
+            return refuse(
+                "a produce request carries `records` or `record_batch`, not both".to_string(),
+            );
+        }
+        let Some(partition) = r.partition else {
+            return refuse("a request with a `record_batch` names its partition".to_string());
+        };
+        let batch = match self.agent.decode_client_batch(r.record_batch).await {
+            Ok(batch) => batch,
+            Err(e) if e.too_large => return Err(Error::RecordTooLarge(e.reason)),
+            Err(e) => return refuse(format!("the record batch is refused: {}", e.reason)),
+        };
+        let transactional_id = match r.producer {
+            Some(p) => {
+                let agrees = batch.producer.is_some_and(|fields| {
+                    fields.producer_id == p.producer_id
+                        && i32::from(fields.producer_epoch) == p.producer_epoch
+                        && fields.base_sequence == p.base_sequence
+                });
+                if !agrees {
+                    return refuse(format!(
+                        "`producer` (id {}, epoch {}, base sequence {}) does not agree with                          the record batch's header ({:?})",
+                        p.producer_id, p.producer_epoch, p.base_sequence, batch.producer
+                    ));
+                }
+                (!p.transactional_id.is_empty()).then_some(p.transactional_id)
+            }
+            None => None,
+        };
+        let count = batch.records.len() as i64;
+        let mut appended = self
+            .agent
+            .append_client_batch(
+                &r.topic,
+                &r.topic_id,
+                partition,
+                batch,
+                transactional_id.as_deref(),
+                wait,
+            )
+            .await?;
+        appended.spread_positions(count);
+        self.agent.metrics().produce_requests.inc();
+        Ok(appended)
+    }
+
     /// [`AgentService::append`], with the agent's error.
     async fn append_records(&self, r: pb::ProduceRequest) -> Result<Appended, Error> {
         let wait = r.acks() != pb::Acks::None;
+        if !r.record_batch.is_empty() {
+            return self.append_record_batch(r, wait).await;
+        }
         let records: Vec<NewRecord> = r
             .records
             .into_iter()

@@ -50,6 +50,7 @@ use bytes::Bytes;
 use strata_proto::v1 as pb;
 use strata_proto::v1::admin_client::AdminClient;
 use strata_proto::v1::log_client::LogClient;
+use strata_record::{BatchKind, Compression, ProducerFields, Record};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -135,7 +136,8 @@ pub struct ProducerRecord {
     pub headers: Vec<(String, Bytes)>,
     /// Explicit partition.
     pub partition: Option<u32>,
-    /// Milliseconds since the Unix epoch; 0 = the agent's time of receipt.
+    /// Milliseconds since the Unix epoch; 0 = this machine's time when the record joins a
+    /// batch (Kafka's CreateTime).
     pub timestamp_ms: i64,
 }
 
@@ -575,7 +577,10 @@ fn rand_partition(count: u32) -> u32 {
 
 /// A batch sent and not yet resolved.
 struct Flight {
+    /// Its records encoded in `record_batch`, with the producer fields.
     request: pb::ProduceRequest,
+    /// Its records, to encode it again under a new producer id.
+    records: Vec<Record>,
     waiters: Vec<Completion>,
     answer: oneshot::Receiver<Result<pb::ProduceResponse>>,
     /// When its records fail if it is still not acknowledged.
@@ -705,20 +710,23 @@ impl Lane {
             bytes += size;
             batch.push(q);
         }
-        let (records, waiters): (Vec<pb::Record>, Vec<_>) = batch
+        let now_ms = unix_time_ms();
+        let (records, waiters): (Vec<Record>, Vec<_>) = batch
             .into_iter()
-            .map(|q| {
+            .enumerate()
+            .map(|(i, q)| {
                 let r = q.record;
                 (
-                    pb::Record {
+                    Record {
+                        offset: i as i64,
+                        timestamp_ms: if r.timestamp_ms == 0 {
+                            now_ms
+                        } else {
+                            r.timestamp_ms
+                        },
                         key: r.key,
                         value: r.value,
-                        timestamp_ms: r.timestamp_ms,
-                        headers: r
-                            .headers
-                            .into_iter()
-                            .map(|(key, value)| pb::Header { key, value })
-                            .collect(),
+                        headers: r.headers,
                     },
                     q.done,
                 )
@@ -732,9 +740,10 @@ impl Lane {
             topic: self.topic.clone(),
             topic_id,
             partition: Some(self.partition as i32),
-            records,
+            records: Vec::new(),
             acks: acks as i32,
             producer: None,
+            record_batch: Bytes::new(),
         };
         let deadline = Instant::now() + self.config.delivery_timeout;
         if let Some(identities) = self.identities.clone() {
@@ -750,7 +759,7 @@ impl Lane {
                 None => identities.get(None, &self.router, deadline).await,
             };
             match identity {
-                Ok(identity) => self.number(&mut request, identity),
+                Ok(identity) => self.number(&mut request, &records, identity),
                 Err(error) => {
                     for done in waiters {
                         done.send(Err(error.clone()));
@@ -759,10 +768,17 @@ impl Lane {
                 }
             }
         }
+        if let Err(error) = encode_batch(&mut request, &records) {
+            for done in waiters {
+                done.send(Err(error.clone()));
+            }
+            return;
+        }
         // Sent now, so that the session keeps the lane's order.
         let answer = self.send(&request);
         self.flights.push_back(Flight {
             request,
+            records,
             waiters,
             answer,
             deadline,
@@ -775,8 +791,9 @@ impl Lane {
             .send(request.clone())
     }
 
-    /// Gives `request` the next sequence numbers of `identity` in its topic incarnation.
-    fn number(&mut self, request: &mut pb::ProduceRequest, identity: Identity) {
+    /// Gives `request` (of `records`, encoded afterwards) the next sequence numbers of
+    /// `identity` in its topic incarnation.
+    fn number(&mut self, request: &mut pb::ProduceRequest, records: &[Record], identity: Identity) {
         let numbering = match self.numbering.take() {
             Some(n) if n.identity == identity && n.topic_id == request.topic_id => n,
             _ => Numbering {
@@ -793,7 +810,7 @@ impl Lane {
             transactional_id: self.transactional_id.clone().unwrap_or_default(),
         });
         self.numbering = Some(Numbering {
-            next: strata_proto::sequence_after(numbering.next, request.records.len() as i32),
+            next: strata_proto::sequence_after(numbering.next, records.len() as i32),
             ..numbering
         });
     }
@@ -874,7 +891,11 @@ impl Lane {
                 Ok(identity) => {
                     self.numbering = None;
                     for flight in &mut unresolved {
-                        self.number(&mut flight.request, identity);
+                        self.number(&mut flight.request, &flight.records, identity);
+                        if let Err(error) = encode_batch(&mut flight.request, &flight.records) {
+                            // Not reached: the batch was encoded before, with other numbers.
+                            tracing::error!(%error, "a batch could not be encoded again");
+                        }
                     }
                 }
                 Err(error) => {
@@ -890,6 +911,39 @@ impl Lane {
             self.flights.push_back(flight);
         }
     }
+}
+
+/// Encodes `records` into `request.record_batch` as one RecordBatch v2 (uncompressed:
+/// the agent compresses for a topic with a `compression.type`), with the producer fields
+/// `request.producer` names: the agent checks the batch's CRC and stores it as sent.
+fn encode_batch(request: &mut pb::ProduceRequest, records: &[Record]) -> Result<()> {
+    let (producer, kind) = match &request.producer {
+        Some(p) => (
+            Some(ProducerFields {
+                producer_id: p.producer_id,
+                producer_epoch: p.producer_epoch as i16,
+                base_sequence: p.base_sequence,
+            }),
+            if p.transactional_id.is_empty() {
+                BatchKind::Data
+            } else {
+                BatchKind::Transactional
+            },
+        ),
+        None => (None, BatchKind::Data),
+    };
+    request.record_batch =
+        strata_record::encode_producer_batch(records, Compression::None, producer, kind)
+            .map_err(|e| Error::InvalidArgument(e.to_string()))?;
+    Ok(())
+}
+
+/// Milliseconds since the Unix epoch by this machine's clock: a record's timestamp when
+/// its sender gave none (Kafka's CreateTime).
+fn unix_time_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Resolves a batch's deliveries with its answer.

@@ -35,3 +35,9 @@ pub(crate) async fn off_async<T: Send + 'static>(
 
 /// Result with the compactor's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+impl From<strata_storage::record::Error> for Error {
+    fn from(e: strata_storage::record::Error) -> Self {
+        Self::Storage(e.into())
+    }
+}

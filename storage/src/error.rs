@@ -45,3 +45,24 @@ pub enum Error {
 
 /// Result with the storage layer's [`Error`].
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// The codec's errors are the storage layer's own: a corrupt batch is corrupt data
+/// wherever it was read.
+impl From<strata_record::Error> for Error {
+    fn from(e: strata_record::Error) -> Self {
+        match e {
+            strata_record::Error::Corrupt {
+                object,
+                start,
+                end,
+                reason,
+            } => Self::Corrupt {
+                object,
+                start,
+                end,
+                reason,
+            },
+            strata_record::Error::Encode(reason) => Self::Encode(reason),
+        }
+    }
+}

@@ -1,7 +1,7 @@
 //! Strata's storage layer: how records become bytes in an object store and back.
 //!
-//! - [`record`]: records and their encoding as Kafka RecordBatch v2 (via `kafka-protocol`,
-//!   CRC32C checked on every decode, compression none/lz4/zstd);
+//! - [`record`]: records and their encoding as Kafka RecordBatch v2 (the `strata-record`
+//!   crate, re-exported: CRC32C checked on every decode, every Kafka compression codec);
 //! - [`segment`]: the segment object — blocks of many partitions plus a footer;
 //! - [`store`]: object stores by URL (`s3://`, `file://`, `memory://`) with create-only
 //!   PUTs and ranged GETs, and the S3 start-up checks made with `aws-sdk-s3`;
@@ -15,9 +15,11 @@ pub mod archive;
 pub mod cache;
 pub mod clock;
 mod error;
-pub mod record;
 pub mod segment;
 pub mod store;
+
+/// The record codec (`strata-record`).
+pub use strata_record as record;
 
 pub use cache::BlockCache;
 pub use error::{Error, Result};

@@ -96,7 +96,7 @@ fn apply(bytes: &[u8], damage: &Damage) -> Vec<u8> {
 }
 
 /// Decoded records, if any, lie within the expected offsets and increase.
-fn check_decoded(result: strata_storage::Result<Vec<Record>>, first: i64, last: i64) {
+fn check_decoded<E>(result: Result<Vec<Record>, E>, first: i64, last: i64) {
     if let Ok(records) = result {
         for pair in records.windows(2) {
             assert!(pair[0].offset < pair[1].offset);

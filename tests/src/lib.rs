@@ -485,7 +485,7 @@ pub fn one_record(
             ..Default::default()
         }],
         acks: proto::Acks::All as i32,
-        producer: None,
+        ..Default::default()
     }
 }
 

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
+use bytes::Bytes;
+
 use strata_client::proto::admin_client::AdminClient;
 use strata_client::proto::log_client::LogClient;
 use strata_client::{Admin, Producer, ProducerConfig, ProducerRecord, Transport, proto};
+use strata_storage::record::{Compression, Record, encode_batch};
 use strata_tests::{AgentKind, AgentProcess, TestEnv, unique_name};
 use tonic::Code;
 
@@ -60,7 +63,7 @@ fn produce(topic: &str, partition: Option<i32>, values: Vec<Vec<u8>>) -> proto::
             })
             .collect(),
         acks: proto::Acks::All as i32,
-        producer: None,
+        ..Default::default()
     }
 }
 
@@ -193,6 +196,86 @@ async fn bad_requests_get_clear_statuses() {
     let at_end = log.fetch(fetch("good", 2, 2)).await.unwrap().into_inner();
     assert!(at_end.records.is_empty());
     assert_eq!((at_end.high_watermark, at_end.next_offset), (2, 2));
+
+    // Records sent as one encoded batch (`record_batch`, what the SDK sends): a batch
+    // that does not check out is INVALID_ARGUMENT and writes nothing.
+    let records: Vec<Record> = [b"c", b"d"]
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Record {
+            offset: i as i64,
+            timestamp_ms: 1_700_000_000_000,
+            key: None,
+            value: Some(Bytes::from_static(*v)),
+            headers: Vec::new(),
+        })
+        .collect();
+    let batch = encode_batch(&records, Compression::None).unwrap();
+    let encoded = |partition: Option<i32>, batch: Bytes| proto::ProduceRequest {
+        topic: "good".to_string(),
+        partition,
+        record_batch: batch,
+        acks: proto::Acks::All as i32,
+        ..Default::default()
+    };
+    let mut flipped = batch.to_vec();
+    *flipped.last_mut().unwrap() ^= 1;
+    let mut two = batch.to_vec();
+    two.extend_from_slice(&batch);
+    let refused = [
+        (encoded(Some(3), flipped.into()), "CRC does not match"),
+        (
+            encoded(Some(3), batch.slice(..30)),
+            "too few for a record batch",
+        ),
+        (encoded(Some(3), two.into()), "exactly one record batch"),
+        (encoded(None, batch.clone()), "names its partition"),
+        (
+            proto::ProduceRequest {
+                records: produce("good", Some(3), vec![b"x".to_vec()]).records,
+                ..encoded(Some(3), batch.clone())
+            },
+            "not both",
+        ),
+        (
+            proto::ProduceRequest {
+                producer: Some(proto::ProducerBatch {
+                    producer_id: 7,
+                    ..Default::default()
+                }),
+                ..encoded(Some(3), batch.clone())
+            },
+            "does not agree",
+        ),
+    ];
+    for (request, needle) in refused {
+        assert_status(log.produce(request).await, Code::InvalidArgument, needle);
+    }
+    let written = log
+        .produce(encoded(Some(3), batch.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    let offsets: Vec<(i32, i64)> = written
+        .positions
+        .iter()
+        .map(|p| (p.partition, p.offset))
+        .collect();
+    assert_eq!(offsets, vec![(3, 0), (3, 1)], "one position per record");
+    let read = log.fetch(fetch("good", 3, 0)).await.unwrap().into_inner();
+    let values: Vec<(&[u8], i64)> = read
+        .records
+        .iter()
+        .map(|r| (r.value.as_deref().unwrap(), r.timestamp_ms))
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            (b"c".as_slice(), 1_700_000_000_000),
+            (b"d".as_slice(), 1_700_000_000_000)
+        ],
+        "only the batch that checked out was written, as sent"
+    );
 
     // The log is intact and the agent still serves.
     let read = log.fetch(fetch("good", 2, 0)).await.unwrap().into_inner();

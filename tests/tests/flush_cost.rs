@@ -51,7 +51,7 @@ async fn one_put_and_one_commit_per_flush_of_eight_partitions() {
             partition: None,
             records,
             acks: proto::Acks::All as i32,
-            producer: None,
+            ..Default::default()
         })
         .await
         .unwrap()

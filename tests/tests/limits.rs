@@ -44,7 +44,7 @@ fn produce(topic: &str, records: Vec<proto::Record>) -> proto::ProduceRequest {
         partition: Some(0),
         records,
         acks: proto::Acks::All as i32,
-        producer: None,
+        ..Default::default()
     }
 }
 

@@ -249,7 +249,7 @@ async fn a_produce_to_another_agents_partition_is_forwarded_once() {
             ..Default::default()
         }],
         acks: pb::Acks::All as i32,
-        producer: None,
+        ..Default::default()
     };
 
     // Unary Produce to a: forwarded to b, which assigns the offset.

@@ -145,7 +145,7 @@ fn timestamped(topic: &str, timestamp_ms: i64) -> proto::ProduceRequest {
             ..Default::default()
         }],
         acks: proto::Acks::All as i32,
-        producer: None,
+        ..Default::default()
     }
 }
 

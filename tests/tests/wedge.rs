@@ -204,7 +204,7 @@ async fn a_session_that_never_reads_is_held_back() {
                         ..Default::default()
                     }],
                     acks: proto::Acks::All as i32,
-                    producer: None,
+                    ..Default::default()
                 }),
             }
         }

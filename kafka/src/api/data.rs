@@ -45,9 +45,6 @@ use super::{Context, Outcome, str_bytes};
 use crate::error::Context as ErrorContext;
 use crate::server::Pending;
 
-/// Batches at least this big are decoded on a blocking thread.
-const DECODE_INLINE_MAX: usize = 64 << 10;
-
 /// Longest a fetch waits for records (Kafka clients ask for 500 ms by default).
 const MAX_WAIT: Duration = Duration::from_secs(30);
 
@@ -110,26 +107,9 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
                 continue;
             }
             let records = partition.records.unwrap_or_default();
-            let limits = agent.client_batch_limits();
-            // Decompressing and decoding a large batch is CPU work: off the async
-            // workers, so that it never holds up heartbeats and lease renewals.
-            let decoded = if records.len() < DECODE_INLINE_MAX {
-                strata_storage::record::decode_client_batch(records, &limits)
-            } else {
-                tokio::task::spawn_blocking(move || {
-                    strata_storage::record::decode_client_batch(records, &limits)
-                })
-                .await
-                .unwrap_or_else(|e| {
-                    Err(strata_storage::BatchError {
-                        corrupt: false,
-                        too_large: false,
-                        reason: format!("decoding failed: {e}"),
-                    })
-                })
-            };
+            let decoded = agent.decode_client_batch(records).await;
             let batch = match decoded {
-                Ok(batch) => batch,
+                Ok(batch) => batch.detached(),
                 Err(e) => {
                     let error = if e.corrupt {
                         ResponseError::CorruptMessage
@@ -143,7 +123,14 @@ pub(crate) async fn produce(cx: &Context<'_>, request: ProduceRequest) -> Outcom
                 }
             };
             let appended = agent
-                .append_client_batch(&name, index, batch, transactional_id.as_deref(), acks != 0)
+                .append_client_batch(
+                    &name,
+                    "",
+                    index,
+                    batch,
+                    transactional_id.as_deref(),
+                    acks != 0,
+                )
                 .await;
             slots.push(match appended {
                 Ok(appended) => Slot::Waiting(index, appended),

@@ -1,5 +1,7 @@
-//! Records and their stored encoding: Kafka's RecordBatch v2, one batch per partition
-//! block (a merged block is several batches back to back).
+//! Records and their encoding: Kafka's RecordBatch v2, one batch per partition block (a
+//! merged block is several batches back to back), and what the SDK and Kafka clients send.
+//! A crate of its own so that the SDK encodes batches with the very codec the agent
+//! checks and stores them with (`strata_storage::record` re-exports it).
 //!
 //! The bytes are exactly what a Kafka broker stores and serves (the interoperability
 //! tests decode ours with `kafka-protocol` and theirs with ours). The codec is our own
@@ -9,7 +11,7 @@
 //!
 //! - every batch's CRC32C (attributes to the end) is checked; a mismatch, a length past
 //!   the block, a varint that does not end, or any other malformed field is
-//!   [`Error::Corrupt`](crate::Error::Corrupt), never records and never a panic;
+//!   [`Error::Corrupt`], never records and never a panic;
 //! - decompression stops at [`MAX_BATCH_BYTES`]: a small compressed batch cannot make a
 //!   reader allocate gigabytes;
 //! - a record count is trusted only as far as the bytes that hold the records: nothing is
@@ -27,7 +29,28 @@ use std::ops::RangeInclusive;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
-use crate::{Error, Result};
+/// What the codec refuses to encode, or finds wrong in bytes it decodes.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// Stored bytes failed their checksum or do not parse: never returned as records.
+    #[error("corrupt data in '{object}' bytes {start}..{end}: {reason}")]
+    Corrupt {
+        /// The object holding the bad bytes.
+        object: String,
+        /// First byte of the bad range.
+        start: u64,
+        /// One past the last byte of the bad range.
+        end: u64,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Records could not be encoded.
+    #[error("cannot encode records: {0}")]
+    Encode(String),
+}
+
+/// The codec's result.
+pub type Result<T> = std::result::Result<T, Error>;
 
 /// One record, with its offset once it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,6 +106,18 @@ impl Compression {
             "lz4" => Some(Self::Lz4),
             "zstd" => Some(Self::Zstd),
             _ => None,
+        }
+    }
+
+    /// The codec of a batch's attributes (bits 0-2); an id Kafka does not define reads as
+    /// none (decoding such a batch fails).
+    fn from_attributes(attributes: i16) -> Self {
+        match attributes & 0x07 {
+            1 => Self::Gzip,
+            2 => Self::Snappy,
+            3 => Self::Lz4,
+            4 => Self::Zstd,
+            _ => Self::None,
         }
     }
 
@@ -478,6 +513,9 @@ fn compress(body: Bytes, compression: Compression) -> Result<Bytes> {
 /// How a decompression past its limit begins its error.
 const OVER_DECOMPRESSED: &str = "batch decompresses to more than";
 
+/// How a record count past its limit begins its error.
+const OVER_RECORDS: &str = "the batch holds more records than";
+
 /// Decompresses at most `max` bytes; more is an error, not an allocation.
 fn decompress(body: Bytes, codec: i16, max: usize) -> std::result::Result<Bytes, String> {
     let mut out = Vec::new();
@@ -685,11 +723,21 @@ pub struct ClientBatch {
     pub producer: Option<ProducerFields>,
     /// Data or transactional data (a client never sends a control batch).
     pub kind: BatchKind,
+    /// How its records are compressed.
+    pub compression: Compression,
     /// Its records, decoded to be checked (offsets counted from 0).
     pub records: Vec<Record>,
 }
 
 impl ClientBatch {
+    /// This batch with its bytes copied out of the request they came in: the batch
+    /// outlives its request (until its segment is flushed), and a slice would keep a whole
+    /// request of many partitions' batches alive with it.
+    pub fn detached(mut self) -> Self {
+        self.bytes = Bytes::copy_from_slice(&self.bytes);
+        self
+    }
+
     /// Its largest record timestamp.
     pub fn max_timestamp_ms(&self) -> i64 {
         self.records
@@ -745,20 +793,10 @@ pub fn decode_client_batch(
         });
     }
     let raw = parse_header(&batch).map_err(invalid)?;
-    let count = raw.count;
-    if count as usize > limits.max_records {
-        return Err(BatchError {
-            corrupt: false,
-            too_large: true,
-            reason: format!(
-                "the batch holds {count} records, over the limit of {}",
-                limits.max_records
-            ),
-        });
-    }
+    let raw_attributes = raw.attributes;
     let decoded = decode_records(batch.clone(), raw, limits).map_err(|reason| BatchError {
         corrupt: false,
-        too_large: reason.starts_with(OVER_DECOMPRESSED),
+        too_large: reason.starts_with(OVER_DECOMPRESSED) || reason.starts_with(OVER_RECORDS),
         reason,
     })?;
     let header = decoded.header;
@@ -791,11 +829,12 @@ pub fn decode_client_batch(
         record.offset = i as i64;
     }
     Ok(ClientBatch {
-        // A copy: the batch outlives its request (until its segment is flushed), and a
-        // slice would keep the whole request's bytes alive with it.
-        bytes: Bytes::copy_from_slice(&batch),
+        // A slice of `bytes`: a caller whose request holds more than this batch copies it
+        // ([`ClientBatch::detached`]).
+        bytes: batch,
         producer: header.producer,
         kind: header.kind,
+        compression: Compression::from_attributes(raw_attributes),
         records,
     })
 }
@@ -1016,7 +1055,7 @@ fn decode_records(
     let log_append_time = attributes & 0x08 != 0;
     if count as usize > limits.max_records {
         return Err(format!(
-            "the batch holds {count} records, over the limit of {}",
+            "{OVER_RECORDS} the limit of {}: {count}",
             limits.max_records
         ));
     }
@@ -1394,7 +1433,7 @@ mod tests {
         let many = encode_batch(&sample(6), Compression::Zstd).unwrap();
         let error = decode_client_batch(many, &limits).unwrap_err();
         assert!(
-            error.reason.contains("6 records") && error.too_large,
+            error.reason.contains("more records than the limit of 5: 6") && error.too_large,
             "{error:?}"
         );
         // A record that decompresses past the limit.
