@@ -5,7 +5,7 @@ use strata_client::proto;
 use strata_client::proto::acls_client::AclsClient;
 
 use crate::args::{AclArgs, AclCommand, AclResource, AclSelection};
-use crate::target::Target;
+use crate::target::{Target, answer};
 
 pub async fn run(server: &Target, command: AclCommand) -> Result<()> {
     let mut client = AclsClient::new(server.connect().await?.transport());
@@ -13,31 +13,27 @@ pub async fn run(server: &Target, command: AclCommand) -> Result<()> {
         AclCommand::Add(args) => {
             let acls = bindings(&args)?;
             let count = acls.len();
-            client
-                .create_acls(proto::CreateAclsRequest { acls })
-                .await
-                .map_err(strata_client::Error::from)?;
+            answer(client.create_acls(proto::CreateAclsRequest { acls }).await)?;
             println!("added {count} ACL(s)");
         }
         AclCommand::List(selection) => {
-            let acls = client
-                .describe_acls(proto::DescribeAclsRequest {
-                    filter: Some(list_filter(&selection)?),
-                })
-                .await
-                .map_err(strata_client::Error::from)?
-                .into_inner()
-                .acls;
+            let filter = Some(list_filter(&selection)?);
+            let acls = answer(
+                client
+                    .describe_acls(proto::DescribeAclsRequest { filter })
+                    .await,
+            )?
+            .acls;
             print_acls(&acls);
         }
         AclCommand::Remove(args) => {
             let filters = remove_filters(&args)?;
-            let deleted = client
-                .delete_acls(proto::DeleteAclsRequest { filters })
-                .await
-                .map_err(strata_client::Error::from)?
-                .into_inner()
-                .deleted;
+            let deleted = answer(
+                client
+                    .delete_acls(proto::DeleteAclsRequest { filters })
+                    .await,
+            )?
+            .deleted;
             println!("removed {} ACL(s)", deleted.len());
             print_acls(&deleted);
         }

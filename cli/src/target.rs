@@ -57,3 +57,9 @@ impl Target {
         Ok(Admin::new(self.connect().await?))
     }
 }
+
+/// The message of an agent's answer; an error status reads as the SDK shows it (its code,
+/// message and innermost cause).
+pub fn answer<T>(response: std::result::Result<tonic::Response<T>, tonic::Status>) -> Result<T> {
+    Ok(response.map_err(strata_client::Error::from)?.into_inner())
+}

@@ -6,17 +6,17 @@ use strata_client::proto;
 use strata_client::proto::transactions_client::TransactionsClient;
 
 use crate::args::TransactionsCommand;
-use crate::target::Target;
+use crate::target::{Target, answer};
 
 pub async fn run(server: &Target, command: TransactionsCommand) -> Result<()> {
     let mut client = TransactionsClient::new(server.connect().await?.transport());
     match command {
         TransactionsCommand::List => {
-            let listed = client
-                .list_transactions(proto::ListTransactionsRequest {})
-                .await
-                .map_err(strata_client::Error::from)?
-                .into_inner();
+            let listed = answer(
+                client
+                    .list_transactions(proto::ListTransactionsRequest {})
+                    .await,
+            )?;
             println!(
                 "transactional_id\tstate\tproducer_id\tepoch\tpartitions\tage_ms\tcoordinator"
             );
@@ -37,13 +37,13 @@ pub async fn run(server: &Target, command: TransactionsCommand) -> Result<()> {
             }
         }
         TransactionsCommand::Describe { transactional_id } => {
-            let t = client
-                .describe_transaction(proto::DescribeTransactionRequest { transactional_id })
-                .await
-                .map_err(strata_client::Error::from)?
-                .into_inner()
-                .transaction
-                .unwrap_or_default();
+            let t = answer(
+                client
+                    .describe_transaction(proto::DescribeTransactionRequest { transactional_id })
+                    .await,
+            )?
+            .transaction
+            .unwrap_or_default();
             println!("transactional_id: {}", t.transactional_id);
             println!("state: {}", t.state);
             println!("producer_id: {}", t.producer_id);
@@ -60,12 +60,13 @@ pub async fn run(server: &Target, command: TransactionsCommand) -> Result<()> {
             }
         }
         TransactionsCommand::Abort { transactional_id } => {
-            client
-                .abort_transaction(proto::AbortTransactionRequest {
-                    transactional_id: transactional_id.clone(),
-                })
-                .await
-                .map_err(strata_client::Error::from)?;
+            answer(
+                client
+                    .abort_transaction(proto::AbortTransactionRequest {
+                        transactional_id: transactional_id.clone(),
+                    })
+                    .await,
+            )?;
             println!("aborted the open transaction of {transactional_id} (if one was open)");
         }
     }
