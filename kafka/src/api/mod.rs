@@ -315,12 +315,15 @@ impl Context<'_> {
     }
 
     /// The topics of `names` the caller may not call this API on, each with its error
-    /// code (counted, as [`Context::authorize`] and [`Context::error`] do).
+    /// code (counted, as [`Context::authorize`] and [`Context::error`] do: once per topic,
+    /// however often `names` repeats it, as in AddPartitionsToTxn's list of partitions).
     pub fn refused_topics<'n>(
         &self,
         names: impl IntoIterator<Item = &'n str>,
     ) -> BTreeMap<String, i16> {
         names
+            .into_iter()
+            .collect::<std::collections::BTreeSet<_>>()
             .into_iter()
             .filter_map(|name| {
                 let refusal = self.authorize(Resource::topic(name)).err()?;
