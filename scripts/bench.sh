@@ -66,7 +66,7 @@ metrics() { # the agent's /metrics now, saved as RESULTS/NAME.metrics
 # the server process); RESULTS/NAME.profile.txt lists its hottest symbols.
 profile_begin() {
   case " ${BENCH_PROFILE:-} " in *" $1 "*) ;; *) return 0 ;; esac
-  perf record -F 499 -g -o "$RESULTS/$1.perf.data" -p "${SERVER_PID:-$AGENT_PID}" >/dev/null 2>&1 &
+  perf record -F 499 -o "$RESULTS/$1.perf.data" -p "${SERVER_PID:-$AGENT_PID}" >/dev/null 2>&1 &
   PERF_PID=$!
 }
 profile_end() {
@@ -74,30 +74,37 @@ profile_end() {
   kill -INT "$PERF_PID" 2>/dev/null || true
   wait "$PERF_PID" 2>/dev/null || true
   PERF_PID=
-  perf report -i "$RESULTS/$1.perf.data" --no-children --stdio -g none --sort symbol \
+  perf report -i "$RESULTS/$1.perf.data" --no-children --stdio --sort symbol \
     --percent-limit 0.5 2>/dev/null | grep -v '^#' | grep -v '^$' >"$RESULTS/$1.profile.txt" || true
   rm -f "$RESULTS/$1.perf.data"
+}
+# One measured stretch: CPU seconds of every process (cpu_begin/cpu_end) and, if
+# BENCH_PROFILE names it, a perf profile of the server.
+measure_begin() { # name
+  cpu_begin
+  profile_begin "$1"
+}
+measure_end() { # name
+  profile_end "$1"
+  cpu_end "$1"
 }
 run() { # name, command...
   local name=$1
   shift
   echo "== $name: strata $*" >&2
   echo "strata $*" >"$RESULTS/$name.cmd"
-  cpu_begin
-  profile_begin "$name"
+  measure_begin "$name"
   "$BIN" "$@" --json --quiet | tee "$RESULTS/$name.out" >&2
-  profile_end "$name"
-  cpu_end "$name"
+  measure_end "$name"
   tail -n 1 "$RESULTS/$name.out" >"$RESULTS/$name.json"
 }
 json() { python3 -c "import json,sys; print(json.load(open('$RESULTS/$1.json'))['$2'])"; }
-# CPU accounting: the server's CPU seconds (user + system, /proc/PID/stat: the agent, or
-# the Apache Kafka broker with SERVER_PID), and this shell's waited-for children's
-# (bash's `times`: the load generator, JVMs included).
-agent_cpu() {
-  local pid=${SERVER_PID:-$AGENT_PID}
-  if [ -r "/proc/$pid/stat" ]; then
-    awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$pid/stat"
+# CPU accounting: the CPU seconds (user + system, /proc/PID/stat) of the server (the agent,
+# or the Apache Kafka broker with SERVER_PID), of etcd and of the S3 server, and this
+# shell's waited-for children's (bash's `times`: the load generator, JVMs included).
+pid_cpu() { # pid
+  if [ -r "/proc/$1/stat" ]; then
+    awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f\n", ($14 + $15) / hz}' "/proc/$1/stat"
   else
     echo 0
   fi
@@ -106,15 +113,17 @@ children_cpu() { # the seconds in a `times` output file's second line
   tail -n 1 "$1" | awk '{t = 0; for (i = 1; i <= 2; i++) { split($i, a, "m"); t += a[1] * 60 + a[2] }; printf "%.2f\n", t}'
 }
 cpu_begin() {
-  CPU_AGENT0=$(agent_cpu)
+  CPU0=("$(pid_cpu "${SERVER_PID:-$AGENT_PID}")" "$(pid_cpu "$STRATA_TEST_ETCD_PID")" "$(pid_cpu "$STRATA_TEST_S3_PID")")
   times >"$RESULTS/.times0"
 }
 cpu_end() { # name: writes RESULTS/NAME.cpu.json
   times >"$RESULTS/.times1"
-  local agent gen
-  agent=$(python3 -c "print(round($(agent_cpu) - $CPU_AGENT0, 2))")
+  local server etcd s3 gen
+  server=$(python3 -c "print(round($(pid_cpu "${SERVER_PID:-$AGENT_PID}") - ${CPU0[0]}, 2))")
+  etcd=$(python3 -c "print(round($(pid_cpu "$STRATA_TEST_ETCD_PID") - ${CPU0[1]}, 2))")
+  s3=$(python3 -c "print(round($(pid_cpu "$STRATA_TEST_S3_PID") - ${CPU0[2]}, 2))")
   gen=$(python3 -c "print(round($(children_cpu "$RESULTS/.times1") - $(children_cpu "$RESULTS/.times0"), 2))")
-  echo "{\"agent_cpu_s\": $agent, \"loadgen_cpu_s\": $gen}" >"$RESULTS/$1.cpu.json"
+  echo "{\"agent_cpu_s\": $server, \"loadgen_cpu_s\": $gen, \"etcd_cpu_s\": $etcd, \"s3_cpu_s\": $s3}" >"$RESULTS/$1.cpu.json"
 }
 
 start_agent
@@ -162,22 +171,20 @@ kafka_suite() { # name bootstrap
     --create --topic "perf-$name" --partitions 16 --replication-factor 1 >&2
   echo "kafka-producer-perf-test --topic perf-$name --num-records $KAFKA_RECORDS --record-size 1024 --throughput -1 --producer-props bootstrap.servers=$bootstrap ${PRODUCER_PROPS[*]}" \
     >"$RESULTS/kafka-$name-produce.cmd"
-  cpu_begin
-  profile_begin "kafka-$name-produce"
+  measure_begin "kafka-$name-produce"
   java -Xmx2g -cp "$KAFKA_CP" org.apache.kafka.tools.ProducerPerformance --topic "perf-$name" \
     --num-records "$KAFKA_RECORDS" --record-size 1024 --throughput -1 \
     --producer-props "bootstrap.servers=$bootstrap" "${PRODUCER_PROPS[@]}" 2>/dev/null \
     | tee "$RESULTS/kafka-$name-produce.log" >&2
-  profile_end "kafka-$name-produce"
-  cpu_end "kafka-$name-produce"
+  measure_end "kafka-$name-produce"
   tail -n 1 "$RESULTS/kafka-$name-produce.log" >"$RESULTS/kafka-$name-produce.out"
   echo "kafka-consumer-perf-test --bootstrap-server $bootstrap --topic perf-$name --messages $KAFKA_RECORDS --group perf-$name --timeout 120000" \
     >"$RESULTS/kafka-$name-consume.cmd"
-  cpu_begin
+  measure_begin "kafka-$name-consume"
   java -Xmx2g -cp "$KAFKA_CP" org.apache.kafka.tools.ConsumerPerformance --bootstrap-server "$bootstrap" \
     --topic "perf-$name" --messages "$KAFKA_RECORDS" --group "perf-$name" --timeout 120000 2>/dev/null \
     | tee "$RESULTS/kafka-$name-consume.log" >&2
-  cpu_end "kafka-$name-consume"
+  measure_end "kafka-$name-consume"
   tail -n 1 "$RESULTS/kafka-$name-consume.log" >"$RESULTS/kafka-$name-consume.out"
 }
 

@@ -118,6 +118,10 @@ struct Report {
     gets_per_gb: f64,
     commits_per_gb: f64,
     metastore_bytes_per_gb: f64,
+    /// Produce and e2e: seconds from creating the topic until every partition was taken,
+    /// before the measured run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    startup_seconds: Option<f64>,
     /// Object-store baseline only.
     #[serde(skip_serializing_if = "Option::is_none")]
     get_mb_per_sec: Option<f64>,
@@ -260,11 +264,35 @@ impl Budget {
     }
 }
 
-async fn ensure_topic(admin: &Admin, topic: &str, partitions: i32) -> Result<()> {
+/// Creates the topic unless it exists, then waits (up to a minute) until an agent has taken
+/// every one of its partitions, so that a run measures the topic being served and not its
+/// start (a record sent to a partition nobody took yet waits for the take-over). Returns
+/// how long that took: the run's start-up.
+async fn ensure_topic(admin: &Admin, topic: &str, partitions: i32) -> Result<Duration> {
+    let start = Instant::now();
     match admin.create_topic(topic, partitions, HashMap::new()).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.code() == Some(strata_client::Code::AlreadyExists) => Ok(()),
-        Err(e) => Err(e).with_context(|| format!("creating topic {topic}")),
+        Ok(_) => {}
+        Err(e) if e.code() == Some(strata_client::Code::AlreadyExists) => {}
+        Err(e) => return Err(e).with_context(|| format!("creating topic {topic}")),
+    }
+    let deadline = start + Duration::from_secs(60);
+    loop {
+        let described = admin
+            .describe_topic(topic)
+            .await
+            .with_context(|| format!("describing topic {topic}"))?;
+        let untaken = described
+            .partitions
+            .iter()
+            .filter(|p| p.owner_epoch == 0)
+            .count();
+        if untaken == 0 {
+            return Ok(start.elapsed());
+        }
+        if Instant::now() >= deadline {
+            anyhow::bail!("{untaken} partitions of {topic} are still not taken after a minute");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
@@ -464,7 +492,7 @@ async fn run_producers(
 
 async fn produce(server: &Target, args: BenchProduceArgs) -> Result<Report> {
     let admin = server.admin().await?;
-    ensure_topic(&admin, &args.topic, args.partitions).await?;
+    let startup = ensure_topic(&admin, &args.topic, args.partitions).await?;
     let before = admin.agent_stats().await?;
     let budget = Budget::new(&args.length);
     let bar = progress(&args.output, &args.length);
@@ -474,6 +502,7 @@ async fn produce(server: &Target, args: BenchProduceArgs) -> Result<Report> {
     let after = admin.agent_stats().await?;
     let mut report = Report::new("produce", produced.records, produced.bytes, seconds)
         .with_costs(&before, &after);
+    report.startup_seconds = Some(startup.as_secs_f64());
     report.failed = produced.failed;
     report.latency_ms = latency(&produced.latency);
     if args.transactional_id.is_some() {
@@ -618,7 +647,7 @@ async fn consume(server: &Target, args: BenchConsumeArgs) -> Result<Report> {
 async fn e2e(server: &Target, args: BenchE2eArgs) -> Result<Report> {
     let produce_args = args.produce;
     let admin = server.admin().await?;
-    ensure_topic(&admin, &produce_args.topic, produce_args.partitions).await?;
+    let startup = ensure_topic(&admin, &produce_args.topic, produce_args.partitions).await?;
     let before = admin.agent_stats().await?;
     // The consumers run until told to stop (after the producers), at most an hour.
     let consumer_budget = Arc::new(Budget {
@@ -665,6 +694,7 @@ async fn e2e(server: &Target, args: BenchE2eArgs) -> Result<Report> {
     let after = admin.agent_stats().await?;
     let mut report =
         Report::new("e2e", consumed.records, consumed.bytes, seconds).with_costs(&before, &after);
+    report.startup_seconds = Some(startup.as_secs_f64());
     report.failed = produced.failed;
     report.latency_ms = latency(&consumed.e2e_latency.expect("set"));
     report.produce_latency_ms = Some(latency(&produced.latency));
