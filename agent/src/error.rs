@@ -279,7 +279,7 @@ impl From<strata_metastore::Error> for Error {
 impl From<strata_storage::Error> for Error {
     fn from(e: strata_storage::Error) -> Self {
         match e {
-            e @ strata_storage::Error::Corrupt { .. } => Self::DataLoss(e.to_string()),
+            e @ strata_storage::Error::Corrupt(_) => Self::DataLoss(e.to_string()),
             other => Self::Unavailable(other.to_string()),
         }
     }

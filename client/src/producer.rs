@@ -160,13 +160,7 @@ impl ProducerRecord {
     }
 
     fn size(&self) -> usize {
-        self.key.as_ref().map_or(0, Bytes::len)
-            + self.value.as_ref().map_or(0, Bytes::len)
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        strata_record::payload_size(self.key.as_ref(), self.value.as_ref(), &self.headers)
     }
 }
 

@@ -29,21 +29,27 @@ use std::ops::RangeInclusive;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
+/// Stored bytes that failed their checksum or do not parse: never returned as records.
+/// (The storage layer's segment footers use it too.)
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("corrupt data in '{object}' bytes {start}..{end}: {reason}")]
+pub struct Corrupt {
+    /// The object holding the bad bytes.
+    pub object: String,
+    /// First byte of the bad range.
+    pub start: u64,
+    /// One past the last byte of the bad range.
+    pub end: u64,
+    /// What is wrong.
+    pub reason: String,
+}
+
 /// What the codec refuses to encode, or finds wrong in bytes it decodes.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// Stored bytes failed their checksum or do not parse: never returned as records.
-    #[error("corrupt data in '{object}' bytes {start}..{end}: {reason}")]
-    Corrupt {
-        /// The object holding the bad bytes.
-        object: String,
-        /// First byte of the bad range.
-        start: u64,
-        /// One past the last byte of the bad range.
-        end: u64,
-        /// What is wrong.
-        reason: String,
-    },
+    /// Stored bytes failed their checks.
+    #[error(transparent)]
+    Corrupt(#[from] Corrupt),
     /// Records could not be encoded.
     #[error("cannot encode records: {0}")]
     Encode(String),
@@ -70,14 +76,22 @@ pub struct Record {
 impl Record {
     /// Bytes of key, value and headers: what `max.message.bytes` and fetch `max_bytes` count.
     pub fn payload_size(&self) -> usize {
-        self.key.as_ref().map_or(0, Bytes::len)
-            + self.value.as_ref().map_or(0, Bytes::len)
-            + self
-                .headers
-                .iter()
-                .map(|(k, v)| k.len() + v.len())
-                .sum::<usize>()
+        payload_size(self.key.as_ref(), self.value.as_ref(), &self.headers)
     }
+}
+
+/// Bytes of a record's key, value and headers (a record of the SDK's counts the same).
+pub fn payload_size(
+    key: Option<&Bytes>,
+    value: Option<&Bytes>,
+    headers: &[(String, Bytes)],
+) -> usize {
+    key.map_or(0, Bytes::len)
+        + value.map_or(0, Bytes::len)
+        + headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>()
 }
 
 /// Batch compression, per topic (`compression.type`).
@@ -661,7 +675,7 @@ pub fn decode_block_batches(
         let in_order = previous.is_none_or(|p| p < r.offset);
         previous = Some(r.offset);
         if !in_order || !expected.contains(&r.offset) {
-            return Err(Error::Corrupt {
+            return Err(Error::Corrupt(Corrupt {
                 object: object.to_string(),
                 start,
                 end,
@@ -671,7 +685,7 @@ pub fn decode_block_batches(
                     expected.start(),
                     expected.end()
                 ),
-            });
+            }));
         }
     }
     Ok(batches)
@@ -687,11 +701,13 @@ fn for_each_batch(
     mut visit: impl FnMut(Bytes) -> std::result::Result<(), String>,
 ) -> Result<()> {
     let end = start + block.len() as u64;
-    let corrupt = |reason: String| Error::Corrupt {
-        object: object.to_string(),
-        start,
-        end,
-        reason,
+    let corrupt = |reason: String| {
+        Error::Corrupt(Corrupt {
+            object: object.to_string(),
+            start,
+            end,
+            reason,
+        })
     };
     let mut rest = block;
     while rest.has_remaining() {
@@ -898,11 +914,13 @@ pub async fn decode_block_batches_off_async(
     let name = object.to_string();
     tokio::task::spawn_blocking(move || decode_block_batches(block, &name, start, expected))
         .await
-        .map_err(|e| Error::Corrupt {
-            object: object.to_string(),
-            start,
-            end: start,
-            reason: format!("decoding failed: {e}"),
+        .map_err(|e| {
+            Error::Corrupt(Corrupt {
+                object: object.to_string(),
+                start,
+                end: start,
+                reason: format!("decoding failed: {e}"),
+            })
         })?
 }
 
@@ -1306,7 +1324,7 @@ mod tests {
             bad[at] ^= 0x55;
             let err = decode_block(Bytes::from(bad), "seg", 7, 100..=109).unwrap_err();
             assert!(
-                matches!(err, Error::Corrupt { ref object, start: 7, .. } if object == "seg"),
+                matches!(err, Error::Corrupt(Corrupt { ref object, start: 7, .. }) if object == "seg"),
                 "{err}"
             );
         }

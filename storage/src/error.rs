@@ -24,17 +24,8 @@ pub enum Error {
     #[error("object '{0}' already exists")]
     AlreadyExists(String),
     /// Stored bytes failed their checksum or do not parse: never returned as records.
-    #[error("corrupt data in '{object}' bytes {start}..{end}: {reason}")]
-    Corrupt {
-        /// The object holding the bad bytes.
-        object: String,
-        /// First byte of the bad range.
-        start: u64,
-        /// One past the last byte of the bad range.
-        end: u64,
-        /// What is wrong.
-        reason: String,
-    },
+    #[error(transparent)]
+    Corrupt(strata_record::Corrupt),
     /// Records could not be encoded.
     #[error("cannot encode records: {0}")]
     Encode(String),
@@ -51,17 +42,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl From<strata_record::Error> for Error {
     fn from(e: strata_record::Error) -> Self {
         match e {
-            strata_record::Error::Corrupt {
-                object,
-                start,
-                end,
-                reason,
-            } => Self::Corrupt {
-                object,
-                start,
-                end,
-                reason,
-            },
+            strata_record::Error::Corrupt(corrupt) => Self::Corrupt(corrupt),
             strata_record::Error::Encode(reason) => Self::Encode(reason),
         }
     }

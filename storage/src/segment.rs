@@ -274,11 +274,13 @@ impl SegmentBuilder {
 
 /// Reads the footer of a whole segment object.
 pub fn read_footer(object_name: &str, object: &[u8]) -> Result<Footer> {
-    let corrupt = |reason: &str| Error::Corrupt {
-        object: object_name.to_string(),
-        start: 0,
-        end: object.len() as u64,
-        reason: reason.to_string(),
+    let corrupt = |reason: &str| {
+        Error::Corrupt(crate::record::Corrupt {
+            object: object_name.to_string(),
+            start: 0,
+            end: object.len() as u64,
+            reason: reason.to_string(),
+        })
     };
     if object.len() < TRAILER_LEN || &object[object.len() - 8..] != MAGIC {
         return Err(corrupt("no segment trailer"));
@@ -445,9 +447,6 @@ mod tests {
         let mut object = builder.finish().to_vec();
         let n = object.len();
         object[n - 20] ^= 1;
-        assert!(matches!(
-            read_footer("o", &object),
-            Err(Error::Corrupt { .. })
-        ));
+        assert!(matches!(read_footer("o", &object), Err(Error::Corrupt(_))));
     }
 }
