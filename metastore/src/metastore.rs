@@ -706,15 +706,7 @@ impl<B: KvBackend> KvMetastore<B> {
         mut guards: Vec<Compare>,
     ) -> Result<Option<PartitionOwner>> {
         let old = self.kv.get(owner_key).await?;
-        let old_owner: Option<PartitionOwner> = match &old {
-            Some(bytes) => Some(decode_json(owner_key, bytes)?),
-            None => None,
-        };
-        let owner = PartitionOwner {
-            epoch: old_owner.map_or(1, |o| o.epoch + 1),
-            agent_id: agent_id.to_string(),
-            topic_id: topic_id.to_string(),
-        };
+        let owner = next_owner(owner_key, old.as_deref(), agent_id, topic_id)?;
         guards.push(Compare::unchanged(owner_key, old));
         let taken = self
             .kv
@@ -850,6 +842,22 @@ fn decode_json<T: DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T> {
     serde_json::from_slice(bytes).map_err(|e| Error::Corrupt {
         key: key.to_string(),
         reason: e.to_string(),
+    })
+}
+
+/// The owner record that takes a partition over from `old` (its stored owner record, if
+/// any): the next epoch, which fences every earlier owner.
+fn next_owner(
+    key: &str,
+    old: Option<&[u8]>,
+    agent_id: &str,
+    topic_id: &str,
+) -> Result<PartitionOwner> {
+    let old_owner: Option<PartitionOwner> = old.map(|bytes| decode_json(key, bytes)).transpose()?;
+    Ok(PartitionOwner {
+        epoch: old_owner.map_or(1, |o| o.epoch + 1),
+        agent_id: agent_id.to_string(),
+        topic_id: topic_id.to_string(),
     })
 }
 
@@ -1117,15 +1125,7 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
             let mut ops = Vec::with_capacity(chunk.len());
             let mut taken = Vec::with_capacity(chunk.len());
             for (key, old) in owner_keys.iter().zip(old) {
-                let old_owner: Option<PartitionOwner> = match &old {
-                    Some(bytes) => Some(decode_json(key, bytes)?),
-                    None => None,
-                };
-                let owner = PartitionOwner {
-                    epoch: old_owner.map_or(1, |o| o.epoch + 1),
-                    agent_id: agent_id.to_string(),
-                    topic_id: topic_id.to_string(),
-                };
+                let owner = next_owner(key, old.as_deref(), agent_id, topic_id)?;
                 guards.push(Compare::unchanged(key, old));
                 ops.push(Op::Put(key.clone(), encode_json(&owner)));
                 taken.push(owner);
