@@ -10,7 +10,8 @@ mvn -q -B -Dmaven.repo.local="$m2" -f tests/java/pom.xml \
 # Kafka Connect's runtime and its FileStream connectors (nothing to build: the jars).
 mvn -q -B -Dmaven.repo.local="$m2" -f tests/connect/pom.xml \
   dependency:copy-dependencies -DoutputDirectory=target/lib
-# KafkaJS and its snappy and lz4 codecs (npm; its cache in ~/.cache/strata/npm), as
+# KafkaJS and its snappy and lz4 codecs, and playwright-core (drives Debian's Chromium in
+# the console tests) (npm; its cache in ~/.cache/strata/npm), as
 # tests/node/package-lock.json pins them.
 if [ ! -d tests/node/node_modules ] || [ tests/node/package-lock.json -nt tests/node/node_modules ]; then
   (cd tests/node && npm ci --no-audit --no-fund --cache "${STRATA_NPM_CACHE:-$HOME/.cache/strata/npm}" >/dev/null)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the integration tests need and a fresh machine lacks:
-#   etcd (Debian's etcd-server), kcat (Debian's; a Kafka client), a JDK and Maven if
+#   etcd (Debian's etcd-server), kcat (Debian's; a Kafka client), Chromium (Debian's; the
+#   console's browser tests, driven by Playwright from npm), a JDK and Maven if
 #   missing (Debian's; Kafka's Java client tests), s3s-fs (a real S3 server
 #   over a directory, from crates.io),
 #   and from PyPI, in a virtual environment: pyarrow + DuckDB to read the Parquet archive,
@@ -24,6 +25,14 @@ if ! command -v kcat >/dev/null 2>&1; then
   [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
   $sudo_cmd apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq kcat >/dev/null
+fi
+
+if [ ! -x /usr/bin/chromium ]; then
+  echo "installing Chromium (Debian): the console's browser tests" >&2
+  sudo_cmd=""
+  [ "$(id -u)" = 0 ] || sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq chromium >/dev/null
 fi
 
 if ! command -v mvn >/dev/null 2>&1 || ! command -v javac >/dev/null 2>&1; then

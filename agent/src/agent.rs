@@ -867,6 +867,21 @@ impl Agent {
     }
 
     /// How far a topic is archived as Parquet.
+    /// The compactors running now (their published totals) and the jobs claimed now
+    /// (`(job, compactor)`), sorted.
+    pub async fn describe_compactors(
+        &self,
+    ) -> Result<(
+        Vec<strata_metastore::CompactorRecord>,
+        Vec<(String, String)>,
+    )> {
+        let mut compactors = self.inner.metastore.compactors().await?;
+        compactors.sort_by(|a, b| a.compactor_id.cmp(&b.compactor_id));
+        let mut jobs = self.inner.metastore.compaction_claims().await?;
+        jobs.sort();
+        Ok((compactors, jobs))
+    }
+
     pub async fn describe_archive(&self, name: &str) -> Result<ArchiveDescription> {
         let meta = self.load_topic(name).await?;
         let partitions = self.partition_states(&meta).await?;

@@ -1143,6 +1143,48 @@ impl Cluster for AgentService {
             fetch_bytes: m.fetch_bytes.get(),
         }))
     }
+
+    async fn describe_compactors(
+        &self,
+        request: Request<pb::DescribeCompactorsRequest>,
+    ) -> Result<Response<pb::DescribeCompactorsResponse>, Status> {
+        self.authorize(
+            &request,
+            "Cluster.DescribeCompactors",
+            [Resource::cluster()],
+        )?;
+        let (compactors, jobs) = self.agent.describe_compactors().await.map_err(status)?;
+        Ok(Response::new(pb::DescribeCompactorsResponse {
+            compactors: compactors
+                .into_iter()
+                .map(|c| pb::CompactorInfo {
+                    compactor_id: c.compactor_id,
+                    started_ms: c.started_ms,
+                    passes: c.passes,
+                    last_pass_ended_ms: c.last_pass_ended_ms,
+                    last_pass_duration_ms: c.last_pass_duration_ms,
+                    jobs_done: c.jobs_done,
+                    jobs_failed: c.jobs_failed,
+                    expired_entries: c.expired_entries,
+                    merged_entries: c.merged_entries,
+                    compacted_records: c.compacted_records,
+                    objects_written: c.objects_written,
+                    orphans_deleted: c.orphans_deleted,
+                    archived_files: c.archived_files,
+                    archived_records: c.archived_records,
+                    last_errors: c
+                        .last_errors
+                        .into_iter()
+                        .map(|(at_ms, message)| pb::CompactorError { at_ms, message })
+                        .collect(),
+                })
+                .collect(),
+            jobs: jobs
+                .into_iter()
+                .map(|(job, compactor_id)| pb::CompactionJob { job, compactor_id })
+                .collect(),
+        }))
+    }
 }
 
 #[tonic::async_trait]
@@ -1305,13 +1347,9 @@ impl Groups for AgentService {
     }
 }
 
-/// Serves `GET /metrics` (Prometheus text format) on `listener` until `shutdown`.
-pub async fn serve_metrics(
-    agent: Agent,
-    listener: TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    let app = axum::Router::new().route(
+/// The agent's `GET /metrics` (Prometheus text format), to serve on its HTTP port.
+pub fn metrics_router(agent: Agent) -> axum::Router {
+    axum::Router::new().route(
         "/metrics",
         axum::routing::get(move || {
             let agent = agent.clone();
@@ -1325,10 +1363,7 @@ pub async fn serve_metrics(
                 )
             }
         }),
-    );
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await
+    )
 }
 
 /// How often the coordinator looks for transactions to finish or to time out.

@@ -31,7 +31,7 @@ async fn status(admin: &Admin, topic: &str) -> Result<()> {
         .map_or(0, |d| d.as_millis() as i64);
     let (mut files, mut records, mut bytes, mut behind) = (0u64, 0u64, 0u64, 0i64);
     for p in &archive.partitions {
-        let lag = (p.high_watermark - p.archived_to.max(p.log_start_offset)).max(0);
+        let lag = p.behind();
         let last_file = if p.archived_at_ms == 0 {
             "never".to_string()
         } else {

@@ -128,6 +128,9 @@ pub enum Command {
     Consume(ConsumeArgs),
     /// Show the agent's counters: segment PUTs, GETs, metastore commits.
     Stats,
+    /// Show the compactors running now (passes, totals, last errors) and the jobs they
+    /// hold.
+    Compactors,
     /// Whether the agent serves (the standard gRPC health check, which needs no token):
     /// prints SERVING and exits 0, or says why not and exits 1. For container health
     /// checks and load balancers.

@@ -68,6 +68,7 @@ async fn run_user_command(command: Command, server: &Target) -> anyhow::Result<(
         Command::Produce(args) => produce::run(server, args).await,
         Command::Consume(args) => consume::run(server, args).await,
         Command::Stats => topic::stats(server).await,
+        Command::Compactors => topic::compactors(server).await,
         Command::Health => topic::health(server).await,
         Command::Cluster(command) => topic::cluster(server, command).await,
         Command::Group(command) => group::run(server, command).await,

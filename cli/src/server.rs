@@ -844,9 +844,25 @@ async fn serve(
         }
         _ => None,
     };
-    let metrics = tokio::spawn(strata_agent::service::serve_metrics(
-        agent.clone(),
+    let console = strata_console::Console::new(console_config(agent.config(), listen.security)?);
+    console.start_sampler();
+    let http_tls = listen
+        .security
+        .tls
+        .as_ref()
+        .map(strata_kafka::server::tls_config)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("HTTP port: {e}"))?;
+    let scheme = if http_tls.is_some() { "https" } else { "http" };
+    let http_address = metrics_listener.local_addr()?;
+    tracing::info!(
+        "console at {scheme}://{}/",
+        reachable(&http_address, &agent.config().advertised_address)
+    );
+    let metrics = tokio::spawn(strata_console::http::serve(
         metrics_listener,
+        http_tls,
+        strata_agent::service::metrics_router(agent.clone()).merge(console.router()),
         async move {
             let mut stopped = stopped;
             let _ = stopped.wait_for(|s| *s).await;
@@ -875,6 +891,54 @@ async fn serve(
         anyhow::bail!("agent {failure}; exiting so that a supervisor restarts it");
     }
     Ok(())
+}
+
+/// How the console reaches its own agent: the agent's advertised gRPC address, with the
+/// TLS the agent uses toward other agents; and what the agent requires of visitors.
+fn console_config(
+    config: &AgentConfig,
+    security: &Security,
+) -> Result<strata_console::ConsoleConfig> {
+    let mut connector = strata_client::Connector::new();
+    if let Some(tls) = &security.tls {
+        connector = connector
+            .with_tls(tls.peer_ca_pem.as_deref())
+            .with_client_identity(&tls.cert_pem, &tls.key_pem);
+    }
+    let sampler_token = security
+        .tokens
+        .as_ref()
+        .and_then(|t| t.agent_authorization())
+        .and_then(|v| {
+            v.to_str()
+                .ok()
+                .map(|v| v.trim_start_matches("Bearer ").to_string())
+        });
+    Ok(strata_console::ConsoleConfig {
+        grpc_address: config.advertised_address.clone(),
+        connector,
+        tokens_required: security.tokens.is_some(),
+        certificates_only: security.tokens.is_none()
+            && security
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.client_ca_pem.is_some()),
+        sampler_token,
+        tls: security.tls.is_some(),
+    })
+}
+
+/// The address a browser on this machine reaches `bound` at: the advertised host when the
+/// port is bound to every interface.
+fn reachable(bound: &std::net::SocketAddr, advertised: &str) -> String {
+    if bound.ip().is_unspecified() {
+        let host = advertised
+            .rsplit_once(':')
+            .map_or(advertised, |(host, _)| host);
+        format!("{host}:{}", bound.port())
+    } else {
+        bound.to_string()
+    }
 }
 
 async fn shutdown_signal() {

@@ -42,25 +42,21 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
         }
         TopicCommand::Describe { name } => {
             let described = admin.describe_topic(&name).await?;
-            let topic = described.topic.unwrap_or_default();
+            let topic = described.topic.clone().unwrap_or_default();
             println!("topic {}: {} partitions", topic.name, topic.partitions);
             if !topic.topic_id.is_empty() {
                 println!("  id {}", topic.topic_id);
             }
-            let mut config: Vec<_> = topic.config.into_iter().collect();
+            println!("  records {}", described.records());
+            let mut config: Vec<_> = topic.config.iter().collect();
             config.sort();
-            for (k, v) in config {
-                let source = if topic.overridden.contains(&k) {
-                    "topic"
-                } else {
-                    "default"
-                };
-                println!("  {k}={v}\t({source})");
+            for (k, v) in &config {
+                println!("  {k}={v}\t({})", topic.config_source(k));
             }
-            println!("partition\tlog_start\thigh_watermark\towner\tepoch");
-            for p in described.partitions {
+            println!("partition\tlog_start\thigh_watermark\towner\tepoch\tlast_stable");
+            for p in &described.partitions {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}",
                     p.partition,
                     p.log_start_offset,
                     p.high_watermark,
@@ -69,7 +65,8 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
                     } else {
                         &p.owner_agent_id
                     },
-                    p.owner_epoch
+                    p.owner_epoch,
+                    p.last_stable_offset
                 );
             }
         }
@@ -145,6 +142,42 @@ pub async fn stats(server: &Target) -> Result<()> {
     Ok(())
 }
 
+/// `strata compactors`: each running compactor's totals and last errors, then the jobs
+/// claimed now.
+pub async fn compactors(server: &Target) -> Result<()> {
+    let described = server.admin().await?.describe_compactors().await?;
+    println!(
+        "compactor\tpasses\tlast_pass_ended_ms\tlast_pass_ms\tjobs_done\tjobs_failed\texpired_entries\tmerged_entries\tcompacted_records\tobjects_written\torphans_deleted\tarchived_files\tarchived_records"
+    );
+    for c in &described.compactors {
+        println!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
+            c.compactor_id,
+            c.passes,
+            c.last_pass_ended_ms,
+            c.last_pass_duration_ms,
+            c.jobs_done,
+            c.jobs_failed,
+            c.expired_entries,
+            c.merged_entries,
+            c.compacted_records,
+            c.objects_written,
+            c.orphans_deleted,
+            c.archived_files,
+            c.archived_records
+        );
+    }
+    for c in &described.compactors {
+        for e in &c.last_errors {
+            println!("error\t{}\t{}\t{}", c.compactor_id, e.at_ms, e.message);
+        }
+    }
+    for job in &described.jobs {
+        println!("job\t{}\t{}", job.job, job.compactor_id);
+    }
+    Ok(())
+}
+
 /// `strata health`: the gRPC health service's answer for the whole agent.
 pub async fn health(server: &Target) -> Result<()> {
     use tonic_health::pb::health_check_response::ServingStatus;
@@ -168,17 +201,7 @@ pub async fn cluster(server: &Target, command: ClusterCommand) -> Result<()> {
     match command {
         ClusterCommand::Status => {
             let metadata = server.admin().await?.metadata(Vec::new()).await?;
-            let mut partitions: std::collections::BTreeMap<&str, usize> = Default::default();
-            let mut unassigned = 0;
-            for topic in &metadata.topics {
-                for p in &topic.partitions {
-                    if p.owner_agent_id.is_empty() {
-                        unassigned += 1;
-                    } else {
-                        *partitions.entry(&p.owner_agent_id).or_default() += 1;
-                    }
-                }
-            }
+            let (partitions, unassigned) = metadata.partitions_per_agent();
             let controller = if metadata.controller_agent_id.is_empty() {
                 "none elected"
             } else {

@@ -205,6 +205,16 @@ impl Admin {
         Ok(response.into_inner())
     }
 
+    /// The compactors running now and the jobs they hold.
+    pub async fn describe_compactors(&self) -> Result<pb::DescribeCompactorsResponse> {
+        let response = self
+            .cluster
+            .clone()
+            .describe_compactors(pb::DescribeCompactorsRequest {})
+            .await?;
+        Ok(response.into_inner())
+    }
+
     /// Every consumer group.
     pub async fn list_groups(&self) -> Result<Vec<pb::GroupSummary>> {
         let response = self

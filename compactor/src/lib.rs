@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use rand::seq::SliceRandom;
-use strata_metastore::{Liveness, Metastore};
+use strata_metastore::{CompactorRecord, Liveness, Metastore};
 use strata_storage::SegmentStore;
 use strata_storage::clock::Clock;
 use tokio::sync::watch;
@@ -131,9 +131,19 @@ pub struct PassReport {
     pub archive_lag: std::collections::BTreeMap<String, i64>,
     /// The topics listed with `archive.enabled=true`.
     pub archived_topics: std::collections::BTreeSet<String>,
+    /// Why jobs failed (at most [`CompactorRecord::MAX_ERRORS`] kept).
+    pub errors: Vec<String>,
 }
 
 impl PassReport {
+    /// Counts a failed job and keeps why.
+    fn failed(&mut self, why: String) {
+        self.failures += 1;
+        if self.errors.len() < CompactorRecord::MAX_ERRORS {
+            self.errors.push(why);
+        }
+    }
+
     fn did_something(&self) -> bool {
         self.expired_entries
             + self.merged_entries
@@ -185,6 +195,10 @@ pub(crate) struct Inner {
     progress: std::sync::Mutex<Progress>,
     /// The topics whose archive lag is exported.
     lagging: std::sync::Mutex<std::collections::BTreeSet<String>>,
+    /// Totals since start, published after each pass.
+    status: std::sync::Mutex<CompactorRecord>,
+    /// Keeps the published totals alive.
+    published: std::sync::Mutex<Option<Box<dyn Liveness>>>,
 }
 
 /// When the compactor last moved on.
@@ -255,6 +269,8 @@ impl Compactor {
         clock: Arc<dyn Clock>,
     ) -> Result<Self> {
         let incarnation = metastore.next_agent_epoch().await?;
+        let config_id = config.compactor_id.clone();
+        let started_ms = clock.now_ms();
         tracing::info!(
             compactor = %config.compactor_id,
             incarnation,
@@ -277,6 +293,12 @@ impl Compactor {
                     last_step: tokio::time::Instant::now(),
                 }),
                 lagging: std::sync::Mutex::default(),
+                status: std::sync::Mutex::new(CompactorRecord {
+                    compactor_id: config_id,
+                    started_ms,
+                    ..Default::default()
+                }),
+                published: std::sync::Mutex::new(None),
             }),
             stop: watch::Sender::new(false),
             task: std::sync::Mutex::new(None),
@@ -351,28 +373,65 @@ impl Inner {
         // A topic's lag as of this pass; kept from an earlier pass where its jobs failed
         // (so the lag alert stays on while archiving fails); gone with the topic or its
         // archive.
-        let mut lagging = self.lagging.lock().expect("lagging lock");
-        for (topic, lag) in &report.archive_lag {
-            metrics
-                .archive_lag
-                .with_label_values(&[topic.as_str()])
-                .set(*lag);
-            lagging.insert(topic.clone());
-        }
-        lagging.retain(|topic| {
-            let archived = report.archived_topics.contains(topic);
-            if !archived {
-                let _ = metrics.archive_lag.remove_label_values(&[topic.as_str()]);
+        {
+            let mut lagging = self.lagging.lock().expect("lagging lock");
+            for (topic, lag) in &report.archive_lag {
+                metrics
+                    .archive_lag
+                    .with_label_values(&[topic.as_str()])
+                    .set(*lag);
+                lagging.insert(topic.clone());
             }
-            archived
-        });
-        drop(lagging);
+            lagging.retain(|topic| {
+                let archived = report.archived_topics.contains(topic);
+                if !archived {
+                    let _ = metrics.archive_lag.remove_label_values(&[topic.as_str()]);
+                }
+                archived
+            });
+        }
         let now = tokio::time::Instant::now();
         *self.progress.lock().expect("progress lock") = Progress {
             pass_ended: Some(now),
             last_step: now,
         };
+        self.publish(&report, started.elapsed()).await;
         report
+    }
+
+    /// Adds a pass to the totals and publishes them (`strata compactors`, the console).
+    /// A failure to publish is logged: it never fails the pass.
+    async fn publish(&self, report: &PassReport, took: Duration) {
+        let record = {
+            let mut status = self.status.lock().expect("status lock");
+            let now_ms = self.clock.now_ms();
+            status.passes += 1;
+            status.last_pass_ended_ms = now_ms;
+            status.last_pass_duration_ms = took.as_millis() as u64;
+            status.jobs_done += report.partitions;
+            status.jobs_failed += report.failures;
+            status.expired_entries += report.expired_entries;
+            status.merged_entries += report.merged_entries;
+            status.compacted_records += report.compacted_records;
+            status.objects_written += report.objects_written;
+            status.orphans_deleted += report.orphans_deleted;
+            status.archived_files += report.archived_files;
+            status.archived_records += report.archived_records;
+            for why in &report.errors {
+                status.push_error(now_ms, why);
+            }
+            status.clone()
+        };
+        match self
+            .metastore
+            .publish_compactor(&record, self.config.claim_ttl)
+            .await
+        {
+            // The new lease keeps the record; the old one is let go (dropping it stops
+            // its renewals).
+            Ok(lease) => *self.published.lock().expect("published lock") = Some(lease),
+            Err(e) => tracing::warn!(error = %e, "cannot publish the compactor's totals"),
+        }
     }
 
     async fn pass(&self) -> PassReport {
@@ -384,7 +443,7 @@ impl Inner {
                 Err(e) => {
                     tracing::warn!(error = %e, "cannot list topics; retrying next pass");
                     self.metrics.failed("retention");
-                    report.failures += 1;
+                    report.failed(format!("listing topics: {e}"));
                     return;
                 }
             };
@@ -403,7 +462,7 @@ impl Inner {
                     Ok(done) => report.add(&done),
                     Err(e) => {
                         tracing::warn!(topic = %topic.name, partition, error = %e, "compaction job failed; retrying next pass");
-                        report.failures += 1;
+                        report.failed(format!("{}/{partition}: {e}", topic.name));
                     }
                 }
             }
@@ -418,7 +477,7 @@ impl Inner {
                 Err(e) => {
                     tracing::warn!(error = %e, "orphan GC failed; retrying next pass");
                     self.metrics.failed("gc");
-                    report.failures += 1;
+                    report.failed(format!("orphan GC: {e}"));
                 }
             }
             if let Err(e) = self.compact_history().await {

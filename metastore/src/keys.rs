@@ -14,6 +14,7 @@
 //! | `{root}/partitions/{topic}/{p}/aborted/{first:020}` | [`AbortedRange`](crate::AbortedRange), JSON: producer, first offset, abort marker offset | with the flush commit holding the abort marker |
 //! | `{root}/partitions/{topic}/{p}/cleaned` | [`CleanState`](crate::CleanState), JSON | by log compaction |
 //! | `{root}/partitions/{topic}/{p}/archived` | [`ArchiveState`](crate::ArchiveState), JSON | by the compactor, before and after each archive file |
+//! | `{root}/compactors/{id}` | [`CompactorRecord`](crate::CompactorRecord), JSON | by each compactor after each pass (under its lease) |
 //! | `{root}/compaction/{job}` | the compactor working on a job: `{topic}/{p}` or `orphan-gc` | job start and end (under the compactor's lease on etcd) |
 //! | `{root}/agents/{agent_id}` | [`AgentRecord`](crate::AgentRecord), JSON | agent start (under a lease on etcd) |
 //! | `{root}/coordinators/{slot}` | [`PartitionOwner`](crate::PartitionOwner) of a group coordinator slot, JSON | on every take-over (epoch + 1) |
@@ -145,6 +146,16 @@ impl Keys {
     /// How far a partition is archived as Parquet.
     pub fn archive_state(&self, topic: &str, partition: u32) -> String {
         format!("{}/archived", self.partition(topic, partition))
+    }
+
+    /// A running compactor's published totals ([`crate::CompactorRecord`]).
+    pub fn compactor(&self, compactor_id: &str) -> String {
+        format!("{}/compactors/{compactor_id}", self.root)
+    }
+
+    /// Prefix of every running compactor's record.
+    pub fn compactors_prefix(&self) -> String {
+        format!("{}/compactors/", self.root)
     }
 
     /// The claim of the compactor working on `job` (see [`crate::compaction_job`]).

@@ -49,9 +49,9 @@ pub const ORPHAN_GC_JOB: &str = "orphan-gc";
 pub use model::{
     AbortedRange, AclBinding, AclOperation, AclPermission, AgentRecord, ArchiveRange, ArchiveState,
     Assignment, CLUSTER_RESOURCE_NAME, ClassicGroupRecord, ClassicMemberRecord, ClassicProtocol,
-    CleanState, CommitReport, CommittedOffset, Coordinatorship, GroupRecord, IndexEntry,
-    MemberRecord, PRODUCER_BATCHES_KEPT, PartitionAppend, PartitionOwner, PartitionState,
-    PatternType, ProducerBatch, ProducerState, Rejection, ResourceType, StoredLimits,
-    TakeOverReport, TopicMeta, TopicPartition, TransactionRecord, TransactionStatus,
+    CleanState, CommitReport, CommittedOffset, CompactorRecord, Coordinatorship, GroupRecord,
+    IndexEntry, MemberRecord, PRODUCER_BATCHES_KEPT, PartitionAppend, PartitionOwner,
+    PartitionState, PatternType, ProducerBatch, ProducerState, Rejection, ResourceType,
+    StoredLimits, TakeOverReport, TopicMeta, TopicPartition, TransactionRecord, TransactionStatus,
     TransactionTopic,
 };

@@ -13,8 +13,8 @@ use crate::keys::Keys;
 use crate::kv::{Compare, KvBackend, Liveness, Op};
 use crate::{
     AbortedRange, AclBinding, AgentRecord, ArchiveState, Assignment, CleanState, CommitReport,
-    CommittedOffset, Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord, IndexEntry,
-    PartitionAppend, PartitionOwner, PartitionState, ProducerState, Rejection, Result,
+    CommittedOffset, CompactorRecord, Coordinatorship, EmbeddedKv, Error, EtcdKv, GroupRecord,
+    IndexEntry, PartitionAppend, PartitionOwner, PartitionState, ProducerState, Rejection, Result,
     StoredLimits, TakeOverReport, TopicMeta, TopicPartition, TransactionRecord,
 };
 
@@ -177,6 +177,17 @@ pub trait Metastore: Send + Sync + std::fmt::Debug {
 
     /// Every compactor job claimed now: `(job, holder)`.
     async fn compaction_claims(&self) -> Result<Vec<(String, String)>>;
+
+    /// Publishes a compactor's totals: the record lasts while the returned handle renews
+    /// it, as a registration does (publish again to update it; drop the old handle).
+    async fn publish_compactor(
+        &self,
+        record: &CompactorRecord,
+        ttl: Duration,
+    ) -> Result<Box<dyn Liveness>>;
+
+    /// The records of the compactors running now.
+    async fn compactors(&self) -> Result<Vec<CompactorRecord>>;
 
     /// Compacts the backend's history (etcd: revisions older than the one
     /// [`Metastore::history_revision`] returned some time ago) up to `revision`.
@@ -1403,6 +1414,24 @@ impl<B: KvBackend> Metastore for KvMetastore<B> {
                     })
             })
             .collect()
+    }
+
+    async fn publish_compactor(
+        &self,
+        record: &CompactorRecord,
+        ttl: Duration,
+    ) -> Result<Box<dyn Liveness>> {
+        self.kv
+            .put_ephemeral(
+                &self.keys.compactor(&record.compactor_id),
+                encode_json(record),
+                ttl,
+            )
+            .await
+    }
+
+    async fn compactors(&self) -> Result<Vec<CompactorRecord>> {
+        self.list_checked(&self.keys.compactors_prefix(), 0).await
     }
 
     #[instrument(name = "metastore.compact_history", skip(self))]

@@ -382,6 +382,64 @@ pub struct AgentRecord {
     pub node_id: i32,
 }
 
+/// A running compactor's totals since it started, as it publishes them after each pass
+/// (under its lease: the record goes when the compactor does).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CompactorRecord {
+    /// Its id, as its claims name it.
+    pub compactor_id: String,
+    /// When it started, ms since the Unix epoch.
+    pub started_ms: i64,
+    /// Passes ended.
+    pub passes: u64,
+    /// When the last pass ended, ms since the Unix epoch.
+    pub last_pass_ended_ms: i64,
+    /// How long the last pass took, ms.
+    pub last_pass_duration_ms: u64,
+    /// Partition jobs done.
+    pub jobs_done: u64,
+    /// Jobs that failed.
+    pub jobs_failed: u64,
+    /// Index entries retention dropped.
+    pub expired_entries: u64,
+    /// Index entries merges replaced.
+    pub merged_entries: u64,
+    /// Records log compaction removed.
+    pub compacted_records: u64,
+    /// Objects written.
+    pub objects_written: u64,
+    /// Orphaned objects deleted.
+    pub orphans_deleted: u64,
+    /// Archive files written.
+    pub archived_files: u64,
+    /// Records archived.
+    pub archived_records: u64,
+    /// The last failures, newest last: (ms since the Unix epoch, message). At most
+    /// [`CompactorRecord::MAX_ERRORS`], each at most [`CompactorRecord::MAX_ERROR_LEN`]
+    /// bytes.
+    #[serde(default)]
+    pub last_errors: Vec<(i64, String)>,
+}
+
+impl CompactorRecord {
+    /// Failures a record keeps.
+    pub const MAX_ERRORS: usize = 10;
+    /// Longest failure message kept, bytes.
+    pub const MAX_ERROR_LEN: usize = 500;
+
+    /// Keeps `message` (cut to [`Self::MAX_ERROR_LEN`]) as the newest failure.
+    pub fn push_error(&mut self, at_ms: i64, message: &str) {
+        let mut end = message.len().min(Self::MAX_ERROR_LEN);
+        while !message.is_char_boundary(end) {
+            end -= 1;
+        }
+        if self.last_errors.len() == Self::MAX_ERRORS {
+            self.last_errors.remove(0);
+        }
+        self.last_errors.push((at_ms, message[..end].to_string()));
+    }
+}
+
 /// Which agent serves each partition, as the controller decided it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Assignment {

@@ -866,6 +866,30 @@ async fn compactor_swaps_are_atomic_and_compared(store: Box<dyn Metastore>) {
             .is_some()
     );
 
+    // A compactor's published totals: the newest publication is what is listed, and it
+    // goes when released.
+    let mut record = strata_metastore::CompactorRecord {
+        compactor_id: "c1".into(),
+        passes: 1,
+        ..Default::default()
+    };
+    let first = store.publish_compactor(&record, ttl).await.unwrap();
+    record.passes = 2;
+    record.push_error(
+        1_000,
+        &"x".repeat(2 * strata_metastore::CompactorRecord::MAX_ERROR_LEN),
+    );
+    let second = store.publish_compactor(&record, ttl).await.unwrap();
+    drop(first);
+    let listed = store.compactors().await.unwrap();
+    assert_eq!(listed, vec![record.clone()]);
+    assert_eq!(
+        listed[0].last_errors[0].1.len(),
+        strata_metastore::CompactorRecord::MAX_ERROR_LEN
+    );
+    second.release().await.unwrap();
+    assert!(store.compactors().await.unwrap().is_empty());
+
     // History compaction never fails on a revision the store has.
     let revision = store.history_revision().await.unwrap();
     store.compact_history(revision).await.unwrap();

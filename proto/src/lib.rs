@@ -18,6 +18,54 @@ pub mod v1 {
         include_bytes!(concat!(env!("OUT_DIR"), "/strata_descriptor.bin"));
 }
 
+impl v1::PartitionArchive {
+    /// Offsets of the log not archived yet: from where the archive (or, if retention
+    /// moved past it, the log) starts to the high watermark. `strata archive status` and
+    /// the console both show this figure.
+    pub fn behind(&self) -> i64 {
+        (self.high_watermark - self.archived_to.max(self.log_start_offset)).max(0)
+    }
+}
+
+impl v1::MetadataResponse {
+    /// Partitions each agent serves (by agent id), and how many no agent serves: what
+    /// `strata cluster status` and the console's Overview show.
+    pub fn partitions_per_agent(&self) -> (std::collections::BTreeMap<&str, usize>, usize) {
+        let mut served: std::collections::BTreeMap<&str, usize> = Default::default();
+        let mut unassigned = 0;
+        for p in self.topics.iter().flat_map(|t| &t.partitions) {
+            if p.owner_agent_id.is_empty() {
+                unassigned += 1;
+            } else {
+                *served.entry(p.owner_agent_id.as_str()).or_default() += 1;
+            }
+        }
+        (served, unassigned)
+    }
+}
+
+impl v1::TopicInfo {
+    /// Where a config value comes from: `topic` (set on the topic) or `default`.
+    pub fn config_source(&self, key: &str) -> &'static str {
+        if self.overridden.iter().any(|k| k == key) {
+            "topic"
+        } else {
+            "default"
+        }
+    }
+}
+
+impl v1::DescribeTopicResponse {
+    /// Records in the log now: each partition's high watermark minus its log start,
+    /// summed (a compacted topic holds fewer).
+    pub fn records(&self) -> i64 {
+        self.partitions
+            .iter()
+            .map(|p| (p.high_watermark - p.log_start_offset).max(0))
+            .sum()
+    }
+}
+
 /// The standard gRPC health protocol, `grpc.health.v1`, generated with Strata's codec.
 #[allow(missing_docs, clippy::all, missing_debug_implementations)]
 pub mod health {

@@ -270,6 +270,12 @@ impl AgentProcess {
         format!("127.0.0.1:{}", self.kafka_port)
     }
 
+    /// The agent's HTTP port (`/metrics`, the console), as `scheme://127.0.0.1:port`
+    /// (`https` when the agent serves TLS).
+    pub fn http_base(&self, scheme: &str) -> String {
+        format!("{scheme}://127.0.0.1:{}", self.metrics_port)
+    }
+
     /// The agent's metrics URL, `http://127.0.0.1:port/metrics`.
     pub fn metrics_url(&self) -> String {
         format!("http://127.0.0.1:{}/metrics", self.metrics_port)

@@ -68,6 +68,7 @@ pub static ACCESS: &[Access] = &[
     // gRPC: Cluster
     row("Cluster.Metadata", Topic, Describe, FILTERED),
     row("Cluster.AgentStats", Cluster, Describe, ""),
+    row("Cluster.DescribeCompactors", Cluster, Describe, ""),
     // gRPC: Groups
     row("Groups.FindCoordinator", Group, Describe, ""),
     row("Groups.Heartbeat", Group, Read, ""),

@@ -1,0 +1,307 @@
+//! The last hour, sampled: every [`SAMPLE_INTERVAL`] the sampler asks the cluster what
+//! the CLI would — `Metadata`, every live agent's `AgentStats`, each topic's latest
+//! offsets (`ListOffsets`), `ListGroups` and each group's `DescribeGroup` — and keeps the rates and lags in fixed rings.
+//!
+//! Invariants:
+//! - bounded: each series keeps at most [`POINTS`] points (one hour); at most
+//!   [`MAX_GROUPS`] groups are charted and [`MAX_TOPICS`] topics' throughput sampled
+//!   (the first listed, up to [`MAX_SAMPLED_PARTITIONS`] partitions in all); a sample
+//!   that takes over two intervals is dropped; a group or topic gone
+//!   from the cluster is dropped at the next sample;
+//! - a rate is a counter's increase over one interval, summed over the agents seen in
+//!   both samples (an agent that restarted counts from its new counters, never
+//!   negative);
+//! - lag is the sum of `DescribeGroup`'s per-partition `lag`, the figure `strata group
+//!   describe` prints.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use strata_client::proto;
+use strata_client::proto::list_offsets_request::Spec;
+
+use crate::Console;
+
+/// How often the sampler runs.
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(5);
+/// Points kept per series: an hour of samples.
+pub const POINTS: usize = 720;
+/// Groups whose lag is charted.
+pub const MAX_GROUPS: usize = 100;
+/// Topics whose throughput is sampled.
+pub const MAX_TOPICS: usize = 100;
+/// Partitions whose latest offsets one sample reads, over all its topics.
+pub const MAX_SAMPLED_PARTITIONS: usize = 4096;
+
+/// One point: milliseconds since the Unix epoch, and a value.
+pub type Point = (i64, f64);
+
+/// A series of at most [`POINTS`] points, oldest first.
+#[derive(Debug, Default, Clone)]
+pub struct Series(VecDeque<Point>);
+
+impl Series {
+    fn push(&mut self, point: Point) {
+        if self.0.len() == POINTS {
+            self.0.pop_front();
+        }
+        self.0.push_back(point);
+    }
+
+    /// Its points, oldest first.
+    pub fn points(&self) -> Vec<Point> {
+        self.0.iter().copied().collect()
+    }
+
+    /// The newest value.
+    pub fn last(&self) -> Option<f64> {
+        self.0.back().map(|p| p.1)
+    }
+}
+
+/// The cluster-wide rates charted on the Overview.
+#[derive(Debug, Default, Clone)]
+pub struct ClusterSeries {
+    /// Records acknowledged per second.
+    pub produce_records: Series,
+    /// Bytes (keys, values, headers) accepted by Produce per second.
+    pub produce_bytes: Series,
+    /// Bytes returned by Fetch per second.
+    pub fetch_bytes: Series,
+    /// Segment PUTs per second.
+    pub puts: Series,
+    /// Object GETs per second.
+    pub gets: Series,
+    /// Read-cache hits as a share of lookups, over the interval (0 to 1).
+    pub cache_hit_ratio: Series,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    cluster: ClusterSeries,
+    /// Each agent's counters at the last sample.
+    counters: HashMap<String, proto::AgentStatsResponse>,
+    /// Each topic's records (high watermarks summed) at the last sample, and its rate.
+    topics: BTreeMap<String, (i64, i64, f64)>,
+    /// Each charted group's total lag.
+    groups: BTreeMap<String, Series>,
+    last_sample_ms: i64,
+}
+
+/// What the sampler gathered.
+#[derive(Debug, Default)]
+pub struct History {
+    state: Mutex<State>,
+}
+
+impl History {
+    /// The Overview's series.
+    pub fn cluster(&self) -> ClusterSeries {
+        self.state.lock().expect("history lock").cluster.clone()
+    }
+
+    /// A group's total lag over time (empty until sampled).
+    pub fn group_lag(&self, group: &str) -> Series {
+        self.state
+            .lock()
+            .expect("history lock")
+            .groups
+            .get(group)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// A topic's records per second over the last interval, once sampled twice.
+    pub fn topic_rate(&self, topic: &str) -> Option<f64> {
+        let state = self.state.lock().expect("history lock");
+        state
+            .topics
+            .get(topic)
+            .map(|(_, _, rate)| *rate)
+            .filter(|r| r.is_finite())
+    }
+
+    fn record_cluster(&self, now_ms: i64, stats: Vec<proto::AgentStatsResponse>) {
+        let mut state = self.state.lock().expect("history lock");
+        let seconds = (now_ms - state.last_sample_ms) as f64 / 1000.0;
+        let first = state.last_sample_ms == 0;
+        let mut deltas = proto::AgentStatsResponse::default();
+        for now in &stats {
+            if let Some(before) = state.counters.get(&now.agent_id) {
+                let d = |a: u64, b: u64| a.saturating_sub(b);
+                deltas.records_committed += d(now.records_committed, before.records_committed);
+                deltas.produce_bytes += d(now.produce_bytes, before.produce_bytes);
+                deltas.fetch_bytes += d(now.fetch_bytes, before.fetch_bytes);
+                deltas.segment_puts += d(now.segment_puts, before.segment_puts);
+                deltas.object_gets += d(now.object_gets, before.object_gets);
+                deltas.cache_hits += d(now.cache_hits, before.cache_hits);
+                deltas.cache_misses += d(now.cache_misses, before.cache_misses);
+            }
+        }
+        state.counters = stats.into_iter().map(|s| (s.agent_id.clone(), s)).collect();
+        state.last_sample_ms = now_ms;
+        if first || seconds <= 0.0 {
+            return;
+        }
+        let rate = |n: u64| n as f64 / seconds;
+        let lookups = deltas.cache_hits + deltas.cache_misses;
+        let cluster = &mut state.cluster;
+        cluster
+            .produce_records
+            .push((now_ms, rate(deltas.records_committed)));
+        cluster
+            .produce_bytes
+            .push((now_ms, rate(deltas.produce_bytes)));
+        cluster.fetch_bytes.push((now_ms, rate(deltas.fetch_bytes)));
+        cluster.puts.push((now_ms, rate(deltas.segment_puts)));
+        cluster.gets.push((now_ms, rate(deltas.object_gets)));
+        if lookups > 0 {
+            cluster
+                .cache_hit_ratio
+                .push((now_ms, deltas.cache_hits as f64 / lookups as f64));
+        }
+    }
+
+    fn record_topics(&self, now_ms: i64, topics: Vec<(String, i64)>) {
+        let mut state = self.state.lock().expect("history lock");
+        let mut next = BTreeMap::new();
+        for (name, records) in topics {
+            let rate = match state.topics.get(&name) {
+                Some((at, before, _)) if now_ms > *at => {
+                    (records - before).max(0) as f64 * 1000.0 / (now_ms - at) as f64
+                }
+                _ => f64::NAN,
+            };
+            next.insert(name, (now_ms, records, rate));
+        }
+        state.topics = next;
+    }
+
+    fn record_groups(&self, now_ms: i64, lags: BTreeMap<String, i64>) {
+        let mut state = self.state.lock().expect("history lock");
+        state.groups.retain(|group, _| lags.contains_key(group));
+        for (group, lag) in lags {
+            state
+                .groups
+                .entry(group)
+                .or_default()
+                .push((now_ms, lag as f64));
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The total lag `strata group describe` shows for a group: its partitions' `lag`
+/// summed.
+pub fn total_lag(described: &proto::DescribeGroupResponse) -> i64 {
+    described.partitions.iter().map(|p| p.lag.max(0)).sum()
+}
+
+pub(crate) async fn run_sampler(console: Console) {
+    let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        match tokio::time::timeout(SAMPLE_INTERVAL * 2, sample(&console)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "console sampler: no sample this time"),
+            Err(_) => tracing::debug!("console sampler: no sample in time"),
+        }
+    }
+}
+
+#[tracing::instrument(name = "console.sample", skip_all)]
+async fn sample(console: &Console) -> Result<(), crate::ConsoleError> {
+    let token = console.config().sampler_token.as_deref();
+    let connection = console.connect(token).await?;
+    let admin = strata_client::Admin::new(connection);
+    let metadata = admin.metadata(Vec::new()).await?;
+    let now = now_ms();
+    // Each topic's latest offsets summed, as `strata topic offsets` lists them.
+    let mut topics = Vec::new();
+    let mut partitions = 0;
+    for topic in metadata.topics.iter().take(MAX_TOPICS) {
+        partitions += topic.partitions.len();
+        if partitions > MAX_SAMPLED_PARTITIONS {
+            break;
+        }
+        let latest = admin
+            .list_offsets(&topic.name, Vec::new(), Spec::Latest(true))
+            .await;
+        if let Ok(latest) = latest {
+            topics.push((
+                topic.name.clone(),
+                latest.iter().map(|p| p.offset.max(0)).sum(),
+            ));
+        }
+    }
+    console.history().record_topics(now, topics);
+    // Every live agent's counters, as `strata stats --server <agent>` reads them.
+    let mut stats = Vec::new();
+    for agent in &metadata.agents {
+        let connector = console.config().connector.clone();
+        let connector = match token {
+            Some(token) => connector.with_token(token)?,
+            None => connector,
+        };
+        let answer = async {
+            let connection = connector.connect(&agent.address).await?;
+            strata_client::Admin::new(connection).agent_stats().await
+        };
+        match tokio::time::timeout(Duration::from_secs(2), answer).await {
+            Ok(Ok(s)) => stats.push(s),
+            Ok(Err(e)) => tracing::debug!(agent = %agent.agent_id, error = %e, "no stats"),
+            Err(_) => tracing::debug!(agent = %agent.agent_id, "no stats in time"),
+        }
+    }
+    console.history().record_cluster(now, stats);
+    let mut lags = BTreeMap::new();
+    let mut groups = admin.list_groups().await?;
+    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
+    for group in groups.iter().take(MAX_GROUPS) {
+        if let Ok(described) = admin.describe_group(&group.group_id).await {
+            lags.insert(group.group_id.clone(), total_lag(&described));
+        }
+    }
+    console.history().record_groups(now_ms(), lags);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn series_keep_an_hour() {
+        let mut series = Series::default();
+        for i in 0..(POINTS + 10) {
+            series.push((i as i64, i as f64));
+        }
+        assert_eq!(series.points().len(), POINTS);
+        assert_eq!(series.points()[0].0, 10);
+    }
+
+    #[test]
+    fn rates_count_agents_seen_twice() {
+        let history = History::default();
+        let stats = |id: &str, records: u64| proto::AgentStatsResponse {
+            agent_id: id.into(),
+            records_committed: records,
+            ..Default::default()
+        };
+        history.record_cluster(1_000, vec![stats("a", 100), stats("b", 50)]);
+        history.record_cluster(
+            3_000,
+            vec![stats("a", 300), stats("b", 10), stats("c", 999)],
+        );
+        // a: +200 over 2 s; b restarted (counts lower): 0; c is new: not counted.
+        assert_eq!(history.cluster().produce_records.last(), Some(100.0));
+    }
+}
