@@ -48,17 +48,6 @@ pub async fn run(server: &Target, command: GroupCommand) -> Result<()> {
             println!();
             println!("MEMBER\tINSTANCE\tEPOCH\tASSIGNED\tREVOKING");
             for m in &d.members {
-                let list = |lists: &[strata_client::proto::TopicPartitions]| {
-                    let parts: Vec<String> = lists
-                        .iter()
-                        .flat_map(|l| l.partitions.iter().map(move |p| format!("{}:{p}", l.topic)))
-                        .collect();
-                    if parts.is_empty() {
-                        "-".to_string()
-                    } else {
-                        parts.join(",")
-                    }
-                };
                 println!(
                     "{}\t{}\t{}\t{}\t{}",
                     m.member_id,
@@ -68,8 +57,8 @@ pub async fn run(server: &Target, command: GroupCommand) -> Result<()> {
                         &m.instance_id
                     },
                     m.member_epoch,
-                    list(&m.assignment),
-                    list(&m.revoking)
+                    strata_proto::topic_partitions_text(&m.assignment),
+                    strata_proto::topic_partitions_text(&m.revoking)
                 );
             }
             println!();

@@ -846,11 +846,19 @@ async fn serve(
     };
     let console = strata_console::Console::new(console_config(agent.config(), listen.security)?);
     console.start_sampler();
+    // With tokens, the console authenticates visitors by token: its port asks no client
+    // certificate even where gRPC requires one (browsers seldom hold one).
     let http_tls = listen
         .security
         .tls
         .as_ref()
-        .map(strata_kafka::server::tls_config)
+        .map(|tls| {
+            let mut tls = tls.clone();
+            if listen.security.tokens.is_some() {
+                tls.client_ca_pem = None;
+            }
+            strata_kafka::server::tls_config(&tls)
+        })
         .transpose()
         .map_err(|e| anyhow::anyhow!("HTTP port: {e}"))?;
     let scheme = if http_tls.is_some() { "https" } else { "http" };

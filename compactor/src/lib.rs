@@ -357,6 +357,13 @@ impl Compactor {
         if let Some(task) = task {
             let _ = task.await;
         }
+        // Its published totals go with it, not a lease TTL later.
+        let published = self.inner.published.lock().expect("published lock").take();
+        if let Some(published) = published
+            && let Err(e) = published.release().await
+        {
+            tracing::warn!(error = %e, "cannot withdraw the compactor's totals; they expire with their lease");
+        }
     }
 }
 

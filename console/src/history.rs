@@ -80,13 +80,12 @@ pub struct ClusterSeries {
 #[derive(Debug, Default)]
 struct State {
     cluster: ClusterSeries,
-    /// Each agent's counters at the last sample.
-    counters: HashMap<String, proto::AgentStatsResponse>,
+    /// Each live agent's counters when it last answered, and when.
+    counters: HashMap<String, (i64, proto::AgentStatsResponse)>,
     /// Each topic's records (high watermarks summed) at the last sample, and its rate.
     topics: BTreeMap<String, (i64, i64, f64)>,
     /// Each charted group's total lag.
     groups: BTreeMap<String, Series>,
-    last_sample_ms: i64,
 }
 
 /// What the sampler gathered.
@@ -122,44 +121,47 @@ impl History {
             .filter(|r| r.is_finite())
     }
 
-    fn record_cluster(&self, now_ms: i64, stats: Vec<proto::AgentStatsResponse>) {
+    /// Adds the cluster's rates from the counters of the agents that answered: each
+    /// agent's increase over its own interval (since it last answered), summed. Agents
+    /// that did not answer keep their last counters; agents no longer live are dropped.
+    fn record_cluster(&self, now_ms: i64, live: &[String], stats: Vec<proto::AgentStatsResponse>) {
         let mut state = self.state.lock().expect("history lock");
-        let seconds = (now_ms - state.last_sample_ms) as f64 / 1000.0;
-        let first = state.last_sample_ms == 0;
-        let mut deltas = proto::AgentStatsResponse::default();
+        let mut rates = [0.0_f64; 5];
+        let (mut hits, mut lookups, mut seen_twice) = (0u64, 0u64, 0usize);
         for now in &stats {
-            if let Some(before) = state.counters.get(&now.agent_id) {
-                let d = |a: u64, b: u64| a.saturating_sub(b);
-                deltas.records_committed += d(now.records_committed, before.records_committed);
-                deltas.produce_bytes += d(now.produce_bytes, before.produce_bytes);
-                deltas.fetch_bytes += d(now.fetch_bytes, before.fetch_bytes);
-                deltas.segment_puts += d(now.segment_puts, before.segment_puts);
-                deltas.object_gets += d(now.object_gets, before.object_gets);
-                deltas.cache_hits += d(now.cache_hits, before.cache_hits);
-                deltas.cache_misses += d(now.cache_misses, before.cache_misses);
+            if let Some((at, before)) = state.counters.get(&now.agent_id)
+                && now_ms > *at
+            {
+                let seconds = (now_ms - at) as f64 / 1000.0;
+                let d = |a: u64, b: u64| a.saturating_sub(b) as f64 / seconds;
+                rates[0] += d(now.records_committed, before.records_committed);
+                rates[1] += d(now.produce_bytes, before.produce_bytes);
+                rates[2] += d(now.fetch_bytes, before.fetch_bytes);
+                rates[3] += d(now.segment_puts, before.segment_puts);
+                rates[4] += d(now.object_gets, before.object_gets);
+                hits += now.cache_hits.saturating_sub(before.cache_hits);
+                lookups += (now.cache_hits + now.cache_misses)
+                    .saturating_sub(before.cache_hits + before.cache_misses);
+                seen_twice += 1;
             }
         }
-        state.counters = stats.into_iter().map(|s| (s.agent_id.clone(), s)).collect();
-        state.last_sample_ms = now_ms;
-        if first || seconds <= 0.0 {
+        state.counters.retain(|agent, _| live.contains(agent));
+        for now in stats {
+            state.counters.insert(now.agent_id.clone(), (now_ms, now));
+        }
+        if seen_twice == 0 {
             return;
         }
-        let rate = |n: u64| n as f64 / seconds;
-        let lookups = deltas.cache_hits + deltas.cache_misses;
         let cluster = &mut state.cluster;
-        cluster
-            .produce_records
-            .push((now_ms, rate(deltas.records_committed)));
-        cluster
-            .produce_bytes
-            .push((now_ms, rate(deltas.produce_bytes)));
-        cluster.fetch_bytes.push((now_ms, rate(deltas.fetch_bytes)));
-        cluster.puts.push((now_ms, rate(deltas.segment_puts)));
-        cluster.gets.push((now_ms, rate(deltas.object_gets)));
+        cluster.produce_records.push((now_ms, rates[0]));
+        cluster.produce_bytes.push((now_ms, rates[1]));
+        cluster.fetch_bytes.push((now_ms, rates[2]));
+        cluster.puts.push((now_ms, rates[3]));
+        cluster.gets.push((now_ms, rates[4]));
         if lookups > 0 {
             cluster
                 .cache_hit_ratio
-                .push((now_ms, deltas.cache_hits as f64 / lookups as f64));
+                .push((now_ms, hits.min(lookups) as f64 / lookups as f64));
         }
     }
 
@@ -178,9 +180,11 @@ impl History {
         state.topics = next;
     }
 
-    fn record_groups(&self, now_ms: i64, lags: BTreeMap<String, i64>) {
+    /// Adds each described group's lag; a group no longer listed loses its history, one
+    /// that could not be described this time keeps it.
+    fn record_groups(&self, now_ms: i64, listed: &[String], lags: BTreeMap<String, i64>) {
         let mut state = self.state.lock().expect("history lock");
-        state.groups.retain(|group, _| lags.contains_key(group));
+        state.groups.retain(|group, _| listed.contains(group));
         for (group, lag) in lags {
             state
                 .groups
@@ -223,7 +227,6 @@ async fn sample(console: &Console) -> Result<(), crate::ConsoleError> {
     let connection = console.connect(token).await?;
     let admin = strata_client::Admin::new(connection);
     let metadata = admin.metadata(Vec::new()).await?;
-    let now = now_ms();
     // Each topic's latest offsets summed, as `strata topic offsets` lists them.
     let mut topics = Vec::new();
     let mut partitions = 0;
@@ -242,7 +245,7 @@ async fn sample(console: &Console) -> Result<(), crate::ConsoleError> {
             ));
         }
     }
-    console.history().record_topics(now, topics);
+    console.history().record_topics(now_ms(), topics);
     // Every live agent's counters, as `strata stats --server <agent>` reads them.
     let mut stats = Vec::new();
     for agent in &metadata.agents {
@@ -261,22 +264,40 @@ async fn sample(console: &Console) -> Result<(), crate::ConsoleError> {
             Err(_) => tracing::debug!(agent = %agent.agent_id, "no stats in time"),
         }
     }
-    console.history().record_cluster(now, stats);
+    let live: Vec<String> = metadata.agents.iter().map(|a| a.agent_id.clone()).collect();
+    console.history().record_cluster(now_ms(), &live, stats);
     let mut lags = BTreeMap::new();
-    let mut groups = admin.list_groups().await?;
-    groups.sort_by(|a, b| a.group_id.cmp(&b.group_id));
-    for group in groups.iter().take(MAX_GROUPS) {
-        if let Ok(described) = admin.describe_group(&group.group_id).await {
-            lags.insert(group.group_id.clone(), total_lag(&described));
+    let mut listed: Vec<String> = admin
+        .list_groups()
+        .await?
+        .into_iter()
+        .map(|g| g.group_id)
+        .collect();
+    listed.sort();
+    listed.truncate(MAX_GROUPS);
+    for group in &listed {
+        if let Ok(described) = admin.describe_group(group).await {
+            lags.insert(group.clone(), total_lag(&described));
         }
     }
-    console.history().record_groups(now_ms(), lags);
+    console.history().record_groups(now_ms(), &listed, lags);
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_keeps_its_history_when_one_describe_fails() {
+        let history = History::default();
+        let listed = vec!["g".to_string()];
+        history.record_groups(1, &listed, BTreeMap::from([("g".to_string(), 5)]));
+        history.record_groups(2, &listed, BTreeMap::new());
+        assert_eq!(history.group_lag("g").points(), vec![(1, 5.0)]);
+        history.record_groups(3, &[], BTreeMap::new());
+        assert!(history.group_lag("g").points().is_empty());
+    }
 
     #[test]
     fn series_keep_an_hour() {
@@ -296,12 +317,21 @@ mod tests {
             records_committed: records,
             ..Default::default()
         };
-        history.record_cluster(1_000, vec![stats("a", 100), stats("b", 50)]);
+        let live: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        history.record_cluster(1_000, &live, vec![stats("a", 100), stats("b", 50)]);
+        // Nobody was seen twice: no point.
+        assert_eq!(history.cluster().produce_records.last(), None);
         history.record_cluster(
             3_000,
+            &live,
             vec![stats("a", 300), stats("b", 10), stats("c", 999)],
         );
         // a: +200 over 2 s; b restarted (counts lower): 0; c is new: not counted.
+        assert_eq!(history.cluster().produce_records.last(), Some(100.0));
+        // a misses a sample; b answers; then a answers over its own 4 s.
+        history.record_cluster(5_000, &live, vec![stats("b", 30)]);
+        assert_eq!(history.cluster().produce_records.last(), Some(10.0));
+        history.record_cluster(7_000, &live, vec![stats("a", 700)]);
         assert_eq!(history.cluster().produce_records.last(), Some(100.0));
     }
 }

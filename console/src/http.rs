@@ -8,7 +8,9 @@
 //!   redirected to `https://` on the same port: console pages, tokens and cookies never
 //!   cross the network in the clear when the agent has a certificate;
 //! - at most [`MAX_CONNECTIONS`] connections are open; a handshake that has not finished
-//!   in [`HANDSHAKE_TIMEOUT`] is dropped, so slow clients cannot hold the accept loop.
+//!   in [`HANDSHAKE_TIMEOUT`] is dropped, so slow clients cannot hold the accept loop, and
+//!   a connection that sends nothing for [`IDLE_TIMEOUT`] is closed, so idle keep-alive
+//!   connections cannot hold every place.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -26,6 +28,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 pub const MAX_CONNECTIONS: usize = 512;
 /// How long a client may take to finish its TLS handshake (or send its first byte).
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may send nothing before it is closed.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A connection's byte stream, plaintext or TLS.
 trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
@@ -35,6 +39,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
 /// [`MAX_CONNECTIONS`].
 pub struct Connection {
     io: Box<dyn Stream>,
+    /// When the connection is closed unless it sends something first.
+    idle: std::pin::Pin<Box<tokio::time::Sleep>>,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -58,7 +64,19 @@ impl AsyncRead for Connection {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.io).poll_read(cx, buf)
+        use std::task::Poll;
+        let before = buf.filled().len();
+        match std::pin::Pin::new(&mut self.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if buf.filled().len() > before => {
+                let deadline = tokio::time::Instant::now() + IDLE_TIMEOUT;
+                self.idle.as_mut().reset(deadline);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending if self.idle.as_mut().poll(cx).is_ready() => Poll::Ready(Err(
+                std::io::Error::new(std::io::ErrorKind::TimedOut, "idle HTTP connection"),
+            )),
+            other => other,
+        }
     }
 }
 
@@ -154,6 +172,7 @@ async fn accept_loop(
                 Ok(Ok((io, tls))) => {
                     let connection = Connection {
                         io,
+                        idle: Box::pin(tokio::time::sleep(IDLE_TIMEOUT)),
                         _permit: permit,
                     };
                     let _ = ready.send((connection, Peer { address, tls })).await;
@@ -241,7 +260,7 @@ pub async fn require_tls(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
-    Redirect::permanent(&format!("https://{host}{path}")).into_response()
+    Redirect::temporary(&format!("https://{host}{path}")).into_response()
 }
 
 /// Serves `app` on `listener` (TLS as [`HttpListener`] says) until `shutdown`.

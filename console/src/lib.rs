@@ -38,7 +38,7 @@ pub use error::ConsoleError;
 pub use history::History;
 
 /// How the console reaches the agent that serves it, and what that agent requires.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ConsoleConfig {
     /// The agent's gRPC address, as clients reach it (its advertised address).
     pub grpc_address: String,
@@ -54,6 +54,18 @@ pub struct ConsoleConfig {
     pub sampler_token: Option<String>,
     /// Whether the HTTP port serves TLS (cookies are then `Secure`).
     pub tls: bool,
+}
+
+impl std::fmt::Debug for ConsoleConfig {
+    /// Never shows the sampler's token.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConsoleConfig")
+            .field("grpc_address", &self.grpc_address)
+            .field("tokens_required", &self.tokens_required)
+            .field("certificates_only", &self.certificates_only)
+            .field("tls", &self.tls)
+            .finish_non_exhaustive()
+    }
 }
 
 /// The console of one agent: its configuration and the history its sampler keeps.

@@ -137,9 +137,78 @@ fn same_origin(headers: &HeaderMap) -> bool {
         .is_some_and(|origin_host| origin_host == host)
 }
 
-/// Middleware: reads the visitor's cookies into a [`Session`], refuses cross-origin POSTs,
-/// and gives a visitor without a CSRF cookie a new one.
-pub async fn attach(State(console): State<Console>, mut request: Request, next: Next) -> Response {
+/// Whether the `Host` a request names may reach a console without tokens: an IP address,
+/// `localhost`, or the agent's advertised host. Another name could be a DNS-rebinding
+/// site that resolved to this agent, making the visitor's browser its puppet.
+fn host_allowed(headers: &HeaderMap, advertised: &str) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let name = match host.strip_prefix('[') {
+        Some(v6) => {
+            return v6
+                .split(']')
+                .next()
+                .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok());
+        }
+        None => host.rsplit_once(':').map_or(host, |(name, _)| name),
+    };
+    let advertised = advertised
+        .rsplit_once(':')
+        .map_or(advertised, |(name, _)| name);
+    name.parse::<std::net::IpAddr>().is_ok()
+        || name.eq_ignore_ascii_case("localhost")
+        || name.eq_ignore_ascii_case(advertised)
+}
+
+/// Headers on every console answer: no framing by other sites, nothing loaded from
+/// elsewhere, no type sniffing, pages not cached.
+fn harden(response: &mut Response) {
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'; \
+             form-action 'self'; base-uri 'none'",
+        ),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("same-origin"),
+    );
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// Middleware: refuses a request for a console without tokens by a name it does not
+/// answer to, reads the visitor's cookies into a [`Session`], refuses cross-origin POSTs,
+/// gives a visitor without a CSRF cookie a new one, and hardens every answer.
+pub async fn attach(State(console): State<Console>, request: Request, next: Next) -> Response {
+    let mut response = attach_session(console, request, next).await;
+    harden(&mut response);
+    response
+}
+
+async fn attach_session(console: Console, mut request: Request, next: Next) -> Response {
+    let config = console.config();
+    if !config.tokens_required && !host_allowed(request.headers(), &config.grpc_address) {
+        return (
+            axum::http::StatusCode::MISDIRECTED_REQUEST,
+            format!(
+                "this cluster takes no tokens, so its console answers only to IP addresses, \
+                 localhost and the agent's advertised host ({}): use one of those, or turn \
+                 tokens on (--auth-tokens-file)",
+                config.grpc_address
+            ),
+        )
+            .into_response();
+    }
     if request.method() == Method::POST && !same_origin(request.headers()) {
         return ConsoleError::CrossSite.into_response();
     }
@@ -152,7 +221,6 @@ pub async fn attach(State(console): State<Console>, mut request: Request, next: 
         .map(str::to_string);
     let fresh = existing.is_none();
     let csrf = existing.unwrap_or_else(fresh_csrf);
-    let config = console.config();
     request.extensions_mut().insert(Session {
         token,
         csrf: csrf.clone(),
@@ -311,6 +379,18 @@ mod tests {
             ("host", "127.0.0.1:9090"),
             ("origin", "https://evil.example")
         ])));
+    }
+
+    #[test]
+    fn hosts_a_console_without_tokens_answers_to() {
+        let allowed =
+            |host: &str| host_allowed(&headers(&[("host", host)]), "agent-1.internal:7070");
+        assert!(allowed("127.0.0.1:9090"));
+        assert!(allowed("[::1]:9090"));
+        assert!(allowed("localhost:9090"));
+        assert!(allowed("agent-1.internal:9090"));
+        assert!(!allowed("rebound.example:9090"));
+        assert!(!host_allowed(&HeaderMap::new(), "agent-1.internal:7070"));
     }
 
     #[test]

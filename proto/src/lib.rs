@@ -27,6 +27,20 @@ impl v1::PartitionArchive {
     }
 }
 
+/// Partition lists as `strata group describe` prints them: `topic:p,topic:p`, or `-` for
+/// none.
+pub fn topic_partitions_text(lists: &[v1::TopicPartitions]) -> String {
+    let parts: Vec<String> = lists
+        .iter()
+        .flat_map(|l| l.partitions.iter().map(move |p| format!("{}:{p}", l.topic)))
+        .collect();
+    if parts.is_empty() {
+        "-".to_string()
+    } else {
+        parts.join(",")
+    }
+}
+
 impl v1::MetadataResponse {
     /// Partitions each agent serves (by agent id), and how many no agent serves: what
     /// `strata cluster status` and the console's Overview show.

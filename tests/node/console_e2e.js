@@ -162,11 +162,11 @@ async function main() {
   await Promise.all([page.waitForNavigation(), page.click("button[type=submit]")]);
   check((await page.content()).includes("does not accept this token"), "a wrong token was not refused");
   expectRefusal(401);
+  check(!(await context.cookies()).some((c) => c.name === "strata_token"), "a refused token was kept");
   const afterRefusal = describeTopic(TOPIC);
   check(afterRefusal.rows.length === 4, `the topic changed without a token: ${JSON.stringify(afterRefusal)}`);
   check(afterRefusal.records === "200", `records changed without a token: ${afterRefusal.records}`);
   check(!strata(["topic", "list"]).includes("sneaky"), "a topic was created without a token");
-  // The cookie is HttpOnly and Secure, and the token appears in no URL.
   log("without a token: every page goes to sign-in, every action is refused");
 
   // --- Sign in -----------------------------------------------------------------------------
@@ -177,6 +177,15 @@ async function main() {
   const cookie = cookies.find((c) => c.name === "strata_token");
   check(cookie && cookie.httpOnly && cookie.secure && cookie.sameSite === "Strict", `token cookie: ${JSON.stringify(cookie)}`);
   check(!page.url().includes(token), "the token is in a URL");
+  // Signed in, a form with a wrong CSRF token, or from another site, changes nothing.
+  for (const [headers, form] of [
+    [{}, { csrf: "not-the-csrf-token", name: "forged", partitions: "1" }],
+    [{ Origin: "https://evil.example" }, { csrf, name: "forged", partitions: "1" }],
+  ]) {
+    const forged = await context.request.post(base + "/topics", { form, headers, maxRedirects: 0 });
+    check(forged.status() === 403, `a forged form answered ${forged.status()}`);
+  }
+  check(!strata(["topic", "list"]).includes("forged"), "a forged form created a topic");
   check((await page.evaluate(() => document.cookie)).indexOf("strata_token") < 0, "scripts can read the token");
 
   // --- Overview: the agents as `strata cluster status` lists them ------------------------
@@ -304,7 +313,7 @@ async function main() {
 
   // --- Plaintext is redirected to TLS (metrics aside) ----------------------------------
   const plain = await context.request.get(process.env.PLAIN_URL + "/topics", { maxRedirects: 0 });
-  check(plain.status() === 308 && plain.headers()["location"].startsWith("https://"), `plaintext /topics: ${plain.status()}`);
+  check(plain.status() === 307 && plain.headers()["location"].startsWith("https://"), `plaintext /topics: ${plain.status()}`);
 
   check(errors.length === 0, `console errors:\n${errors.join("\n")}`);
   await browser.close();

@@ -48,7 +48,7 @@ pub async fn page(
         }
         @for (name, archive) in &archives {
             section.archive data-topic=(name) {
-                h2 { a href=(format!("/topics/{name}")) { (name) } }
+                h2 { a href=(super::topic_path(name)) { (name) } }
                 @match archive {
                     Err(e) => div.error role="alert" { (e.to_string()) }
                     Ok(archive) => {

@@ -8,7 +8,7 @@ use maud::html;
 use serde::Deserialize;
 use strata_client::ResetTo;
 
-use super::{MAX_LISTED, csrf_field, layout, or_dash};
+use super::{DeleteForm, MAX_LISTED, csrf_field, group_path, layout, or_dash, topic_path};
 use crate::chart::line;
 use crate::history::total_lag;
 use crate::session::Session;
@@ -31,7 +31,7 @@ pub async fn list(
                 tbody {
                     @for g in groups.iter().take(MAX_LISTED) {
                         tr data-group=(g.group_id) {
-                            td { a href=(format!("/groups/{}", g.group_id)) { (g.group_id) } }
+                            td { a href=(group_path(&g.group_id)) { (g.group_id) } }
                             td { (g.state) }
                             td.num { (g.members) }
                             td { (or_dash(&g.coordinator_agent_id)) }
@@ -63,17 +63,7 @@ pub async fn page(
         .iter()
         .map(|p| p.topic.as_str())
         .collect();
-    let list = |lists: &[strata_client::proto::TopicPartitions]| {
-        let parts: Vec<String> = lists
-            .iter()
-            .flat_map(|l| l.partitions.iter().map(move |p| format!("{}:{p}", l.topic)))
-            .collect();
-        if parts.is_empty() {
-            "-".to_string()
-        } else {
-            parts.join(", ")
-        }
-    };
+    let list = strata_proto::topic_partitions_text;
     let body = html! {
         p #group-summary {
             "State " strong #group-state { (summary.state) } " · "
@@ -103,7 +93,7 @@ pub async fn page(
             tbody {
                 @for p in &described.partitions {
                     tr data-topic=(p.topic) data-partition=(p.partition) {
-                        td { a href=(format!("/topics/{}", p.topic)) { (p.topic) } }
+                        td { a href=(topic_path(&p.topic)) { (p.topic) } }
                         td.num { (p.partition) }
                         td.num.committed { @if p.committed_offset < 0 { "-" } @else { (p.committed_offset) } }
                         td.num.log-end { (p.log_end_offset) }
@@ -117,7 +107,7 @@ pub async fn page(
         }
         h2 { "Reset offsets" }
         p.hint { "Only a group without members can be reset or deleted." }
-        form #reset-offsets method="post" action=(format!("/groups/{id}/reset")) {
+        form #reset-offsets method="post" action=(format!("{}/reset", group_path(&id))) {
             (csrf_field(&session))
             label { "Topic "
                 select name="topic" {
@@ -135,7 +125,7 @@ pub async fn page(
             label { "Offset or time " input name="at" size="22"; }
             button type="submit" { "Reset" }
         }
-        form #delete-group method="post" action=(format!("/groups/{id}/delete")) {
+        form #delete-group method="post" action=(format!("{}/delete", group_path(&id))) {
             (csrf_field(&session))
             label { "Type the group's id to delete it " input name="confirm" required; }
             button.danger type="submit" { "Delete group" }
@@ -186,15 +176,7 @@ pub async fn reset(
     };
     let admin = console.admin(session.token()?).await?;
     admin.reset_offsets(&id, &form.topic, to).await?;
-    Ok(Redirect::to(&format!("/groups/{id}")).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DeleteForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    confirm: String,
+    Ok(Redirect::to(&group_path(&id)).into_response())
 }
 
 /// `POST /groups/{id}/delete`: only when the form repeats the group's id.
@@ -204,12 +186,7 @@ pub async fn delete(
     Path(id): Path<String>,
     axum::Form(form): axum::Form<DeleteForm>,
 ) -> Result<Response, ConsoleError> {
-    session.check_csrf(&form.csrf)?;
-    if form.confirm.trim() != id {
-        return Err(ConsoleError::BadInput(format!(
-            "type the group's id ({id}) to confirm its deletion"
-        )));
-    }
+    form.check(&session, &id, "group's id")?;
     let admin = console.admin(session.token()?).await?;
     admin.delete_group(&id).await?;
     Ok(Redirect::to("/groups").into_response())

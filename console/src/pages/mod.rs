@@ -110,15 +110,46 @@ pub fn csrf_field(session: &Session) -> Markup {
     html! { input type="hidden" name="csrf" value=(session.csrf()); }
 }
 
+/// Characters a path segment keeps as they are; every other byte is percent-encoded.
+const SEGMENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'.')
+    .remove(b'-')
+    .remove(b'_');
+
+/// The console's path for a topic, `/topics/NAME`, the name percent-encoded (a Kafka
+/// client may have named it with any character).
+pub fn topic_path(name: &str) -> String {
+    format!(
+        "/topics/{}",
+        percent_encoding::utf8_percent_encode(name, SEGMENT)
+    )
+}
+
+/// The console's path for a group, `/groups/ID`, the id percent-encoded (Kafka's group
+/// ids may hold `/`, `?`, `#`).
+pub fn group_path(id: &str) -> String {
+    format!(
+        "/groups/{}",
+        percent_encoding::utf8_percent_encode(id, SEGMENT)
+    )
+}
+
 /// A byte count as people read it.
 pub fn bytes(n: f64) -> String {
     crate::chart::short(n, "B")
 }
 
-/// Milliseconds since the Unix epoch as RFC 3339 (UTC, ms); `-` for none.
+/// The latest time RFC 3339 can write (the end of year 9999), ms since the Unix epoch.
+const LAST_RFC3339_MS: i64 = 253_402_300_799_999;
+
+/// Milliseconds since the Unix epoch as RFC 3339 (UTC, ms); `-` for none; a time past
+/// year 9999 (a producer may set any timestamp) as its number of ms.
 pub fn time(ms: i64) -> String {
     if ms <= 0 {
         return "-".into();
+    }
+    if ms > LAST_RFC3339_MS {
+        return format!("{ms} ms");
     }
     let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
     humantime::format_rfc3339_millis(at).to_string()
@@ -140,6 +171,35 @@ pub fn ago(ms: i64) -> String {
 /// `-` for an empty string.
 pub fn or_dash(s: &str) -> &str {
     if s.is_empty() { "-" } else { s }
+}
+
+/// The form of a deletion: the visitor types the name of what goes.
+#[derive(Debug, serde::Deserialize)]
+pub struct DeleteForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    confirm: String,
+}
+
+impl DeleteForm {
+    /// Refuses a form from another site, or one that does not repeat `name` (`what`
+    /// names it in the message: "topic's name", "group's id").
+    pub fn check(
+        &self,
+        session: &Session,
+        name: &str,
+        what: &str,
+    ) -> Result<(), crate::ConsoleError> {
+        session.check_csrf(&self.csrf)?;
+        if self.confirm.trim() == name {
+            Ok(())
+        } else {
+            Err(crate::ConsoleError::BadInput(format!(
+                "type the {what} ({name}) to confirm its deletion"
+            )))
+        }
+    }
 }
 
 /// Parses `KEY=VALUE` lines (blank lines skipped) as the CLI's `--config`/`--set`.

@@ -16,7 +16,10 @@ use strata_client::proto::list_offsets_request::Spec;
 use strata_client::proto::log_client::LogClient;
 use strata_client::{Producer, ProducerConfig, ProducerRecord, proto};
 
-use super::{MAX_LISTED, MAX_MESSAGES, MAX_SHOWN_BYTES, config_lines, csrf_field, layout, or_dash};
+use super::{
+    DeleteForm, MAX_LISTED, MAX_MESSAGES, MAX_SHOWN_BYTES, config_lines, csrf_field, layout,
+    or_dash, topic_path,
+};
 use crate::session::Session;
 use crate::{Console, ConsoleError};
 
@@ -25,7 +28,10 @@ const MAX_BROWSED_PARTITIONS: usize = 32;
 /// Fetches per partition for one page of messages.
 const MAX_FETCHES: usize = 8;
 /// Bytes one fetch asks for.
-const FETCH_BYTES: i32 = 1 << 20;
+const FETCH_BYTES: usize = 1 << 20;
+/// Bytes of records one page of the browser reads, over all its fetches (a fetch returns
+/// at least one record, so a page may hold one record per partition past it).
+const BROWSE_BYTES: usize = 8 << 20;
 
 /// `GET /topics`.
 pub async fn list(
@@ -51,7 +57,7 @@ pub async fn list(
             tbody {
                 @for (topic, described) in topics.iter().zip(&described) {
                     tr data-topic=(topic.name) {
-                        td { a href=(format!("/topics/{}", topic.name)) { (topic.name) } }
+                        td { a href=(topic_path(&topic.name)) { (topic.name) } }
                         td.num { (topic.partitions) }
                         td.num { @match described { Ok(d) => (d.records()), Err(e) => span.warning title=(e.to_string()) { "?" } } }
                         td.num { @match console.history().topic_rate(&topic.name) { Some(rate) => (format!("{rate:.1}")), None => "-" } }
@@ -101,7 +107,7 @@ pub async fn create(
     let topic = admin
         .create_topic(form.name.trim(), partitions, config)
         .await?;
-    Ok(Redirect::to(&format!("/topics/{}", topic.name)).into_response())
+    Ok(Redirect::to(&topic_path(&topic.name)).into_response())
 }
 
 #[derive(Debug, Deserialize, Default)]
@@ -165,7 +171,7 @@ pub async fn page(
             }
         }
         h2 { "Messages" }
-        form #browse method="get" action=(format!("/topics/{name}")) {
+        form #browse method="get" action=(topic_path(&name)) {
             label { "Partition "
                 select name="partition" {
                     option value="" selected[browse.partition.is_empty()] { "all" }
@@ -222,7 +228,7 @@ pub async fn page(
             Err(e) => div.error role="alert" { (e.to_string()) }
         }
         h2 { "Produce a record" }
-        form #produce method="post" action=(format!("/topics/{name}/produce")) {
+        form #produce method="post" action=(format!("{}/produce", topic_path(&name))) {
             (csrf_field(&session))
             label { "Key " input name="key" size="20"; }
             label { "Partition " input name="partition" size="4" placeholder="by key"; }
@@ -239,19 +245,19 @@ pub async fn page(
                 }
             }
         }
-        form #alter-config method="post" action=(format!("/topics/{name}/config")) {
+        form #alter-config method="post" action=(format!("{}/config", topic_path(&name))) {
             (csrf_field(&session))
             label.block { "Set, one KEY=VALUE per line" textarea name="set" rows="2" {} }
             label { "Return to default (keys, comma-separated) " input name="delete" size="30"; }
             button type="submit" { "Alter configs" }
         }
         h2 { "Partitions and deletion" }
-        form #add-partitions method="post" action=(format!("/topics/{name}/partitions")) {
+        form #add-partitions method="post" action=(format!("{}/partitions", topic_path(&name))) {
             (csrf_field(&session))
             label { "Grow to " input name="to" type="number" min=(topic.partitions + 1) required; " partitions" }
             button type="submit" { "Add partitions" }
         }
-        form #delete-topic method="post" action=(format!("/topics/{name}/delete")) {
+        form #delete-topic method="post" action=(format!("{}/delete", topic_path(&name))) {
             (csrf_field(&session))
             label { "Type the topic's name to delete it " input name="confirm" required; }
             button.danger type="submit" { "Delete topic" }
@@ -278,7 +284,11 @@ fn shown(bytes: Option<&[u8]>, format: &str) -> Markup {
         "json" if more == 0 => match serde_json::from_slice::<serde_json::Value>(cut) {
             Ok(value) => {
                 let pretty = serde_json::to_string_pretty(&value).unwrap_or_default();
-                return html! { pre.json { (pretty) } };
+                // Deep nesting pretty-prints to many times its size: shown as sent then.
+                if pretty.len() <= 4 * cut.len() + 64 {
+                    return html! { pre.json { (pretty) } };
+                }
+                String::from_utf8_lossy(cut).into_owned()
             }
             Err(_) => {
                 return html! { span { (String::from_utf8_lossy(cut)) } " " em.hint { "(not JSON)" } };
@@ -308,9 +318,9 @@ pub(crate) fn parse_time(text: &str) -> Result<i64, ConsoleError> {
             "time '{text}' is neither RFC 3339 (2026-12-03T10:00:00Z) nor ms"
         ))
     })?;
-    Ok(at
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64))
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| ConsoleError::BadInput(format!("time '{text}' is before 1970")))
 }
 
 /// The records the browser asked for, as `(partition, record)`: newest first for
@@ -387,10 +397,11 @@ async fn browse_messages(
             .collect(),
     };
     let mut records = Vec::new();
+    let mut budget = BROWSE_BYTES;
     for (partition, start) in starts {
         let (_, end) = bounds(partition);
         records.extend(
-            fetch(connection, topic, partition, start, end, n)
+            fetch(connection, topic, partition, start, end, n, &mut budget)
                 .await?
                 .into_iter()
                 .map(|r| (partition, r)),
@@ -408,7 +419,7 @@ async fn browse_messages(
 }
 
 /// Up to `n` records of one partition from `offset` (stopping at `end`, the high
-/// watermark described), through Fetch.
+/// watermark described, or when `budget` bytes are spent), through Fetch.
 async fn fetch(
     connection: &strata_client::Connection,
     topic: &str,
@@ -416,11 +427,12 @@ async fn fetch(
     mut offset: i64,
     end: i64,
     n: usize,
+    budget: &mut usize,
 ) -> Result<Vec<proto::StoredRecord>, ConsoleError> {
     let mut log = LogClient::new(connection.transport()).max_decoding_message_size(8 << 20);
     let mut records = Vec::new();
     for _ in 0..MAX_FETCHES {
-        if records.len() >= n || offset >= end {
+        if records.len() >= n || offset >= end || *budget == 0 {
             break;
         }
         let response = log
@@ -428,7 +440,7 @@ async fn fetch(
                 topic: topic.to_string(),
                 partition,
                 offset,
-                max_bytes: FETCH_BYTES,
+                max_bytes: FETCH_BYTES.min(*budget) as i32,
                 max_wait_ms: 0,
                 ..Default::default()
             })
@@ -439,6 +451,19 @@ async fn fetch(
             break;
         }
         offset = response.next_offset;
+        let bytes: usize = response
+            .records
+            .iter()
+            .map(|r| {
+                r.key.as_ref().map_or(0, |k| k.len())
+                    + r.value.as_ref().map_or(0, |v| v.len())
+                    + r.headers
+                        .iter()
+                        .map(|h| h.key.len() + h.value.len())
+                        .sum::<usize>()
+            })
+            .sum();
+        *budget = budget.saturating_sub(bytes);
         records.extend(response.records);
     }
     records.truncate(n);
@@ -488,8 +513,10 @@ pub async fn produce(
     let producer = Producer::open(connection, ProducerConfig::default()).await;
     let position = producer.send_and_wait(&name, record).await?;
     Ok(Redirect::to(&format!(
-        "/topics/{name}?partition={}&from=offset&offset={}&n=1",
-        position.partition, position.offset
+        "{}?partition={}&from=offset&offset={}&n=1",
+        topic_path(&name),
+        position.partition,
+        position.offset
     ))
     .into_response())
 }
@@ -522,7 +549,7 @@ pub async fn alter(
         .collect();
     let admin = console.admin(session.token()?).await?;
     admin.alter_topic_config(&name, set, delete).await?;
-    Ok(Redirect::to(&format!("/topics/{name}")).into_response())
+    Ok(Redirect::to(&topic_path(&name)).into_response())
 }
 
 #[derive(Debug, Deserialize)]
@@ -543,15 +570,7 @@ pub async fn add_partitions(
     let to: i32 = parse_number(&form.to, "partitions")?;
     let admin = console.admin(session.token()?).await?;
     admin.add_partitions(&name, to).await?;
-    Ok(Redirect::to(&format!("/topics/{name}")).into_response())
-}
-
-#[derive(Debug, Deserialize)]
-pub struct DeleteForm {
-    #[serde(default)]
-    csrf: String,
-    #[serde(default)]
-    confirm: String,
+    Ok(Redirect::to(&topic_path(&name)).into_response())
 }
 
 /// `POST /topics/{name}/delete`: only when the form repeats the topic's name.
@@ -561,12 +580,7 @@ pub async fn delete(
     Path(name): Path<String>,
     axum::Form(form): axum::Form<DeleteForm>,
 ) -> Result<Response, ConsoleError> {
-    session.check_csrf(&form.csrf)?;
-    if form.confirm.trim() != name {
-        return Err(ConsoleError::BadInput(format!(
-            "type the topic's name ({name}) to confirm its deletion"
-        )));
-    }
+    form.check(&session, &name, "topic's name")?;
     let admin = console.admin(session.token()?).await?;
     admin.delete_topic(&name).await?;
     Ok(Redirect::to("/topics").into_response())
