@@ -23,6 +23,11 @@ use crate::topic::{self, TopicSettings};
 use crate::writer::{EncodedBatch, PartitionRecords, Payload, Writer};
 use crate::{Error, Result};
 
+/// Index entries one read of [`Agent::stored_bytes`] takes.
+const STORED_BYTES_PAGE: usize = 1000;
+/// Partitions [`Agent::stored_bytes`] reads at once.
+const STORED_BYTES_PARALLEL: usize = 16;
+
 /// A partition: topic name and partition number.
 pub(crate) type PartitionKey = (String, u32);
 
@@ -866,7 +871,6 @@ impl Agent {
         Ok((meta, partitions))
     }
 
-    /// How far a topic is archived as Parquet.
     /// The compactors running now (their published totals) and the jobs claimed now
     /// (`(job, compactor)`), sorted.
     pub async fn describe_compactors(
@@ -882,6 +886,42 @@ impl Agent {
         Ok((compactors, jobs))
     }
 
+    /// Bytes each partition of `meta` holds in the object store: the lengths of its
+    /// current incarnation's index entries (its blocks) summed, read in pages of
+    /// [`STORED_BYTES_PAGE`] entries, [`STORED_BYTES_PARALLEL`] partitions at a time. One
+    /// etcd range read per page: callers ask for it (`DescribeTopic` with
+    /// `include_stored_bytes`), it is not part of every describe.
+    pub async fn stored_bytes(&self, meta: &TopicMeta) -> Result<Vec<u64>> {
+        use futures::{StreamExt as _, TryStreamExt as _};
+        futures::stream::iter(0..meta.partitions)
+            .map(|p| async move {
+                let mut total = 0u64;
+                let mut from = 0i64;
+                loop {
+                    let entries = self
+                        .inner
+                        .metastore
+                        .index_entries(&meta.name, p, from, STORED_BYTES_PAGE)
+                        .await?;
+                    total += entries
+                        .iter()
+                        .filter(|e| e.topic_id.is_empty() || e.topic_id == meta.topic_id)
+                        .map(|e| e.byte_len)
+                        .sum::<u64>();
+                    match entries.last() {
+                        Some(last) if entries.len() == STORED_BYTES_PAGE => {
+                            from = last.last_offset + 1;
+                        }
+                        _ => return Ok::<u64, Error>(total),
+                    }
+                }
+            })
+            .buffered(STORED_BYTES_PARALLEL)
+            .try_collect()
+            .await
+    }
+
+    /// How far a topic is archived as Parquet.
     pub async fn describe_archive(&self, name: &str) -> Result<ArchiveDescription> {
         let meta = self.load_topic(name).await?;
         let partitions = self.partition_states(&meta).await?;

@@ -315,6 +315,7 @@ fn partition_info(p: &PartitionDescription) -> pb::PartitionInfo {
             .or_else(|| owner.map(|o| o.agent_id.clone()))
             .unwrap_or_default(),
         owner_epoch: owner.map_or(0, |o| o.epoch),
+        stored_bytes: None,
     }
 }
 
@@ -703,11 +704,19 @@ impl Admin for AgentService {
             "Admin.DescribeTopic",
             [Resource::topic(&request.get_ref().name)],
         )?;
-        let name = request.into_inner().name;
-        let (meta, partitions) = self.agent.describe_topic(&name).await.map_err(status)?;
+        let r = request.into_inner();
+        let (meta, partitions) = self.agent.describe_topic(&r.name).await.map_err(status)?;
+        let mut partitions: Vec<pb::PartitionInfo> =
+            partitions.iter().map(partition_info).collect();
+        if r.include_stored_bytes {
+            let bytes = self.agent.stored_bytes(&meta).await.map_err(status)?;
+            for (p, bytes) in partitions.iter_mut().zip(bytes) {
+                p.stored_bytes = Some(bytes);
+            }
+        }
         Ok(Response::new(pb::DescribeTopicResponse {
             topic: Some(topic_info(&meta)),
-            partitions: partitions.iter().map(partition_info).collect(),
+            partitions,
         }))
     }
 

@@ -41,22 +41,23 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
             }
         }
         TopicCommand::Describe { name } => {
-            let described = admin.describe_topic(&name).await?;
+            let described = admin.describe_topic_with_bytes(&name).await?;
             let topic = described.topic.clone().unwrap_or_default();
             println!("topic {}: {} partitions", topic.name, topic.partitions);
             if !topic.topic_id.is_empty() {
                 println!("  id {}", topic.topic_id);
             }
             println!("  records {}", described.records());
+            println!("  bytes {}", described.stored_bytes().unwrap_or(0));
             let mut config: Vec<_> = topic.config.iter().collect();
             config.sort();
             for (k, v) in &config {
                 println!("  {k}={v}\t({})", topic.config_source(k));
             }
-            println!("partition\tlog_start\thigh_watermark\towner\tepoch\tlast_stable");
+            println!("partition\tlog_start\thigh_watermark\towner\tepoch\tlast_stable\tbytes");
             for p in &described.partitions {
                 println!(
-                    "{}\t{}\t{}\t{}\t{}\t{}",
+                    "{}\t{}\t{}\t{}\t{}\t{}\t{}",
                     p.partition,
                     p.log_start_offset,
                     p.high_watermark,
@@ -66,7 +67,8 @@ pub async fn run(server: &Target, command: TopicCommand) -> Result<()> {
                         &p.owner_agent_id
                     },
                     p.owner_epoch,
-                    p.last_stable_offset
+                    p.last_stable_offset,
+                    p.stored_bytes.unwrap_or(0)
                 );
             }
         }

@@ -648,6 +648,7 @@ impl Consumer {
             .clone()
             .describe_topic(pb::DescribeTopicRequest {
                 name: topic.to_string(),
+                ..Default::default()
             })
             .await?
             .into_inner();

@@ -453,6 +453,7 @@ impl Producer {
             .clone()
             .describe_topic(pb::DescribeTopicRequest {
                 name: topic.to_string(),
+                ..Default::default()
             })
             .await?
             .into_inner()

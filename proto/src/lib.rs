@@ -78,6 +78,12 @@ impl v1::DescribeTopicResponse {
             .map(|p| (p.high_watermark - p.log_start_offset).max(0))
             .sum()
     }
+
+    /// Bytes the topic holds in the object store (its partitions' `stored_bytes`
+    /// summed), when they were asked for.
+    pub fn stored_bytes(&self) -> Option<u64> {
+        self.partitions.iter().map(|p| p.stored_bytes).sum()
+    }
 }
 
 /// The standard gRPC health protocol, `grpc.health.v1`, generated with Strata's codec.

@@ -209,9 +209,10 @@ async function main() {
     const records = (await page.textContent("#record-count")).trim();
     const after = describeTopic(TOPIC);
     if (JSON.stringify(before) !== JSON.stringify(after)) return false;
-    const cli = before.rows.map(([p, start, hw, owner, epoch, lso]) => [p, start, hw, lso, owner, epoch]);
+    const cli = before.rows.map(([p, start, hw, owner, epoch, lso, bytes]) => [p, start, hw, lso, owner, epoch, bytes]);
     check(JSON.stringify(rows) === JSON.stringify(cli), `topic page ${JSON.stringify(rows)} vs CLI ${JSON.stringify(cli)}`);
     check(records === before.records, `records ${records} vs ${before.records}`);
+    check(before.rows.some((r) => Number(r[6]) > 0), `no stored bytes: ${JSON.stringify(before.rows)}`);
     return true;
   });
   log("topic page equals strata topic describe");

@@ -118,7 +118,7 @@ fn state(server: &str, groups: &[&str]) -> String {
             let cols: Vec<&str> = line.split('\t').collect();
             if line.contains('=') {
                 state.push_str(line);
-            } else if cols.len() == 5 {
+            } else if cols.len() >= 5 && cols[0].parse::<u32>().is_ok() {
                 state.push_str(&cols[..3].join("\t"));
             }
             state.push('\n');

@@ -102,6 +102,7 @@ async fn bad_requests_get_clear_statuses() {
     // Unknown topic.
     let missing = proto::DescribeTopicRequest {
         name: "missing".into(),
+        ..Default::default()
     };
     assert_status(
         admin.describe_topic(missing).await,

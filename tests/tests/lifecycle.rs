@@ -19,6 +19,7 @@ async fn topic_id(server: &str, topic: &str) -> String {
     AdminClient::new(channel.transport())
         .describe_topic(proto::DescribeTopicRequest {
             name: topic.to_string(),
+            ..Default::default()
         })
         .await
         .unwrap()

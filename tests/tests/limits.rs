@@ -176,7 +176,10 @@ async fn each_limit_is_refused_naming_its_setting_and_nothing_is_stored() {
         "max_header_key_bytes",
     );
     let described = admin
-        .describe_topic(proto::DescribeTopicRequest { name: "t1".into() })
+        .describe_topic(proto::DescribeTopicRequest {
+            name: "t1".into(),
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner();
@@ -482,7 +485,8 @@ async fn partitions_that_would_overflow_the_assignment_value_are_refused() {
     assert_eq!(
         admin
             .describe_topic(proto::DescribeTopicRequest {
-                name: "wide".into()
+                name: "wide".into(),
+                ..Default::default()
             })
             .await
             .unwrap_err()

@@ -23,6 +23,9 @@ use super::{
 use crate::session::Session;
 use crate::{Console, ConsoleError};
 
+/// Topics with more partitions than this show no bytes in the list (summing them reads
+/// every partition's index); their own page shows them.
+const MAX_PARTITIONS_SIZED: usize = 256;
 /// Topics with more partitions than this need one chosen to browse.
 const MAX_BROWSED_PARTITIONS: usize = 32;
 /// Fetches per partition for one page of messages.
@@ -42,24 +45,40 @@ pub async fn list(
     let mut topics = admin.list_topics().await?;
     topics.sort_by(|a, b| a.name.cmp(&b.name));
     let shown = topics.len().min(MAX_LISTED);
-    let names: Vec<String> = topics.iter().take(shown).map(|t| t.name.clone()).collect();
+    let names: Vec<(String, bool)> = topics
+        .iter()
+        .take(shown)
+        .map(|t| {
+            (
+                t.name.clone(),
+                t.partitions as usize <= MAX_PARTITIONS_SIZED,
+            )
+        })
+        .collect();
     let described: Vec<_> = futures::stream::iter(names)
-        .map(|name| {
+        .map(|(name, sized)| {
             let admin = admin.clone();
-            async move { admin.describe_topic(&name).await }
+            async move {
+                if sized {
+                    admin.describe_topic_with_bytes(&name).await
+                } else {
+                    admin.describe_topic(&name).await
+                }
+            }
         })
         .buffered(8)
         .collect()
         .await;
     let body = html! {
         table #topics {
-            thead { tr { th { "Topic" } th.num { "Partitions" } th.num { "Records" } th.num { "Records/s" } th { "Cleanup" } th { "Archived" } } }
+            thead { tr { th { "Topic" } th.num { "Partitions" } th.num { "Records" } th.num { "Bytes" } th.num { "Records/s" } th { "Cleanup" } th { "Archived" } } }
             tbody {
                 @for (topic, described) in topics.iter().zip(&described) {
                     tr data-topic=(topic.name) {
                         td { a href=(topic_path(&topic.name)) { (topic.name) } }
                         td.num { (topic.partitions) }
                         td.num { @match described { Ok(d) => (d.records()), Err(e) => span.warning title=(e.to_string()) { "?" } } }
+                        td.num { @match described.as_ref().ok().and_then(|d| d.stored_bytes()) { Some(b) => (super::bytes(b as f64)), None => "-" } }
                         td.num { @match console.history().topic_rate(&topic.name) { Some(rate) => (format!("{rate:.1}")), None => "-" } }
                         td { (topic.config.get("cleanup.policy").map_or("delete", String::as_str)) }
                         td { (topic.config.get("archive.enabled").map_or("false", String::as_str)) }
@@ -139,7 +158,7 @@ pub async fn page(
 ) -> Result<Html<String>, ConsoleError> {
     let connection = console.connect(session.token()?).await?;
     let admin = strata_client::Admin::new(connection.clone());
-    let described = admin.describe_topic(&name).await?;
+    let described = admin.describe_topic_with_bytes(&name).await?;
     let topic = described.topic.clone().unwrap_or_default();
     let mut config: Vec<_> = topic.config.iter().collect();
     config.sort();
@@ -152,11 +171,12 @@ pub async fn page(
         p {
             "Topic id " code #topic-id { (topic.topic_id) } " · "
             span #partition-count { (topic.partitions) } " partitions · "
-            span #record-count { (described.records()) } " records"
+            span #record-count { (described.records()) } " records · "
+            span #stored-bytes title="bytes in the object store, compressed as stored" { (super::bytes(described.stored_bytes().unwrap_or(0) as f64)) }
         }
         h2 { "Partitions" }
         table #partitions {
-            thead { tr { th.num { "Partition" } th.num { "Log start" } th.num { "High watermark" } th.num { "Last stable" } th { "Owner" } th.num { "Epoch" } } }
+            thead { tr { th.num { "Partition" } th.num { "Log start" } th.num { "High watermark" } th.num { "Last stable" } th { "Owner" } th.num { "Epoch" } th.num { "Stored bytes" } } }
             tbody {
                 @for p in &described.partitions {
                     tr data-partition=(p.partition) {
@@ -166,6 +186,7 @@ pub async fn page(
                         td.num.last-stable { (p.last_stable_offset) }
                         td.owner { (or_dash(&p.owner_agent_id)) }
                         td.num.epoch { (p.owner_epoch) }
+                        td.num.stored-bytes { (p.stored_bytes.unwrap_or(0)) }
                     }
                 }
             }
