@@ -30,6 +30,15 @@ pub fn short(value: f64, unit: &str) -> String {
     }
 }
 
+/// A span of time as people read it: `35s`, `12min`, `3h`.
+pub fn duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}min", s / 60),
+        s => format!("{}h", s / 3600),
+    }
+}
+
 /// A chart of `points` titled `title`; `unit` follows each value (`%` shows a ratio as a
 /// percentage).
 pub fn line(id: &str, title: &str, points: &[Point], unit: &str) -> Markup {
@@ -64,7 +73,7 @@ pub fn line(id: &str, title: &str, points: &[Point], unit: &str) -> Markup {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    let minutes = (last - first) / 60_000;
+    let since = duration((last - first) / 1000);
     let now = points.last().map(|p| short(p.1, unit));
     html! {
         figure.chart {
@@ -80,7 +89,7 @@ pub fn line(id: &str, title: &str, points: &[Point], unit: &str) -> Markup {
                 @if points.len() < 2 {
                     text x=(WIDTH / 2.0) y=(HEIGHT / 2.0) text-anchor="middle" class="empty" { "sampling: a point every 5 s" }
                 } @else {
-                    text x=(LEFT) y=(HEIGHT - 4.0) { (minutes) " min ago" }
+                    text x=(LEFT) y=(HEIGHT - 4.0) { (since) " ago" }
                     text x=(WIDTH) y=(HEIGHT - 4.0) text-anchor="end" { "now" }
                     polyline points=(path) {}
                 }
@@ -109,5 +118,13 @@ mod tests {
             "{markup}"
         );
         assert!(markup.contains("<polyline"));
+        assert!(markup.contains(">5s ago<"), "{markup}");
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(duration(35), "35s");
+        assert_eq!(duration(600), "10min");
+        assert_eq!(duration(3 * 3600), "3h");
     }
 }

@@ -43,6 +43,14 @@ function strata(args, input) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
+// Stops a child process and resolves once it has exited (at once if it already had).
+function stop(child) {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  const exited = new Promise((resolve) => child.once("exit", resolve));
+  child.kill("SIGTERM");
+  return exited;
+}
+
 async function eventually(what, seconds, probe) {
   const deadline = Date.now() + seconds * 1000;
   let last;
@@ -243,6 +251,16 @@ async function main() {
   check(made.records === "1", `the console's record: ${made.records} records`);
   const consumed = strata(["consume", "made-in-console", "--from-beginning", "--json", "--max-messages", "1"]);
   check(consumed.includes("from-the-browser") && consumed.includes("in the console"), `strata consume: ${consumed}`);
+  // Alter configs and add partitions, read back with the CLI.
+  await page.fill("#alter-config textarea[name=set]", "retention.ms=3600000");
+  await Promise.all([page.waitForNavigation(), page.click("#alter-config button")]);
+  const altered = strata(["topic", "describe", "made-in-console"]);
+  check(/^ {2}retention\.ms=3600000\t\(topic\)$/m.test(altered), `retention.ms not set by the console:\n${altered}`);
+  check((await page.textContent("#configs")).includes("3600000"), "the topic page does not show the altered config");
+  await page.fill("#add-partitions input[name=to]", "3");
+  await Promise.all([page.waitForNavigation(), page.click("#add-partitions button")]);
+  check(describeTopic("made-in-console").rows.length === 3, "the console did not grow the topic to 3 partitions");
+  check((await page.textContent("#partition-count")).trim() === "3", "the topic page does not show 3 partitions");
   // Deleting asks for the name.
   await page.fill("#delete-topic input[name=confirm]", "not-the-name");
   await Promise.all([page.waitForNavigation(), page.click("#delete-topic button")]);
@@ -254,7 +272,7 @@ async function main() {
   await Promise.all([page.waitForNavigation(), page.click("#delete-topic button")]);
   check(new URL(page.url()).pathname === "/topics", `after delete: ${page.url()}`);
   check(!strata(["topic", "list"]).includes("made-in-console"), "the confirmed deletion did not delete");
-  log("created a topic, produced a record, and deleted the topic once confirmed, in the console");
+  log("created a topic, produced a record, altered its configs, added partitions, and deleted it once confirmed, in the console");
 
   // --- Groups: figures, and the lag chart --------------------------------------------------
   const consume = () =>
@@ -275,8 +293,7 @@ async function main() {
     return true;
   });
   log("group page equals strata group describe");
-  consumer.kill("SIGTERM");
-  await new Promise((resolve) => consumer.on("exit", resolve));
+  await stop(consumer);
   for (let round = 0; round < 3; round++) {
     let more = "";
     for (let i = 0; i < 100; i++) more += `late-${round}-${i}:{"late":${i}}\n`;
@@ -294,9 +311,24 @@ async function main() {
   check(points[peak] >= 300, `the chart's peak ${points[peak]} (points ${points})`);
   check(rising.some((v, i) => i > 0 && v > rising[i - 1]) && rising.filter((v) => v > 0).length >= 2, `no rise in ${points}`);
   check(points.slice(peak + 1).some((v) => v < points[peak]) && points[points.length - 1] === 0, `no fall in ${points}`);
-  consumer.kill("SIGTERM");
+  await stop(consumer);
   log(`lag chart rose to ${points[peak]} and fell to 0: ${points.join(" ")}`);
   await visit("/groups", "groups");
+
+  // --- Reset offsets and delete, once the group is empty -----------------------------------
+  await eventually("the group is empty", 60, async () => / members 0 /.test(strata(["group", "describe", GROUP])));
+  await visit(`/groups/${GROUP}`, null);
+  await page.selectOption("#reset-offsets select[name=to]", "earliest");
+  await Promise.all([page.waitForNavigation(), page.click("#reset-offsets button")]);
+  const reset = describeGroup(GROUP);
+  check(reset.length === 4 && reset.every((row) => row[2] === "0" && row[4] === row[3]), `after reset to earliest: ${JSON.stringify(reset)}`);
+  const resetRows = (await tableRows(page, "#lag")).map((r) => r.slice(0, 5));
+  check(JSON.stringify(resetRows) === JSON.stringify(reset), `group page after reset ${JSON.stringify(resetRows)} vs CLI ${JSON.stringify(reset)}`);
+  await page.fill("#delete-group input[name=confirm]", GROUP);
+  await Promise.all([page.waitForNavigation(), page.click("#delete-group button")]);
+  check(new URL(page.url()).pathname === "/groups", `after deleting the group: ${page.url()}`);
+  check(!strata(["group", "list"]).includes(GROUP), "the confirmed deletion did not delete the group");
+  log("reset the empty group's offsets to earliest and deleted it, in the console");
 
   // --- Every other page, and the other agents -------------------------------------------
   await visit("/", "overview");

@@ -161,11 +161,7 @@ pub fn ago(ms: i64) -> String {
         return "never".into();
     }
     let seconds = (crate::history::now_ms() - ms).max(0) / 1000;
-    match seconds {
-        s if s < 120 => format!("{s}s ago"),
-        s if s < 7200 => format!("{}min ago", s / 60),
-        s => format!("{}h ago", s / 3600),
-    }
+    format!("{} ago", crate::chart::duration(seconds))
 }
 
 /// `-` for an empty string.
