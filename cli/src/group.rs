@@ -1,6 +1,6 @@
 //! `strata group ...`: list, describe, reset offsets, delete.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use strata_client::ResetTo;
 
 use crate::args::GroupCommand;
@@ -9,16 +9,7 @@ use crate::target::Target;
 /// Milliseconds since the Unix epoch, from RFC 3339 or a number of ms (`flag` names it
 /// in errors).
 pub(crate) fn parse_time(text: &str, flag: &str) -> Result<i64> {
-    if let Ok(ms) = text.parse::<i64>() {
-        return Ok(ms);
-    }
-    let time = humantime::parse_rfc3339_weak(text).with_context(|| {
-        format!("{flag} '{text}' is neither RFC 3339 (2026-11-22T10:00:00Z) nor ms")
-    })?;
-    Ok(time
-        .duration_since(std::time::UNIX_EPOCH)
-        .with_context(|| format!("{flag} is before 1970"))?
-        .as_millis() as i64)
+    strata_client::parse_time_ms(text).map_err(|why| anyhow::anyhow!("{flag} '{text}' {why}"))
 }
 
 pub async fn run(server: &Target, command: GroupCommand) -> Result<()> {

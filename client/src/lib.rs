@@ -38,5 +38,37 @@ pub async fn connect(server: &str) -> Result<Connection> {
     Connector::new().connect(server).await
 }
 
+/// Why [`parse_time_ms`] refused a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("is neither RFC 3339 from 1970 on (2026-12-03T10:00:00Z) nor ms")]
+pub struct TimeError;
+
+/// A time as users write it — RFC 3339 or milliseconds since the Unix epoch — in ms, for
+/// [`ResetTo::Timestamp`] and [`StartOffset::Timestamp`].
+pub fn parse_time_ms(text: &str) -> std::result::Result<i64, TimeError> {
+    let text = text.trim();
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    // humantime parses no time before 1970.
+    let at = humantime::parse_rfc3339_weak(text).map_err(|_| TimeError)?;
+    at.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .map_err(|_| TimeError)
+}
+
 /// The largest gRPC message the SDK sends or accepts.
 pub(crate) const MAX_MESSAGE_BYTES: usize = 64 << 20;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_parse_as_rfc3339_or_ms() {
+        assert_eq!(parse_time_ms("1700000000000"), Ok(1_700_000_000_000));
+        assert_eq!(parse_time_ms(" 1970-01-01T00:00:01Z "), Ok(1000));
+        assert_eq!(parse_time_ms("yesterday"), Err(TimeError));
+        assert_eq!(parse_time_ms("1969-12-31T23:59:59Z"), Err(TimeError));
+    }
+}

@@ -208,24 +208,51 @@ pub fn total_lag(described: &proto::DescribeGroupResponse) -> i64 {
     described.partitions.iter().map(|p| p.lag.max(0)).sum()
 }
 
+/// The sampler's channels, by address, kept from one sample to the next (a channel
+/// reconnects by itself); an agent's is dropped when a call to it fails.
+#[derive(Default)]
+struct Channels(HashMap<String, strata_client::Connection>);
+
+impl Channels {
+    async fn admin(
+        &mut self,
+        console: &Console,
+        address: &str,
+    ) -> Result<strata_client::Admin, crate::ConsoleError> {
+        if let Some(connection) = self.0.get(address) {
+            return Ok(strata_client::Admin::new(connection.clone()));
+        }
+        let connection = console
+            .connector(console.config().sampler_token.as_deref())?
+            .connect(address)
+            .await?;
+        self.0.insert(address.to_string(), connection.clone());
+        Ok(strata_client::Admin::new(connection))
+    }
+}
+
 pub(crate) async fn run_sampler(console: Console) {
     let mut ticks = tokio::time::interval(SAMPLE_INTERVAL);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut channels = Channels::default();
     loop {
         ticks.tick().await;
-        match tokio::time::timeout(SAMPLE_INTERVAL * 2, sample(&console)).await {
+        match tokio::time::timeout(SAMPLE_INTERVAL * 2, sample(&console, &mut channels)).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::debug!(error = %e, "console sampler: no sample this time"),
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, "console sampler: no sample this time");
+                channels = Channels::default();
+            }
             Err(_) => tracing::debug!("console sampler: no sample in time"),
         }
     }
 }
 
 #[tracing::instrument(name = "console.sample", skip_all)]
-async fn sample(console: &Console) -> Result<(), crate::ConsoleError> {
-    let token = console.config().sampler_token.as_deref();
-    let connection = console.connect(token).await?;
-    let admin = strata_client::Admin::new(connection);
+async fn sample(console: &Console, channels: &mut Channels) -> Result<(), crate::ConsoleError> {
+    let admin = channels
+        .admin(console, &console.config().grpc_address)
+        .await?;
     let metadata = admin.metadata(Vec::new()).await?;
     // Each topic's latest offsets summed, as `strata topic offsets` lists them.
     let mut topics = Vec::new();
@@ -249,21 +276,27 @@ async fn sample(console: &Console) -> Result<(), crate::ConsoleError> {
     // Every live agent's counters, as `strata stats --server <agent>` reads them.
     let mut stats = Vec::new();
     for agent in &metadata.agents {
-        let connector = console.config().connector.clone();
-        let connector = match token {
-            Some(token) => connector.with_token(token)?,
-            None => connector,
-        };
         let answer = async {
-            let connection = connector.connect(&agent.address).await?;
-            strata_client::Admin::new(connection).agent_stats().await
+            let admin = channels.admin(console, &agent.address).await?;
+            Ok::<_, crate::ConsoleError>(admin.agent_stats().await?)
         };
         match tokio::time::timeout(Duration::from_secs(2), answer).await {
             Ok(Ok(s)) => stats.push(s),
-            Ok(Err(e)) => tracing::debug!(agent = %agent.agent_id, error = %e, "no stats"),
-            Err(_) => tracing::debug!(agent = %agent.agent_id, "no stats in time"),
+            Ok(Err(e)) => {
+                tracing::debug!(agent = %agent.agent_id, error = %e, "no stats");
+                channels.0.remove(&agent.address);
+            }
+            Err(_) => {
+                tracing::debug!(agent = %agent.agent_id, "no stats in time");
+                channels.0.remove(&agent.address);
+            }
         }
     }
+    // Agents gone from the cluster take their channels with them.
+    channels.0.retain(|address, _| {
+        *address == console.config().grpc_address
+            || metadata.agents.iter().any(|a| a.address == *address)
+    });
     let live: Vec<String> = metadata.agents.iter().map(|a| a.agent_id.clone()).collect();
     console.history().record_cluster(now_ms(), &live, stats);
     let mut lags = BTreeMap::new();

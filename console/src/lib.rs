@@ -112,13 +112,21 @@ impl Console {
         tokio::spawn(async move { history::run_sampler(console).await });
     }
 
+    /// The agent's connector, carrying `token` (none without tokens).
+    pub fn connector(&self, token: Option<&str>) -> Result<strata_client::Connector, ConsoleError> {
+        let connector = self.inner.config.connector.clone();
+        Ok(match token {
+            Some(token) => connector.with_token(token)?,
+            None => connector,
+        })
+    }
+
     /// A connection to the agent carrying `token` (none without tokens).
     pub async fn connect(&self, token: Option<&str>) -> Result<Connection, ConsoleError> {
-        let connector = match token {
-            Some(token) => self.inner.config.connector.clone().with_token(token)?,
-            None => self.inner.config.connector.clone(),
-        };
-        Ok(connector.connect(&self.inner.config.grpc_address).await?)
+        Ok(self
+            .connector(token)?
+            .connect(&self.inner.config.grpc_address)
+            .await?)
     }
 
     /// Admin operations as `token`'s holder.

@@ -331,17 +331,8 @@ fn parse_number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, Conso
 
 /// Milliseconds since the Unix epoch, from RFC 3339 or a number of ms.
 pub(crate) fn parse_time(text: &str) -> Result<i64, ConsoleError> {
-    if let Ok(ms) = text.trim().parse::<i64>() {
-        return Ok(ms);
-    }
-    let at = humantime::parse_rfc3339_weak(text.trim()).map_err(|_| {
-        ConsoleError::BadInput(format!(
-            "time '{text}' is neither RFC 3339 (2026-12-03T10:00:00Z) nor ms"
-        ))
-    })?;
-    at.duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .map_err(|_| ConsoleError::BadInput(format!("time '{text}' is before 1970")))
+    strata_client::parse_time_ms(text)
+        .map_err(|why| ConsoleError::BadInput(format!("time '{text}' {why}")))
 }
 
 /// The records the browser asked for, as `(partition, record)`: newest first for
