@@ -916,12 +916,7 @@ fn console_config(
     let sampler_token = security
         .tokens
         .as_ref()
-        .and_then(|t| t.agent_authorization())
-        .and_then(|v| {
-            v.to_str()
-                .ok()
-                .map(|v| v.trim_start_matches("Bearer ").to_string())
-        });
+        .map(|t| t.agent_token().to_string());
     Ok(strata_console::ConsoleConfig {
         grpc_address: config.advertised_address.clone(),
         connector,

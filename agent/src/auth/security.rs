@@ -188,6 +188,12 @@ impl BearerTokens {
         format!("Bearer {}", self.agent_token).parse().ok()
     }
 
+    /// The agents' own token (what [`BearerTokens::agent_authorization`] presents), for
+    /// the agent's own clients such as the console's sampler.
+    pub fn agent_token(&self) -> &str {
+        &self.agent_token
+    }
+
     /// Who `presented` authenticates: `Some(Some(principal))` for a token of a
     /// principal (or the agents' token), `Some(None)` for a bare token, `None` if it is
     /// no token of this agent's. Compared in constant time.
